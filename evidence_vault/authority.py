@@ -1,0 +1,140 @@
+"""Who may sign what, at each point of the log: the key-authorization state machine.
+
+The genesis event names the first key (role ``admin``). Only admins add or revoke keys; any
+authorized key signs other events; a key revoked at seq N signs nothing after N. Verification and
+appending use this one class, so both apply the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import events as ev
+from .errors import IntegrityError, NotAuthorizedError
+from .signing import PublicKey
+
+ROLES = ("admin", "custodian")
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    fingerprint: str
+    public_key: str
+    role: str
+    name: str
+    since_seq: int
+    since_time: str
+    added_by: str | None
+    revoked_seq: int | None = None
+    revoked_time: str | None = None
+    revoked_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KeyGrant:
+        return cls(**d)
+
+
+@dataclass
+class Authority:
+    """Keys authorized so far, built by feeding events in log order."""
+
+    keys: dict[str, KeyGrant] = field(default_factory=dict)
+    genesis: str | None = None
+    vault_id: str | None = None
+    _parsed: dict[str, PublicKey] = field(default_factory=dict, repr=False)
+
+    def public_key(self, fingerprint: str) -> PublicKey:
+        pk = self._parsed.get(fingerprint)
+        if pk is None:
+            pk = PublicKey.from_openssh(self.keys[fingerprint].public_key)
+            self._parsed[fingerprint] = pk
+        return pk
+
+    def check(self, event: ev.Event) -> None:
+        """Raise ``NotAuthorizedError`` if ``event.actor`` may not sign ``event`` at this point."""
+        if event.seq == 0:
+            if event.type != ev.VAULT_CREATED:
+                raise NotAuthorizedError("the first event must be vault.created")
+            key = _key_of(event.data)
+            if key.fingerprint != event.actor:
+                raise NotAuthorizedError("genesis is not signed by the key it names")
+            return
+        if event.type == ev.VAULT_CREATED:
+            raise NotAuthorizedError("vault.created may only be the first event")
+        grant = self.keys.get(event.actor)
+        if grant is None:
+            raise NotAuthorizedError(f"key {event.actor} was never authorized in this vault")
+        if grant.revoked_seq is not None:
+            raise NotAuthorizedError(f"key {event.actor} was revoked at seq {grant.revoked_seq}")
+        if event.type in (ev.KEY_ADDED, ev.KEY_REVOKED) and grant.role != "admin":
+            raise NotAuthorizedError(f"key {event.actor} ({grant.role}) may not add or revoke keys")
+
+    def apply(self, event: ev.Event) -> None:
+        """Update the state after an accepted event."""
+        if event.type == ev.VAULT_CREATED:
+            key = _key_of(event.data)
+            self.genesis = key.fingerprint
+            self.vault_id = str(event.data.get("vault_id"))
+            self._grant(key, "admin", event, None)
+        elif event.type == ev.KEY_ADDED:
+            role = str(event.data.get("role", "custodian"))
+            if role not in ROLES:
+                raise IntegrityError(f"unknown role {role!r}")
+            self._grant(_key_of(event.data), role, event, event.actor)
+        elif event.type == ev.KEY_REVOKED:
+            fp = str(event.data.get("fingerprint"))
+            grant = self.keys.get(fp)
+            if grant is None:
+                raise IntegrityError(f"revokes unknown key {fp}")
+            if grant.revoked_seq is None:
+                self.keys[fp] = replace(
+                    grant,
+                    revoked_seq=event.seq,
+                    revoked_time=event.time,
+                    revoked_reason=str(event.data.get("reason", "")),
+                )
+
+    def _grant(self, key: _Key, role: str, event: ev.Event, by: str | None) -> None:
+        self.keys[key.fingerprint] = KeyGrant(
+            fingerprint=key.fingerprint,
+            public_key=key.public_key,
+            role=role,
+            name=key.name,
+            since_seq=event.seq,
+            since_time=event.time,
+            added_by=by,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "genesis": self.genesis,
+            "vault_id": self.vault_id,
+            "keys": [g.to_dict() for g in self.keys.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Authority:
+        keys = {k["fingerprint"]: KeyGrant.from_dict(k) for k in d.get("keys", [])}
+        return cls(keys=keys, genesis=d.get("genesis"), vault_id=d.get("vault_id"))
+
+
+@dataclass(frozen=True)
+class _Key:
+    fingerprint: str
+    public_key: str
+    name: str
+
+
+def _key_of(data: dict[str, Any]) -> _Key:
+    """The key an event names, with its fingerprint recomputed from the public key itself."""
+    key = data.get("key")
+    if not isinstance(key, dict) or not isinstance(key.get("public_key"), str):
+        raise IntegrityError("event does not name a public key")
+    pk = PublicKey.from_openssh(key["public_key"])
+    if key.get("fingerprint") != pk.fingerprint:
+        raise IntegrityError("named fingerprint does not match the public key")
+    return _Key(pk.fingerprint, pk.openssh(), str(key.get("name", "")))

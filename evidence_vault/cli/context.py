@@ -1,0 +1,71 @@
+"""Global options shared by every command (vault, key, passphrase), resolved lazily."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from ..errors import PassphraseError, UsageError
+from ..keystore import KeyStore
+from ..signing import Signer
+from ..vault import Vault, find_vault
+
+
+@dataclass
+class State:
+    vault: str | None = None
+    key: str | None = None
+    passphrase_file: Path | None = None
+
+    def keystore(self) -> KeyStore:
+        return KeyStore()
+
+    def open_vault(self) -> Vault:
+        return Vault(find_vault(self.vault))
+
+    def passphrase(self, what: str, *, confirm: bool = False) -> bytes | None:
+        """From --passphrase-file, else EVIDENCE_VAULT_PASSPHRASE, else a prompt on a terminal."""
+        if self.passphrase_file is not None:
+            try:
+                text = self.passphrase_file.read_text("utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read passphrase file: {exc.strerror}", path=self.passphrase_file) from None
+            return text.rstrip("\r\n").encode() or None
+        env = os.environ.get("EVIDENCE_VAULT_PASSPHRASE")
+        if env:
+            return env.encode()
+        if sys.stdin.isatty():
+            value: str = typer.prompt(what.capitalize(), hide_input=True, confirmation_prompt=confirm)
+            return value.encode() or None
+        return None
+
+    def signer(self) -> Signer:
+        store = self.keystore()
+        ident = store.find(self.key or os.environ.get("EVIDENCE_VAULT_KEY") or None)
+        return store.signer(ident, self.passphrase)
+
+    def signer_and_name(self) -> tuple[Signer, str]:
+        store = self.keystore()
+        ident = store.find(self.key or os.environ.get("EVIDENCE_VAULT_KEY") or None)
+        return store.signer(ident, self.passphrase), ident.name
+
+    def require_passphrase(self, what: str) -> bytes:
+        value = self.passphrase(what, confirm=True)
+        if not value:
+            raise PassphraseError(
+                "a passphrase is needed (prompt, EVIDENCE_VAULT_PASSPHRASE or --passphrase-file); "
+                "use --no-passphrase for an unencrypted key"
+            )
+        return value
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, State):
+        obj = State()
+        ctx.find_root().obj = obj
+    return obj

@@ -1,0 +1,251 @@
+"""Vault commands: init, add, ls, show, log, verify, doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from ..doctor import doctor as run_doctor
+from ..errors import UsageError
+from ..report import Report
+from ..vault import AddOptions, AddResult, Vault
+from ..verify import verify_vault
+from . import output
+from .context import state
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _progress(total: int, label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=output.err,
+        transient=True,
+        disable=total < 64 * 1024 * 1024,
+    )
+
+
+def init(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Directory for the new vault.")] = Path("."),
+    name: Annotated[str | None, typer.Option("--name", help="A name for the vault.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Genesis key fingerprint (default: your default key).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a vault whose genesis event names your key, and pin that key on this machine."""
+    st = state(ctx)
+    if key:
+        st.key = key
+    signer, signer_name = st.signer_and_name()
+    vault = Vault.init(path, name=name, signer=signer, signer_name=signer_name)
+    result = {"path": str(path.resolve()), "vault_id": vault.config.vault_id, "name": vault.config.name,
+              "genesis_key": signer.fingerprint}  # fmt: skip
+    if json_out:
+        output.emit_json(result)
+    else:
+        output.info(f"created vault {vault.config.name!r} at {result['path']}")
+        output.info(f"genesis key {signer.fingerprint} (pinned on this machine)")
+
+
+def add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files (or directories with --recursive).")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into directories.")] = False,
+    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")] = False,
+    source: Annotated[str | None, typer.Option("--source", help="Where the files came from.")] = None,
+    captured_by: Annotated[str | None, typer.Option("--captured-by", help="Who captured them.")] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Free text (signed as a commitment).")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Fail at once if another writer holds the vault.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ingest files: keep the original read-only, extract metadata, sign one event per file."""
+    st = state(ctx)
+    vault = st.open_vault()
+    opts = AddOptions(recursive=recursive, follow_symlinks=follow_symlinks, source=source,
+                      captured_by=captured_by, note=note, tags=tuple(tag or ()), wait=not no_wait)  # fmt: skip
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    counts = {"added": 0, "duplicate": 0, "failed": 0, "skipped": 0}
+
+    def on_result(res: AddResult) -> None:
+        counts[res.status] = counts.get(res.status, 0) + 1
+        if json_out:
+            output.emit_json_line(res.to_dict())
+            return
+        name = escape(output.one_line(res.path))
+        if res.status == "added":
+            extra = f" [yellow](metadata: {escape(res.metadata_errors[0])})[/]" if res.metadata_errors else ""
+            output.err.print(f"[green]added[/]     {res.id and res.id[7:19]}  {name}{extra}")
+        elif res.status == "duplicate":
+            output.err.print(f"[cyan]duplicate[/] {res.id and res.id[7:19]}  {name}: already in the vault, nothing recorded")
+        else:
+            output.err.print(f"[red]{res.status:9}[/] {name}: {escape(res.message or '')}")
+
+    with _progress(total, "adding") as progress:
+        task = progress.add_task("add", total=total or None)
+        vault.add(
+            [str(p) for p in paths],
+            st.signer,
+            opts,
+            on_progress=lambda n: progress.advance(task, n),
+            on_result=on_result,
+            on_wait=lambda: output.info("waiting for another evidence-vault process to release the vault lock…"),
+        )
+    vault.close()
+    if not json_out:
+        output.info(
+            f"{counts['added']} added, {counts['duplicate']} already present, "
+            f"{counts['failed']} failed, {counts['skipped']} skipped"
+        )
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+def ls(
+    ctx: typer.Context,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the items in the vault."""
+    vault = state(ctx).open_vault()
+    items = vault.items(tag=tag)
+    if json_out:
+        output.emit_json([i.to_dict() for i in items])
+        return
+    table = Table("id", "name", "type", "size", "added", "tags")
+    for i in items:
+        table.add_row(i.id[7:23], escape(output.one_line(i.name or "")), i.media_type or "", output.human_size(i.size),
+                      i.time, ", ".join(i.tags))  # fmt: skip
+    output.err.print(table)
+    output.info(f"{len(items)} items")
+
+
+def show(
+    ctx: typer.Context,
+    item: Annotated[str, typer.Argument(help="Item id prefix (8+ hex digits) or a path to a file.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one item: hashes, metadata, events. A path looks the file up by its hash."""
+    vault = state(ctx).open_vault()
+    detail = vault.describe(vault.resolve(item))
+    if json_out:
+        output.emit_json(detail)
+        return
+    output.err.print(f"[bold]{escape(detail['id'])}[/]")
+    for key in ("name", "media_type", "size", "added", "actor", "tags", "object", "derived_from"):
+        if detail.get(key):
+            output.info(f"  {key:12} {output.one_line(str(detail[key]))}")
+    output.err.print("  [bold]metadata[/]")
+    for k, v in detail["metadata"].items():
+        output.info(f"    {k:14} {output.one_line(str(v))}")
+    if detail["extraction_errors"]:
+        output.warn("metadata extraction: " + "; ".join(detail["extraction_errors"]))
+    output.err.print("  [bold]events[/]")
+    for e in detail["events"]:
+        output.info(f"    seq {e['seq']:>6}  {e['time']}  {e['type']:22} {e['actor']}")
+
+
+def log(
+    ctx: typer.Context,
+    item: Annotated[str | None, typer.Option("--item", help="Only events about this item.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the custody log (all events, or one item's)."""
+    vault = state(ctx).open_vault()
+    events = vault.events_for(vault.resolve(item).id) if item else vault.all_events()
+    for e in events:
+        if json_out:
+            output.emit_json_line(e.to_dict())
+        else:
+            subject = e.data.get("item") or e.data.get("name") or ""
+            output.info(f"{e.seq:>6}  {e.time}  {e.type:22} {e.actor}  {subject}")
+
+
+def verify(
+    ctx: typer.Context,
+    json_out: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+    trust: Annotated[
+        list[str] | None, typer.Option("--trust", help="Fingerprint of the genesis key you trust (repeatable).")
+    ] = None,
+) -> None:
+    """Re-hash every object and check the whole log; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    vault = state(ctx).open_vault()
+    total = sum(i.size for i in vault.items())
+    with _progress(total, "verifying") as progress:
+        task = progress.add_task("verify", total=total or None)
+        report = verify_vault(vault, trusted=trust or (), on_progress=lambda n: progress.advance(task, n))
+    vault.close()
+    if json_out:
+        output.emit_json(report.to_dict())
+    else:
+        print_report(report)
+    raise typer.Exit(report.exit_code(strict))
+
+
+def print_report(report: Report) -> None:
+    if report.findings:
+        table = Table("level", "code", "where", "finding")
+        for f in report.findings:
+            color = {"FAIL": "red", "WARN": "yellow"}.get(f.level, "white")
+            table.add_row(f"[{color}]{f.level}[/]", f.code, escape(f.subject), escape(output.one_line(f.message)))
+        output.err.print(table)
+    stats = report.stats
+    color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[report.outcome]
+    output.err.print(
+        f"[bold {color}]{report.outcome}[/]  {stats.get('events', 0)} events, {stats.get('items', 0)} items, "
+        f"{output.human_size(stats.get('bytes_hashed', 0))} re-hashed; "
+        f"{len(report.failures)} failures, {len(report.warnings)} warnings"
+    )
+    if report.genesis_key:
+        pinned = "pinned" if report.genesis_pinned else "NOT pinned"
+        output.info(f"genesis key {report.genesis_key} ({pinned})")
+
+
+def doctor(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option("--repair", help="Set aside a torn last line (a copy is kept).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find what an interrupted write left behind; with --repair, set it aside."""
+    vault = state(ctx).open_vault()
+    result = run_doctor(vault, repair=repair)
+    if json_out:
+        output.emit_json(result.to_dict())
+    else:
+        if result.torn_bytes:
+            verb = "set aside" if repair else "found"
+            output.warn(f"{verb} a torn last log line ({result.torn_bytes} bytes)"
+                        + (f", copy kept at {result.torn_saved_to}" if result.torn_saved_to else ""))  # fmt: skip
+        if result.temp_files:
+            verb = "removed" if repair else "found"
+            output.info(f"{verb} {len(result.temp_files)} leftover temporary object file(s)")
+        if result.healthy:
+            output.info("the log ends cleanly; nothing to repair")
+        elif not repair:
+            output.info("run `evidence-vault doctor --repair` to fix")
+    if not result.healthy and not repair:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (init, add, ls, show, log, verify, doctor):
+        app.command(fn.__name__)(fn)
+
+

@@ -1,0 +1,162 @@
+"""``log.jsonl``: reading it as a stream, finding its head in O(1), appending signed events durably."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError, VaultFormatError
+from .events import Event, line_hash, parse_line
+from .keystore import utc_now
+from .locking import exclusive_lock
+from .signing import Signer
+
+_READ = 1 << 20
+
+
+@dataclass(frozen=True)
+class RawLine:
+    """One line of the log file: its byte offset, bytes without the newline, and completeness."""
+
+    offset: int
+    data: bytes
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    hash: str
+    size: int  # bytes of the log up to and including the head line's newline
+
+
+class TornLineError(IntegrityError):
+    """The log ends with an incomplete line (an interrupted write)."""
+
+
+class CustodyLog:
+    """The append-only custody log of one vault."""
+
+    def __init__(self, path: Path, lock_path: Path) -> None:
+        self.path = path
+        self.lock_path = lock_path
+
+    def iter_raw(self, start: int = 0) -> Iterator[RawLine]:
+        """Yield every line from byte ``start``, streaming (memory flat in the log length)."""
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            raise VaultFormatError("custody log is missing", path=self.path) from None
+        with fh:
+            fh.seek(start)
+            offset = start
+            rest = b""
+            while True:
+                block = fh.read(_READ)
+                if not block:
+                    break
+                rest += block
+                lines = rest.split(b"\n")
+                rest = lines.pop()
+                for ln in lines:
+                    yield RawLine(offset, ln, True)
+                    offset += len(ln) + 1
+            if rest:
+                yield RawLine(offset, rest, False)
+
+    def events(self) -> Iterator[Event]:
+        """Parsed events of all complete lines (no verification: see ``verify``)."""
+        for raw in self.iter_raw():
+            if raw.complete:
+                yield parse_line(raw.data)[0]
+
+    def tail_state(self) -> tuple[Head | None, int]:
+        """The last complete line's head and the length of an incomplete trailing fragment.
+
+        Reads backwards from the end of the file: O(1) in the log length.
+        """
+        with open(self.path, "rb") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            pos, buf = end, b""
+            while pos > 0:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                buf = fh.read(step) + buf
+                last_nl = buf.rfind(b"\n")
+                if last_nl < 0:
+                    continue
+                prev_nl = buf.rfind(b"\n", 0, last_nl)
+                if prev_nl < 0 and pos > 0:
+                    continue
+                torn = len(buf) - last_nl - 1
+                line = buf[prev_nl + 1 : last_nl]
+                try:
+                    event, _ = parse_line(line)
+                except IntegrityError as exc:
+                    raise IntegrityError(
+                        f"last complete log line is damaged ({exc.message}); run `evidence-vault verify`",
+                        path=self.path,
+                    ) from None
+                return Head(event.seq, line_hash(line), end - torn), torn
+            return None, len(buf)
+
+    def append(
+        self,
+        signer: Signer,
+        build: Callable[[Head | None], Sequence[tuple[str, dict[str, Any]]]],
+        *,
+        wait: bool = True,
+        on_wait: Callable[[], None] | None = None,
+    ) -> list[Event]:
+        """Sign and append events under the writer lock, as one write, then fsync.
+
+        ``build`` runs under the lock with the current head and returns the (type, data) pairs to
+        append; it may raise to refuse (nothing is written then) or return nothing. Lines are never rewritten; a torn last line must be set aside with
+        ``doctor --repair`` first.
+        """
+        with exclusive_lock(self.lock_path, wait=wait, on_wait=on_wait):
+            head, torn = self.tail_state()
+            if torn:
+                raise TornLineError(
+                    "the custody log ends with an incomplete line (interrupted write); "
+                    "run `evidence-vault doctor --repair` first",
+                    path=self.path,
+                )
+            entries = build(head)
+            if not entries:
+                return []
+            seq = head.seq + 1 if head else 0
+            prev = head.hash if head else None
+            out: list[Event] = []
+            lines: list[bytes] = []
+            for etype, data in entries:
+                ev = Event(seq=seq, prev=prev, time=utc_now(), type=etype, actor=signer.fingerprint, data=data)
+                sig = base64.b64encode(signer.sign(ev.signing_bytes())).decode()
+                ev = Event(**{**ev.__dict__, "sig": sig})
+                line = ev.line()
+                lines.append(line + b"\n")
+                out.append(ev)
+                prev = line_hash(line)
+                seq += 1
+            payload = b"".join(lines)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                start = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, payload)
+                    while written < len(payload):
+                        written += os.write(fd, payload[written:])
+                    os.fsync(fd)
+                except OSError:
+                    # Disk full or I/O error: take back the partial lines so no torn line is left.
+                    os.ftruncate(fd, start)
+                    os.fsync(fd)
+                    raise
+            finally:
+                os.close(fd)
+            return out

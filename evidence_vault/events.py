@@ -1,0 +1,133 @@
+"""The custody-log event model and its wire form (one canonical JSON line, signed with sshsig)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canonical import canonical, parse_canonical
+from .errors import IntegrityError
+
+FORMAT_VERSION = 1
+
+VAULT_CREATED = "vault.created"
+KEY_ADDED = "key.added"
+KEY_REVOKED = "key.revoked"
+ITEM_INGESTED = "item.ingested"
+ITEM_ANNOTATED = "item.annotated"
+CUSTODY_TRANSFERRED = "custody.transferred"
+CUSTODY_ACCEPTED = "custody.accepted"
+ITEM_ACCESSED = "item.accessed"
+ITEM_DERIVED = "item.derived"
+ITEM_EXPORTED = "item.exported"
+CHECKPOINT = "checkpoint"
+
+EVENT_TYPES = frozenset(
+    {
+        VAULT_CREATED,
+        KEY_ADDED,
+        KEY_REVOKED,
+        ITEM_INGESTED,
+        ITEM_ANNOTATED,
+        CUSTODY_TRANSFERRED,
+        CUSTODY_ACCEPTED,
+        ITEM_ACCESSED,
+        ITEM_DERIVED,
+        ITEM_EXPORTED,
+        CHECKPOINT,
+    }
+)
+
+_FIELDS = {"v", "seq", "prev", "time", "type", "actor", "data", "sig"}
+
+
+def line_hash(line: bytes) -> str:
+    """``sha256:<hex>`` of a log line's exact bytes without its newline (the next line's ``prev``)."""
+    return "sha256:" + hashlib.sha256(line).hexdigest()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One custody event; ``sig`` is the base64 sshsig blob over :meth:`signing_bytes`."""
+
+    seq: int
+    prev: str | None
+    time: str
+    type: str
+    actor: str
+    data: dict[str, Any] = field(default_factory=dict)
+    sig: str = ""
+    v: int = FORMAT_VERSION
+
+    def unsigned_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "seq": self.seq,
+            "prev": self.prev,
+            "time": self.time,
+            "type": self.type,
+            "actor": self.actor,
+            "data": self.data,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.unsigned_dict(), "sig": self.sig}
+
+    def signing_bytes(self) -> bytes:
+        return canonical(self.unsigned_dict())
+
+    def line(self) -> bytes:
+        return canonical(self.to_dict())
+
+    @property
+    def signature(self) -> bytes:
+        try:
+            return base64.b64decode(self.sig, validate=True)
+        except ValueError:
+            raise IntegrityError("signature is not valid base64") from None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Event:
+        """Build from parsed JSON; raises ``IntegrityError`` naming what is wrong."""
+        if not isinstance(d, dict):
+            raise IntegrityError("event is not a JSON object")
+        missing = _FIELDS - d.keys()
+        extra = d.keys() - _FIELDS
+        if missing:
+            raise IntegrityError(f"event lacks {', '.join(sorted(missing))}")
+        if extra:
+            raise IntegrityError(f"event has unknown fields {', '.join(sorted(extra))}")
+        checks = [
+            (isinstance(d["v"], int) and not isinstance(d["v"], bool), "v is not an integer"),
+            (isinstance(d["seq"], int) and not isinstance(d["seq"], bool), "seq is not an integer"),
+            (d["prev"] is None or isinstance(d["prev"], str), "prev is not a string or null"),
+            (isinstance(d["time"], str), "time is not a string"),
+            (isinstance(d["type"], str), "type is not a string"),
+            (isinstance(d["actor"], str), "actor is not a string"),
+            (isinstance(d["data"], dict), "data is not an object"),
+            (isinstance(d["sig"], str), "sig is not a string"),
+        ]
+        for ok, why in checks:
+            if not ok:
+                raise IntegrityError(why)
+        return cls(
+            v=d["v"],
+            seq=d["seq"],
+            prev=d["prev"],
+            time=d["time"],
+            type=d["type"],
+            actor=d["actor"],
+            data=d["data"],
+            sig=d["sig"],
+        )
+
+
+def parse_line(line: bytes) -> tuple[Event, bool]:
+    """Parse one log line (without newline); returns the event and whether the line is canonical."""
+    try:
+        value, is_canonical = parse_canonical(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"not valid JSON: {exc}") from None
+    return Event.from_dict(value), is_canonical

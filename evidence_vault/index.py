@@ -1,0 +1,221 @@
+"""A derived, rebuildable cache of the log (SQLite, stdlib) for fast listing, look-up and dedup.
+
+Never trusted by verification. Kept in ``<vault>/cache/index.sqlite``; refreshed by reading only the
+log lines after the last one it saw (checked by the ``prev`` hash), rebuilt from scratch otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .authority import Authority
+from .custody_log import CustodyLog
+from .events import Event, line_hash, parse_line
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+  id TEXT PRIMARY KEY, seq INTEGER NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
+  size INTEGER NOT NULL, media_type TEXT, metadata TEXT, name TEXT, derived_from TEXT);
+CREATE TABLE IF NOT EXISTS item_events (item TEXT NOT NULL, seq INTEGER NOT NULL, offset INTEGER NOT NULL,
+  PRIMARY KEY (item, seq));
+CREATE TABLE IF NOT EXISTS tags (item TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (item, tag));
+CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag);
+"""
+_VERSION = "1"
+
+NameLookup = Callable[[str], str | None]
+"""Given a metadata object id, return the item's original name (or None)."""
+
+
+@dataclass(frozen=True)
+class IndexedItem:
+    id: str
+    seq: int
+    time: str
+    actor: str
+    size: int
+    media_type: str | None
+    metadata: str | None
+    name: str | None
+    derived_from: str | None
+    tags: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "added": self.time,
+            "actor": self.actor,
+            "size": self.size,
+            "media_type": self.media_type,
+            "metadata_object": self.metadata,
+            "name": self.name,
+            "derived_from": self.derived_from,
+            "tags": list(self.tags),
+        }
+
+
+def items_of(event: Event) -> list[str]:
+    """Item ids an event is about."""
+    data = event.data
+    out: list[str] = []
+    for key in ("item", "original", "derived"):
+        v = data.get(key)
+        if isinstance(v, str):
+            out.append(v)
+    many = data.get("items")
+    if isinstance(many, list):
+        out.extend(x for x in many if isinstance(x, str))
+    return list(dict.fromkeys(out))
+
+
+class Index:
+    """The SQLite cache of one vault."""
+
+    def __init__(self, path: Path, log: CustodyLog, names: NameLookup) -> None:
+        self.path = path
+        self.log = log
+        self.names = names
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (key, value))
+
+    def authority(self) -> Authority:
+        raw = self._meta("authority")
+        return Authority.from_dict(json.loads(raw)) if raw else Authority()
+
+    def refresh(self) -> None:
+        """Catch up with the log (only the new lines), or rebuild if the log changed under us."""
+        size = os.stat(self.log.path).st_size
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            offset = int(self._meta("offset") or 0)
+            head = self._meta("head")
+            if self._meta("version") != _VERSION or size < offset:
+                self._clear()
+                offset, head = 0, None
+            if size != offset:
+                self._consume(offset, head)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _clear(self) -> None:
+        for table in ("meta", "items", "item_events", "tags"):
+            self.db.execute(f"DELETE FROM {table}")
+        self._set("version", _VERSION)
+
+    def _consume(self, offset: int, head: str | None) -> None:
+        auth = self.authority()
+        first = True
+        for raw in self.log.iter_raw(offset):
+            if not raw.complete:
+                break
+            event, _ = parse_line(raw.data)
+            if first and event.prev != head:
+                # The log was rewritten below our mark: start over from the beginning.
+                self._clear()
+                self._consume(0, None)
+                return
+            first = False
+            self._apply(event, raw.offset, auth)
+            head = line_hash(raw.data)
+            offset = raw.offset + len(raw.data) + 1
+        self._set("offset", str(offset))
+        if head is not None:
+            self._set("head", head)
+        self._set("authority", json.dumps(auth.to_dict()))
+
+    def _apply(self, event: Event, offset: int, auth: Authority) -> None:
+        if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
+            auth.apply(event)
+        data = event.data
+        if event.type == ev.ITEM_INGESTED and isinstance(data.get("item"), str):
+            meta = data.get("metadata") if isinstance(data.get("metadata"), str) else None
+            self.db.execute(
+                "INSERT OR IGNORE INTO items (id, seq, time, actor, size, media_type, metadata, name,"
+                " derived_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    data["item"],
+                    event.seq,
+                    event.time,
+                    event.actor,
+                    int(data.get("size", 0)),
+                    data.get("media_type"),
+                    meta,
+                    self.names(meta) if meta else None,
+                    data.get("derived_from"),
+                ),
+            )
+        for item in items_of(event):
+            self.db.execute(
+                "INSERT OR IGNORE INTO item_events (item, seq, offset) VALUES (?, ?, ?)",
+                (item, event.seq, offset),
+            )
+        tags = data.get("tags")
+        if isinstance(tags, list):
+            for item in items_of(event):
+                for tag in tags:
+                    if isinstance(tag, str):
+                        self.db.execute("INSERT OR IGNORE INTO tags (item, tag) VALUES (?, ?)", (item, tag))
+
+    # -- queries -----------------------------------------------------------------------------------
+    def has_item(self, item_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is not None
+
+    def items(self, *, tag: str | None = None) -> Iterator[IndexedItem]:
+        sql = "SELECT id, seq, time, actor, size, media_type, metadata, name, derived_from FROM items"
+        args: tuple[Any, ...] = ()
+        if tag is not None:
+            sql += " WHERE id IN (SELECT item FROM tags WHERE tag=?)"
+            args = (tag,)
+        for row in self.db.execute(sql + " ORDER BY seq", args).fetchall():
+            yield self._item(row)
+
+    def _item(self, row: Any) -> IndexedItem:
+        tags = tuple(
+            r[0] for r in self.db.execute("SELECT tag FROM tags WHERE item=? ORDER BY tag", (row[0],))
+        )
+        return IndexedItem(*row, tags=tags)
+
+    def item(self, item_id: str) -> IndexedItem | None:
+        row = self.db.execute(
+            "SELECT id, seq, time, actor, size, media_type, metadata, name, derived_from FROM items WHERE id=?",
+            (item_id,),
+        ).fetchone()
+        return None if row is None else self._item(row)
+
+    def match_prefix(self, hex_prefix: str) -> list[str]:
+        lo = "sha256:" + hex_prefix
+        rows = self.db.execute(
+            "SELECT id FROM items WHERE id >= ? AND id < ? LIMIT 3", (lo, lo + "\U0010ffff")
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def event_offsets(self, item_id: str) -> list[int]:
+        rows = self.db.execute("SELECT offset FROM item_events WHERE item=? ORDER BY seq", (item_id,))
+        return [int(r[0]) for r in rows.fetchall()]
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])

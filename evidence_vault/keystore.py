@@ -1,0 +1,231 @@
+"""Private identities and per-machine trust pins, kept under ``EVIDENCE_VAULT_HOME`` (never in a vault).
+
+Layout::
+
+    <home>/identities.json          name, email, created, default flag per fingerprint
+    <home>/identities/<id>.key      OpenSSH private key, passphrase-encrypted by default, mode 0600
+    <home>/identities/<id>.pub      OpenSSH public key line
+    <home>/vaults.json              per vault id: the pinned genesis key and the last log head seen here
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import signing
+from .atomic import write_atomic
+from .errors import KeyStoreError, PassphraseError, UsageError
+
+PassphraseSource = Callable[[str], bytes | None]
+"""Called with a description of what needs unlocking; returns the passphrase or None."""
+
+
+def default_home() -> Path:
+    env = os.environ.get("EVIDENCE_VAULT_HOME")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".config"
+    return base / "evidence-vault"
+
+
+def _file_id(fingerprint: str) -> str:
+    return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What is known about one private identity (no secret material)."""
+
+    fingerprint: str
+    name: str
+    email: str | None
+    created: str
+    default: bool
+    encrypted: bool
+    public_key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "name": self.name,
+            "email": self.email,
+            "created": self.created,
+            "default": self.default,
+            "encrypted": self.encrypted,
+            "public_key": self.public_key,
+        }
+
+
+def utc_now() -> str:
+    """Current UTC time as ``2023-12-22T18:03:11.123Z``."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class KeyStore:
+    """The identities of the person at this machine."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or default_home()
+
+    # -- index -----------------------------------------------------------------------------------
+    def _index_path(self) -> Path:
+        return self.home / "identities.json"
+
+    def _load_index(self) -> list[dict[str, Any]]:
+        path = self._index_path()
+        if not path.exists():
+            return []
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            entries = data["identities"]
+            if not isinstance(entries, list):
+                raise TypeError("identities is not a list")
+            return entries
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyStoreError(f"unreadable identity index: {exc}", path=path) from None
+
+    def _save_index(self, entries: list[dict[str, Any]]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        payload = json.dumps({"identities": entries}, indent=2, sort_keys=True).encode() + b"\n"
+        write_atomic(self._index_path(), payload, mode=0o600)
+
+    def identities(self) -> list[Identity]:
+        return [Identity(**e) for e in self._load_index()]
+
+    def find(self, fingerprint: str | None = None) -> Identity:
+        """The identity with this fingerprint (or unique prefix), else the default one."""
+        ids = self.identities()
+        if not ids:
+            raise KeyStoreError(
+                f"no identity under {self.home}: create one with `evidence-vault key new --name NAME`"
+            )
+        if fingerprint is None:
+            for ident in ids:
+                if ident.default:
+                    return ident
+            return ids[0]
+        wanted = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
+        matches = [i for i in ids if i.fingerprint.startswith(wanted)]
+        if len(matches) != 1:
+            what = "no identity" if not matches else "several identities"
+            raise KeyStoreError(f"{what} match {fingerprint} under {self.home}")
+        return matches[0]
+
+    # -- create / load ---------------------------------------------------------------------------
+    def add_identity(
+        self, signer: signing.Signer, *, name: str, email: str | None, passphrase: bytes | None
+    ) -> Identity:
+        """Store a private key (encrypted when a passphrase is given) and register it."""
+        if not name.strip():
+            raise UsageError("an identity needs a non-empty --name")
+        entries = self._load_index()
+        fp = signer.fingerprint
+        if any(e["fingerprint"] == fp for e in entries):
+            raise KeyStoreError(f"identity {fp} already exists")
+        keydir = self.home / "identities"
+        keydir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.home, 0o700)
+        comment = f"{name} <{email}>" if email else name
+        write_atomic(keydir / f"{_file_id(fp)}.key", signing.private_openssh(signer, passphrase), mode=0o600)
+        pub = signer.public.openssh(comment)
+        write_atomic(keydir / f"{_file_id(fp)}.pub", (pub + "\n").encode(), mode=0o644)
+        ident = Identity(
+            fingerprint=fp,
+            name=name,
+            email=email,
+            created=utc_now(),
+            default=not entries,
+            encrypted=passphrase is not None,
+            public_key=signer.public.openssh(),
+        )
+        entries.append(ident.to_dict())
+        self._save_index(entries)
+        return ident
+
+    def private_key_path(self, fingerprint: str) -> Path:
+        return self.home / "identities" / f"{_file_id(fingerprint)}.key"
+
+    def signer(self, ident: Identity, passphrase: PassphraseSource) -> signing.Signer:
+        """Unlock the private key of ``ident``."""
+        path = self.private_key_path(ident.fingerprint)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read private key: {exc.strerror}", path=path) from None
+        secret = None
+        if signing.is_encrypted_openssh(data):
+            secret = passphrase(f"passphrase for {ident.name} ({ident.fingerprint})")
+            if not secret:
+                raise PassphraseError(
+                    f"the key {ident.fingerprint} is encrypted: give a passphrase "
+                    "(prompt, EVIDENCE_VAULT_PASSPHRASE or --passphrase-file)"
+                )
+        try:
+            signer = signing.load_private_openssh(data, secret)
+        except KeyStoreError as exc:
+            raise type(exc)(exc.message, path=path) from None
+        if signer.fingerprint != ident.fingerprint:
+            raise KeyStoreError("private key does not match its registered fingerprint", path=path)
+        return signer
+
+
+def fingerprint_to_b64(fingerprint: str) -> bytes:
+    body = fingerprint.removeprefix("SHA256:")
+    return base64.b64decode(body + "=" * (-len(body) % 4))
+
+
+class TrustStore:
+    """Per-machine pins: which genesis key a vault must have, and the last log head seen here.
+
+    Lives beside the identities, outside every vault, so a person with write access to a vault
+    cannot change what this machine expects of it.
+    """
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.path = (home or default_home()) / "vaults.json"
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            return data
+        except (OSError, ValueError, TypeError) as exc:
+            raise KeyStoreError(f"unreadable trust pins: {exc}", path=self.path) from None
+
+    def get(self, vault_id: str) -> dict[str, Any] | None:
+        entry = self._load().get(vault_id)
+        return entry if isinstance(entry, dict) else None
+
+    def pin(self, vault_id: str, genesis: str, path: Path) -> None:
+        data = self._load()
+        entry = data.get(vault_id) or {}
+        entry.update({"genesis": genesis, "path": str(path)})
+        data[vault_id] = entry
+        self._save(data)
+
+    def record_head(self, vault_id: str, seq: int, line_hash: str) -> None:
+        """Remember the newest log head this machine has seen (detects a truncated log later)."""
+        data = self._load()
+        entry = data.get(vault_id)
+        if entry is None:
+            return
+        head = entry.get("head")
+        if head is None or int(head.get("seq", -1)) < seq:
+            entry["head"] = {"seq": seq, "hash": line_hash}
+            self._save(data)
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n", mode=0o600)

@@ -1,0 +1,241 @@
+"""Ed25519 keys in OpenSSH formats and SSH signatures (the ``sshsig`` format of ``ssh-keygen -Y``).
+
+A signature is the binary sshsig blob (PROTOCOL.sshsig), base64 in the custody log and armored
+(``-----BEGIN SSH SIGNATURE-----``) in detached ``.sig`` files, so ``ssh-keygen -Y verify`` checks both.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .errors import IntegrityError, KeyStoreError
+
+NAMESPACE = "evidence-vault"
+_MAGIC = b"SSHSIG"
+_KEY_TYPE = b"ssh-ed25519"
+_ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
+_ARMOR_END = "-----END SSH SIGNATURE-----"
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _read_string(buf: bytes, pos: int) -> tuple[bytes, int]:
+    if pos + 4 > len(buf):
+        raise ValueError("truncated")
+    (n,) = struct.unpack_from(">I", buf, pos)
+    end = pos + 4 + n
+    if end > len(buf):
+        raise ValueError("truncated")
+    return buf[pos + 4 : end], end
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An Ed25519 public key with its OpenSSH wire blob."""
+
+    key: Ed25519PublicKey
+
+    @property
+    def blob(self) -> bytes:
+        raw = self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return _string(_KEY_TYPE) + _string(raw)
+
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:<base64>`` exactly as ``ssh-keygen -l`` prints it."""
+        digest = hashlib.sha256(self.blob).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+    def openssh(self, comment: str = "") -> str:
+        line = "ssh-ed25519 " + base64.b64encode(self.blob).decode()
+        return f"{line} {comment}".rstrip()
+
+    @classmethod
+    def from_openssh(cls, line: str) -> PublicKey:
+        """Parse an ``ssh-ed25519 AAAA... [comment]`` line."""
+        parts = line.strip().split()
+        if len(parts) < 2 or parts[0] != "ssh-ed25519":
+            raise KeyStoreError("not an OpenSSH ssh-ed25519 public key")
+        try:
+            key = serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+        except (ValueError, TypeError) as exc:
+            raise KeyStoreError(f"unreadable OpenSSH public key: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyStoreError("only Ed25519 keys are supported")
+        return cls(key)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> PublicKey:
+        try:
+            kind, pos = _read_string(blob, 0)
+            raw, pos = _read_string(blob, pos)
+        except ValueError:
+            raise KeyStoreError("truncated public key blob") from None
+        if kind != _KEY_TYPE or len(raw) != 32 or pos != len(blob):
+            raise KeyStoreError("not an Ed25519 public key blob")
+        return cls(Ed25519PublicKey.from_public_bytes(raw))
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key able to sign; never printed, never serialized unencrypted by this class."""
+
+    private_key: Ed25519PrivateKey
+
+    def __repr__(self) -> str:
+        return f"Signer({self.public.fingerprint})"
+
+    @property
+    def public(self) -> PublicKey:
+        return PublicKey(self.private_key.public_key())
+
+    @property
+    def fingerprint(self) -> str:
+        return self.public.fingerprint
+
+    def sign(self, message: bytes, namespace: str = NAMESPACE) -> bytes:
+        """Return the binary sshsig blob for ``message``."""
+        signed = _signed_data(message, namespace)
+        raw_sig = self.private_key.sign(signed)
+        return (
+            _MAGIC
+            + struct.pack(">I", 1)
+            + _string(self.public.blob)
+            + _string(namespace.encode())
+            + _string(b"")
+            + _string(b"sha512")
+            + _string(_string(_KEY_TYPE) + _string(raw_sig))
+        )
+
+
+def _signed_data(message: bytes, namespace: str) -> bytes:
+    digest = hashlib.sha512(message).digest()
+    return _MAGIC + _string(namespace.encode()) + _string(b"") + _string(b"sha512") + _string(digest)
+
+
+@dataclass(frozen=True)
+class ParsedSignature:
+    public_key: PublicKey
+    namespace: str
+    hash_algorithm: str
+    raw: bytes
+
+
+def parse_signature(blob: bytes) -> ParsedSignature:
+    """Parse a binary sshsig blob; raises ``IntegrityError`` if it is malformed."""
+    try:
+        if not blob.startswith(_MAGIC):
+            raise ValueError("missing SSHSIG preamble")
+        pos = len(_MAGIC)
+        if blob[pos : pos + 4] != struct.pack(">I", 1):
+            raise ValueError("unsupported sshsig version")
+        pos += 4
+        pub, pos = _read_string(blob, pos)
+        ns, pos = _read_string(blob, pos)
+        _reserved, pos = _read_string(blob, pos)
+        halg, pos = _read_string(blob, pos)
+        sig, pos = _read_string(blob, pos)
+        if pos != len(blob):
+            raise ValueError("trailing bytes")
+        kind, spos = _read_string(sig, 0)
+        raw, spos = _read_string(sig, spos)
+        if kind != _KEY_TYPE or len(raw) != 64 or spos != len(sig):
+            raise ValueError("not an Ed25519 signature")
+        return ParsedSignature(PublicKey.from_blob(pub), ns.decode("utf-8"), halg.decode("ascii"), raw)
+    except (ValueError, UnicodeDecodeError, KeyStoreError) as exc:
+        raise IntegrityError(f"malformed SSH signature: {exc}") from None
+
+
+def verify_signature(blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE) -> None:
+    """Check an sshsig blob over ``message`` by ``public_key``; raises ``IntegrityError`` if it fails."""
+    parsed = parse_signature(blob)
+    if parsed.public_key.blob != public_key.blob:
+        raise IntegrityError(
+            f"signature is by {parsed.public_key.fingerprint}, expected {public_key.fingerprint}"
+        )
+    if parsed.namespace != namespace:
+        raise IntegrityError(f"signature namespace is {parsed.namespace!r}, expected {namespace!r}")
+    if parsed.hash_algorithm not in ("sha512", "sha256"):
+        raise IntegrityError(f"unsupported signature hash {parsed.hash_algorithm}")
+    hasher = hashlib.sha512 if parsed.hash_algorithm == "sha512" else hashlib.sha256
+    digest = hasher(message).digest()
+    signed = (
+        _MAGIC
+        + _string(namespace.encode())
+        + _string(b"")
+        + _string(parsed.hash_algorithm.encode())
+        + _string(digest)
+    )
+    try:
+        public_key.key.verify(parsed.raw, signed)
+    except InvalidSignature:
+        raise IntegrityError("signature does not verify") from None
+
+
+def armor(blob: bytes) -> str:
+    """The PEM-like armor ``ssh-keygen -Y sign`` writes."""
+    b64 = base64.b64encode(blob).decode()
+    lines = [b64[i : i + 70] for i in range(0, len(b64), 70)]
+    return "\n".join([_ARMOR_BEGIN, *lines, _ARMOR_END]) + "\n"
+
+
+def unarmor(text: str) -> bytes:
+    """Inverse of :func:`armor`; raises ``IntegrityError`` if the armor is broken."""
+    lines = [ln.strip() for ln in text.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != _ARMOR_BEGIN or lines[-1] != _ARMOR_END:
+        raise IntegrityError("not an armored SSH signature")
+    try:
+        return base64.b64decode("".join(lines[1:-1]), validate=True)
+    except ValueError:
+        raise IntegrityError("bad base64 in SSH signature") from None
+
+
+def generate() -> Signer:
+    return Signer(Ed25519PrivateKey.generate())
+
+
+def private_openssh(signer: Signer, passphrase: bytes | None) -> bytes:
+    """Serialize a private key in OpenSSH format, encrypted when a passphrase is given."""
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    return signer.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc
+    )
+
+
+def load_private_openssh(data: bytes, passphrase: bytes | None) -> Signer:
+    """Load an OpenSSH private key; ``PassphraseError`` when the passphrase is missing or wrong."""
+    from .errors import PassphraseError
+
+    try:
+        key = serialization.load_ssh_private_key(data, passphrase or None)
+    except TypeError:
+        raise PassphraseError("the key is encrypted: a passphrase is needed") from None
+    except ValueError as exc:
+        if "password" in str(exc).lower() or "decrypt" in str(exc).lower() or passphrase:
+            raise PassphraseError("wrong passphrase or damaged private key") from None
+        raise KeyStoreError(f"unreadable OpenSSH private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyStoreError("only Ed25519 keys are supported")
+    return Signer(key)
+
+
+def is_encrypted_openssh(data: bytes) -> bool:
+    """True if an OpenSSH private key file needs a passphrase."""
+    try:
+        serialization.load_ssh_private_key(data, None)
+    except TypeError:
+        return True
+    except ValueError:
+        return False
+    return False

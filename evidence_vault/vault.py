@@ -1,0 +1,550 @@
+"""Vault workflows: create, find, ingest, list and look up. Nothing here prints or exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import commitments
+from . import events as ev
+from .atomic import write_atomic
+from .authority import Authority
+from .canonical import canonical
+from .custody_log import CustodyLog, Head
+from .errors import (
+    EvidenceVaultError,
+    IngestError,
+    IntegrityError,
+    NotAuthorizedError,
+    UsageError,
+    VaultFormatError,
+    VaultNotFoundError,
+)
+from .events import Event, parse_line
+from .hashing import Digest, hash_file
+from .index import Index, IndexedItem
+from .keystore import TrustStore, utc_now
+from .objects import FileObjectStore, ObjectStore
+from .signing import Signer
+
+VAULT_FILE = "vault.json"
+FORMAT = "evidence-vault"
+FORMAT_VERSION = 1
+
+#: Normalized metadata that is signed in the clear. Everything else (GPS, serials, names, paths,
+#: free text) is signed as salted commitments so an export can withhold it.
+PUBLIC_FIELDS = frozenset(
+    {"media_type", "width", "height", "make", "model", "software", "captured_at", "created_utc",
+     "duration_ms", "codecs", "orientation"}
+)  # fmt: skip
+
+SignerSource = Callable[[], Signer]
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    vault_id: str
+    name: str
+    created: str
+    hash_algorithms: tuple[str, ...] = ("sha256",)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "vault_id": self.vault_id,
+            "name": self.name,
+            "created": self.created,
+            "hash_algorithms": list(self.hash_algorithms),
+        }
+
+    @classmethod
+    def load(cls, path: Path) -> VaultConfig:
+        try:
+            d = json.loads(path.read_text("utf-8"))
+        except OSError as exc:
+            raise VaultFormatError(f"cannot read: {exc.strerror}", path=path) from None
+        except ValueError as exc:
+            raise VaultFormatError(f"not valid JSON: {exc}", path=path) from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise VaultFormatError("not an evidence-vault vault.json", path=path)
+        if d.get("version") != FORMAT_VERSION:
+            raise VaultFormatError(f"unsupported vault format version {d.get('version')!r}", path=path)
+        try:
+            known = {"format", "version", "vault_id", "name", "created", "hash_algorithms"}
+            return cls(
+                vault_id=str(uuid.UUID(d["vault_id"])),
+                name=str(d["name"]),
+                created=str(d["created"]),
+                hash_algorithms=tuple(d.get("hash_algorithms", ["sha256"])),
+                extra={k: v for k, v in d.items() if k not in known},
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise VaultFormatError(f"vault.json is incomplete: {exc}", path=path) from None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What happened to one input path."""
+
+    path: str
+    status: str  # added | duplicate | failed | skipped
+    id: str | None = None
+    size: int | None = None
+    media_type: str | None = None
+    seq: int | None = None
+    message: str | None = None
+    metadata_errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "id": self.id,
+            "size": self.size,
+            "media_type": self.media_type,
+            "seq": self.seq,
+            "message": self.message,
+            "metadata_errors": list(self.metadata_errors),
+        }
+
+
+@dataclass(frozen=True)
+class AddOptions:
+    recursive: bool = False
+    follow_symlinks: bool = False
+    source: str | None = None
+    captured_by: str | None = None
+    note: str | None = None
+    tags: tuple[str, ...] = ()
+    wait: bool = True
+
+
+@dataclass
+class _Prepared:
+    path: str
+    digest: Digest
+    data: dict[str, Any]
+    name: str
+    metadata_errors: tuple[str, ...]
+
+
+def find_vault(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """``--vault``, else ``EVIDENCE_VAULT``, else the working directory or a parent with vault.json."""
+    given = explicit if explicit is not None else os.environ.get("EVIDENCE_VAULT")
+    if given:
+        root = Path(given)
+        if not (root / VAULT_FILE).is_file():
+            raise VaultNotFoundError("no vault here (vault.json missing)", path=root)
+        return root
+    here = (cwd or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / VAULT_FILE).is_file():
+            return candidate
+    raise VaultNotFoundError(
+        "no vault in the current directory or its parents: use --vault PATH, set EVIDENCE_VAULT, "
+        "or create one with `evidence-vault init`"
+    )
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """A file name as valid Unicode text (undecodable bytes shown as \\xNN escapes)."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+class Vault:
+    """An open vault directory."""
+
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        self.root = root
+        self.config = VaultConfig.load(root / VAULT_FILE)
+        self.objects: ObjectStore = FileObjectStore(root / "objects", durable=durable)
+        self.log = CustodyLog(root / "log.jsonl", root / ".lock")
+        self._index: Index | None = None
+        self._names: dict[str, str] = {}
+
+    # -- creation ----------------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: Path, *, name: str | None, signer: Signer, signer_name: str,
+             trust: TrustStore | None = None) -> Vault:  # fmt: skip
+        """Create a vault whose genesis event names ``signer``, and pin that key on this machine."""
+        if (path / VAULT_FILE).exists():
+            raise UsageError("a vault already exists here", path=path)
+        if path.exists() and any(path.iterdir()):
+            raise UsageError("directory is not empty; give a new or empty directory", path=path)
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in ("objects", "checkpoints", "keys", "cache"):
+            (path / sub).mkdir(exist_ok=True)
+        config = VaultConfig(vault_id=str(uuid.uuid4()), name=name or path.resolve().name, created=utc_now())
+        (path / "log.jsonl").touch()
+        write_atomic(path / VAULT_FILE, json.dumps(config.to_dict(), indent=2).encode() + b"\n")
+        vault = cls(path)
+        key = {"fingerprint": signer.fingerprint, "public_key": signer.public.openssh(), "name": signer_name}
+        data = {"vault_id": config.vault_id, "name": config.name, "key": key,
+                "hash_algorithms": list(config.hash_algorithms)}  # fmt: skip
+        (event,) = vault.log.append(signer, lambda head: [(ev.VAULT_CREATED, data)])
+        vault.write_public_key(signer.fingerprint, signer.public.openssh(signer_name))
+        store = trust or TrustStore()
+        store.pin(config.vault_id, signer.fingerprint, path.resolve())
+        store.record_head(config.vault_id, event.seq, ev.line_hash(event.line()))
+        return vault
+
+    def write_public_key(self, fingerprint: str, line: str) -> None:
+        name = fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
+        write_atomic(self.root / "keys" / name, (line + "\n").encode())
+
+    # -- index -------------------------------------------------------------------------------------
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            self._index = Index(self.root / "cache" / "index.sqlite", self.log, self._name_of)
+        self._index.refresh()
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def _name_of(self, metadata_id: str) -> str | None:
+        if metadata_id in self._names:
+            return self._names[metadata_id]
+        try:
+            doc = self.metadata_object(metadata_id)
+        except EvidenceVaultError:
+            return None
+        value = doc.get("fields", {}).get("original_name", {}).get("value")
+        return value if isinstance(value, str) else None
+
+    def metadata_object(self, metadata_id: str) -> dict[str, Any]:
+        hex_digest = metadata_id.removeprefix("sha256:")
+        try:
+            with self.objects.open(hex_digest) as fh:
+                doc = json.loads(fh.read())
+        except FileNotFoundError:
+            raise IntegrityError("metadata object is missing", path=metadata_id) from None
+        except ValueError:
+            raise IntegrityError("metadata object is not JSON", path=metadata_id) from None
+        if not isinstance(doc, dict):
+            raise IntegrityError("metadata object is not a JSON object", path=metadata_id)
+        return doc
+
+    def authority(self) -> Authority:
+        return self.index.authority()
+
+    # -- ingest ------------------------------------------------------------------------------------
+    def add(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        signer: SignerSource,
+        options: AddOptions = AddOptions(),
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        on_result: Callable[[AddResult], None] | None = None,
+        on_wait: Callable[[], None] | None = None,
+        batch_seconds: float = 1.0,
+        workers: int | None = None,
+    ) -> list[AddResult]:
+        """Ingest files: copy and hash in one pass, extract metadata, append one signed event each.
+
+        Files already in the vault record nothing. Unreadable files are reported and skipped while
+        the others are still ingested. Events are appended in groups (at most ``batch_seconds``
+        apart) under the writer lock, each group with one fsync after its objects were synced.
+        """
+        results: list[AddResult] = []
+        actor = signer()  # unlock before any work, so a wrong passphrase costs nothing
+
+        def emit(res: AddResult) -> None:
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+
+        candidates = list(self._expand(paths, options, emit))
+        pending: list[_Prepared] = []
+        last_flush = time.monotonic()
+        n_workers = workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            for outcome in pool.map(lambda p: self._prepare(p, options, on_progress), candidates):
+                if isinstance(outcome, AddResult):
+                    emit(outcome)
+                    continue
+                pending.append(outcome)
+                if len(pending) >= 512 or time.monotonic() - last_flush > batch_seconds:
+                    for res in self._commit(pending, actor, options, on_wait):
+                        emit(res)
+                    pending = []
+                    last_flush = time.monotonic()
+        if pending:
+            for res in self._commit(pending, actor, options, on_wait):
+                emit(res)
+        return results
+
+    def _expand(
+        self, paths: Sequence[str | os.PathLike[str]], options: AddOptions, emit: Callable[[AddResult], None]
+    ) -> Iterator[str]:
+        vault_root = self.root.resolve()
+        for given in paths:
+            p = os.fspath(given)
+            shown = display_name(p)
+            try:
+                st = os.lstat(p)
+            except OSError as exc:
+                emit(AddResult(shown, "failed", message=f"cannot read: {exc.strerror}"))
+                continue
+            if stat.S_ISLNK(st.st_mode) and not options.follow_symlinks:
+                emit(AddResult(shown, "skipped", message="is a symbolic link (use --follow-symlinks)"))
+                continue
+            if os.path.isdir(p):
+                if not options.recursive:
+                    emit(AddResult(shown, "skipped", message="is a directory (use --recursive)"))
+                    continue
+                yield from self._walk(p, options, emit, vault_root)
+            else:
+                yield p
+
+    def _walk(
+        self, top: str, options: AddOptions, emit: Callable[[AddResult], None], vault_root: Path
+    ) -> Iterator[str]:
+        def onerror(exc: OSError) -> None:
+            emit(AddResult(display_name(exc.filename or top), "failed", message=f"cannot read: {exc.strerror}"))
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=options.follow_symlinks):
+            if Path(dirpath).resolve() == vault_root:
+                dirnames[:] = []
+                continue
+            dirnames.sort()
+            kept = []
+            for d in dirnames:
+                full = os.path.join(dirpath, d)
+                if Path(full).resolve() == vault_root:
+                    continue
+                if os.path.islink(full) and not options.follow_symlinks:
+                    emit(AddResult(display_name(full), "skipped", message="is a symbolic link (use --follow-symlinks)"))
+                    continue
+                kept.append(d)
+            dirnames[:] = kept
+            for f in sorted(filenames):
+                full = os.path.join(dirpath, f)
+                if os.path.islink(full) and not options.follow_symlinks:
+                    emit(AddResult(display_name(full), "skipped", message="is a symbolic link (use --follow-symlinks)"))
+                    continue
+                yield full
+
+    def _prepare(
+        self, path: str, options: AddOptions, on_progress: Callable[[int], None] | None
+    ) -> _Prepared | AddResult:
+        """Copy+hash one file into the object store and build its event data (no log write)."""
+        from .metadata import extract_metadata
+
+        shown = display_name(path)
+        flags = os.O_RDONLY | (0 if options.follow_symlinks else os.O_NOFOLLOW)
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            return AddResult(shown, "failed", message=f"cannot read: {exc.strerror}")
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return AddResult(shown, "skipped", message="not a regular file")
+            try:
+                digest, _new = self.objects.put_file(fd, st.st_size, shown, on_progress)
+            except IngestError as exc:
+                return AddResult(shown, "failed", message=exc.message)
+            except OSError as exc:
+                return AddResult(shown, "failed", message=f"cannot read: {exc.strerror}")
+        finally:
+            os.close(fd)
+        try:
+            meta = extract_metadata(self.objects.path(digest.sha256))
+        except OSError as exc:
+            return AddResult(shown, "failed", message=f"cannot read the stored copy: {exc.strerror}")
+        normalized = dict(meta.normalized)
+        media_type = str(normalized.pop("media_type", "application/octet-stream"))
+        public = {k: v for k, v in normalized.items() if k in PUBLIC_FIELDS}
+        private: dict[str, Any] = {k: v for k, v in normalized.items() if k not in PUBLIC_FIELDS}
+        name = display_name(os.path.basename(path))
+        private["original_name"] = name
+        private["original_path"] = display_name(os.path.abspath(path))
+        for key in ("source", "captured_by", "note"):
+            value = getattr(options, key)
+            if value:
+                private[key] = value
+        commits, openings = commitments.make(private)
+        doc = {
+            "v": 1,
+            "type": "metadata",
+            "item": digest.id,
+            "salt": os.urandom(16).hex(),
+            "fields": openings,
+            "raw": meta.raw,
+            "extractors": list(meta.extractors),
+            "errors": list(meta.errors),
+        }
+        try:
+            meta_digest, _ = self.objects.put_bytes(canonical(doc))
+        except OSError as exc:
+            return AddResult(shown, "failed", message=f"cannot write metadata object: {exc.strerror}")
+        self._names[meta_digest.id] = name
+        data: dict[str, Any] = {
+            "item": digest.id,
+            "size": digest.size,
+            "media_type": media_type,
+            "metadata": meta_digest.id,
+            "public": public,
+            "committed": commits,
+            "tags": sorted(set(options.tags)),
+            "extraction_errors": list(meta.errors),
+        }
+        return _Prepared(shown, digest, data, name, tuple(meta.errors))
+
+    def _commit(
+        self,
+        batch: Sequence[_Prepared],
+        signer: Signer,
+        options: AddOptions,
+        on_wait: Callable[[], None] | None,
+    ) -> list[AddResult]:
+        """Append the ingest events of a batch, skipping content the log already holds."""
+        dup: dict[int, bool] = {}
+
+        def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
+            self.require_authorized(signer, head)
+            index = self.index
+            seen: set[str] = set()
+            out = []
+            for i, prep in enumerate(batch):
+                item_id = prep.data["item"]
+                dup[i] = index.has_item(item_id) or item_id in seen
+                seen.add(item_id)
+                if not dup[i]:
+                    out.append((ev.ITEM_INGESTED, prep.data))
+            return out
+
+        appended = iter(self.log.append(signer, build, wait=options.wait, on_wait=on_wait))
+        results = []
+        last: Event | None = None
+        for i, prep in enumerate(batch):
+            media_type = str(prep.data["media_type"])
+            if dup[i]:
+                # The metadata object is unique to this attempt (random salts): nothing else uses it.
+                self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
+                results.append(AddResult(prep.path, "duplicate", prep.digest.id, prep.digest.size, media_type,
+                                         message="already in the vault: nothing recorded"))  # fmt: skip
+                continue
+            last = next(appended)
+            results.append(AddResult(prep.path, "added", prep.digest.id, prep.digest.size, media_type,
+                                     seq=last.seq, metadata_errors=prep.metadata_errors))  # fmt: skip
+        if last is not None:
+            self._record_head(last)
+        return results
+
+    def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
+        """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""
+        probe = Event(seq=(head.seq + 1) if head else 0, prev=None, time="", type=etype,
+                      actor=signer.fingerprint)  # fmt: skip
+        try:
+            self.index.authority().check(probe)
+        except NotAuthorizedError as exc:
+            raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
+
+    def append(
+        self, signer: Signer, entries: Sequence[tuple[str, dict[str, Any]]], *, wait: bool = True,
+        on_wait: Callable[[], None] | None = None,
+    ) -> list[Event]:  # fmt: skip
+        """Append events after checking that ``signer`` may sign each of them."""
+
+        def build(head: Head | None) -> Sequence[tuple[str, dict[str, Any]]]:
+            for etype, _ in entries:
+                self.require_authorized(signer, head, etype)
+            return entries
+
+        out = self.log.append(signer, build, wait=wait, on_wait=on_wait)
+        if out:
+            self._record_head(out[-1])
+        return out
+
+    def _record_head(self, last: Event) -> None:
+        TrustStore().record_head(self.config.vault_id, last.seq, ev.line_hash(last.line()))
+
+    # -- reading -----------------------------------------------------------------------------------
+    def items(self, *, tag: str | None = None) -> list[IndexedItem]:
+        return list(self.index.items(tag=tag))
+
+    def resolve(self, ref: str) -> IndexedItem:
+        """An item from an id prefix (>= 8 hex digits, ``sha256:`` optional) or a path to a file."""
+        text = ref.removeprefix("sha256:").lower()
+        if len(text) >= 8 and all(c in "0123456789abcdef" for c in text) and not os.path.exists(ref):
+            matches = self.index.match_prefix(text)
+            if not matches:
+                raise UsageError(f"no item with id {ref} in this vault")
+            if len(matches) > 1:
+                raise UsageError(f"id prefix {ref} is ambiguous: give more digits")
+            item = self.index.item(matches[0])
+            assert item is not None
+            return item
+        if os.path.isfile(ref):
+            try:
+                digest = hash_file(ref)
+            except OSError as exc:
+                raise UsageError(f"cannot read: {exc.strerror}", path=ref) from None
+            item = self.index.item(digest.id)
+            if item is None:
+                raise UsageError(f"not in this vault (sha256 {digest.sha256})", path=ref)
+            return item
+        raise UsageError(f"{ref!r} is neither an item id (8+ hex digits) nor a readable file")
+
+    def events_for(self, item_id: str) -> list[Event]:
+        out = []
+        with open(self.log.path, "rb") as fh:
+            for offset in self.index.event_offsets(item_id):
+                fh.seek(offset)
+                out.append(parse_line(fh.readline().rstrip(b"\n"))[0])
+        return out
+
+    def all_events(self) -> Iterator[Event]:
+        return self.log.events()
+
+    def describe(self, item: IndexedItem) -> dict[str, Any]:
+        """Everything known about an item, for ``show``."""
+        events = self.events_for(item.id)
+        ingest = next((e for e in events if e.type == ev.ITEM_INGESTED and e.data.get("item") == item.id), None)
+        metadata: dict[str, Any] = {"media_type": item.media_type}
+        errors: list[str] = []
+        fields_withheld: list[str] = []
+        if ingest is not None:
+            metadata.update(ingest.data.get("public", {}))
+            errors = list(ingest.data.get("extraction_errors", []))
+            try:
+                doc = self.metadata_object(item.metadata or "")
+                openings = doc.get("fields", {})
+                for key, commitment in ingest.data.get("committed", {}).items():
+                    opening = openings.get(key)
+                    if opening is not None and commitments.opens(commitment, opening):
+                        metadata[key] = opening["value"]
+                    else:
+                        fields_withheld.append(key)
+            except IntegrityError:
+                fields_withheld.extend(ingest.data.get("committed", {}).keys())
+        derived = [e.data.get("derived") for e in events if e.type == ev.ITEM_DERIVED and e.data.get("original") == item.id]
+        return {
+            **item.to_dict(),
+            "object": str(self.objects.path(item.id.removeprefix("sha256:"))),
+            "metadata": metadata,
+            "withheld_fields": sorted(fields_withheld),
+            "extraction_errors": errors,
+            "derived_copies": [d for d in derived if isinstance(d, str)],
+            "events": [e.to_dict() for e in events],
+        }
+
+

@@ -1,0 +1,314 @@
+"""Verification of a vault: returns a :class:`Report` listing every finding; never prints.
+
+Checks, in one streaming pass over the log: line completeness, JSON, canonical form, seq, the hash
+chain, that each signer was authorized at that point, each signature; then every object re-hashed
+(in parallel), every metadata commitment opened, orphans, and the trust pins of this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import commitments
+from . import events as ev
+from .authority import Authority
+from .custody_log import RawLine
+from .errors import EvidenceVaultError
+from .events import Event, line_hash, parse_line
+from .hashing import hash_file
+from .keystore import TrustStore, fingerprint_to_b64, utc_now
+from .report import Report
+from .signing import PublicKey, verify_signature
+from .vault import Vault
+
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+@dataclass
+class ItemRecord:
+    seq: int
+    size: int
+    metadata: str | None
+    committed: dict[str, str]
+
+
+@dataclass
+class LogState:
+    """What a log pass learned: authority, items, leaf data for later checks."""
+
+    authority: Authority = field(default_factory=Authority)
+    items: dict[str, ItemRecord] = field(default_factory=dict)
+    line_hashes: list[str] = field(default_factory=list)
+    events: int = 0
+    last_time: str = ""
+
+
+def line_subject(seq: int) -> str:
+    return f"log.jsonl line {seq + 1} (seq {seq})"
+
+
+def verify_log(
+    lines: Iterable[RawLine],
+    report: Report,
+    *,
+    vault_id: str | None,
+    on_event: Callable[[Event, bytes], None] | None = None,
+) -> LogState:
+    """Check every line of a custody log; add findings to ``report``; return what it learned."""
+    state = LogState()
+    prev: str | None = None
+    for index, raw in enumerate(lines):
+        subject = line_subject(index)
+        if not raw.complete:
+            report.fail("log.torn-line", f"log.jsonl line {index + 1}",
+                        "incomplete last line (interrupted write?): `evidence-vault doctor --repair` sets it "
+                        "aside; if nothing was interrupted, the log was cut", seq=index)  # fmt: skip
+            break
+        this_hash = line_hash(raw.data)
+        state.line_hashes.append(this_hash)
+        state.events += 1
+        try:
+            event, is_canonical = parse_line(raw.data)
+        except EvidenceVaultError as exc:
+            report.fail("log.malformed", subject, exc.message, seq=index)
+            prev = this_hash
+            continue
+        if not is_canonical:
+            report.fail("log.non-canonical", subject, "line is not in RFC 8785 canonical form", seq=index)
+        if event.v != ev.FORMAT_VERSION:
+            report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
+        if event.seq != index:
+            report.fail("log.seq-mismatch", subject,
+                        f"seq is {event.seq}, expected {index} (line removed, duplicated or reordered)",
+                        seq=index)  # fmt: skip
+        if event.prev != prev:
+            report.fail("log.chain-broken", subject,
+                        "prev does not match the hash of the previous line (a line before it was edited, "
+                        "removed or reordered)", seq=index)  # fmt: skip
+        prev = this_hash
+        if event.type not in ev.EVENT_TYPES:
+            report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
+        if not _TIME.match(event.time):
+            report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
+        elif event.time < state.last_time:
+            report.warn("log.time-order", subject,
+                        f"time {event.time} is earlier than the previous event's {state.last_time}",
+                        seq=index)  # fmt: skip
+        state.last_time = max(state.last_time, event.time)
+        _check_signer(event, index, subject, state.authority, report, vault_id)
+        try:
+            state.authority.apply(event)
+        except EvidenceVaultError as exc:
+            report.fail("log.bad-key-event", subject, exc.message, seq=index)
+        if event.type == ev.ITEM_INGESTED:
+            _record_item(event, index, subject, state, report)
+        if on_event is not None:
+            on_event(event, raw.data)
+    return state
+
+
+def _check_signer(
+    event: Event, index: int, subject: str, auth: Authority, report: Report, vault_id: str | None
+) -> None:
+    try:
+        auth.check(event)
+    except EvidenceVaultError as exc:
+        report.fail("log.unauthorized-signer", subject, exc.message, seq=index)
+        return
+    try:
+        key = (
+            PublicKey.from_openssh(event.data["key"]["public_key"])
+            if event.seq == 0
+            else auth.public_key(event.actor)
+        )
+        verify_signature(event.signature, event.signing_bytes(), key)
+    except (EvidenceVaultError, KeyError, TypeError) as exc:
+        report.fail("log.bad-signature", subject, f"signature check failed: {exc}", seq=index)
+    if event.type == ev.VAULT_CREATED and vault_id is not None and event.data.get("vault_id") != vault_id:
+        report.fail("log.wrong-vault", subject, "genesis names another vault id than vault.json", seq=index)
+
+
+def _record_item(event: Event, index: int, subject: str, state: LogState, report: Report) -> None:
+    data = event.data
+    item, size = data.get("item"), data.get("size")
+    if not isinstance(item, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", item) or not isinstance(size, int):
+        report.fail("log.bad-item", subject, "item.ingested lacks a valid item id or size", seq=index)
+        return
+    if item in state.items:
+        report.warn("log.duplicate-ingest", subject,
+                    f"item already ingested at seq {state.items[item].seq}", seq=index, item=item)  # fmt: skip
+        return
+    meta = data.get("metadata")
+    committed = data.get("committed") if isinstance(data.get("committed"), dict) else {}
+    state.items[item] = ItemRecord(index, size, meta if isinstance(meta, str) else None, dict(committed or {}))
+
+
+def check_trust(
+    report: Report, state: LogState, *, trusted: Sequence[str], pins: TrustStore | None, vault_id: str | None
+) -> None:
+    """Is the genesis key one the user pinned? Was the log cut back below what this machine saw?"""
+    genesis = state.authority.genesis
+    report.genesis_key = genesis
+    pin = pins.get(vault_id) if pins is not None and vault_id else None
+    wanted = [_norm_fp(t) for t in trusted]
+    if genesis is None:
+        return
+    if wanted:
+        if genesis in wanted:
+            report.genesis_pinned = True
+        else:
+            report.fail("trust.genesis-mismatch", "log.jsonl line 1 (seq 0)",
+                        f"genesis key {genesis} is not the trusted key {', '.join(wanted)}", seq=0)  # fmt: skip
+    elif pin is not None and pin.get("genesis"):
+        if pin["genesis"] == genesis:
+            report.genesis_pinned = True
+        else:
+            report.fail("trust.genesis-mismatch", "log.jsonl line 1 (seq 0)",
+                        f"genesis key {genesis} differs from the key pinned on this machine ({pin['genesis']})",
+                        seq=0)  # fmt: skip
+    if not report.genesis_pinned and not report.failures_for("trust.genesis-mismatch"):
+        report.warn("trust.genesis-not-pinned", "log.jsonl line 1 (seq 0)",
+                    f"genesis key not pinned: compare {genesis} out of band, then pass --trust {genesis}",
+                    seq=0)  # fmt: skip
+    head = pin.get("head") if pin else None
+    if isinstance(head, dict) and isinstance(head.get("seq"), int):
+        seen_seq, seen_hash = head["seq"], head.get("hash")
+        if seen_seq >= len(state.line_hashes):
+            report.fail("log.truncated", "log.jsonl",
+                        f"this machine saw the log up to seq {seen_seq}; it now ends at seq "
+                        f"{len(state.line_hashes) - 1} (events were removed)")  # fmt: skip
+        elif state.line_hashes[seen_seq] != seen_hash:
+            report.fail("log.rewritten", line_subject(seen_seq),
+                        f"line differs from the one this machine saw at seq {seen_seq} (history rewritten)",
+                        seq=seen_seq)  # fmt: skip
+
+
+def _norm_fp(fp: str) -> str:
+    fp = fp.strip()
+    if not fp.startswith("SHA256:"):
+        fp = "SHA256:" + fp
+    try:
+        fingerprint_to_b64(fp)
+    except (binascii.Error, ValueError):
+        pass
+    return fp
+
+
+def verify_vault(
+    vault: Vault,
+    *,
+    trusted: Sequence[str] = (),
+    pins: TrustStore | None = None,
+    workers: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    record_head: bool = True,
+) -> Report:
+    """Fully verify a vault: log, signatures, authorization, every object, commitments, pins."""
+    report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
+    state = verify_log(vault.log.iter_raw(), report, vault_id=vault.config.vault_id)
+    pins = pins if pins is not None else TrustStore()
+    check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
+    if state.line_hashes:
+        report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
+    bytes_hashed = _check_objects(vault, state, report, workers, on_progress)
+    report.stats = {
+        "events": state.events,
+        "items": len(state.items),
+        "keys": len(state.authority.keys),
+        "bytes_hashed": bytes_hashed,
+    }
+    report.finished = utc_now()
+    if record_head and report.outcome != "FAIL" and report.head and report.genesis_pinned:
+        pins.record_head(vault.config.vault_id, report.head["seq"], report.head["hash"])
+    return report
+
+
+def _check_objects(
+    vault: Vault,
+    state: LogState,
+    report: Report,
+    workers: int | None,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    store = vault.objects
+    jobs: list[tuple[str, str, int | None, str | None]] = []  # (hex, kind, size, item)
+    referenced: set[str] = set()
+    for item, rec in state.items.items():
+        jobs.append((item.removeprefix("sha256:"), "item", rec.size, item))
+        referenced.add(item.removeprefix("sha256:"))
+        if rec.metadata:
+            referenced.add(rec.metadata.removeprefix("sha256:"))
+            jobs.append((rec.metadata.removeprefix("sha256:"), "metadata", None, item))
+
+    def check(job: tuple[str, str, int | None, str | None]) -> tuple[tuple[str, str, int | None, str | None], Any]:
+        hex_digest = job[0]
+        path = store.path(hex_digest)
+        try:
+            st = os.stat(path)
+            digest = hash_file(path)
+        except FileNotFoundError:
+            return job, "missing"
+        except OSError as exc:
+            return job, f"unreadable: {exc.strerror}"
+        if on_progress is not None:
+            on_progress(digest.size)
+        return job, (digest, st.st_mode)
+
+    total = 0
+    jobs.sort(key=lambda j: -(j[2] or 0))  # biggest first: keeps every core busy to the end
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for (hex_digest, kind, size, item), outcome in pool.map(check, jobs):
+            what = "original" if kind == "item" else "metadata object"
+            subject = f"{what} {hex_digest[:12]}… of item {item}"
+            if isinstance(outcome, str):
+                report.fail(f"object.{'missing' if outcome == 'missing' else 'unreadable'}", subject,
+                            f"{what} is {outcome}", item=item)  # fmt: skip
+                continue
+            digest, mode = outcome
+            total += digest.size
+            if digest.sha256 != hex_digest:
+                extra = f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
+                report.fail("object.hash-mismatch", subject,
+                            f"{what} content does not match its hash{extra}", item=item)  # fmt: skip
+            elif size is not None and digest.size != size:
+                report.fail("object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item)
+            if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+                report.warn("object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item)
+            if kind == "metadata" and digest.sha256 == hex_digest and item is not None:
+                _check_commitments(vault, item, state.items[item], report)
+    for hex_digest in store.list():
+        if hex_digest not in referenced:
+            report.warn("object.orphan", f"object {hex_digest[:12]}…",
+                        "object not referenced by any log event (left by an interrupted add?)")  # fmt: skip
+    return total
+
+
+def _check_commitments(vault: Vault, item: str, rec: ItemRecord, report: Report) -> None:
+    try:
+        doc = vault.metadata_object(rec.metadata or "")
+    except EvidenceVaultError as exc:
+        report.fail("metadata.unreadable", f"metadata of item {item}", exc.message, item=item)
+        return
+    if doc.get("item") != item:
+        report.fail("metadata.wrong-item", f"metadata of item {item}", "metadata object names another item",
+                    item=item)  # fmt: skip
+    openings = doc.get("fields", {}) if isinstance(doc.get("fields"), dict) else {}
+    for name, commitment in rec.committed.items():
+        opening = openings.get(name)
+        if opening is None:
+            report.fail("metadata.opening-missing", f"metadata of item {item}",
+                        f"no value for committed field {name!r}", item=item)  # fmt: skip
+        elif not commitments.opens(commitment, opening):
+            report.fail("metadata.commitment-mismatch", f"metadata of item {item}",
+                        f"value of {name!r} does not match its signed commitment", item=item)  # fmt: skip
+
+
