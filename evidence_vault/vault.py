@@ -461,15 +461,20 @@ class Vault:
     def append(
         self, signer: Signer, entries: Sequence[tuple[str, dict[str, Any]]], *, wait: bool = True,
         on_wait: Callable[[], None] | None = None,
+        build: Callable[[Head | None], Sequence[tuple[str, dict[str, Any]]]] | None = None,
     ) -> list[Event]:  # fmt: skip
-        """Append events after checking that ``signer`` may sign each of them."""
+        """Append events after checking that ``signer`` may sign each of them.
 
-        def build(head: Head | None) -> Sequence[tuple[str, dict[str, Any]]]:
+        ``build``, if given, replaces ``entries``: it runs under the writer lock with the current head
+        and must do its own authorization check (see :meth:`require_authorized`).
+        """
+
+        def check_all(head: Head | None) -> Sequence[tuple[str, dict[str, Any]]]:
             for etype, _ in entries:
                 self.require_authorized(signer, head, etype)
             return entries
 
-        out = self.log.append(signer, build, wait=wait, on_wait=on_wait)
+        out = self.log.append(signer, build or check_all, wait=wait, on_wait=on_wait)
         if out:
             self._record_head(out[-1])
         return out

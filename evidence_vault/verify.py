@@ -20,7 +20,9 @@ from typing import Any
 
 from . import commitments
 from . import events as ev
+from . import merkle
 from .authority import Authority
+from .checkpoint import Checkpoint
 from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
@@ -42,12 +44,21 @@ class ItemRecord:
 
 
 @dataclass
+class CheckpointRecord:
+    seq: int
+    actor: str
+    data: dict[str, Any]
+
+
+@dataclass
 class LogState:
-    """What a log pass learned: authority, items, leaf data for later checks."""
+    """What a log pass learned: authority, items, checkpoints, Merkle roots at requested sizes."""
 
     authority: Authority = field(default_factory=Authority)
     items: dict[str, ItemRecord] = field(default_factory=dict)
     line_hashes: list[str] = field(default_factory=list)
+    checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
+    roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
 
@@ -62,12 +73,20 @@ def verify_log(
     *,
     vault_id: str | None,
     on_event: Callable[[Event, bytes], None] | None = None,
+    root_sizes: Iterable[int] = (),
 ) -> LogState:
-    """Check every line of a custody log; add findings to ``report``; return what it learned."""
+    """Check every line of a custody log; add findings to ``report``; return what it learned.
+
+    Also recomputes the RFC 9162 Merkle root at every checkpoint and at each size in ``root_sizes``.
+    """
     state = LogState()
     prev: str | None = None
+    acc = merkle.MerkleAccumulator()
+    wanted = set(root_sizes)
     for index, raw in enumerate(lines):
         subject = line_subject(index)
+        if index in wanted:
+            state.roots_at[index] = acc.root()
         if not raw.complete:
             report.fail("log.torn-line", f"log.jsonl line {index + 1}",
                         "incomplete last line (interrupted write?): `evidence-vault doctor --repair` sets it "
@@ -75,6 +94,9 @@ def verify_log(
             break
         this_hash = line_hash(raw.data)
         state.line_hashes.append(this_hash)
+        # Only checkpoint lines need the root before them (canonical lines spell the type exactly so).
+        root_before = acc.root() if b'"type":"checkpoint"' in raw.data else None
+        acc.append(merkle.leaf_hash(raw.data))
         state.events += 1
         try:
             event, is_canonical = parse_line(raw.data)
@@ -111,9 +133,45 @@ def verify_log(
             report.fail("log.bad-key-event", subject, exc.message, seq=index)
         if event.type == ev.ITEM_INGESTED:
             _record_item(event, index, subject, state, report)
+        elif event.type == ev.CHECKPOINT:
+            _check_checkpoint_event(event, index, subject, root_before, state, report, vault_id)
         if on_event is not None:
             on_event(event, raw.data)
+    if acc.size in wanted:
+        state.roots_at[acc.size] = acc.root()
     return state
+
+
+def checkpoint_text(data: dict[str, Any]) -> bytes:
+    """The signed checkpoint text a ``checkpoint`` event stands for."""
+    return Checkpoint(origin=str(data["origin"]), size=int(data["size"]), root=bytes.fromhex(str(data["root"]))).to_text()
+
+
+def _check_checkpoint_event(
+    event: Event, index: int, subject: str, root_before: bytes | None, state: LogState, report: Report,
+    vault_id: str | None,
+) -> None:  # fmt: skip
+    data = event.data
+    try:
+        text = checkpoint_text(data)
+    except (KeyError, ValueError, TypeError, EvidenceVaultError) as exc:
+        report.fail("checkpoint.malformed", subject, f"checkpoint event is malformed: {exc}", seq=index)
+        return
+    if data["size"] != index:
+        report.fail("checkpoint.bad-size", subject,
+                    f"checkpoint claims tree size {data['size']} but stands at seq {index}", seq=index)  # fmt: skip
+    elif bytes.fromhex(str(data["root"])) != root_before:
+        report.fail("checkpoint.root-mismatch", subject,
+                    "checkpoint root does not match the Merkle root of the log before it", seq=index)  # fmt: skip
+    if vault_id is not None and data["origin"] != f"evidence-vault/{vault_id}":
+        report.fail("checkpoint.wrong-origin", subject, f"checkpoint origin {data['origin']!r} is not this vault's",
+                    seq=index)  # fmt: skip
+    try:
+        key = state.authority.public_key(event.actor)
+        verify_signature(base64.b64decode(str(data.get("signature", "")), validate=True), text, key)
+    except (EvidenceVaultError, KeyError, ValueError) as exc:
+        report.fail("checkpoint.bad-signature", subject, f"checkpoint signature: {exc}", seq=index)
+    state.checkpoints[index] = CheckpointRecord(index, event.actor, data)
 
 
 def _check_signer(
@@ -211,15 +269,21 @@ def verify_vault(
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     record_head: bool = True,
+    tsa_roots: Sequence[bytes] = (),
 ) -> Report:
     """Fully verify a vault: log, signatures, authorization, every object, commitments, pins."""
+    from .anchoring import list_checkpoints
+    from .anchors_verify import check_anchors
+
     report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
-    state = verify_log(vault.log.iter_raw(), report, vault_id=vault.config.vault_id)
+    dirs = list_checkpoints(vault)
+    state = verify_log(vault.log.iter_raw(), report, vault_id=vault.config.vault_id, root_sizes=dirs)
     pins = pins if pins is not None else TrustStore()
     check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
     if state.line_hashes:
         report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
     bytes_hashed = _check_objects(vault, state, report, workers, on_progress)
+    check_anchors(vault, state, report, dirs, tsa_roots=tsa_roots)
     report.stats = {
         "events": state.events,
         "items": len(state.items),

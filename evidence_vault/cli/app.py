@@ -75,10 +75,11 @@ def _global(
 
 
 def _register() -> None:
-    from . import keys, vault_commands
+    from . import anchor_commands, keys, vault_commands
 
     app.add_typer(keys.app, name="key")
     vault_commands.register(app)
+    anchor_commands.register(app)
 
 
 _register()

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..doctor import doctor as run_doctor
 from ..errors import UsageError
+from ..errors import UsageError
 from ..report import Report
 from ..vault import AddOptions, AddResult, Vault
 from ..verify import verify_vault
@@ -184,13 +185,23 @@ def verify(
     trust: Annotated[
         list[str] | None, typer.Option("--trust", help="Fingerprint of the genesis key you trust (repeatable).")
     ] = None,
+    tsa_ca: Annotated[
+        list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 tokens (PEM).")
+    ] = None,
 ) -> None:
-    """Re-hash every object and check the whole log; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
     vault = state(ctx).open_vault()
     total = sum(i.size for i in vault.items())
+    roots = []
+    for p in tsa_ca or []:
+        try:
+            roots.append(p.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
     with _progress(total, "verifying") as progress:
         task = progress.add_task("verify", total=total or None)
-        report = verify_vault(vault, trusted=trust or (), on_progress=lambda n: progress.advance(task, n))
+        report = verify_vault(vault, trusted=trust or (), tsa_roots=roots,
+                              on_progress=lambda n: progress.advance(task, n))  # fmt: skip
     vault.close()
     if json_out:
         output.emit_json(report.to_dict())
@@ -216,6 +227,13 @@ def print_report(report: Report) -> None:
     if report.genesis_key:
         pinned = "pinned" if report.genesis_pinned else "NOT pinned"
         output.info(f"genesis key {report.genesis_key} ({pinned})")
+    proven = [i for i in report.items if i.get("proven_since")]
+    if report.items:
+        output.info(f"{len(proven)} of {len(report.items)} items proven to exist at a point in time")
+        for i in proven[:20]:
+            output.info(f"  {i['id'][7:19]}  since {i['proven_since']}  ({i['proof']}, checkpoint {i['checkpoint']})")
+        if len(proven) > 20:
+            output.info(f"  … {len(proven) - 20} more (use --json)")
 
 
 def doctor(

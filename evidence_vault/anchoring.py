@@ -1,0 +1,401 @@
+"""Anchoring the log in time: signed checkpoints (tree heads), OpenTimestamps and RFC 3161 stamps.
+
+A checkpoint is the C2SP tlog-checkpoint text of the RFC 9162 Merkle tree over every log line before
+it, signed with sshsig (so ``ssh-keygen -Y verify`` checks it) and recorded as a ``checkpoint`` event.
+Checkpoints, not single files, get timestamped: one proof covers everything before it. Each one lives
+in ``checkpoints/<size>/``::
+
+    checkpoint            the text            checkpoint.sig   armored sshsig of the text
+    checkpoint.ots        OpenTimestamps proof of SHA-256(text)
+    tsa-<name>.tsr        RFC 3161 token over SHA-256(text); tsa-<name>.chain.pem: the TSA's certificates
+
+``checkpoints/headers.json`` keeps the Bitcoin block headers the proofs need (verification is offline);
+``checkpoints/queue.json`` lists stamps that could not be made yet (offline), done by the next
+``stamp`` or ``upgrade``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from . import merkle
+from .atomic import write_atomic
+from .checkpoint import Checkpoint
+from .custody_log import Head
+from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
+from .signing import Signer, armor
+from .timestamps import ots, rfc3161
+from .timestamps.headers import HeaderStore, fetch_from_bitcoind, fetch_from_explorer
+from .vault import VAULT_FILE, Vault
+
+CHECKPOINTS = "checkpoints"
+
+
+def origin_of(vault_id: str) -> str:
+    return f"evidence-vault/{vault_id}"
+
+
+def checkpoint_dir(vault: Vault, size: int) -> Path:
+    return vault.root / CHECKPOINTS / f"{size:012d}"
+
+
+def tsa_slug(url: str) -> str:
+    """A file-name-safe short name for a TSA URL."""
+    host = re.sub(r"^[a-z]+://", "", url.lower()).split("/")[0]
+    slug = re.sub(r"[^a-z0-9.-]+", "-", host).strip("-.") or "tsa"
+    return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    size: int
+    root: str
+    seq: int
+    directory: str
+    created: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def make_checkpoint(vault: Vault, signer: Signer, *, only_if_grown: bool = False) -> CheckpointInfo:
+    """Sign the tree head of the whole log and record it as a ``checkpoint`` event."""
+    made: dict[str, Any] = {}
+
+    def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
+        if head is None:
+            raise UsageError("the log is empty")
+        vault.require_authorized(signer, head, ev.CHECKPOINT)
+        size = head.seq + 1
+        last = _last_event(vault)
+        if only_if_grown and last is not None and last.type == ev.CHECKPOINT:
+            made["existing"] = last
+            return []
+        acc = merkle.MerkleAccumulator()
+        for raw in vault.log.iter_raw():
+            if not raw.complete or acc.size >= size:
+                break
+            acc.append(merkle.leaf_hash(raw.data))
+        cp = Checkpoint(origin=origin_of(vault.config.vault_id), size=size, root=acc.root())
+        text = cp.to_text()
+        sig = signer.sign(text)
+        directory = checkpoint_dir(vault, size)
+        write_atomic(directory / "checkpoint", text)
+        write_atomic(directory / "checkpoint.sig", armor(sig).encode())
+        made.update(size=size, root=cp.root.hex())
+        return [(ev.CHECKPOINT, {"origin": cp.origin, "size": size, "root": cp.root.hex(),
+                                 "signature": base64.b64encode(sig).decode()})]  # fmt: skip
+
+    out = vault.append(signer, [], build=build)
+    if "existing" in made:
+        e = made["existing"]
+        return CheckpointInfo(int(e.data["size"]), str(e.data["root"]), e.seq,
+                              str(checkpoint_dir(vault, int(e.data["size"]))), False)  # fmt: skip
+    (event,) = out
+    return CheckpointInfo(made["size"], made["root"], event.seq, str(checkpoint_dir(vault, made["size"])), True)
+
+
+def _last_event(vault: Vault) -> ev.Event | None:
+    head, _ = vault.log.tail_state()
+    if head is None:
+        return None
+    with open(vault.log.path, "rb") as fh:
+        fh.seek(max(0, head.size - 65536))
+        tail = fh.read(head.size - fh.tell())
+    line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return ev.parse_line(line)[0]
+
+
+def list_checkpoints(vault: Vault) -> list[int]:
+    base = vault.root / CHECKPOINTS
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StampConfig:
+    calendars: list[str] = field(default_factory=lambda: list(ots.DEFAULT_CALENDARS))
+    min_calendars: int = 2
+    tsas: list[dict[str, str]] = field(default_factory=list)  # {"url", "ca"} ca: path relative to vault
+
+    @classmethod
+    def of(cls, vault: Vault) -> StampConfig:
+        raw = vault.config.extra.get("stamping")
+        cfg = cls()
+        if isinstance(raw, dict):
+            if isinstance(raw.get("calendars"), list) and raw["calendars"]:
+                cfg.calendars = [str(c) for c in raw["calendars"]]
+            if isinstance(raw.get("min_calendars"), int):
+                cfg.min_calendars = raw["min_calendars"]
+            if isinstance(raw.get("tsas"), list):
+                cfg.tsas = [dict(t) for t in raw["tsas"] if isinstance(t, dict) and "url" in t]
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calendars": self.calendars, "min_calendars": self.min_calendars, "tsas": self.tsas}
+
+
+def save_config(vault: Vault, cfg: StampConfig) -> None:
+    doc = vault.config.to_dict()
+    doc["stamping"] = cfg.to_dict()
+    write_atomic(vault.root / VAULT_FILE, json.dumps(doc, indent=2).encode() + b"\n")
+    vault.config.extra["stamping"] = cfg.to_dict()
+
+
+def configure(
+    vault: Vault,
+    *,
+    calendars: Sequence[str] = (),
+    tsas: Sequence[tuple[str, bytes | None]] = (),
+    min_calendars: int | None = None,
+) -> StampConfig:
+    """Merge command-line stamping options into the vault's config (and keep TSA trust anchors)."""
+    cfg = StampConfig.of(vault)
+    changed = False
+    if calendars:
+        cfg.calendars = list(dict.fromkeys(calendars))
+        changed = True
+    if min_calendars is not None:
+        cfg.min_calendars = min_calendars
+        changed = True
+    for url, ca in tsas:
+        entry = next((t for t in cfg.tsas if t["url"] == url), None)
+        if entry is None:
+            entry = {"url": url}
+            cfg.tsas.append(entry)
+        if ca is not None:
+            rel = f"{CHECKPOINTS}/tsa-roots/{tsa_slug(url)}.pem"
+            write_atomic(vault.root / rel, ca)
+            entry["ca"] = rel
+        changed = True
+    if cfg.min_calendars > len(cfg.calendars):
+        raise UsageError(f"--min-calendars {cfg.min_calendars} is more than the {len(cfg.calendars)} calendars")
+    if changed:
+        save_config(vault, cfg)
+    return cfg
+
+
+# -- the queue -------------------------------------------------------------------------------------
+
+
+def _queue_path(vault: Vault) -> Path:
+    return vault.root / CHECKPOINTS / "queue.json"
+
+
+def load_queue(vault: Vault) -> dict[str, list[int]]:
+    """Stamps still to make: {"ots": [sizes], "tsa:<url>": [sizes]}."""
+    try:
+        data = json.loads(_queue_path(vault).read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return {}
+    return {str(k): [int(s) for s in v] for k, v in data.items() if isinstance(v, list)}
+
+
+def save_queue(vault: Vault, queue: dict[str, list[int]]) -> None:
+    clean = {k: sorted(set(v)) for k, v in queue.items() if v}
+    write_atomic(_queue_path(vault), json.dumps(clean, indent=2, sort_keys=True).encode() + b"\n")
+
+
+@dataclass
+class StampOutcome:
+    checkpoint: CheckpointInfo | None = None
+    stamped: list[dict[str, Any]] = field(default_factory=list)
+    queued: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
+            "stamped": self.stamped,
+            "queued": self.queued,
+        }
+
+
+def stamp(
+    vault: Vault,
+    signer: Signer,
+    *,
+    calendars: Sequence[str] = (),
+    tsas: Sequence[tuple[str, bytes | None]] = (),
+    min_calendars: int | None = None,
+    timeout: float = 10.0,
+) -> StampOutcome:
+    """Checkpoint if the log grew, then submit every queued checkpoint to the calendars and TSAs."""
+    cfg = configure(vault, calendars=calendars, tsas=tsas, min_calendars=min_calendars)
+    outcome = StampOutcome(checkpoint=make_checkpoint(vault, signer, only_if_grown=True))
+    queue = load_queue(vault)
+    size = outcome.checkpoint.size
+    d = checkpoint_dir(vault, size)
+    if not (d / "checkpoint.ots").exists():
+        queue.setdefault("ots", []).append(size)
+    for t in cfg.tsas:
+        if not (d / f"tsa-{tsa_slug(t['url'])}.tsr").exists():
+            queue.setdefault(f"tsa:{t['url']}", []).append(size)
+    save_queue(vault, queue)
+    process_queue(vault, cfg, outcome, timeout=timeout)
+    return outcome
+
+
+def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, timeout: float = 10.0) -> None:
+    """Try every queued stamp; what fails for lack of network stays queued."""
+    queue = load_queue(vault)
+    for key, sizes in list(queue.items()):
+        remaining = []
+        for size in sorted(set(sizes)):
+            d = checkpoint_dir(vault, size)
+            try:
+                digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
+            except FileNotFoundError:
+                continue
+            try:
+                if key == "ots":
+                    res = ots.stamp(digest, cfg.calendars, min_calendars=cfg.min_calendars, timeout=timeout)
+                    write_atomic(d / "checkpoint.ots", res.ots)
+                    outcome.stamped.append({"size": size, "service": "opentimestamps",
+                                            "calendars": res.calendars_ok,
+                                            "failed": res.calendars_failed})  # fmt: skip
+                elif key.startswith("tsa:"):
+                    url = key[4:]
+                    _stamp_tsa(vault, cfg, url, d, digest, timeout)
+                    outcome.stamped.append({"size": size, "service": "rfc3161", "tsa": url})
+            except NetworkError as exc:
+                remaining.append(size)
+                outcome.queued.append({"size": size, "service": key, "reason": exc.message})
+            except TimestampError as exc:
+                remaining.append(size)
+                outcome.queued.append({"size": size, "service": key, "reason": f"refused: {exc.message}"})
+        queue[key] = remaining
+    save_queue(vault, queue)
+
+
+def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes, timeout: float) -> None:
+    tsr = rfc3161.request_token(url, digest, timeout=timeout)
+    entry = next((t for t in cfg.tsas if t["url"] == url), {"url": url})
+    slug = tsa_slug(url)
+    roots = _tsa_roots(vault, entry)
+    if roots:
+        check = rfc3161.verify_token(tsr, digest=digest, roots=roots)
+        if not check.ok:
+            raise TimestampError(f"the TSA's token does not verify against its configured CA: {check.problem}")
+    write_atomic(d / f"tsa-{slug}.tsr", tsr)
+    meta = {"url": url, "ca": entry.get("ca")}
+    write_atomic(d / f"tsa-{slug}.json", json.dumps(meta, indent=2).encode() + b"\n")
+    if roots:
+        write_atomic(d / f"tsa-{slug}.chain.pem", b"".join(roots))
+
+
+def _tsa_roots(vault: Vault, entry: dict[str, str]) -> list[bytes]:
+    ca = entry.get("ca")
+    if not ca:
+        return []
+    try:
+        return rfc3161.split_pem_or_der_certs((vault.root / ca).read_bytes())
+    except OSError:
+        return []
+
+
+# -- upgrade ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class UpgradeOutcome:
+    upgraded: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    complete: dict[int, int] = field(default_factory=dict)  # size -> block height
+    headers_added: list[int] = field(default_factory=list)
+    headers_missing: list[int] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)  # size -> why a calendar answer was refused
+    stamps: StampOutcome = field(default_factory=StampOutcome)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "upgraded": self.upgraded,
+            "pending": self.pending,
+            "complete": {str(k): v for k, v in self.complete.items()},
+            "headers_added": self.headers_added,
+            "headers_missing": self.headers_missing,
+            "rejected": {str(k): v for k, v in self.rejected.items()},
+            "stamped": self.stamps.stamped,
+            "queued": self.stamps.queued,
+        }
+
+
+def headers_path(vault: Vault) -> Path:
+    return vault.root / CHECKPOINTS / "headers.json"
+
+
+def upgrade(
+    vault: Vault,
+    *,
+    headers_file: Path | None = None,
+    bitcoin_node: str | None = None,
+    explorer: str | None = None,
+    endpoints: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> UpgradeOutcome:
+    """Complete pending proofs from allow-listed calendars and store the block headers they need."""
+    cfg = StampConfig.of(vault)
+    outcome = UpgradeOutcome()
+    process_queue(vault, cfg, outcome.stamps, timeout=timeout)
+    store = HeaderStore.load(headers_path(vault))
+    if headers_file is not None:
+        for header in HeaderStore.load(headers_file):
+            if header.height not in store:
+                store.add(header)
+    allowed = list(dict.fromkeys([*ots.DEFAULT_CALENDARS, *cfg.calendars]))
+    for size in list_checkpoints(vault):
+        path = checkpoint_dir(vault, size) / "checkpoint.ots"
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        try:
+            new, changed = ots.upgrade(data, allowed_calendars=allowed, timeout=timeout, headers=store,
+                                       endpoints=endpoints)  # fmt: skip
+        except TimestampError:
+            continue
+        for height in ots.attested_heights(new):
+            if height in store:
+                continue
+            header = None
+            try:
+                if bitcoin_node:
+                    header = fetch_from_bitcoind(bitcoin_node, height, timeout=timeout)
+                elif explorer:
+                    header = fetch_from_explorer(explorer, height, timeout=timeout)
+            except EvidenceVaultError:
+                header = None
+            if header is not None:
+                store.add(header)
+                outcome.headers_added.append(height)
+            else:
+                outcome.headers_missing.append(height)
+        digest = hashlib.sha256((checkpoint_dir(vault, size) / "checkpoint").read_bytes()).digest()
+        check = ots.verify(new, digest, store)
+        if changed and check.status == "invalid":
+            # A calendar answer that does not lead to the real block (a graft): keep the old proof.
+            outcome.rejected[size] = check.problem or "invalid"
+            check = ots.verify(data, digest, store)
+        elif changed:
+            write_atomic(path, new)
+            outcome.upgraded.append(size)
+        if check.status == "complete" and check.height is not None:
+            outcome.complete[size] = check.height
+        else:
+            outcome.pending.append(size)
+    if len(store):
+        headers_path(vault).parent.mkdir(parents=True, exist_ok=True)
+        store.save(headers_path(vault))
+    return outcome

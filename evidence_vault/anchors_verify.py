@@ -1,0 +1,178 @@
+"""Verification of checkpoints on disk and their time proofs (OpenTimestamps, RFC 3161), offline.
+
+Every ``checkpoints/<size>/`` directory is checked against the log itself (the root recomputed from
+the first ``size`` lines), its detached signature, its OpenTimestamps proof against the stored block
+headers, and its RFC 3161 tokens against the TSA trust anchor at genTime. Then each item gets the
+earliest time it is proven to have existed: the earliest anchor of any checkpoint after its ingest.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checkpoint import Checkpoint
+from .errors import EvidenceVaultError
+from .report import Report
+from .signing import unarmor, verify_signature
+from .timestamps import ots, rfc3161
+from .timestamps.headers import HeaderStore
+
+if TYPE_CHECKING:
+    from .vault import Vault
+    from .verify import LogState
+
+
+class _HasRoot:
+    root: Path
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_anchors(
+    vault: Vault, state: LogState, report: Report, sizes: Sequence[int], *, tsa_roots: Sequence[bytes] = ()
+) -> None:
+    """Check every checkpoint directory and attach per-item proof times to ``report.items``."""
+    from .anchoring import checkpoint_dir, headers_path
+
+    n_lines = len(state.line_hashes)
+    try:
+        store = HeaderStore.load(headers_path(vault))
+    except EvidenceVaultError as exc:
+        report.fail("anchors.bad-headers", "checkpoints/headers.json", f"stored block headers rejected: {exc.message}")
+        store = HeaderStore()
+    anchored: dict[int, tuple[float, str]] = {}  # size -> (earliest time, which proof)
+    for size in sizes:
+        d = checkpoint_dir(vault, size)
+        subject = f"checkpoints/{d.name}"
+        try:
+            text = (d / "checkpoint").read_bytes()
+            cp = Checkpoint.parse(text)
+        except FileNotFoundError:
+            report.fail("checkpoint.missing-text", subject, "checkpoint text is missing")
+            continue
+        except EvidenceVaultError as exc:
+            report.fail("checkpoint.malformed", subject, exc.message)
+            continue
+        has_proofs = (d / "checkpoint.ots").exists() or any(d.glob("tsa-*.tsr"))
+        if cp.size != size:
+            report.fail("checkpoint.bad-size", subject, f"directory is for size {size}, text says {cp.size}")
+            continue
+        if size > n_lines:
+            report.fail("log.rollback", subject,
+                        f"a checkpoint covers {size} log lines but the log has only {n_lines}: "
+                        "events after it were removed (rollback)")  # fmt: skip
+            continue
+        if state.roots_at.get(size) != cp.root:
+            report.fail("checkpoint.root-mismatch", subject,
+                        f"root does not match the first {size} lines of the log (history rewritten)")  # fmt: skip
+            continue
+        record = state.checkpoints.get(size)
+        if record is None:
+            if has_proofs:
+                report.fail("checkpoint.unrecorded", subject,
+                            "stamped checkpoint has no checkpoint event in the log (event removed)")  # fmt: skip
+            else:
+                report.warn("checkpoint.interrupted", subject,
+                            "checkpoint was written but never recorded (interrupted); harmless")  # fmt: skip
+            continue
+        if record.data.get("root") != cp.root.hex() or record.data.get("origin") != cp.origin:
+            report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
+            continue
+        try:
+            sig = unarmor((d / "checkpoint.sig").read_text("ascii"))
+            verify_signature(sig, text, state.authority.public_key(record.actor))
+        except FileNotFoundError:
+            report.warn("checkpoint.sig-missing", subject, "detached checkpoint.sig is missing (the log has it)")
+        except (EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
+            report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
+        digest = hashlib.sha256(text).digest()
+        times = _check_ots(d, subject, digest, store, report)
+        times += _check_tsrs(vault, d, subject, digest, report, tsa_roots)
+        if times:
+            anchored[size] = min(times)
+        elif not has_proofs:
+            report.warn("anchors.unstamped", subject, "checkpoint has no time proof yet: run `evidence-vault stamp`")
+    _item_times(state, report, anchored)
+
+
+def _check_ots(d: Path, subject: str, digest: bytes, store: HeaderStore, report: Report) -> list[tuple[float, str]]:
+    path = d / "checkpoint.ots"
+    if not path.exists():
+        return []
+    check = ots.verify(path.read_bytes(), digest, store)
+    if check.status == "complete" and check.height is not None and check.block_time is not None:
+        report.add("INFO", "anchors.ots-complete", subject,
+                   f"anchored in Bitcoin block {check.height} at {_iso(check.block_time)}")  # fmt: skip
+        return [(float(check.block_time), f"bitcoin block {check.height}")]
+    if check.status == "pending":
+        why = check.problem or "waiting for " + ", ".join(check.pending_calendars)
+        report.warn("anchors.ots-pending", subject, f"OpenTimestamps proof pending ({why}): run `evidence-vault upgrade`")
+        return []
+    report.fail("anchors.ots-invalid", subject, f"OpenTimestamps proof does not check: {check.problem}")
+    return []
+
+
+def _check_tsrs(
+    vault: Vault | _HasRoot, d: Path, subject: str, digest: bytes, report: Report, extra_roots: Sequence[bytes]
+) -> list[tuple[float, str]]:
+    out: list[tuple[float, str]] = []
+    for tsr_path in sorted(d.glob("tsa-*.tsr")):
+        base = tsr_path.name.removesuffix(".tsr")
+        meta: dict[str, Any] = {}
+        try:
+            meta = json.loads((d / f"{base}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            pass
+        roots = list(extra_roots)
+        ca = meta.get("ca")
+        shipped = d / f"{base}.ca.pem"
+        anchor_note = "trust anchor given by you" if roots else ""
+        if isinstance(ca, str) and (vault.root / ca).is_file():
+            roots += rfc3161.split_pem_or_der_certs((vault.root / ca).read_bytes())
+            anchor_note = anchor_note or "trust anchor from the vault's config"
+        elif shipped.is_file():
+            roots += rfc3161.split_pem_or_der_certs(shipped.read_bytes())
+            anchor_note = anchor_note or "trust anchor shipped with the proof: pass --tsa-ca to use your own"
+        chain_path = d / f"{base}.chain.pem"
+        chain = rfc3161.split_pem_or_der_certs(chain_path.read_bytes()) if chain_path.exists() else []
+        name = str(meta.get("url") or base)
+        if not roots:
+            report.warn("anchors.tsa-untrusted", f"{subject}/{tsr_path.name}",
+                        "no trust anchor for this TSA: pass --tsa-ca PEM")  # fmt: skip
+            continue
+        check = rfc3161.verify_token(tsr_path.read_bytes(), digest=digest, roots=roots, intermediates=chain)
+        if check.ok and check.token is not None:
+            t = check.token.gen_time
+            report.add("INFO", "anchors.tsa-valid", f"{subject}/{tsr_path.name}",
+                       f"RFC 3161 token from {name}, genTime {t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({anchor_note})")  # fmt: skip
+            out.append((t.timestamp(), f"rfc3161 {name}"))
+        else:
+            report.fail("anchors.tsa-invalid", f"{subject}/{tsr_path.name}", f"RFC 3161 token: {check.problem}")
+    return out
+
+
+def _item_times(state: LogState, report: Report, anchored: dict[int, tuple[float, str]]) -> None:
+    sizes = sorted(anchored)
+    suffix: list[tuple[float, str, int]] = []
+    best: tuple[float, str, int] | None = None
+    for size in reversed(sizes):
+        t, proof = anchored[size]
+        if best is None or t < best[0]:
+            best = (t, proof, size)
+        suffix.append(best)
+    suffix.reverse()
+    for item, rec in state.items.items():
+        i = bisect.bisect_right(sizes, rec.seq)
+        entry: dict[str, Any] = {"id": item, "seq": rec.seq, "proven_since": None, "proof": None, "checkpoint": None}
+        if i < len(sizes):
+            t, proof, size = suffix[i]
+            entry.update(proven_since=_iso(t), proof=proof, checkpoint=size)
+        report.items.append(entry)

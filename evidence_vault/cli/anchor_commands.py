@@ -1,0 +1,137 @@
+"""Anchoring commands: checkpoint, stamp, upgrade, prove, verify-proof."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import anchoring
+from ..errors import UsageError
+from ..proofs import prove as make_proof
+from ..proofs import verify_proof
+from . import output
+from .context import state
+from .vault_commands import JsonOpt, print_report
+
+
+def checkpoint(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Sign a tree head of the log (RFC 9162 Merkle root, C2SP checkpoint) and record it."""
+    st = state(ctx)
+    vault = st.open_vault()
+    info = anchoring.make_checkpoint(vault, st.signer())
+    if json_out:
+        output.emit_json(info.to_dict())
+    else:
+        output.info(f"checkpoint of {info.size} log lines, root {info.root}, recorded at seq {info.seq}")
+        output.info(f"text and signature in {info.directory}")
+
+
+def _read(paths: list[Path] | None) -> list[bytes]:
+    out = []
+    for p in paths or []:
+        try:
+            out.append(p.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
+    return out
+
+
+def stamp(
+    ctx: typer.Context,
+    calendar: Annotated[list[str] | None, typer.Option("--calendar", help="OpenTimestamps calendar URL (repeatable).")] = None,
+    tsa: Annotated[list[str] | None, typer.Option("--tsa", help="RFC 3161 TSA URL (repeatable).")] = None,
+    tsa_ca: Annotated[list[Path] | None, typer.Option("--tsa-ca", help="Root certificate of the matching --tsa.")] = None,
+    min_calendars: Annotated[int | None, typer.Option("--min-calendars", help="Calendars that must answer (m of n).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue."""
+    st = state(ctx)
+    vault = st.open_vault()
+    cas = _read(tsa_ca)
+    tsas = [(url, cas[i] if i < len(cas) else None) for i, url in enumerate(tsa or [])]
+    result = anchoring.stamp(vault, st.signer(), calendars=calendar or (), tsas=tsas,
+                             min_calendars=min_calendars, timeout=timeout)  # fmt: skip
+    if json_out:
+        output.emit_json(result.to_dict())
+        return
+    cp = result.checkpoint
+    if cp is not None:
+        verb = "new checkpoint" if cp.created else "checkpoint (log unchanged)"
+        output.info(f"{verb}: {cp.size} log lines, root {cp.root}")
+    for s in result.stamped:
+        where = ", ".join(s.get("calendars", [])) or s.get("tsa", "")
+        output.info(f"stamped checkpoint {s['size']} with {s['service']} ({where})")
+    for q in result.queued:
+        output.warn(f"queued checkpoint {q['size']} for {q['service']}: {q['reason']} (the next stamp/upgrade retries)")
+
+
+def upgrade(
+    ctx: typer.Context,
+    headers: Annotated[Path | None, typer.Option("--headers", help="JSON file of Bitcoin block headers.")] = None,
+    bitcoin_node: Annotated[str | None, typer.Option("--bitcoin-node", help="bitcoind JSON-RPC URL.")] = None,
+    explorer: Annotated[str | None, typer.Option("--explorer", help="Esplora-style block explorer base URL.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout")] = 10.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fetch completed proofs from allow-listed calendars and keep the block headers they need."""
+    vault = state(ctx).open_vault()
+    result = anchoring.upgrade(vault, headers_file=headers, bitcoin_node=bitcoin_node, explorer=explorer,
+                               timeout=timeout)  # fmt: skip
+    if json_out:
+        output.emit_json(result.to_dict())
+        return
+    for size, height in sorted(result.complete.items()):
+        output.info(f"checkpoint {size}: anchored in Bitcoin block {height}")
+    for size in result.pending:
+        output.warn(f"checkpoint {size}: still pending")
+    if result.headers_missing:
+        output.warn("block headers missing for heights " + ", ".join(map(str, sorted(set(result.headers_missing))))
+                    + ": give --headers, --bitcoin-node or --explorer")  # fmt: skip
+    for q in result.stamps.queued:
+        output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
+
+
+def prove(
+    ctx: typer.Context,
+    item: Annotated[str, typer.Argument(help="Item id prefix or a path to the file.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Directory to write the proof to.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write an inclusion proof of the item in the latest anchored checkpoint (checkable alone)."""
+    vault = state(ctx).open_vault()
+    it = vault.resolve(item)
+    target = out or Path(f"proof-{it.id[7:19]}")
+    doc = make_proof(vault, it.id, target)
+    if json_out:
+        output.emit_json({"out": str(target), **doc})
+    else:
+        output.info(f"inclusion proof of {it.id} in checkpoint {doc['tree_size']} written to {target}")
+        output.info(f"check it with: evidence-vault verify-proof {target} --file ORIGINAL")
+
+
+def verify_proof_cmd(
+    directory: Annotated[Path, typer.Argument(help="Directory written by `prove`.")],
+    file: Annotated[Path | None, typer.Option("--file", help="Also check that this file is the item.")] = None,
+    trust: Annotated[list[str] | None, typer.Option("--trust", help="Trusted signer fingerprint.")] = None,
+    tsa_ca: Annotated[list[Path] | None, typer.Option("--tsa-ca", help="Your trust anchor for the TSA.")] = None,
+    strict: Annotated[bool, typer.Option("--strict")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check an inclusion proof offline: event signature, inclusion, checkpoint signature, time proofs."""
+    report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=_read(tsa_ca))
+    if json_out:
+        output.emit_json(report.to_dict())
+    else:
+        print_report(report)
+    raise typer.Exit(report.exit_code(strict))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("checkpoint")(checkpoint)
+    app.command("stamp")(stamp)
+    app.command("upgrade")(upgrade)
+    app.command("prove")(prove)
+    app.command("verify-proof")(verify_proof_cmd)

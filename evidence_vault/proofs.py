@@ -1,0 +1,214 @@
+"""Item inclusion proofs: check one item against an anchored checkpoint without the rest of the log.
+
+``prove`` writes a directory holding the item's ingest event line, its RFC 9162 inclusion proof in a
+checkpoint, the checkpoint text and signature, the checkpoint's time proofs, the block headers they
+need, and the signer's public key. ``verify_proof`` checks all of it offline and returns a Report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from . import merkle
+from .anchoring import checkpoint_dir, headers_path, list_checkpoints
+from .anchors_verify import _check_ots, _check_tsrs
+from .atomic import write_atomic
+from .checkpoint import Checkpoint
+from .errors import EvidenceVaultError, UsageError
+from .events import parse_line
+from .hashing import hash_file
+from .keystore import utc_now
+from .report import Report
+from .signing import PublicKey, unarmor, verify_signature
+from .timestamps import ots
+from .timestamps.headers import HeaderStore
+from .vault import Vault
+
+PROOF_FILE = "proof.json"
+
+
+def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
+    """Write an inclusion proof of ``item_id``'s ingest event in the best checkpoint covering it."""
+    item = vault.index.item(item_id)
+    if item is None:
+        raise UsageError(f"no item {item_id} in this vault")
+    covering = [s for s in list_checkpoints(vault) if s > item.seq]
+    if not covering:
+        raise UsageError("no checkpoint covers this item yet: run `evidence-vault checkpoint` or `stamp`")
+    store = HeaderStore.load(headers_path(vault))
+
+    def anchored(size: int) -> bool:
+        d = checkpoint_dir(vault, size)
+        if any(d.glob("tsa-*.tsr")):
+            return True
+        p = d / "checkpoint.ots"
+        if not p.exists():
+            return False
+        digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
+        return ots.verify(p.read_bytes(), digest, store).status == "complete"
+
+    size = next((s for s in reversed(covering) if anchored(s)), covering[-1])
+    leaves: list[bytes] = []
+    line = b""
+    for raw in vault.log.iter_raw():
+        if len(leaves) >= size or not raw.complete:
+            break
+        if len(leaves) == item.seq:
+            line = raw.data
+        leaves.append(merkle.leaf_hash(raw.data))
+    path = merkle.inclusion_proof(leaves, item.seq, size)
+    event, _ = parse_line(line)
+    src = checkpoint_dir(vault, size)
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            shutil.copyfile(f, out / f.name)
+            copied.append(f.name)
+            if f.name.startswith("tsa-") and f.suffix == ".json":
+                ca = json.loads(f.read_text("utf-8")).get("ca")
+                if isinstance(ca, str) and (vault.root / ca).is_file():
+                    shutil.copyfile(vault.root / ca, out / f"{f.stem}.ca.pem")
+                    copied.append(f"{f.stem}.ca.pem")
+    heights = ots.attested_heights((src / "checkpoint.ots").read_bytes()) if (src / "checkpoint.ots").exists() else []
+    needed = HeaderStore()
+    for h in heights:
+        header = store.get(h)
+        if header is not None:
+            needed.add(header)
+    if len(needed):
+        needed.save(out / "headers.json")
+    auth = vault.authority()
+    keys = {fp: auth.keys[fp].public_key for fp in {event.actor} if fp in auth.keys}
+    cp_event = _checkpoint_event(vault, size)
+    if cp_event is not None and cp_event.actor in auth.keys:
+        keys[cp_event.actor] = auth.keys[cp_event.actor].public_key
+    doc = {
+        "v": 1,
+        "type": "inclusion-proof",
+        "created": utc_now(),
+        "vault_id": vault.config.vault_id,
+        "genesis_key": auth.genesis,
+        "item": item_id,
+        "event_line": line.decode("utf-8"),
+        "leaf_index": item.seq,
+        "tree_size": size,
+        "inclusion_path": [h.hex() for h in path],
+        "checkpoint_signer": cp_event.actor if cp_event else None,
+        "keys": keys,
+        "files": copied,
+    }
+    write_atomic(out / PROOF_FILE, json.dumps(doc, indent=2).encode() + b"\n")
+    (out / "allowed_signers").write_text(
+        "".join(f"{fp} namespaces=\"evidence-vault\" {pk}\n" for fp, pk in keys.items()), "utf-8"
+    )
+    return doc
+
+
+def _checkpoint_event(vault: Vault, size: int) -> ev.Event | None:
+    with open(vault.log.path, "rb") as fh:
+        for i, line in enumerate(fh):
+            if i == size:
+                e, _ = parse_line(line.rstrip(b"\n"))
+                return e if e.type == ev.CHECKPOINT else None
+    return None
+
+
+def verify_proof(
+    directory: Path, *, file: Path | None = None, trusted: Sequence[str] = (), tsa_roots: Sequence[bytes] = ()
+) -> Report:
+    """Check an inclusion-proof directory offline; with ``file``, also that the file is the item."""
+    report = Report(target=str(directory), kind="inclusion-proof", started=utc_now())
+    try:
+        doc = json.loads((directory / PROOF_FILE).read_text("utf-8"))
+        line = str(doc["event_line"]).encode()
+        index, size = int(doc["leaf_index"]), int(doc["tree_size"])
+        path = [bytes.fromhex(h) for h in doc["inclusion_path"]]
+        keys = {str(k): PublicKey.from_openssh(str(v)) for k, v in doc["keys"].items()}
+        text = (directory / "checkpoint").read_bytes()
+        cp = Checkpoint.parse(text)
+    except FileNotFoundError as exc:
+        report.fail("proof.missing-file", str(exc.filename), "file of the proof is missing")
+        return _done(report)
+    except (ValueError, KeyError, TypeError, EvidenceVaultError) as exc:
+        report.fail("proof.malformed", PROOF_FILE, f"unreadable proof: {exc}")
+        return _done(report)
+    report.vault_id = str(doc.get("vault_id"))
+    report.genesis_key = doc.get("genesis_key")
+    try:
+        event, canonical_ok = parse_line(line)
+        if not canonical_ok:
+            report.fail("log.non-canonical", "event_line", "event line is not canonical")
+        key = keys.get(event.actor)
+        if key is None:
+            report.fail("proof.key-missing", "event_line", f"public key of {event.actor} not in the proof")
+        else:
+            verify_signature(event.signature, event.signing_bytes(), key)
+    except EvidenceVaultError as exc:
+        report.fail("log.bad-signature", "event_line", f"event signature: {exc.message}")
+        event = None  # type: ignore[assignment]
+    if event is not None and (event.type != ev.ITEM_INGESTED or event.data.get("item") != doc.get("item")):
+        report.fail("proof.wrong-event", "event_line", "event is not the ingest of the named item")
+    if cp.size != size:
+        report.fail("proof.size-mismatch", "checkpoint", f"proof is for size {size}, checkpoint has {cp.size}")
+    elif not merkle.verify_inclusion(merkle.leaf_hash(line), index, size, path, cp.root):
+        report.fail("proof.inclusion-invalid", PROOF_FILE, "event is not included in the checkpoint's tree")
+    signer = doc.get("checkpoint_signer")
+    try:
+        sig = unarmor((directory / "checkpoint.sig").read_text("ascii"))
+        signer_key = keys.get(str(signer)) if signer else None
+        if signer_key is None:
+            raise EvidenceVaultError("checkpoint signer's key is not in the proof")
+        verify_signature(sig, text, signer_key)
+    except (OSError, EvidenceVaultError) as exc:
+        report.fail("checkpoint.bad-signature", "checkpoint.sig", f"checkpoint signature: {exc}")
+    wanted = ["SHA256:" + t.removeprefix("SHA256:") for t in trusted]
+    if wanted and not ({str(signer), event.actor if event else ""} <= set(wanted)):
+        report.fail("trust.key-mismatch", "keys", "the signing keys are not the trusted ones")
+    elif not wanted:
+        report.warn("trust.not-pinned", "keys",
+                    "signing keys not pinned: compare " + ", ".join(sorted(keys)) + " out of band, then --trust")  # fmt: skip
+    else:
+        report.genesis_pinned = True
+    try:
+        store = HeaderStore.load(directory / "headers.json")
+    except EvidenceVaultError as exc:
+        report.fail("anchors.bad-headers", "headers.json", exc.message)
+        store = HeaderStore()
+    digest = hashlib.sha256(text).digest()
+    times = _check_ots(directory, "checkpoint", digest, store, report)
+    times += _check_tsrs(_Root(directory), directory, "checkpoint", digest, report, tsa_roots)
+    if not times:
+        report.warn("anchors.none", "checkpoint", "no verified time proof for this checkpoint")
+    if file is not None:
+        got = hash_file(file)
+        if got.id != doc.get("item"):
+            report.fail("object.hash-mismatch", str(file), f"file hash {got.id} is not the item {doc.get('item')}")
+    if times and event is not None:
+        t, proof = min(times)
+        from .anchors_verify import _iso
+
+        report.items.append({"id": doc.get("item"), "seq": index, "proven_since": _iso(t), "proof": proof,
+                             "checkpoint": size})  # fmt: skip
+    return _done(report)
+
+
+class _Root:
+    """Resolves ``ca`` paths of tsa-*.json against the proof directory (where they don't exist, so the
+    CA shipped beside the token, or the one the user passes, is used)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+
+def _done(report: Report) -> Report:
+    report.finished = utc_now()
+    return report
+
+

@@ -1,0 +1,285 @@
+"""Checkpoints, stamping (OpenTimestamps calendars and an RFC 3161 TSA on loopback), upgrade, prove,
+and the attacks on anchors that verification must catch — end to end through the CLI."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evidence_vault import merkle
+from evidence_vault.timestamps.headers import HeaderStore
+from tests.conftest import SAMPLE_FILES, Cli
+from tests.paths import CORPUS
+from tests.servers.bitcoind import BitcoindServer
+from tests.servers.ots_calendar import CalendarServer
+from tests.servers.tsa import LocalTSA
+
+OTS = CORPUS / "timestamps" / "opentimestamps"
+
+
+def _verify(cli: Cli, vault: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    res = cli("--vault", vault, "verify", "--json", *extra)
+    return res.code, json.loads(res.stdout)
+
+
+def _codes(report: dict[str, Any], level: str = "FAIL") -> set[str]:
+    return {f["code"] for f in report["findings"] if f["level"] == level}
+
+
+def _cp_dirs(vault: Path) -> list[Path]:
+    return sorted(p for p in (vault / "checkpoints").iterdir() if p.is_dir() and p.name.isdigit())
+
+
+@pytest.fixture
+def calendars() -> Any:
+    with CalendarServer() as a, CalendarServer() as b:
+        yield a, b
+
+
+@pytest.fixture
+def tsa() -> Any:
+    with LocalTSA() as t:
+        yield t
+
+
+@pytest.fixture
+def stamped(cli: Cli, filled_vault: Path, calendars: Any, tsa: Any, tmp_path: Path) -> Path:
+    """A vault stamped through two stand-in calendars and the local TSA."""
+    ca = tmp_path / "tsa-ca.pem"
+    ca.write_bytes(tsa.ca_pem)
+    a, b = calendars
+    res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url,
+              "--tsa", tsa.url, "--tsa-ca", ca, "--json")  # fmt: skip
+    assert res.code == 0, res.stderr
+    out = res.json()
+    assert out["checkpoint"]["size"] == 5 and out["queued"] == []
+    assert {s["service"] for s in out["stamped"]} == {"opentimestamps", "rfc3161"}
+    return filled_vault
+
+
+def test_checkpoint_root_is_rfc9162_over_log_lines(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "checkpoint", "--json")
+    assert res.code == 0, res.stderr
+    info = res.json()
+    lines = (filled_vault / "log.jsonl").read_bytes().splitlines()
+    expected = merkle.root_from_leaves([merkle.leaf_hash(ln) for ln in lines[:5]])
+    assert info["size"] == 5 and info["root"] == expected.hex()
+    text = (Path(info["directory"]) / "checkpoint").read_bytes()
+    assert text.splitlines()[1:3] == [b"5", base64.b64encode(expected)]
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and not _codes(report)
+    assert "anchors.unstamped" in _codes(report, "WARN")
+
+
+def test_checkpoint_signature_checks_with_ssh_keygen(cli: Cli, filled_vault: Path, identity: str,
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    cli("--vault", filled_vault, "checkpoint")
+    d = _cp_dirs(filled_vault)[0]
+    pub = cli("key", "export-public").stdout.strip()
+    allowed = tmp_path / "allowed"
+    allowed.write_text(f"custodian {pub}\n")
+    ok = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "custodian", "-n", "evidence-vault",
+                         "-s", d / "checkpoint.sig"], stdin=open(d / "checkpoint", "rb"), capture_output=True)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "custodian", "-n", "evidence-vault",
+                          "-s", d / "checkpoint.sig"], input=b"tampered\n", capture_output=True)  # fmt: skip
+    assert bad.returncode != 0
+
+
+def test_stamp_then_verify_reports_tsa_time_and_pending_ots(cli: Cli, stamped: Path, tsa: Any,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    code, report = _verify(cli, stamped)
+    assert code == 0, report
+    assert not _codes(report)
+    assert "anchors.ots-pending" in _codes(report, "WARN")
+    assert "anchors.tsa-valid" in _codes(report, "INFO")
+    proven = [i for i in report["items"] if i["proven_since"]]
+    assert len(proven) == 4 and all(i["proof"].startswith("rfc3161") for i in proven)
+    # The token also checks with openssl itself.
+    d = _cp_dirs(stamped)[0]
+    tsr = next(d.glob("tsa-*.tsr"))
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tsa.ca_pem)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(tsa.chain_pem)
+    res = subprocess.run(["openssl", "ts", "-verify", "-in", tsr, "-data", d / "checkpoint", "-CAfile", ca,
+                          "-untrusted", chain], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr
+
+
+def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "stamp", "--calendar", "http://127.0.0.1:9", "--calendar",
+              "http://127.0.0.1:9/b", "--timeout", "2")  # fmt: skip
+    assert res.code == 0
+    assert "queued" in res.stderr
+    queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
+    assert queue == {"ots": [5]}
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--json")
+        assert res.code == 0, res.stderr
+        out = res.json()
+        assert out["checkpoint"]["created"] is False  # the log did not grow
+        assert [s["size"] for s in out["stamped"]] == [5]
+        assert len(a.requests) == 1 and len(b.requests) == 1
+    assert json.loads((filled_vault / "checkpoints" / "queue.json").read_text()) == {}
+    assert (_cp_dirs(filled_vault)[0] / "checkpoint.ots").exists()
+
+
+def test_ots_proof_written_by_us_is_read_by_the_ots_client(cli: Cli, stamped: Path) -> None:
+    d = _cp_dirs(stamped)[0]
+    res = subprocess.run([shutil.which("ots") or "ots", "info", d / "checkpoint.ots"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert hashlib.sha256((d / "checkpoint").read_bytes()).hexdigest() in res.stdout
+    assert "PendingAttestation" in res.stdout
+
+
+def test_upgrade_stores_headers_from_bitcoind_and_refuses_grafts(cli: Cli, stamped: Path, calendars: Any) -> None:
+    a, b = calendars
+    d = _cp_dirs(stamped)[0]
+    before = (d / "checkpoint.ots").read_bytes()
+    # Graft attempt: both calendars answer our commitment with the real (unrelated) alice answer.
+    alice = next((OTS / "calendar-answers").iterdir()).read_bytes()
+    digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
+    commitments = _pending_commitments(before)
+    for cal in (a, b):
+        for c in commitments:
+            cal.answers[c] = alice
+    with BitcoindServer() as node:
+        res = cli("--vault", stamped, "upgrade", "--bitcoin-node", node.url, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["rejected"], "the graft must be reported"
+    assert (d / "checkpoint.ots").read_bytes() == before, "a grafted answer must not be merged"
+    code, report = _verify(cli, stamped)
+    assert code == 0 and "anchors.ots-pending" in _codes(report, "WARN")
+    assert digest  # the proof still commits to our checkpoint
+    # Headers given by file are checked and kept for offline verification.
+    res = cli("--vault", stamped, "upgrade", "--headers", OTS / "bitcoin-headers.json", "--json")
+    assert res.code == 0, res.stderr
+    store = HeaderStore.load(stamped / "checkpoints" / "headers.json")
+    assert 428648 in store.heights()
+
+
+def _pending_commitments(ots_bytes: bytes) -> list[bytes]:
+    from opentimestamps.core.notary import PendingAttestation
+    from opentimestamps.core.serialize import BytesDeserializationContext
+    from opentimestamps.core.timestamp import DetachedTimestampFile
+
+    f = DetachedTimestampFile.deserialize(BytesDeserializationContext(ots_bytes))
+    return [msg for msg, att in f.timestamp.all_attestations() if isinstance(att, PendingAttestation)]
+
+
+def test_prove_and_verify_proof_offline(cli: Cli, stamped: Path, tsa: Any, tmp_path: Path, identity: str) -> None:
+    out = tmp_path / "proof"
+    target = SAMPLE_FILES[1]
+    res = cli("--vault", stamped, "prove", target, "--out", out, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["tree_size"] == 5
+    shutil.rmtree(stamped)  # the proof stands alone
+    ok = cli("verify-proof", out, "--file", target, "--trust", identity, "--json")
+    assert ok.code == 0, ok.stdout
+    report = ok.json()
+    assert not _codes(report)
+    assert report["items"][0]["proof"].startswith("rfc3161")
+    wrong = cli("verify-proof", out, "--file", SAMPLE_FILES[0], "--trust", identity, "--json")
+    assert wrong.code == 1 and "object.hash-mismatch" in _codes(wrong.json())
+    doc = json.loads((out / "proof.json").read_text())
+    doc["inclusion_path"][0] = "00" * 32
+    (out / "proof.json").write_text(json.dumps(doc))
+    bad = cli("verify-proof", out, "--trust", identity, "--json")
+    assert bad.code == 1 and "proof.inclusion-invalid" in _codes(bad.json())
+
+
+# -- attacks: each must give exit 1 with the right finding ------------------------------------------
+
+
+def test_attack_ots_proof_for_another_digest(cli: Cli, stamped: Path) -> None:
+    d = _cp_dirs(stamped)[0]
+    (d / "checkpoint.ots").write_bytes((OTS / "hello-world.txt.ots").read_bytes())
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.ots-invalid" in _codes(report)
+
+
+def test_attack_forged_low_difficulty_header(cli: Cli, stamped: Path) -> None:
+    real = json.loads((OTS / "bitcoin-headers.json").read_text())
+    store = HeaderStore.load(OTS / "bitcoin-headers.json")
+    header = bytearray(store.get(428648).raw)  # type: ignore[union-attr]
+    header[72:76] = (0x207FFFFF).to_bytes(4, "little")  # regtest-easy target
+    for nonce in range(1 << 16):
+        header[76:80] = nonce.to_bytes(4, "little")
+        h = hashlib.sha256(hashlib.sha256(bytes(header)).digest()).digest()
+        if int.from_bytes(h, "little") < (0x7FFFFF << 232):
+            break
+    (stamped / "checkpoints" / "headers.json").write_text(
+        json.dumps({"headers": [{"height": 428648, "hex": bytes(header).hex()}]})
+    )
+    assert real  # the corpus file itself stays untouched
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.bad-headers" in _codes(report)
+
+
+def test_attack_header_stored_at_wrong_height(cli: Cli, stamped: Path) -> None:
+    store = HeaderStore.load(OTS / "bitcoin-headers.json")
+    raw = store.get(358391).raw  # type: ignore[union-attr]
+    (stamped / "checkpoints" / "headers.json").write_text(
+        json.dumps({"headers": [{"height": 900000, "hex": raw.hex()}]})
+    )
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.bad-headers" in _codes(report)
+
+
+def test_attack_checkpoint_root_does_not_match_log(cli: Cli, stamped: Path) -> None:
+    d = _cp_dirs(stamped)[0]
+    lines = (d / "checkpoint").read_bytes().splitlines()
+    lines[2] = base64.b64encode(b"\x01" * 32)
+    (d / "checkpoint").write_bytes(b"\n".join(lines) + b"\n")
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "checkpoint.root-mismatch" in _codes(report)
+
+
+def test_attack_log_rolled_back_past_checkpoint(cli: Cli, stamped: Path, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    log = stamped / "log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:4]))  # the checkpoint event (seq 5) and the item before it are gone
+    monkeypatch.setenv("EVIDENCE_VAULT_HOME", str(tmp_path / "other-machine"))  # no head pin to help
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "log.rollback" in _codes(report)
+
+
+def test_attack_tsr_for_other_data(cli: Cli, stamped: Path, calendars: Any, tsa: Any) -> None:
+    first = _cp_dirs(stamped)[0]
+    cli("--vault", stamped, "add", CORPUS / "images" / "DSCN0010.jpg")
+    a, b = calendars
+    assert cli("--vault", stamped, "stamp").code == 0
+    second = _cp_dirs(stamped)[1]
+    old = next(first.glob("tsa-*.tsr"))
+    shutil.copyfile(old, second / old.name)
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.tsa-invalid" in _codes(report)
+
+
+def test_attack_tsr_signature_altered(cli: Cli, stamped: Path) -> None:
+    tsr = next(_cp_dirs(stamped)[0].glob("tsa-*.tsr"))
+    data = bytearray(tsr.read_bytes())
+    data[-10] ^= 0x01  # inside the signature value at the end of the SignerInfo
+    tsr.write_bytes(bytes(data))
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.tsa-invalid" in _codes(report)
+
+
+def test_attack_checkpoint_event_signature_forged(cli: Cli, stamped: Path) -> None:
+    d = _cp_dirs(stamped)[0]
+    sig = (d / "checkpoint.sig").read_text().splitlines()
+    body = base64.b64decode("".join(sig[1:-1]))
+    body = body[:-5] + bytes([body[-5] ^ 1]) + body[-4:]
+    b64 = base64.b64encode(body).decode()
+    (d / "checkpoint.sig").write_text("\n".join([sig[0], *[b64[i:i + 70] for i in range(0, len(b64), 70)], sig[-1]]) + "\n")
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "checkpoint.bad-signature" in _codes(report)
