@@ -29,6 +29,7 @@ class KeyGrant:
     revoked_seq: int | None = None
     revoked_time: str | None = None
     revoked_reason: str | None = None
+    rotates: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,8 +71,15 @@ class Authority:
             raise NotAuthorizedError(f"key {event.actor} was never authorized in this vault")
         if grant.revoked_seq is not None:
             raise NotAuthorizedError(f"key {event.actor} was revoked at seq {grant.revoked_seq}")
-        if event.type in (ev.KEY_ADDED, ev.KEY_REVOKED) and grant.role != "admin":
-            raise NotAuthorizedError(f"key {event.actor} ({grant.role}) may not add or revoke keys")
+        if grant.role == "admin" or event.type not in (ev.KEY_ADDED, ev.KEY_REVOKED):
+            return
+        data = event.data
+        if event.type == ev.KEY_ADDED and data.get("rotates") == event.actor and data.get("role") == grant.role:
+            return  # a custodian rotating their own key
+        target = data.get("fingerprint")
+        if event.type == ev.KEY_REVOKED and (target == event.actor or grant.rotates == target):
+            return  # revoking oneself, or the key one was rotated from
+        raise NotAuthorizedError(f"key {event.actor} ({grant.role}) may not add or revoke keys")
 
     def apply(self, event: ev.Event) -> None:
         """Update the state after an accepted event."""
@@ -84,7 +92,8 @@ class Authority:
             role = str(event.data.get("role", "custodian"))
             if role not in ROLES:
                 raise IntegrityError(f"unknown role {role!r}")
-            self._grant(_key_of(event.data), role, event, event.actor)
+            rotates = event.data.get("rotates")
+            self._grant(_key_of(event.data), role, event, event.actor, rotates if isinstance(rotates, str) else None)
         elif event.type == ev.KEY_REVOKED:
             fp = str(event.data.get("fingerprint"))
             grant = self.keys.get(fp)
@@ -98,7 +107,9 @@ class Authority:
                     revoked_reason=str(event.data.get("reason", "")),
                 )
 
-    def _grant(self, key: _Key, role: str, event: ev.Event, by: str | None) -> None:
+    def _grant(self, key: _Key, role: str, event: ev.Event, by: str | None, rotates: str | None = None) -> None:
+        if key.fingerprint in self.keys:
+            raise IntegrityError(f"key {key.fingerprint} is already in the vault")
         self.keys[key.fingerprint] = KeyGrant(
             fingerprint=key.fingerprint,
             public_key=key.public_key,
@@ -107,6 +118,7 @@ class Authority:
             since_seq=event.seq,
             since_time=event.time,
             added_by=by,
+            rotates=rotates,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import events as ev
 from .authority import Authority
+from .custody import Custody, PendingTransfer
 from .custody_log import CustodyLog
 from .events import Event, line_hash, parse_line
 
@@ -23,13 +24,16 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
   id TEXT PRIMARY KEY, seq INTEGER NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
-  size INTEGER NOT NULL, media_type TEXT, metadata TEXT, name TEXT, derived_from TEXT);
+  size INTEGER NOT NULL, media_type TEXT, metadata TEXT, name TEXT, derived_from TEXT, holder TEXT);
+CREATE TABLE IF NOT EXISTS transfers (transfer_id TEXT NOT NULL, item TEXT NOT NULL, sender TEXT NOT NULL,
+  to_fp TEXT NOT NULL, seq INTEGER NOT NULL, accepted_seq INTEGER, PRIMARY KEY (transfer_id, item));
+CREATE INDEX IF NOT EXISTS items_by_holder ON items (holder);
 CREATE TABLE IF NOT EXISTS item_events (item TEXT NOT NULL, seq INTEGER NOT NULL, offset INTEGER NOT NULL,
   PRIMARY KEY (item, seq));
 CREATE TABLE IF NOT EXISTS tags (item TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (item, tag));
 CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag);
 """
-_VERSION = "1"
+_VERSION = "2"
 
 NameLookup = Callable[[str], str | None]
 """Given a metadata object id, return the item's original name (or None)."""
@@ -46,6 +50,7 @@ class IndexedItem:
     metadata: str | None
     name: str | None
     derived_from: str | None
+    holder: str | None
     tags: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,6 +64,7 @@ class IndexedItem:
             "metadata_object": self.metadata,
             "name": self.name,
             "derived_from": self.derived_from,
+            "custodian": self.holder,
             "tags": list(self.tags),
         }
 
@@ -88,7 +94,16 @@ class Index:
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
         self.db.executescript(_SCHEMA)
+
+    def _migrate(self) -> None:
+        """A cache of another layout is simply dropped and rebuilt from the log."""
+        has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if has_meta and self._meta("version") == _VERSION:
+            return
+        for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            self.db.execute(f"DROP TABLE IF EXISTS {name}")
 
     def close(self) -> None:
         self.db.close()
@@ -122,7 +137,7 @@ class Index:
             raise
 
     def _clear(self) -> None:
-        for table in ("meta", "items", "item_events", "tags"):
+        for table in ("meta", "items", "item_events", "tags", "transfers"):
             self.db.execute(f"DELETE FROM {table}")
         self._set("version", _VERSION)
 
@@ -155,7 +170,7 @@ class Index:
             meta = data.get("metadata") if isinstance(data.get("metadata"), str) else None
             self.db.execute(
                 "INSERT OR IGNORE INTO items (id, seq, time, actor, size, media_type, metadata, name,"
-                " derived_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " derived_from, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     data["item"],
                     event.seq,
@@ -166,8 +181,24 @@ class Index:
                     meta,
                     self.names(meta) if meta else None,
                     data.get("derived_from"),
+                    event.actor,
                 ),
             )
+        elif event.type == ev.CUSTODY_TRANSFERRED:
+            self.db.execute(
+                "INSERT OR IGNORE INTO transfers (transfer_id, item, sender, to_fp, seq) VALUES (?, ?, ?, ?, ?)",
+                (str(data.get("transfer_id")), str(data.get("item")), event.actor, str(data.get("to")), event.seq),
+            )
+        elif event.type == ev.CUSTODY_ACCEPTED:
+            key = (str(data.get("transfer_id")), str(data.get("item")))
+            row = self.db.execute(
+                "SELECT to_fp FROM transfers WHERE transfer_id=? AND item=? AND accepted_seq IS NULL", key
+            ).fetchone()
+            if row is not None and row[0] == event.actor:
+                self.db.execute(
+                    "UPDATE transfers SET accepted_seq=? WHERE transfer_id=? AND item=?", (event.seq, *key)
+                )
+                self.db.execute("UPDATE items SET holder=? WHERE id=?", (event.actor, key[1]))
         for item in items_of(event):
             self.db.execute(
                 "INSERT OR IGNORE INTO item_events (item, seq, offset) VALUES (?, ?, ?)",
@@ -181,15 +212,63 @@ class Index:
                         self.db.execute("INSERT OR IGNORE INTO tags (item, tag) VALUES (?, ?)", (item, tag))
 
     # -- queries -----------------------------------------------------------------------------------
+    def custody(self, item_ids: Iterable[str]) -> Custody:
+        """The custody state of just these items (enough to check an event about them)."""
+        state = Custody()
+        for item in set(item_ids):
+            row = self.db.execute("SELECT holder FROM items WHERE id=?", (item,)).fetchone()
+            if row is not None:
+                state.holders[item] = str(row[0])
+            for tid, sender, to, seq in self.db.execute(
+                "SELECT transfer_id, sender, to_fp, seq FROM transfers WHERE item=? AND accepted_seq IS NULL", (item,)
+            ).fetchall():
+                state.pending[(tid, item)] = PendingTransfer(tid, item, sender, to, seq)
+        return state
+
+    def pending_transfers(self, *, to: str | None = None, transfer_id: str | None = None) -> list[PendingTransfer]:
+        sql = "SELECT transfer_id, item, sender, to_fp, seq FROM transfers WHERE accepted_seq IS NULL"
+        args: list[Any] = []
+        if to is not None:
+            sql += " AND to_fp=?"
+            args.append(to)
+        if transfer_id is not None:
+            sql += " AND transfer_id LIKE ?"
+            args.append(transfer_id + "%")
+        rows = self.db.execute(sql + " ORDER BY seq", args).fetchall()
+        return [PendingTransfer(*r) for r in rows]
+
+    def holder(self, item_id: str) -> str | None:
+        row = self.db.execute("SELECT holder FROM items WHERE id=?", (item_id,)).fetchone()
+        return None if row is None else str(row[0])
+
     def has_item(self, item_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is not None
 
-    def items(self, *, tag: str | None = None) -> Iterator[IndexedItem]:
-        sql = "SELECT id, seq, time, actor, size, media_type, metadata, name, derived_from FROM items"
-        args: tuple[Any, ...] = ()
+    def items(
+        self,
+        *,
+        tag: str | None = None,
+        custodian: str | None = None,
+        since: str | None = None,
+        media_prefix: str | None = None,
+    ) -> Iterator[IndexedItem]:
+        sql = "SELECT id, seq, time, actor, size, media_type, metadata, name, derived_from, holder FROM items"
+        where: list[str] = []
+        args: list[Any] = []
         if tag is not None:
-            sql += " WHERE id IN (SELECT item FROM tags WHERE tag=?)"
-            args = (tag,)
+            where.append("id IN (SELECT item FROM tags WHERE tag=?)")
+            args.append(tag)
+        if custodian is not None:
+            where.append("holder LIKE ?")
+            args.append(custodian + "%")
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        if media_prefix is not None:
+            where.append("media_type LIKE ?")
+            args.append(media_prefix + "%")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         for row in self.db.execute(sql + " ORDER BY seq", args).fetchall():
             yield self._item(row)
 
@@ -201,7 +280,8 @@ class Index:
 
     def item(self, item_id: str) -> IndexedItem | None:
         row = self.db.execute(
-            "SELECT id, seq, time, actor, size, media_type, metadata, name, derived_from FROM items WHERE id=?",
+            "SELECT id, seq, time, actor, size, media_type, metadata, name, derived_from, holder FROM items"
+            " WHERE id=?",
             (item_id,),
         ).fetchone()
         return None if row is None else self._item(row)

@@ -178,6 +178,49 @@ class KeyStore:
         return signer
 
 
+def export_private(store: KeyStore, ident: Identity, passphrase: PassphraseSource, out: Path) -> None:
+    """Back up a private key as a passphrase-protected OpenSSH file (never unencrypted)."""
+    signer = store.signer(ident, passphrase)
+    secret = passphrase(f"passphrase to protect the backup of {ident.name}")
+    if not secret:
+        raise PassphraseError("a backup is always encrypted: give a passphrase")
+    if out.exists():
+        raise UsageError("file exists; will not overwrite a key file", path=out)
+    write_atomic(out, signing.private_openssh(signer, secret), mode=0o600)
+
+
+def import_private(
+    store: KeyStore, path: Path, passphrase: PassphraseSource, *, name: str | None, email: str | None
+) -> Identity:
+    """Take in an OpenSSH Ed25519 private key (a backup, or ~/.ssh/id_ed25519)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read: {exc.strerror}", path=path) from None
+    secret = None
+    if signing.is_encrypted_openssh(data):
+        secret = passphrase(f"passphrase of {path.name}")
+        if not secret:
+            raise PassphraseError("the key file is encrypted: give its passphrase", path=path)
+    try:
+        signer = signing.load_private_openssh(data, secret)
+    except KeyStoreError as exc:
+        raise type(exc)(exc.message, path=path) from None
+    label = name or _comment_of(path) or path.stem
+    # Kept encrypted with the same passphrase; an unencrypted source key is stored unencrypted only if
+    # no passphrase is available at all.
+    return store.add_identity(signer, name=label, email=email, passphrase=secret or passphrase("new passphrase"))
+
+
+def _comment_of(path: Path) -> str | None:
+    pub = path.with_name(path.name + ".pub")
+    try:
+        parts = pub.read_text("utf-8").split(maxsplit=2)
+    except OSError:
+        return None
+    return parts[2].strip() if len(parts) > 2 else None
+
+
 def fingerprint_to_b64(fingerprint: str) -> bytes:
     body = fingerprint.removeprefix("SHA256:")
     return base64.b64decode(body + "=" * (-len(body) % 4))

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .events import Event, parse_line
 from .hashing import Digest, hash_file
-from .index import Index, IndexedItem
+from .index import Index, IndexedItem, items_of
 from .keystore import TrustStore, utc_now
 from .objects import FileObjectStore, ObjectStore
 from .signing import Signer
@@ -128,6 +128,7 @@ class AddOptions:
     note: str | None = None
     tags: tuple[str, ...] = ()
     wait: bool = True
+    derived_from: str | None = None
 
 
 @dataclass
@@ -406,6 +407,8 @@ class Vault:
             "tags": sorted(set(options.tags)),
             "extraction_errors": list(meta.errors),
         }
+        if options.derived_from:
+            data["derived_from"] = options.derived_from
         return _Prepared(shown, digest, data, name, tuple(meta.errors))
 
     def _commit(
@@ -421,6 +424,8 @@ class Vault:
         def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
             self.require_authorized(signer, head)
             index = self.index
+            if options.derived_from and not index.has_item(options.derived_from):
+                raise NotAuthorizedError(f"original {options.derived_from} is not in the vault: nothing recorded")
             seen: set[str] = set()
             out = []
             for i, prep in enumerate(batch):
@@ -470,8 +475,7 @@ class Vault:
         """
 
         def check_all(head: Head | None) -> Sequence[tuple[str, dict[str, Any]]]:
-            for etype, _ in entries:
-                self.require_authorized(signer, head, etype)
+            self.check_events(signer, head, entries)
             return entries
 
         out = self.log.append(signer, build or check_all, wait=wait, on_wait=on_wait)
@@ -479,12 +483,40 @@ class Vault:
             self._record_head(out[-1])
         return out
 
+    def check_events(self, signer: Signer, head: Head | None, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Refuse (``NotAuthorizedError``) unless every entry may be signed by ``signer`` in order."""
+        seq = head.seq + 1 if head else 0
+        auth = self.index.authority()
+        mentioned = [i for _, data in entries for i in items_of(Event(0, None, "", "", "", data))]
+        custody = self.index.custody(mentioned)
+        for etype, data in entries:
+            probe = Event(seq=seq, prev=None, time="", type=etype, actor=signer.fingerprint, data=data)
+            try:
+                auth.check(probe)
+                custody.check(probe, auth)
+            except NotAuthorizedError as exc:
+                raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
+            auth.apply(probe)
+            custody.apply(probe)
+            seq += 1
+
+    def put_openings(self, fields: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+        """Commit to free-text fields; store their openings as an object. Returns (commitments, object id)."""
+        fields = {k: v for k, v in fields.items() if v not in (None, "")}
+        if not fields:
+            return {}, None
+        committed, openings = commitments.make(fields)
+        doc = {"v": 1, "type": "openings", "salt": os.urandom(16).hex(), "fields": openings}
+        digest, _ = self.objects.put_bytes(canonical(doc))
+        return committed, digest.id
+
     def _record_head(self, last: Event) -> None:
         TrustStore().record_head(self.config.vault_id, last.seq, ev.line_hash(last.line()))
 
     # -- reading -----------------------------------------------------------------------------------
-    def items(self, *, tag: str | None = None) -> list[IndexedItem]:
-        return list(self.index.items(tag=tag))
+    def items(self, *, tag: str | None = None, custodian: str | None = None, since: str | None = None,
+              media_prefix: str | None = None) -> list[IndexedItem]:  # fmt: skip
+        return list(self.index.items(tag=tag, custodian=custodian, since=since, media_prefix=media_prefix))
 
     def resolve(self, ref: str) -> IndexedItem:
         """An item from an id prefix (>= 8 hex digits, ``sha256:`` optional) or a path to a file."""

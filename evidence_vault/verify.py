@@ -23,6 +23,7 @@ from . import events as ev
 from . import merkle
 from .authority import Authority
 from .checkpoint import Checkpoint
+from .custody import Custody
 from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
@@ -55,9 +56,11 @@ class LogState:
     """What a log pass learned: authority, items, checkpoints, Merkle roots at requested sizes."""
 
     authority: Authority = field(default_factory=Authority)
+    custody: Custody = field(default_factory=Custody)
     items: dict[str, ItemRecord] = field(default_factory=dict)
     line_hashes: list[str] = field(default_factory=list)
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
+    openings: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (object, committed, seq)
     roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
@@ -128,9 +131,17 @@ def verify_log(
         state.last_time = max(state.last_time, event.time)
         _check_signer(event, index, subject, state.authority, report, vault_id)
         try:
+            state.custody.check(event, state.authority)
+        except EvidenceVaultError as exc:
+            report.fail("log.custody-violation", subject, exc.message, seq=index)
+        try:
             state.authority.apply(event)
         except EvidenceVaultError as exc:
             report.fail("log.bad-key-event", subject, exc.message, seq=index)
+        state.custody.apply(event)
+        if event.type != ev.ITEM_INGESTED and isinstance(event.data.get("openings"), str):
+            committed = event.data.get("committed")
+            state.openings.append((event.data["openings"], dict(committed) if isinstance(committed, dict) else {}, index))
         if event.type == ev.ITEM_INGESTED:
             _record_item(event, index, subject, state, report)
         elif event.type == ev.CHECKPOINT:
@@ -312,6 +323,13 @@ def _check_objects(
         if rec.metadata:
             referenced.add(rec.metadata.removeprefix("sha256:"))
             jobs.append((rec.metadata.removeprefix("sha256:"), "metadata", None, item))
+    openings_at: dict[str, list[tuple[dict[str, str], int]]] = {}
+    for obj, committed, seq in state.openings:
+        hex_obj = obj.removeprefix("sha256:")
+        if hex_obj not in openings_at:
+            jobs.append((hex_obj, "openings", None, None))
+        openings_at.setdefault(hex_obj, []).append((committed, seq))
+        referenced.add(hex_obj)
 
     def check(job: tuple[str, str, int | None, str | None]) -> tuple[tuple[str, str, int | None, str | None], Any]:
         hex_digest = job[0]
@@ -331,8 +349,8 @@ def _check_objects(
     jobs.sort(key=lambda j: -(j[2] or 0))  # biggest first: keeps every core busy to the end
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for (hex_digest, kind, size, item), outcome in pool.map(check, jobs):
-            what = "original" if kind == "item" else "metadata object"
-            subject = f"{what} {hex_digest[:12]}… of item {item}"
+            what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
+            subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
             if isinstance(outcome, str):
                 report.fail(f"object.{'missing' if outcome == 'missing' else 'unreadable'}", subject,
                             f"{what} is {outcome}", item=item)  # fmt: skip
@@ -349,11 +367,28 @@ def _check_objects(
                 report.warn("object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item)
             if kind == "metadata" and digest.sha256 == hex_digest and item is not None:
                 _check_commitments(vault, item, state.items[item], report)
+            if kind == "openings" and digest.sha256 == hex_digest:
+                for committed, seq in openings_at[hex_digest]:
+                    _check_openings(vault, hex_digest, committed, seq, report)
     for hex_digest in store.list():
         if hex_digest not in referenced:
             report.warn("object.orphan", f"object {hex_digest[:12]}…",
                         "object not referenced by any log event (left by an interrupted add?)")  # fmt: skip
     return total
+
+
+def _check_openings(vault: Vault, hex_digest: str, committed: dict[str, str], seq: int, report: Report) -> None:
+    try:
+        doc = vault.metadata_object(hex_digest)
+    except EvidenceVaultError as exc:
+        report.fail("metadata.unreadable", line_subject(seq), exc.message, seq=seq)
+        return
+    fields = doc.get("fields", {}) if isinstance(doc.get("fields"), dict) else {}
+    for name, commitment in committed.items():
+        opening = fields.get(name)
+        if opening is None or not commitments.opens(commitment, opening):
+            report.fail("metadata.commitment-mismatch", line_subject(seq),
+                        f"value of {name!r} does not match its signed commitment", seq=seq)  # fmt: skip
 
 
 def _check_commitments(vault: Vault, item: str, rec: ItemRecord, report: Report) -> None:

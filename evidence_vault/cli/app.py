@@ -75,11 +75,12 @@ def _global(
 
 
 def _register() -> None:
-    from . import anchor_commands, keys, vault_commands
+    from . import anchor_commands, custody_commands, keys, vault_commands
 
     app.add_typer(keys.app, name="key")
     vault_commands.register(app)
     anchor_commands.register(app)
+    custody_commands.register(app)
 
 
 _register()

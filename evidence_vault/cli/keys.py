@@ -39,19 +39,33 @@ def new(
 
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
-    """List your identities."""
-    idents = state(ctx).keystore().identities()
+    """List your identities and, inside a vault, the keys it authorizes (role, since when, revoked)."""
+    from ..errors import VaultNotFoundError
+
+    st = state(ctx)
+    idents = st.keystore().identities()
+    try:
+        vault = st.open_vault()
+        grants = [g.to_dict() for g in vault.authority().keys.values()]
+    except VaultNotFoundError:
+        grants = None
     if json_out:
-        output.emit_json([i.to_dict() for i in idents])
+        output.emit_json({"identities": [i.to_dict() for i in idents], "authorized": grants})
         return
     if not idents:
         output.info("no identities yet: `evidence-vault key new --name NAME`")
-        return
-    table = Table("", "fingerprint", "name", "email", "created", "encrypted")
-    for i in idents:
-        table.add_row("*" if i.default else "", i.fingerprint, i.name, i.email or "", i.created,
-                      "yes" if i.encrypted else "NO")  # fmt: skip
-    output.err.print(table)
+    else:
+        table = Table("", "fingerprint", "name", "email", "created", "encrypted", title="your identities")
+        for i in idents:
+            table.add_row("*" if i.default else "", i.fingerprint, i.name, i.email or "", i.created,
+                          "yes" if i.encrypted else "NO")  # fmt: skip
+        output.err.print(table)
+    if grants is not None:
+        table = Table("fingerprint", "name", "role", "since", "revoked", title="keys authorized in this vault")
+        for g in grants:
+            revoked = f"seq {g['revoked_seq']} {g['revoked_time']}: {g['revoked_reason']}" if g["revoked_seq"] else ""
+            table.add_row(g["fingerprint"], g["name"], g["role"], f"seq {g['since_seq']} {g['since_time']}", revoked)
+        output.err.print(table)
 
 
 @app.command("show")
@@ -78,3 +92,107 @@ def export_public(
     ident = state(ctx).keystore().find(fingerprint)
     comment = f"{ident.name} <{ident.email}>" if ident.email else ident.name
     print(f"{ident.public_key} {comment}")
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    pubkey: Annotated[str, typer.Argument(help="OpenSSH public key line, or a file holding one.")],
+    role: Annotated[str, typer.Option("--role", help="admin or custodian.")] = "custodian",
+    name: Annotated[str | None, typer.Option("--name", help="Who holds the key.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Authorize a key in the vault (signed by an admin key)."""
+    from pathlib import Path
+
+    from ..custody_ops import key_add
+
+    st = state(ctx)
+    line = Path(pubkey).read_text("utf-8").strip() if Path(pubkey).is_file() else pubkey
+    vault = st.open_vault()
+    event = key_add(vault, st.signer(), line, role=role, name=name)
+    if json_out:
+        output.emit_json(event.to_dict())
+    else:
+        output.info(f"authorized {event.data['key']['fingerprint']} ({event.data['key']['name']}) as {role}, seq {event.seq}")
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    fingerprint: Annotated[str, typer.Argument(help="Fingerprint of the key to revoke.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the log).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke a key: it signs nothing after this point."""
+    from ..custody_ops import key_revoke
+
+    st = state(ctx)
+    event = key_revoke(st.open_vault(), st.signer(), fingerprint, reason=reason)
+    if json_out:
+        output.emit_json(event.to_dict())
+    else:
+        output.info(f"revoked {event.data['fingerprint']} at seq {event.seq}")
+
+
+@app.command("rotate")
+def rotate(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Option("--name", help="Name for the new key (default: the old one's).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replace your key: the old key authorizes a new one, the new one revokes the old (one step)."""
+    from ..custody_ops import key_rotate
+
+    st = state(ctx)
+    store = st.keystore()
+    old_ident = store.find(st.key)
+    old = store.signer(old_ident, st.passphrase)
+    passphrase = st.passphrase("passphrase for the new key")
+    new_fp, events = key_rotate(st.open_vault(), old, store, passphrase, name=name or old_ident.name,
+                                email=old_ident.email)  # fmt: skip
+    if json_out:
+        output.emit_json({"old": old.fingerprint, "new": new_fp, "events": [e.to_dict() for e in events]})
+    else:
+        output.info(f"rotated {old.fingerprint} -> {new_fp}")
+        print(new_fp)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    encrypted: Annotated[str, typer.Option("--encrypted", help="Backup file to write (OpenSSH, passphrase-protected).")],
+    fingerprint: Annotated[str | None, typer.Argument(help="Fingerprint (default: the acting key).")] = None,
+) -> None:
+    """Back up a private key, passphrase-protected, so a lost laptop does not lose your authorship."""
+    from pathlib import Path
+
+    from ..keystore import export_private
+
+    st = state(ctx)
+    store = st.keystore()
+    ident = store.find(fingerprint or st.key)
+    export_private(store, ident, st.passphrase, Path(encrypted))
+    output.info(f"wrote an encrypted backup of {ident.fingerprint} to {encrypted}")
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="OpenSSH Ed25519 private key (a backup or ~/.ssh/id_ed25519).")],
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a private key as one of your identities."""
+    from pathlib import Path
+
+    from ..keystore import import_private
+
+    st = state(ctx)
+    ident = import_private(st.keystore(), Path(file).expanduser(), st.passphrase, name=name, email=email)
+    if json_out:
+        output.emit_json(ident.to_dict())
+    else:
+        output.info(f"imported {ident.name}")
+        print(ident.fingerprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +22,8 @@ from ..doctor import doctor as run_doctor
 from ..errors import UsageError
 from ..errors import UsageError
 from ..report import Report
+from ..report_formats import FORMATS
+from ..report_formats import render as render_report
 from ..vault import AddOptions, AddResult, Vault
 from ..verify import verify_vault
 from . import output
@@ -121,11 +124,16 @@ def add(
 def ls(
     ctx: typer.Context,
     tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    custodian: Annotated[str | None, typer.Option("--custodian", help="Only items held by this key.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only items added on or after this date.")] = None,
+    media: Annotated[str | None, typer.Option("--type", help="image | video | audio")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List the items in the vault."""
     vault = state(ctx).open_vault()
-    items = vault.items(tag=tag)
+    if custodian and not custodian.startswith("SHA256:"):
+        custodian = "SHA256:" + custodian
+    items = vault.items(tag=tag, custodian=custodian, since=since, media_prefix=f"{media}/" if media else None)
     if json_out:
         output.emit_json([i.to_dict() for i in items])
         return
@@ -180,7 +188,14 @@ def log(
 
 def verify(
     ctx: typer.Context,
-    json_out: JsonOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Report format: json, junit, markdown or text (default).")
+    ] = "text",
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--output", help="Write the report to FILE (the summary still goes to stderr)."),
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     trust: Annotated[
         list[str] | None, typer.Option("--trust", help="Fingerprint of the genesis key you trust (repeatable).")
@@ -190,6 +205,9 @@ def verify(
     ] = None,
 ) -> None:
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    fmt = "json" if json_out else fmt.lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     vault = state(ctx).open_vault()
     total = sum(i.size for i in vault.items())
     roots = []
@@ -203,10 +221,20 @@ def verify(
         report = verify_vault(vault, trusted=trust or (), tsa_roots=roots,
                               on_progress=lambda n: progress.advance(task, n))  # fmt: skip
     vault.close()
-    if json_out:
-        output.emit_json(report.to_dict())
-    else:
+    if out_file is not None:
+        try:
+            out_file.write_text(render_report(report, fmt), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the report: {exc.strerror}", path=out_file) from None
         print_report(report)
+        output.info(f"{fmt} report written to {out_file}")
+    elif fmt == "json":
+        output.emit_json(report.to_dict())
+    elif fmt == "text":
+        print_report(report)
+    else:
+        sys.stdout.write(render_report(report, fmt))
+        sys.stdout.flush()
     raise typer.Exit(report.exit_code(strict))
 
 

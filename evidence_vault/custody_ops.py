@@ -1,0 +1,297 @@
+"""Custody workflows: keys in the log, transfers and acceptance, notes, access, working copies, timeline.
+
+Every function appends signed events through :meth:`Vault.append`, which checks the authorization and
+custody rules under the writer lock before anything is written: a forbidden action records nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import events as ev
+from .anchors_verify import _iso
+from .errors import NotAuthorizedError, UsageError
+from .events import Event
+from .hashing import hash_file
+from .keystore import KeyStore
+from .signing import PublicKey, Signer
+from .vault import AddOptions, AddResult, Vault
+
+ACTIONS = ("redact", "transcode", "crop", "extract")
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def key_add(vault: Vault, signer: Signer, public_line: str, *, role: str, name: str | None = None) -> Event:
+    """Authorize a public key (admins only) from an OpenSSH one-line public key."""
+    if role not in ("admin", "custodian"):
+        raise UsageError(f"unknown role {role!r}: use admin or custodian")
+    pk = PublicKey.from_openssh(public_line)
+    parts = public_line.strip().split(maxsplit=2)
+    label = name or (parts[2] if len(parts) > 2 else pk.fingerprint)
+    data = {"key": {"fingerprint": pk.fingerprint, "public_key": pk.openssh(), "name": label}, "role": role}
+    (event,) = vault.append(signer, [(ev.KEY_ADDED, data)])
+    vault.write_public_key(pk.fingerprint, pk.openssh(label))
+    return event
+
+
+def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -> Event:
+    fp = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
+    if fp not in vault.authority().keys:
+        raise UsageError(f"key {fp} is not in this vault")
+    (event,) = vault.append(signer, [(ev.KEY_REVOKED, {"fingerprint": fp, "reason": reason})])
+    return event
+
+
+def key_rotate(
+    vault: Vault, old: Signer, store: KeyStore, passphrase: bytes | None, *, name: str, email: str | None
+) -> tuple[str, list[Event]]:
+    """New key, old key revoked, in one step: the old key authorizes the new, the new revokes the old."""
+    from . import signing
+
+    grant = vault.authority().keys.get(old.fingerprint)
+    if grant is None or grant.revoked_seq is not None:
+        raise NotAuthorizedError(f"key {old.fingerprint} is not an active key of this vault")
+    new = signing.generate()
+    data = {"key": {"fingerprint": new.fingerprint, "public_key": new.public.openssh(), "name": name},
+            "role": grant.role, "rotates": old.fingerprint}  # fmt: skip
+    first = vault.append(old, [(ev.KEY_ADDED, data)])
+    # Store the new private key only once the log names it.
+    store.add_identity(new, name=name, email=email, passphrase=passphrase)
+    second = vault.append(new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": f"rotated to {new.fingerprint}"})])
+    vault.write_public_key(new.fingerprint, new.public.openssh(name))
+    return new.fingerprint, [*first, *second]
+
+
+# -- custody ---------------------------------------------------------------------------------------
+
+
+def transfer(vault: Vault, signer: Signer, items: Sequence[str], to: str, *, reason: str | None) -> tuple[str, list[Event]]:
+    """Hand items over to another key; they stay pending until that key accepts."""
+    to_fp = _full_fp(vault, to)
+    tid = str(uuid.uuid4())
+    committed, openings = vault.put_openings({"reason": reason})
+    entries = []
+    for item in dict.fromkeys(items):
+        data: dict[str, Any] = {"transfer_id": tid, "item": item, "to": to_fp}
+        if openings:
+            data.update(committed=committed, openings=openings)
+        entries.append((ev.CUSTODY_TRANSFERRED, data))
+    return tid, _append(vault, signer, entries, openings)
+
+
+def accept(vault: Vault, signer: Signer, transfer_id: str | None, *, all_pending: bool = False) -> list[Event]:
+    """Countersign pending transfers addressed to ``signer`` (one id or prefix, or all)."""
+    if not all_pending and not transfer_id:
+        raise UsageError("give a TRANSFER-ID or --all")
+    pending = vault.index.pending_transfers(to=None if transfer_id else signer.fingerprint,
+                                            transfer_id=None if all_pending else transfer_id)  # fmt: skip
+    if not pending:
+        raise UsageError("no pending transfer " + (f"{transfer_id}" if transfer_id else f"to {signer.fingerprint}"))
+    ids = {p.transfer_id for p in pending}
+    if transfer_id and len(ids) > 1:
+        raise UsageError(f"transfer id prefix {transfer_id} is ambiguous")
+    entries = [(ev.CUSTODY_ACCEPTED, {"transfer_id": p.transfer_id, "item": p.item}) for p in pending]
+    return vault.append(signer, entries)
+
+
+def annotate(vault: Vault, signer: Signer, item: str, *, note: str | None, tags: Sequence[str]) -> Event:
+    if not note and not tags:
+        raise UsageError("give --note and/or --tag")
+    committed, openings = vault.put_openings({"note": note})
+    data: dict[str, Any] = {"item": item, "tags": sorted(set(tags))}
+    if openings:
+        data.update(committed=committed, openings=openings)
+    (event,) = _append(vault, signer, [(ev.ITEM_ANNOTATED, data)], openings)
+    return event
+
+
+def access(vault: Vault, signer: Signer, item: str, *, purpose: str, kind: str = "viewed") -> Event:
+    committed, openings = vault.put_openings({"purpose": purpose})
+    data: dict[str, Any] = {"item": item, "access": kind}
+    if openings:
+        data.update(committed=committed, openings=openings)
+    (event,) = _append(vault, signer, [(ev.ITEM_ACCESSED, data)], openings)
+    return event
+
+
+def open_copy(vault: Vault, signer: Signer, item: str, *, purpose: str) -> Path:
+    """A read-only working copy in a fresh temporary directory, recorded as an access."""
+    described = vault.index.item(item)
+    if described is None:
+        raise UsageError(f"no item {item} in this vault")
+    access(vault, signer, item, purpose=purpose, kind="opened")
+    directory = Path(tempfile.mkdtemp(prefix="evidence-vault-"))
+    name = os.path.basename(described.name or item[7:19]) or item[7:19]
+    target = directory / name
+    shutil.copyfile(vault.objects.path(item.removeprefix("sha256:")), target)
+    os.chmod(target, stat.S_IRUSR | stat.S_IRGRP)
+    return target
+
+
+def derive(
+    vault: Vault, signer: Signer, original: str, derived_file: Path, *, action: str, tool: str, note: str | None
+) -> tuple[str, list[Event]]:
+    """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy)."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+    if not vault.index.has_item(original):
+        raise NotAuthorizedError(f"original {original} is not in the vault: nothing recorded")
+    derived_id = hash_file(derived_file).id
+    if derived_id == original:
+        raise UsageError("the working copy is byte-identical to its original", path=derived_file)
+    events: list[Event] = []
+    if not vault.index.has_item(derived_id):
+        results: list[AddResult] = vault.add([str(derived_file)], lambda: signer,
+                                             AddOptions(derived_from=original, follow_symlinks=True))  # fmt: skip
+        bad = [r for r in results if r.status == "failed"]
+        if bad:
+            raise UsageError(bad[0].message or "could not ingest the working copy", path=derived_file)
+    committed, openings = vault.put_openings({"note": note})
+    data: dict[str, Any] = {"original": original, "derived": derived_id, "action": action, "tool": tool}
+    if openings:
+        data.update(committed=committed, openings=openings)
+    events += _append(vault, signer, [(ev.ITEM_DERIVED, data)], openings)
+    return derived_id, events
+
+
+def _append(vault: Vault, signer: Signer, entries: list[tuple[str, dict[str, Any]]], openings: str | None) -> list[Event]:
+    """Append; if refused, remove the openings object written for it (no orphan left behind)."""
+    try:
+        return vault.append(signer, entries)
+    except BaseException:
+        if openings:
+            vault.objects.discard(openings.removeprefix("sha256:"))
+        raise
+
+
+def _full_fp(vault: Vault, fp: str) -> str:
+    want = fp if fp.startswith("SHA256:") else "SHA256:" + fp
+    matches = [k for k in vault.authority().keys if k.startswith(want)]
+    if len(matches) != 1:
+        raise UsageError(f"{'no' if not matches else 'more than one'} key of this vault matches {fp}")
+    return matches[0]
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    seq: int
+    time: str
+    type: str
+    actor: str
+    actor_name: str
+    summary: str
+    proof: str  # how this point in time is proven
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def anchor_status(vault: Vault) -> list[tuple[int, str | None, str]]:
+    """Per checkpoint size: (size, earliest proven time or None, description), offline."""
+    import hashlib
+
+    from .anchoring import checkpoint_dir, headers_path, list_checkpoints
+    from .timestamps import ots, rfc3161
+    from .timestamps.headers import HeaderStore
+
+    try:
+        store = HeaderStore.load(headers_path(vault))
+    except Exception:  # a damaged header file only means "not proven" here; verify names it
+        store = HeaderStore()
+    out = []
+    for size in list_checkpoints(vault):
+        d = checkpoint_dir(vault, size)
+        try:
+            digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
+        except OSError:
+            continue
+        times: list[tuple[float, str]] = []
+        status = "checkpointed, not yet stamped"
+        if (d / "checkpoint.ots").exists():
+            check = ots.verify((d / "checkpoint.ots").read_bytes(), digest, store)
+            if check.status == "complete" and check.block_time is not None:
+                times.append((float(check.block_time), f"Bitcoin block {check.height}"))
+            elif check.status == "pending":
+                status = "OpenTimestamps proof pending"
+        for tsr in sorted(d.glob("tsa-*.tsr")):
+            try:
+                token = rfc3161.parse_token(tsr.read_bytes())
+                times.append((token.gen_time.timestamp(), "RFC 3161 token (genTime)"))
+            except Exception:  # unreadable token: verify reports it
+                continue
+        if times:
+            t, how = min(times)
+            out.append((size, _iso(t), f"existed by {_iso(t)} ({how}, checkpoint {size})"))
+        else:
+            out.append((size, None, f"{status} (checkpoint {size})"))
+    return out
+
+
+def timeline(vault: Vault, item: str) -> list[TimelineEntry]:
+    """Every event about the item (and its working copies' links), in order, with proof status."""
+    import bisect
+
+    names = {fp: g.name for fp, g in vault.authority().keys.items()}
+    anchors = anchor_status(vault)
+    sizes = [a[0] for a in anchors]
+    entries = []
+    for e in vault.events_for(item):
+        i = bisect.bisect_right(sizes, e.seq)
+        proof = "not yet in a checkpoint"
+        for size, when, desc in anchors[i:]:
+            proof = desc
+            if when is not None:
+                break
+        entries.append(TimelineEntry(e.seq, e.time, e.type, e.actor, names.get(e.actor, "?"),
+                                     _summary(e, names), proof))  # fmt: skip
+    return entries
+
+
+def _summary(e: Event, names: dict[str, str]) -> str:
+    d = e.data
+    if e.type == ev.ITEM_INGESTED:
+        extra = f" as a working copy of {str(d['derived_from'])[7:19]}" if d.get("derived_from") else ""
+        return f"ingested ({d.get('media_type')}, {d.get('size')} bytes){extra}"
+    if e.type == ev.CUSTODY_TRANSFERRED:
+        return f"handed over to {names.get(str(d.get('to')), '?')} ({d.get('to')}), transfer {str(d.get('transfer_id'))[:8]}"
+    if e.type == ev.CUSTODY_ACCEPTED:
+        return f"custody accepted, transfer {str(d.get('transfer_id'))[:8]}"
+    if e.type == ev.ITEM_ANNOTATED:
+        return "annotated" + (f", tags {', '.join(d.get('tags', []))}" if d.get("tags") else "")
+    if e.type == ev.ITEM_ACCESSED:
+        return f"original {d.get('access', 'accessed')}"
+    if e.type == ev.ITEM_DERIVED:
+        return f"working copy {str(d.get('derived'))[7:19]} made from {str(d.get('original'))[7:19]} ({d.get('action')}, {d.get('tool')})"
+    if e.type == ev.ITEM_EXPORTED:
+        return f"exported (bag {str(d.get('export_id', ''))[:8]})"
+    return e.type
+
+
+def find(vault: Vault, paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """For files received from elsewhere: is each in the vault (exact hash), and its item id."""
+    out = []
+    for p in paths:
+        try:
+            digest = hash_file(p)
+        except OSError as exc:
+            out.append({"path": str(p), "error": exc.strerror, "in_vault": None, "id": None})
+            continue
+        item = vault.index.item(digest.id)
+        out.append({"path": str(p), "id": digest.id, "in_vault": item is not None,
+                    "name": item.name if item else None})  # fmt: skip
+    return out
+
+
