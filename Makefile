@@ -50,8 +50,10 @@ venv: $(VENV)/.installed
 demo: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
+# The venv's bin/ first on PATH, as after activating it: tests run its console scripts (evidence-vault, ots).
+# pytest exits 5 when it collects no tests: make fails then, it does not pass silently.
 test: setup
-	$(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check .
