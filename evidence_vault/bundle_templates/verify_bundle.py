@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Check an evidence-vault export with the Python standard library alone.
+
+    python3 verify_bundle.py /path/to/bag
+
+Checks: (1) every file against manifest-sha256.txt and tagmanifest-sha256.txt; (2) the hash chain of
+evidence/log.jsonl, through withheld lines (given as their hashes); (3) each checkpoint's Merkle root
+recomputed from the leaf hashes (RFC 9162); (4) the inclusion proofs of the revealed lines and the
+consistency proofs between checkpoints; (5) that every file in data/ is an item ingested in the log.
+
+It does NOT check signatures (the standard library has no Ed25519): use the ssh-keygen commands in
+VERIFY.md, or `evidence-vault verify-bundle`. Exit code 0 = all checks passed, 1 = a check failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+
+problems: list[str] = []
+
+
+def fail(msg: str) -> None:
+    problems.append(msg)
+    print("FAIL", msg)
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def leaf_hash(line: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + line).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 Merkle tree hash of a list of leaf hashes."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes]) -> bytes | None:
+    """RFC 9162 section 2.1.3.2."""
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return r if sn == 0 else None
+
+
+def consistent(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> bool:
+    """RFC 9162 section 2.1.4.2."""
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def check_manifest(bag: str, name: str) -> set[str]:
+    listed: set[str] = set()
+    with open(os.path.join(bag, name), encoding="utf-8") as f:
+        for line in f:
+            digest, _, rel = line.rstrip("\n").partition("  ")
+            rel = rel.replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
+            listed.add(rel)
+            path = os.path.join(bag, *rel.split("/"))
+            if not os.path.isfile(path):
+                fail(f"{name}: {rel} is missing")
+            elif sha256_file(path) != digest:
+                fail(f"{name}: {rel} does not match its SHA-256")
+    return listed
+
+
+def main(bag: str) -> int:
+    payload = check_manifest(bag, "manifest-sha256.txt")
+    check_manifest(bag, "tagmanifest-sha256.txt")
+    for root, _dirs, files in os.walk(os.path.join(bag, "data")):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), bag).replace(os.sep, "/")
+            if rel not in payload:
+                fail(f"{rel} is not in manifest-sha256.txt")
+
+    ev = os.path.join(bag, "evidence")
+    with open(os.path.join(ev, "log.jsonl"), "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    leaves: list[bytes] = []
+    prev: str | None = None
+    items: set[str] = set()
+    revealed: dict[int, bytes] = {}
+    for seq, line in enumerate(lines):
+        doc = json.loads(line)
+        if doc.get("withheld") is True:
+            if doc.get("seq") != seq:
+                fail(f"log line {seq + 1}: withheld entry has seq {doc.get('seq')}")
+            leaves.append(bytes.fromhex(doc["leaf_hash"]))
+            prev = "sha256:" + doc["line_sha256"]
+            continue
+        if doc.get("seq") != seq:
+            fail(f"log line {seq + 1}: seq is {doc.get('seq')}")
+        if doc.get("prev") != prev:
+            fail(f"log line {seq + 1}: prev does not match the previous line's hash (chain broken)")
+        leaves.append(leaf_hash(line))
+        prev = "sha256:" + hashlib.sha256(line).hexdigest()
+        revealed[seq] = line
+        if doc.get("type") == "item.ingested":
+            items.add(doc["data"]["item"])
+    print(f"log: {len(lines)} lines, {len(revealed)} revealed, {len(lines) - len(revealed)} withheld")
+
+    roots: dict[int, bytes] = {}
+    cp_dir = os.path.join(ev, "checkpoints")
+    for name in sorted(os.listdir(cp_dir)) if os.path.isdir(cp_dir) else []:
+        if not name.isdigit():
+            continue
+        with open(os.path.join(cp_dir, name, "checkpoint"), "rb") as f:
+            text = f.read().decode("utf-8").split("\n")
+        size, cp_root = int(text[1]), base64.b64decode(text[2])
+        if size > len(leaves) or merkle_root(leaves[:size]) != cp_root:
+            fail(f"checkpoint {size}: root does not match the first {size} log lines")
+        else:
+            roots[size] = cp_root
+            print(f"checkpoint {size}: root matches the log")
+    if roots:
+        latest = max(roots)
+        with open(os.path.join(ev, "proofs", "inclusion.json"), encoding="utf-8") as f:
+            inc = json.load(f)
+        if inc.get("tree_size") != latest:
+            fail(
+                f"inclusion proofs are for tree size {inc.get('tree_size')}, "
+                f"not the latest checkpoint {latest}"
+            )
+        for seq, line in revealed.items():
+            if seq >= latest:
+                continue
+            proof = [bytes.fromhex(h) for h in inc["proofs"].get(str(seq), [])]
+            if root_from_inclusion(leaf_hash(line), seq, latest, proof) != roots[latest]:
+                fail(f"inclusion proof of log line {seq + 1} does not lead to checkpoint {latest}")
+        with open(os.path.join(ev, "proofs", "consistency.json"), encoding="utf-8") as f:
+            cons = {(c["old_size"], c["new_size"]): c["proof"] for c in json.load(f)}
+        sizes = sorted(roots)
+        for old, new in zip(sizes, sizes[1:], strict=False):  # noqa: RUF007 (Python 3.9 has no pairwise)
+            proof = [bytes.fromhex(h) for h in cons.get((old, new), [])]
+            if not consistent(old, new, roots[old], roots[new], proof):
+                fail(f"no valid consistency proof from checkpoint {old} to {new}")
+        print(f"inclusion proofs in checkpoint {latest} and consistency proofs checked")
+
+    for rel in sorted(payload):
+        if "sha256:" + sha256_file(os.path.join(bag, *rel.split("/"))) not in items:
+            fail(f"{rel} is not an item ingested in the revealed log")
+    print("signatures: not checked here (no Ed25519 in the standard library); see VERIFY.md steps 3-4")
+    print("FAIL" if problems else "PASS", f"({len(problems)} problems)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "."))

@@ -1,0 +1,636 @@
+"""Verify an exported bag without the vault that made it: returns a :class:`Report`, never prints.
+
+A bag (directory or zip) is checked for: BagIt validity; every payload file being an exported item;
+every revealed log line (canonical form, seq, chain, authorization, signature); the chain *through* the
+withheld lines, whose line hashes and leaf hashes are given; each checkpoint's root recomputed from the
+leaf hashes, its signature, its OpenTimestamps proof against the bag's block headers and its RFC 3161
+tokens; the inclusion proofs of the revealed events in the latest checkpoint and the consistency proofs
+between checkpoints; the metadata openings against their signed commitments; and that the keys the bag
+names (``evidence/keys/allowed_signers``, ``VERIFY.md``) are exactly the keys that signed.
+
+What cannot be checked: a withheld line's leaf hash against its line hash (the line itself is not in the
+bag). The leaf hash is bound by the checkpoint root; the line hash by the next revealed line's ``prev``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import commitments, merkle
+from . import events as ev
+from .anchors_verify import _check_ots, _check_tsrs, _HasRoot, _iso, _item_times
+from .bagit import read_bag_info, validate_bag
+from .checkpoint import Checkpoint
+from .errors import EvidenceVaultError, UsageError
+from .events import Event, line_hash, parse_line
+from .hashing import hash_file
+from .index import items_of
+from .keystore import utc_now
+from .report import Report
+from .safezip import safe_extract
+from .signing import PublicKey, unarmor, verify_signature
+from .timestamps.headers import HeaderStore
+from .verify import LogState, _check_checkpoint_event, _check_signer, _record_item, line_subject
+
+EVIDENCE = "evidence"
+#: Events revealed in every export whatever items it holds: they carry no item data.
+STRUCTURAL = frozenset({ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED, ev.CHECKPOINT})
+FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_WITHHELD_KEYS = {"seq", "withheld", "line_sha256", "leaf_hash"}
+
+
+def mentioned_items(event: Event) -> list[str]:
+    """Every item an event names (``index.items_of`` plus an ingest's ``derived_from``)."""
+    out = items_of(event)
+    src = event.data.get("derived_from")
+    if isinstance(src, str) and src not in out:
+        out.append(src)
+    return out
+
+
+def is_revealed(event: Event, exported: set[str] | frozenset[str]) -> bool:
+    """Selective disclosure rule: structural events, and events about exported items only."""
+    return event.type in STRUCTURAL or all(i in exported for i in mentioned_items(event))
+
+
+def withheld_stub(seq: int, line: bytes) -> bytes:
+    """The line shipped in place of a withheld log line (its hashes only)."""
+    doc = {
+        "seq": seq,
+        "withheld": True,
+        "line_sha256": hashlib.sha256(line).hexdigest(),
+        "leaf_hash": merkle.leaf_hash(line).hex(),
+    }
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def key_file_name(fingerprint: str) -> str:
+    return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
+
+
+@dataclass
+class Anchor:
+    """One checked time proof of a checkpoint, for the custody report."""
+
+    kind: str  # "bitcoin" | "rfc3161"
+    time: str
+    detail: str
+
+
+@dataclass
+class EvidenceState:
+    """What checking ``evidence/`` learned."""
+
+    log: LogState = field(default_factory=LogState)
+    revealed: dict[int, Event] = field(default_factory=dict)
+    revealed_lines: dict[int, bytes] = field(default_factory=dict)
+    withheld: list[int] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    signers: set[str] = field(default_factory=set)
+    checkpoint_sizes: list[int] = field(default_factory=list)
+    anchors: dict[int, list[Anchor]] = field(default_factory=dict)
+    pending: dict[int, bool] = field(default_factory=dict)
+    anchored: dict[int, tuple[float, str]] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    openings: dict[str, dict[str, Any]] = field(default_factory=dict)  # item -> field -> value (checked)
+    vault_id: str | None = None
+
+
+class _Root(_HasRoot):
+    """Stands in for a vault for ``_check_tsrs`` (which resolves a TSA's ``ca`` path against ``root``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+
+def _read_json(path: Path, report: Report, subject: str) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", subject, "file is missing")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+    return None
+
+
+def _withheld(raw: bytes) -> dict[str, Any] | None:
+    if b'"withheld"' not in raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and doc.get("withheld") is True else None
+
+
+def _check_revealed(
+    event: Event,
+    is_canonical: bool,
+    index: int,
+    prev: str | None,
+    root_before: bytes,
+    state: EvidenceState,
+    report: Report,
+) -> None:
+    """The per-line checks of ``verify.verify_log`` for one revealed line (shared helpers for the rest)."""
+    subject = line_subject(index)
+    log = state.log
+    if not is_canonical:
+        report.fail("log.non-canonical", subject, "line is not in RFC 8785 canonical form", seq=index)
+    if event.v != ev.FORMAT_VERSION:
+        report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
+    if event.seq != index:
+        report.fail("log.seq-mismatch", subject, f"seq is {event.seq}, expected {index}", seq=index)
+    if event.prev != prev:
+        report.fail(
+            "log.chain-broken",
+            subject,
+            "prev does not match the hash of the previous line (revealed or withheld)",
+            seq=index,
+        )
+    if event.type not in ev.EVENT_TYPES:
+        report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
+    if not _TIME.match(event.time):
+        report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
+    log.last_time = max(log.last_time, event.time)
+    if index == 0 and isinstance(event.data.get("vault_id"), str):
+        state.vault_id = event.data["vault_id"]
+    _check_signer(event, index, subject, log.authority, report, state.vault_id)
+    try:
+        log.authority.apply(event)
+    except EvidenceVaultError as exc:
+        report.fail("log.bad-key-event", subject, exc.message, seq=index)
+    if event.type == ev.ITEM_INGESTED:
+        _record_item(event, index, subject, log, report)
+    elif event.type == ev.CHECKPOINT:
+        _check_checkpoint_event(event, index, subject, root_before, log, report, state.vault_id)
+
+
+def check_log(ev_root: Path, report: Report, state: EvidenceState) -> None:
+    """Walk ``evidence/log.jsonl``: revealed lines fully, withheld lines through their hashes."""
+    path = ev_root / "log.jsonl"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        report.fail("bundle.missing-file", "evidence/log.jsonl", "the custody log is missing")
+        return
+    if data and not data.endswith(b"\n"):
+        report.fail("log.torn-line", "evidence/log.jsonl", "last line is incomplete")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    prev: str | None = None
+    acc = merkle.MerkleAccumulator()
+    for index, raw in enumerate(lines):
+        subject = line_subject(index)
+        state.log.events += 1
+        stub = _withheld(raw)
+        if stub is not None:
+            ok = (
+                set(stub) == _WITHHELD_KEYS
+                and isinstance(stub.get("line_sha256"), str)
+                and isinstance(stub.get("leaf_hash"), str)
+                and _HEX64.match(stub["line_sha256"]) is not None
+                and _HEX64.match(stub["leaf_hash"]) is not None
+            )
+            if not ok:
+                report.fail("bundle.bad-withheld", subject, "withheld entry is malformed", seq=index)
+                leaf, this_hash = merkle.leaf_hash(raw), line_hash(raw)
+            else:
+                if stub["seq"] != index:
+                    report.fail(
+                        "log.seq-mismatch", subject, f"withheld entry says seq {stub['seq']}", seq=index
+                    )
+                leaf, this_hash = bytes.fromhex(stub["leaf_hash"]), "sha256:" + stub["line_sha256"]
+            state.withheld.append(index)
+            state.leaves.append(leaf)
+            acc.append(leaf)
+            state.log.line_hashes.append(this_hash)
+            prev = this_hash
+            continue
+        this_hash = line_hash(raw)
+        leaf = merkle.leaf_hash(raw)
+        root_before = acc.root()
+        acc.append(leaf)
+        state.leaves.append(leaf)
+        state.log.line_hashes.append(this_hash)
+        try:
+            event, is_canonical = parse_line(raw)
+        except EvidenceVaultError as exc:
+            report.fail("log.malformed", subject, exc.message, seq=index)
+            prev = this_hash
+            continue
+        _check_revealed(event, is_canonical, index, prev, root_before, state, report)
+        prev = this_hash
+        state.revealed[index] = event
+        state.revealed_lines[index] = raw
+        state.signers.add(event.actor)
+    if state.log.line_hashes:
+        report.head = {"seq": len(state.log.line_hashes) - 1, "hash": state.log.line_hashes[-1]}
+
+
+def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> None:
+    """``evidence/events/<seq>.json`` (+ ``.sig``) must be the exact signed bytes of each revealed event."""
+    d = ev_root / "events"
+    expected = {f"{seq}.json" for seq in state.revealed} | {f"{seq}.json.sig" for seq in state.revealed}
+    present = {p.name for p in d.iterdir()} if d.is_dir() else set()
+    for extra in sorted(present - expected):
+        report.fail("bundle.event-file-mismatch", f"evidence/events/{extra}", "file for no revealed event")
+    for seq, event in sorted(state.revealed.items()):
+        subject = f"evidence/events/{seq}.json"
+        try:
+            body = (d / f"{seq}.json").read_bytes()
+            sig = unarmor((d / f"{seq}.json.sig").read_text("ascii"))
+        except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+            report.fail("bundle.event-file-mismatch", subject, f"missing or unreadable: {exc}", seq=seq)
+            continue
+        if body != event.signing_bytes() or sig != event.signature:
+            report.fail(
+                "bundle.event-file-mismatch",
+                subject,
+                "differs from the signed event in evidence/log.jsonl",
+                seq=seq,
+            )
+
+
+def check_checkpoints(
+    ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes]
+) -> None:
+    """Every ``evidence/checkpoints/<size>/``: root from the leaf hashes, signature, OTS and RFC 3161."""
+    base = ev_root / "checkpoints"
+    try:
+        store = (
+            HeaderStore.load(ev_root / "headers.json")
+            if (ev_root / "headers.json").exists()
+            else HeaderStore()
+        )
+    except EvidenceVaultError as exc:
+        report.fail("anchors.bad-headers", "evidence/headers.json", f"block headers rejected: {exc.message}")
+        store = HeaderStore()
+    dirs = (
+        sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        if base.is_dir()
+        else []
+    )
+    for d in dirs:
+        size = int(d.name)
+        subject = f"evidence/checkpoints/{d.name}"
+        try:
+            text = (d / "checkpoint").read_bytes()
+            cp = Checkpoint.parse(text)
+        except OSError:
+            report.fail("checkpoint.missing-text", subject, "checkpoint text is missing")
+            continue
+        except EvidenceVaultError as exc:
+            report.fail("checkpoint.malformed", subject, exc.message)
+            continue
+        if cp.size != size:
+            report.fail("checkpoint.bad-size", subject, f"directory is for size {size}, text says {cp.size}")
+            continue
+        if size > len(state.leaves):
+            report.fail(
+                "log.rollback",
+                subject,
+                f"checkpoint covers {size} lines; the bag's log has {len(state.leaves)}",
+            )
+            continue
+        if merkle.root_from_leaves(state.leaves[:size]) != cp.root:
+            report.fail(
+                "checkpoint.root-mismatch",
+                subject,
+                f"root does not match the first {size} log lines (revealed or withheld)",
+            )
+            continue
+        state.checkpoint_sizes.append(size)
+        record = state.log.checkpoints.get(size)
+        if record is None:
+            report.fail(
+                "checkpoint.unrecorded", subject, "no revealed checkpoint event records this checkpoint"
+            )
+            continue
+        if record.data.get("root") != cp.root.hex() or record.data.get("origin") != cp.origin:
+            report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
+            continue
+        try:
+            sig = unarmor((d / "checkpoint.sig").read_text("ascii"))
+            verify_signature(sig, text, state.log.authority.public_key(record.actor))
+        except (OSError, EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
+            report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
+        digest = hashlib.sha256(text).digest()
+        before = len(report.findings)
+        ots_times = _check_ots(d, subject, digest, store, report)
+        tsa_times = _check_tsrs(_Root(ev_root / ".no-vault"), d, subject, digest, report, tsa_roots)
+        state.pending[size] = any(f.code == "anchors.ots-pending" for f in report.findings[before:])
+        state.anchors[size] = [Anchor("bitcoin", _iso(t), p) for t, p in ots_times] + [
+            Anchor("rfc3161", _iso(t), p) for t, p in tsa_times
+        ]
+        times = ots_times + tsa_times
+        if times:
+            state.anchored[size] = min(times)
+        elif not (d / "checkpoint.ots").exists() and not any(d.glob("tsa-*.tsr")):
+            report.warn("anchors.unstamped", subject, "checkpoint has no time proof")
+    for size in sorted(state.log.checkpoints):
+        if size not in state.checkpoint_sizes and not any(
+            d.name.isdigit() and int(d.name) == size for d in dirs
+        ):
+            report.warn(
+                "checkpoint.dir-missing", line_subject(size), "checkpoint event without its directory"
+            )
+
+
+def check_proofs(ev_root: Path, report: Report, state: EvidenceState) -> None:
+    """Inclusion proofs of the revealed events in the latest checkpoint; consistency between checkpoints."""
+    roots = {s: merkle.root_from_leaves(state.leaves[:s]) for s in state.checkpoint_sizes}
+    if not state.checkpoint_sizes:
+        report.warn(
+            "proof.no-checkpoint", "evidence/checkpoints", "no checkpoint: nothing ties the log to a time"
+        )
+        return
+    latest = max(state.checkpoint_sizes)
+    doc = _read_json(ev_root / "proofs" / "inclusion.json", report, "evidence/proofs/inclusion.json")
+    if isinstance(doc, dict):
+        size = doc.get("tree_size")
+        if size != latest:
+            report.fail(
+                "proof.wrong-checkpoint",
+                "evidence/proofs/inclusion.json",
+                f"proofs are for tree size {size!r}, not the latest checkpoint ({latest})",
+            )
+        proofs = doc.get("proofs") if isinstance(doc.get("proofs"), dict) else {}
+        for seq, line in sorted(state.revealed_lines.items()):
+            if seq >= latest:
+                continue
+            path = proofs.get(str(seq)) if isinstance(proofs, dict) else None
+            subject = f"evidence/proofs/inclusion.json seq {seq}"
+            if not isinstance(path, list):
+                report.fail("proof.missing", subject, "no inclusion proof for this revealed event", seq=seq)
+                continue
+            try:
+                hashes = [bytes.fromhex(str(h)) for h in path]
+            except ValueError:
+                hashes = []
+            if not merkle.verify_inclusion(merkle.leaf_hash(line), seq, latest, hashes, roots[latest]):
+                report.fail(
+                    "proof.inclusion-invalid",
+                    subject,
+                    f"event is not included in checkpoint {latest} by this proof",
+                    seq=seq,
+                )
+    cons = _read_json(ev_root / "proofs" / "consistency.json", report, "evidence/proofs/consistency.json")
+    table = (
+        {(c.get("old_size"), c.get("new_size")): c.get("proof") for c in cons if isinstance(c, dict)}
+        if isinstance(cons, list)
+        else {}
+    )
+    sizes = sorted(state.checkpoint_sizes)
+    for old, new in itertools.pairwise(sizes):
+        proof = table.get((old, new))
+        try:
+            cons_path: list[bytes] | None = (
+                [bytes.fromhex(str(h)) for h in proof] if isinstance(proof, list) else None
+            )
+        except ValueError:
+            cons_path = None
+        if cons_path is None or not merkle.verify_consistency(old, new, roots[old], roots[new], cons_path):
+            report.fail(
+                "proof.consistency-invalid",
+                "evidence/proofs/consistency.json",
+                f"no valid consistency proof from checkpoint {old} to {new}",
+            )
+
+
+def parse_allowed_signers(text: str) -> dict[str, PublicKey]:
+    """``principal [options] keytype base64`` lines -> {principal: key}; raises on a bad line."""
+    out: dict[str, PublicKey] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 3:
+            raise EvidenceVaultError(f"bad allowed_signers line {line[:60]!r}")
+        out[parts[0]] = PublicKey.from_openssh(" ".join(parts[-2:]))
+    return out
+
+
+def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """The keys the bag names must be exactly the keys that signed its revealed events."""
+    ev_root = bag_root / EVIDENCE
+    auth = state.log.authority
+    signers = set(state.signers)
+    try:
+        named = parse_allowed_signers((ev_root / "keys" / "allowed_signers").read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+        report.fail("bundle.keys-mismatch", "evidence/keys/allowed_signers", f"unreadable: {exc}")
+        named = {}
+    if named and set(named) != signers:
+        extra, missing = sorted(set(named) - signers), sorted(signers - set(named))
+        report.fail(
+            "bundle.keys-mismatch",
+            "evidence/keys/allowed_signers",
+            f"names {', '.join(extra) or 'no other keys'} beyond the signers; lacks "
+            f"{', '.join(missing) or 'none'}",
+        )
+    for principal, key in named.items():
+        grant = auth.keys.get(principal)
+        if key.fingerprint != principal or grant is None or PublicKey.from_openssh(grant.public_key) != key:
+            report.fail(
+                "bundle.keys-mismatch",
+                "evidence/keys/allowed_signers",
+                f"key listed for {principal} is not the key the log authorized for it",
+            )
+    pubs = sorted((ev_root / "keys").glob("*.pub")) if (ev_root / "keys").is_dir() else []
+    seen: set[str] = set()
+    for p in pubs:
+        try:
+            key = PublicKey.from_openssh(p.read_text("utf-8").strip())
+        except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+            report.fail("bundle.keys-mismatch", f"evidence/keys/{p.name}", f"unreadable key: {exc}")
+            continue
+        seen.add(key.fingerprint)
+        if key.fingerprint not in signers:
+            report.fail(
+                "bundle.keys-mismatch", f"evidence/keys/{p.name}", f"{key.fingerprint} signed nothing here"
+            )
+    if seen != signers and pubs:
+        report.fail(
+            "bundle.keys-mismatch", "evidence/keys", "public key files are not exactly the signers' keys"
+        )
+    try:
+        verify_md = (bag_root / "VERIFY.md").read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        report.fail("bundle.missing-file", "VERIFY.md", "VERIFY.md is missing or unreadable")
+        return
+    in_md = set(FINGERPRINT_RE.findall(verify_md))
+    if in_md != signers:
+        report.fail(
+            "bundle.keys-mismatch",
+            "VERIFY.md",
+            "fingerprints in VERIFY.md are not exactly the keys that signed: "
+            f"extra {sorted(in_md - signers)}, missing {sorted(signers - in_md)}",
+        )
+
+
+def check_openings(ev_root: Path, report: Report, state: EvidenceState) -> None:
+    """Revealed metadata values must open the commitments signed in the ingest events."""
+    for item, rec in state.log.items.items():
+        hex_id = item.removeprefix("sha256:")
+        subject = f"evidence/openings/{hex_id}.json"
+        values: dict[str, Any] = {}
+        path = ev_root / "openings" / f"{hex_id}.json"
+        doc = _read_json(path, report, subject) if path.exists() else {}
+        if not isinstance(doc, dict):
+            report.fail("bundle.malformed", subject, "openings file is not a JSON object", item=item)
+            doc = {}
+        for name, opening in doc.items():
+            commitment = rec.committed.get(name)
+            if commitment is None:
+                report.fail(
+                    "metadata.opening-unknown", subject, f"no signed commitment for field {name!r}", item=item
+                )
+            elif not isinstance(opening, dict) or not commitments.opens(commitment, opening):
+                report.fail(
+                    "metadata.commitment-mismatch",
+                    subject,
+                    f"value of {name!r} does not match its signed commitment",
+                    item=item,
+                )
+            else:
+                values[name] = opening["value"]
+        meta_path = ev_root / "metadata" / f"{hex_id}.json"
+        if meta_path.exists() and rec.metadata:
+            got = hash_file(meta_path)
+            if got.id != rec.metadata:
+                report.fail(
+                    "metadata.hash-mismatch",
+                    f"evidence/metadata/{hex_id}.json",
+                    "metadata object is not the one the ingest event signed",
+                    item=item,
+                )
+        state.openings[item] = values
+
+
+def check_evidence(bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes] = ()) -> EvidenceState:
+    """All checks of ``evidence/`` (no payload, no BagIt): used by verify-bundle and the custody report."""
+    ev_root = bag_root / EVIDENCE
+    state = EvidenceState()
+    export = _read_json(ev_root / "export.json", report, "evidence/export.json")
+    state.export = export if isinstance(export, dict) else {}
+    check_log(ev_root, report, state)
+    check_event_files(ev_root, report, state)
+    check_checkpoints(ev_root, report, state, tsa_roots)
+    check_proofs(ev_root, report, state)
+    check_openings(ev_root, report, state)
+    return state
+
+
+def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[str, str]:
+    """Every file under data/ must be an exported item, and every exported item present: path -> item."""
+    found: dict[str, str] = {}
+    data = bag_root / "data"
+    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink()) if data.is_dir() else []
+    for p in files:
+        rel = p.relative_to(bag_root).as_posix()
+        digest = hash_file(p)
+        rec = state.log.items.get(digest.id)
+        if rec is None:
+            report.fail(
+                "bundle.payload-not-an-item",
+                rel,
+                f"content {digest.id} is not an item ingested in the revealed log",
+            )
+            continue
+        if rec.size != digest.size:
+            report.fail(
+                "object.size-mismatch", rel, f"size {digest.size}, recorded {rec.size}", item=digest.id
+            )
+        found[rel] = digest.id
+    for item in state.log.items:
+        if item not in found.values():
+            report.fail(
+                "bundle.item-missing", "data/", f"item {item} is in the log but not in data/", item=item
+            )
+    for entry in state.export.get("items", []) if isinstance(state.export.get("items"), list) else []:
+        if isinstance(entry, dict) and found.get(str(entry.get("path"))) != entry.get("id"):
+            report.fail(
+                "bundle.export-mismatch",
+                "evidence/export.json",
+                f"{entry.get('path')!r} is not item {entry.get('id')}",
+            )
+    return found
+
+
+def verify_bundle(
+    path: Path,
+    *,
+    trusted: Sequence[str] = (),
+    tsa_roots: Sequence[bytes] = (),
+    extract_to: Path | None = None,
+) -> Report:
+    """Verify a bag directory or a bag zip offline; ``extract_to`` (must not exist) keeps a zip's contents."""
+    path = Path(path)
+    report = Report(target=str(path), kind="bundle", started=utc_now())
+    if not path.exists():
+        raise UsageError("no such bag", path=path)
+    if path.is_file():
+        tmp_parent: Path | None = None
+        if extract_to is None:
+            tmp_parent = Path(tempfile.mkdtemp(prefix="evidence-vault-bundle-"))
+            extract_to = tmp_parent / "bag"
+        try:
+            try:
+                root = safe_extract(path, extract_to)
+            except EvidenceVaultError as exc:
+                report.fail("bundle.unsafe-zip", str(path), exc.message)
+                report.finished = utc_now()
+                return report
+            return _verify_dir(root, report, trusted, tsa_roots)
+        finally:
+            if tmp_parent is not None:
+                shutil.rmtree(tmp_parent, ignore_errors=True)
+    return _verify_dir(path, report, trusted, tsa_roots)
+
+
+def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: Sequence[bytes]) -> Report:
+    from .verify import check_trust
+
+    for f in validate_bag(root):
+        if f.level == "error":
+            report.fail(f"bag.{f.code}", f.path or ".", f.message)
+        else:
+            report.warn(f"bag.{f.code}", f.path or ".", f.message)
+    state = check_evidence(root, report, tsa_roots=tsa_roots)
+    report.vault_id = state.vault_id
+    try:
+        info = read_bag_info(root)
+        if state.vault_id and info.get("External-Identifier", [state.vault_id])[0] != state.vault_id:
+            report.fail(
+                "bundle.export-mismatch", "bag-info.txt", "External-Identifier is not the log's vault id"
+            )
+    except EvidenceVaultError:
+        pass
+    check_payload(root, report, state)
+    check_keys(root, report, state)
+    check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
+    _item_times(state.log, report, state.anchored)
+    report.stats = {
+        "events": state.log.events,
+        "revealed": len(state.revealed),
+        "withheld": len(state.withheld),
+        "items": len(state.log.items),
+        "keys": len(state.signers),
+        "checkpoints": len(state.checkpoint_sizes),
+    }
+    report.finished = utc_now()
+    return report

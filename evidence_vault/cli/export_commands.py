@@ -1,0 +1,149 @@
+"""Export commands: export, verify-bundle, import, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..bundle_verify import verify_bundle
+from ..custody_report import vault_report
+from ..errors import UsageError
+from ..export import export as do_export
+from ..export import select_items
+from ..import_bag import import_bag
+from . import output
+from .context import state
+from .vault_commands import JsonOpt, print_report
+
+TrustOpt = Annotated[
+    list[str] | None, typer.Option("--trust", help="Fingerprint of the genesis key you trust.")
+]
+TsaCaOpt = Annotated[
+    list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 (PEM).")
+]
+
+
+def _read(paths: list[Path] | None) -> list[bytes]:
+    out = []
+    for p in paths or []:
+        try:
+            out.append(p.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
+    return out
+
+
+def export(
+    ctx: typer.Context,
+    items: Annotated[list[str] | None, typer.Argument(help="Item id prefixes or files.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Bag directory (or .zip with --zip) to create.")
+    ] = None,
+    all_items: Annotated[bool, typer.Option("--all", help="Export every item.")] = False,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    as_zip: Annotated[
+        bool, typer.Option("--zip", help="Write one .zip file instead of a directory.")
+    ] = False,
+    redact: Annotated[
+        str | None,
+        typer.Option(
+            "--redact-metadata",
+            help="Comma-separated committed fields to withhold (gps, serial, original_path, ...).",
+        ),
+    ] = None,
+    recipient: Annotated[
+        str | None, typer.Option("--recipient", help="Who receives it (committed, not public).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export items as a BagIt bag a third party can check; other items are withheld (hashes only)."""
+    if out is None:
+        raise UsageError("give --out PATH")
+    st = state(ctx)
+    vault = st.open_vault()
+    ids = select_items(vault, items or [], all_items=all_items, tag=tag)
+    words = [w for w in (redact or "").split(",") if w.strip()]
+    result = do_export(vault, st.signer(), ids, out, as_zip=as_zip, redact=words, recipient=recipient)
+    vault.close()
+    if json_out:
+        output.emit_json(result.to_dict())
+        return
+    output.info(
+        f"exported {len(result.items)} item(s) to {result.out} ({result.revealed} log lines revealed, "
+        f"{result.withheld} withheld)"
+    )
+    if result.redacted:
+        output.info("withheld metadata fields: " + ", ".join(result.redacted))
+    output.info(
+        f"recorded as item.exported at seq {result.seq}; check it with: evidence-vault verify-bundle {out}"
+    )
+
+
+def verify_bundle_cmd(
+    path: Annotated[Path, typer.Argument(help="Bag directory or .zip.")],
+    trust: TrustOpt = None,
+    tsa_ca: TsaCaOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check an exported bag without any vault; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    report = verify_bundle(path, trusted=trust or (), tsa_roots=_read(tsa_ca))
+    if json_out:
+        output.emit_json(report.to_dict())
+    else:
+        print_report(report)
+    raise typer.Exit(report.exit_code(strict))
+
+
+def import_cmd(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Received bag directory or .zip.")],
+    trust: TrustOpt = None,
+    tsa_ca: TsaCaOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse bags with warnings too.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Take custody of a received bag (only if it verifies): ingest its files with their provenance."""
+    st = state(ctx)
+    vault = st.open_vault()
+    result = import_bag(vault, path, st.signer(), trusted=trust or (), tsa_roots=_read(tsa_ca), strict=strict)
+    vault.close()
+    if json_out:
+        output.emit_json(result.to_dict())
+        return
+    for r in result.results:
+        output.info(f"{r.status:9} {r.id or ''}  {r.path}" + (f"  ({r.message})" if r.message else ""))
+    output.info(
+        f"source: {result.source}; bag tag files kept as object {result.provenance.get('bundle_object')}"
+    )
+
+
+def report_cmd(
+    ctx: typer.Context,
+    items: Annotated[
+        list[str] | None, typer.Argument(help="Item id prefixes or files (default: all).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: stdout).")] = None,
+) -> None:
+    """Write the HTML custody report of the vault's items (or the ones given)."""
+    vault = state(ctx).open_vault()
+    ids = select_items(vault, items or [], all_items=not items)
+    html = vault_report(vault, ids)
+    vault.close()
+    if out is None:
+        typer.echo(html, nl=False)
+        return
+    try:
+        out.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write: {exc.strerror}", path=out) from None
+    output.info(f"custody report of {len(ids)} item(s) written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+    app.command("verify-bundle")(verify_bundle_cmd)
+    app.command("import")(import_cmd)
+    app.command("report")(report_cmd)

@@ -1,0 +1,444 @@
+"""Export: a BagIt bag a lawyer can check without trusting us, with selective disclosure.
+
+The bag holds the chosen originals under ``data/`` and, under ``evidence/``, the custody log in which
+every line about other items is replaced by its two hashes (so the chain and the Merkle roots still
+check), the signed bytes and signature of each revealed event, the checkpoints with their time proofs
+and block headers, inclusion and consistency proofs, the signers' public keys, and the openings of the
+metadata fields that are revealed. ``VERIFY.md`` says how to check each claim with standard tools,
+``verify_bundle.py`` checks the chain and the proofs with the Python standard library alone, and
+``report.html`` is the custody report. The export is then recorded as an ``item.exported`` event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import commitments, merkle
+from . import events as ev
+from .anchoring import checkpoint_dir, headers_path, list_checkpoints
+from .authority import Authority
+from .bagit import bag_to_zip, unique_names, write_bag
+from .bundle_verify import EVIDENCE, is_revealed, key_file_name, withheld_stub
+from .canonical import canonical
+from .errors import EvidenceVaultError, UsageError
+from .events import Event, parse_line
+from .keystore import utc_now
+from .signing import NAMESPACE, Signer, armor
+from .timestamps import rfc3161
+from .vault import Vault
+
+#: What ``--redact-metadata`` accepts beyond the exact committed field names.
+REDACT_ALIASES = {
+    "gps": ("gps", "gps_latitude", "gps_longitude", "gps_altitude", "location", "latitude", "longitude"),
+    "serial": ("serial", "serial_number", "body_serial", "lens_serial", "camera_serial"),
+    "path": ("original_path",),
+    "name": ("original_name",),
+}
+PLACEHOLDER = "/path/to/this/bag"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    export_id: str
+    out: str
+    items: list[str]
+    names: dict[str, str]
+    revealed: int
+    withheld: int
+    redacted: list[str]
+    tagmanifest_sha256: str
+    seq: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Staged:
+    """``evidence/`` written to a staging directory, and what it needs."""
+
+    names: dict[str, str] = field(default_factory=dict)  # item -> payload name (under data/)
+    signers: dict[str, str] = field(default_factory=dict)  # fingerprint -> key name
+    revealed: int = 0
+    withheld: int = 0
+    redacted: set[str] = field(default_factory=set)
+    checkpoints: list[int] = field(default_factory=list)
+    tokens: list[dict[str, Any]] = field(default_factory=list)  # RFC 3161 tokens for VERIFY.md
+
+
+def select_items(
+    vault: Vault, refs: Sequence[str], *, all_items: bool = False, tag: str | None = None
+) -> list[str]:
+    """Item ids from ``refs`` (id prefixes or files), or every item (optionally with ``tag``)."""
+    if refs and all_items:
+        raise UsageError("give items or --all, not both")
+    if all_items or (tag and not refs):
+        ids = [i.id for i in vault.items(tag=tag)]
+    else:
+        ids = [vault.resolve(r).id for r in refs]
+        if tag:
+            tagged = {i.id for i in vault.items(tag=tag)}
+            ids = [i for i in ids if i in tagged]
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise UsageError("nothing to export: give item ids, --all or --tag")
+    return ids
+
+
+def redacted_fields(committed: Iterable[str], wanted: Iterable[str]) -> set[str]:
+    """The committed field names matched by the ``--redact-metadata`` words (exact name, alias or prefix)."""
+    names = set(committed)
+    out: set[str] = set()
+    for w in (x.strip().lower() for x in wanted):
+        if not w:
+            continue
+        for n in names:
+            if n == w or n in REDACT_ALIASES.get(w, ()) or n.startswith(w + "_"):
+                out.add(n)
+    return out
+
+
+def _write(root: Path, rel: str, data: bytes) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _payload_name(original: Any, item: str, media_type: str | None) -> str:
+    if isinstance(original, str) and original:
+        return original
+    ext = mimetypes.guess_extension(media_type or "") or ".bin"
+    return item.removeprefix("sha256:")[:16] + ext
+
+
+def stage_evidence(
+    vault: Vault,
+    item_ids: Sequence[str],
+    dest: Path,
+    *,
+    redact: Iterable[str] = (),
+    export_id: str = "",
+    created: str = "",
+) -> Staged:
+    """Write ``dest/evidence/`` for ``item_ids`` (nothing about other items beyond line hashes)."""
+    exported = frozenset(item_ids)
+    ev_root = dest / EVIDENCE
+    staged = Staged()
+    auth = Authority()
+    lines: list[bytes] = []
+    log_out: list[bytes] = []
+    ingests: dict[str, Event] = {}
+    shown: set[int] = set()
+    for raw in vault.log.iter_raw():
+        if not raw.complete:
+            break
+        event, _ = parse_line(raw.data)
+        seq = len(lines)
+        lines.append(raw.data)
+        if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
+            auth.apply(event)
+        if not is_revealed(event, exported):
+            log_out.append(withheld_stub(seq, raw.data))
+            staged.withheld += 1
+            continue
+        staged.revealed += 1
+        shown.add(seq)
+        log_out.append(raw.data)
+        staged.signers[event.actor] = ""
+        _write(ev_root, f"events/{seq}.json", event.signing_bytes())
+        _write(ev_root, f"events/{seq}.json.sig", armor(event.signature).encode())
+        if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
+            ingests.setdefault(str(event.data["item"]), event)
+    missing = [i for i in item_ids if i not in ingests]
+    if missing:
+        raise UsageError(f"no ingest event for {missing[0]} in the log")
+    _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
+
+    # Checkpoints recorded in the log, with their proofs; the block headers; Merkle proofs.
+    leaves = [merkle.leaf_hash(line) for line in lines]
+    recorded = [s for s in list_checkpoints(vault) if s < len(lines) and b'"type":"checkpoint"' in lines[s]]
+    for size in recorded:
+        src = checkpoint_dir(vault, size)
+        rel_dir = f"checkpoints/{src.name}"
+        for f in sorted(src.iterdir()):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            _write(ev_root, f"{rel_dir}/{f.name}", f.read_bytes())
+            if f.name.startswith("tsa-") and f.suffix == ".json":
+                ca = json.loads(f.read_text("utf-8")).get("ca")
+                if isinstance(ca, str) and (vault.root / ca).is_file():
+                    _write(ev_root, f"{rel_dir}/{f.stem}.ca.pem", (vault.root / ca).read_bytes())
+        for tsr in sorted(src.glob("tsa-*.tsr")):
+            try:
+                token = rfc3161.parse_token(tsr.read_bytes())
+            except EvidenceVaultError:
+                continue
+            staged.tokens.append(
+                {
+                    "dir": rel_dir,
+                    "base": tsr.stem,
+                    "gen_time": token.gen_time,
+                    "digest": hashlib.sha256((src / "checkpoint").read_bytes()).hexdigest(),
+                }
+            )
+        staged.checkpoints.append(size)
+    if headers_path(vault).exists():
+        _write(ev_root, "headers.json", headers_path(vault).read_bytes())
+    if staged.checkpoints:
+        latest = staged.checkpoints[-1]
+        proofs = {
+            str(s): [h.hex() for h in merkle.inclusion_proof(leaves, s, latest)]
+            for s in range(latest)
+            if s in shown
+        }
+        _write(
+            ev_root,
+            "proofs/inclusion.json",
+            json.dumps({"tree_size": latest, "proofs": proofs}, indent=1).encode() + b"\n",
+        )
+        cons = [
+            {"old_size": a, "new_size": b, "proof": [h.hex() for h in merkle.consistency_proof(leaves, a, b)]}
+            for a, b in zip(staged.checkpoints, staged.checkpoints[1:], strict=False)
+        ]
+        _write(ev_root, "proofs/consistency.json", json.dumps(cons, indent=1).encode() + b"\n")
+
+    # Keys: exactly the keys that signed a revealed event.
+    allowed = []
+    for fp in sorted(staged.signers):
+        grant = auth.keys.get(fp)
+        if grant is None:
+            raise EvidenceVaultError(f"signer {fp} is not a key of this vault's log")
+        staged.signers[fp] = grant.name
+        _write(ev_root, f"keys/{key_file_name(fp)}", (grant.public_key + "\n").encode())
+        allowed.append(f'{fp} namespaces="{NAMESPACE}" {grant.public_key}\n')
+    _write(ev_root, "keys/allowed_signers", "".join(allowed).encode())
+    _write(
+        ev_root,
+        "keys/fingerprints.txt",
+        "".join(
+            f"{fp}  {auth.keys[fp].role}  {auth.keys[fp].name}\n" for fp in sorted(staged.signers)
+        ).encode(),
+    )
+
+    # Metadata openings; payload names.
+    wanted = list(redact)
+    originals: list[Any] = []
+    for item in item_ids:
+        event = ingests[item]
+        committed = event.data.get("committed") if isinstance(event.data.get("committed"), dict) else {}
+        assert isinstance(committed, dict)
+        hidden = redacted_fields(committed, wanted)
+        staged.redacted |= hidden
+        try:
+            doc = vault.metadata_object(str(event.data.get("metadata") or ""))
+        except EvidenceVaultError:
+            doc = {}
+        fields = doc.get("fields") if isinstance(doc.get("fields"), dict) else {}
+        assert isinstance(fields, dict)
+        openings = {k: v for k, v in fields.items() if k in committed and k not in hidden}
+        hex_id = item.removeprefix("sha256:")
+        _write(
+            ev_root,
+            f"openings/{hex_id}.json",
+            json.dumps(openings, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n",
+        )
+        if not wanted and doc:
+            meta_hex = str(event.data["metadata"]).removeprefix("sha256:")
+            with vault.objects.open(meta_hex) as fh:
+                _write(ev_root, f"metadata/{hex_id}.json", fh.read())
+        originals.append(
+            _payload_name(
+                openings.get("original_name", {}).get("value"), item, str(event.data.get("media_type") or "")
+            )
+        )
+    for item, name in zip(item_ids, unique_names(originals), strict=True):
+        staged.names[item] = name
+    export_doc = {
+        "v": 1,
+        "type": "evidence-vault-export",
+        "export_id": export_id,
+        "created": created,
+        "vault_id": vault.config.vault_id,
+        "vault_name": vault.config.name,
+        "genesis_key": auth.genesis,
+        "log_size": len(lines),
+        "checkpoints": staged.checkpoints,
+        "redacted_fields": sorted(staged.redacted),
+        "items": [
+            {
+                "id": i,
+                "path": f"data/{staged.names[i]}",
+                "size": ingests[i].data.get("size"),
+                "media_type": ingests[i].data.get("media_type"),
+                "ingest_seq": ingests[i].seq,
+            }
+            for i in item_ids
+        ],
+    }
+    _write(ev_root, "export.json", json.dumps(export_doc, indent=1, ensure_ascii=False).encode() + b"\n")
+    return staged
+
+
+def template(name: str) -> str:
+    return resources.files("evidence_vault.bundle_templates").joinpath(name).read_text("utf-8")
+
+
+def _block(check: str, commands: list[str]) -> str:
+    return "```sh\n" + f"# check: {check}\ncd {PLACEHOLDER}\n" + "".join(c + "\n" for c in commands) + "```"
+
+
+def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
+    """VERIFY.md for this bag: one fenced block of standard-tool commands per claim."""
+    ev_root = stage / EVIDENCE
+    sig_cmds = []
+    for size in staged.checkpoints:
+        d = f"evidence/checkpoints/{size:012d}"
+        record = next(
+            (
+                parse_line(line)[0]
+                for line in (ev_root / "log.jsonl").read_bytes().splitlines()[size : size + 1]
+            ),
+            None,
+        )
+        if record is not None:
+            sig_cmds.append(
+                f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {record.actor} "
+                f"-n {NAMESPACE} -s {d}/checkpoint.sig < {d}/checkpoint"
+            )
+    ev_cmds = []
+    for line in (ev_root / "log.jsonl").read_bytes().splitlines():
+        if b'"withheld":true' in line:
+            continue
+        event = parse_line(line)[0]
+        ev_cmds.append(
+            f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {event.actor} -n {NAMESPACE} "
+            f"-s evidence/events/{event.seq}.json.sig < evidence/events/{event.seq}.json"
+        )
+    ots_cmds = [
+        'ots --no-cache --no-default-whitelist --bitcoin-node "${BITCOIN_NODE:-http://127.0.0.1:8332/}" '
+        "verify "
+        f"-f evidence/checkpoints/{s:012d}/checkpoint evidence/checkpoints/{s:012d}/checkpoint.ots"
+        for s in staged.checkpoints
+        if (ev_root / f"checkpoints/{s:012d}/checkpoint.ots").exists()
+    ]
+    tsa_cmds = []
+    for t in staged.tokens:
+        base = f"evidence/{t['dir']}/{t['base']}"
+        if not (stage / f"{base}.ca.pem").exists():
+            continue
+        untrusted = f" -untrusted {base}.chain.pem" if (stage / f"{base}.chain.pem").exists() else ""
+        epoch = int(t["gen_time"].astimezone(UTC).timestamp())
+        tsa_cmds.append(
+            f"openssl ts -verify -digest {t['digest']} -in {base}.tsr -CAfile {base}.ca.pem"
+            f"{untrusted} -attime {epoch}"
+        )
+    keys = "\n".join(f"- `{fp}` ({name or 'unnamed key'})" for fp, name in sorted(staged.signers.items()))
+    parts = {
+        "{{VAULT_NAME}}": vault_name.replace("\n", " "),
+        "{{KEYS}}": keys,
+        "{{FILES_BLOCK}}": _block(
+            "files", ["sha256sum -c manifest-sha256.txt", "sha256sum -c tagmanifest-sha256.txt"]
+        ),
+        "{{CHECKPOINT_SIG_BLOCK}}": _block("checkpoint-signatures", sig_cmds)
+        if sig_cmds
+        else "(This bag holds no checkpoint.)",
+        "{{EVENT_SIG_BLOCK}}": _block("event-signatures", ev_cmds),
+        "{{OTS_BLOCK}}": _block("opentimestamps", ots_cmds)
+        if ots_cmds
+        else "(No checkpoint in this bag has an OpenTimestamps proof.)",
+        "{{TSA_BLOCK}}": _block("rfc3161", tsa_cmds)
+        if tsa_cmds
+        else "(No checkpoint in this bag has an RFC 3161 token with its TSA's certificate.)",
+        "{{SCRIPT_BLOCK}}": _block("script", ["python3 verify_bundle.py ."]),
+    }
+    text = template("VERIFY.md")
+    for k, v in parts.items():
+        text = text.replace(k, v)
+    return text
+
+
+def export(
+    vault: Vault,
+    signer: Signer,
+    item_ids: Sequence[str],
+    out: Path,
+    *,
+    as_zip: bool = False,
+    redact: Sequence[str] = (),
+    recipient: str | None = None,
+) -> ExportResult:
+    """Write the bag (or its zip) at ``out`` and record an ``item.exported`` event signed by ``signer``."""
+    from .custody_report import render_for_bag
+
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        raise UsageError("destination already exists", path=out)
+    if not out.parent.is_dir():
+        raise UsageError("destination folder does not exist", path=out.parent)
+    vault.require_authorized(signer, vault.log.tail_state()[0], ev.ITEM_EXPORTED)
+    export_id = str(uuid.uuid4())
+    created = utc_now()
+    work = out.parent / f".{out.name}.export-{export_id[:8]}"
+    work.mkdir()
+    try:
+        stage = work / "stage"
+        stage.mkdir()
+        staged = stage_evidence(vault, item_ids, stage, redact=redact, export_id=export_id, created=created)
+        (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, vault.config.name), "utf-8")
+        thumbs = {i: vault.objects.path(i.removeprefix("sha256:")) for i in item_ids}
+        html = render_for_bag(stage, thumbs, names={i: f"data/{n}" for i, n in staged.names.items()})
+        tag_files = {
+            p.relative_to(stage).as_posix(): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()
+        }
+        tag_files["report.html"] = html.encode("utf-8")
+        tag_files["verify_bundle.py"] = template("verify_bundle.py").encode("utf-8")
+        bag_info = {
+            "Source-Organization": vault.config.name.replace("\n", " "),
+            "External-Description": f"evidence-vault export of {len(item_ids)} item(s) with their custody "
+            "log, proofs and keys; see VERIFY.md",
+            "External-Identifier": vault.config.vault_id,
+            "Internal-Sender-Identifier": export_id,
+            "Bag-Count": "1 of 1",
+            "Bag-Group-Identifier": export_id,
+        }
+        payload = [(staged.names[i], vault.objects.path(i.removeprefix("sha256:"))) for i in item_ids]
+        hashes = {"sha256": {staged.names[i]: i.removeprefix("sha256:") for i in item_ids}}
+        bag_dir = work / out.stem if as_zip else out
+        write_bag(bag_dir, payload, tag_files=tag_files, bag_info=bag_info, hashes=hashes)
+        tagmanifest = hashlib.sha256((bag_dir / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+        if as_zip:
+            bag_to_zip(bag_dir, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    data: dict[str, Any] = {
+        "export_id": export_id,
+        "items": list(item_ids),
+        "tagmanifest_sha256": tagmanifest,
+    }
+    if recipient:
+        committed, openings = commitments.make({"recipient": recipient})
+        doc = {"v": 1, "type": "openings", "salt": uuid.uuid4().hex, "fields": openings}
+        digest, _ = vault.objects.put_bytes(canonical(doc))
+        data.update(recipient=committed["recipient"], committed=committed, openings=digest.id)
+    events = vault.append(signer, [(ev.ITEM_EXPORTED, data)])
+    return ExportResult(
+        export_id=export_id,
+        out=str(out),
+        items=list(item_ids),
+        names=dict(staged.names),
+        revealed=staged.revealed,
+        withheld=staged.withheld,
+        redacted=sorted(staged.redacted),
+        tagmanifest_sha256=tagmanifest,
+        seq=events[0].seq if events else None,
+    )

@@ -1,0 +1,126 @@
+"""Take custody of a received bag: verify it, then ingest its files with their provenance.
+
+Each payload file is ingested like ``add`` does, with ``source`` = "bag <External-Identifier> from
+<Source-Organization>", and its ingest event carries ``provenance``: the SHA-256 of the bag's
+``tagmanifest-sha256.txt``, the sending vault's id, and the object holding the bag's tag files (a zip of
+everything but ``data/``), so the received custody log and proofs stay with the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bagit import read_bag_info
+from .bundle_verify import verify_bundle
+from .errors import EvidenceVaultError, UsageError
+from .report import Report
+from .safezip import safe_extract
+from .signing import Signer
+from .vault import AddOptions, AddResult, Vault
+
+
+class BundleRejected(EvidenceVaultError):
+    """The bag did not verify: nothing was imported."""
+
+    exit_code = 1
+
+
+@dataclass
+class ImportResult:
+    report: Report
+    results: list[AddResult] = field(default_factory=list)
+    source: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verification": self.report.outcome,
+            "source": self.source,
+            "provenance": self.provenance,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def _tag_zip(root: Path) -> bytes:
+    """Every file of the bag except data/, as a deterministic zip (fixed times, sorted)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if rel == "data" or rel.startswith("data/") or not stat.S_ISREG(os.lstat(p).st_mode):
+                continue
+            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, p.read_bytes())
+    return buf.getvalue()
+
+
+def import_bag(
+    vault: Vault,
+    path: Path,
+    signer: Signer,
+    *,
+    trusted: Sequence[str] = (),
+    tsa_roots: Sequence[bytes] = (),
+    strict: bool = False,
+) -> ImportResult:
+    """Verify ``path`` (bag directory or zip), then ingest its payload (:class:`BundleRejected` if not)."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix="evidence-vault-import-"))
+    try:
+        root = path
+        if path.is_file():
+            try:
+                root = safe_extract(path, tmp / "bag")
+            except EvidenceVaultError as exc:
+                report = Report(target=str(path), kind="bundle")
+                report.fail("bundle.unsafe-zip", str(path), exc.message)
+                raise BundleRejected(f"bag rejected: {exc.message}", path=path) from None
+        elif not path.is_dir():
+            raise UsageError("no such bag", path=path)
+        report = verify_bundle(root, trusted=trusted, tsa_roots=tsa_roots)
+        if report.exit_code(strict) != 0:
+            codes = sorted({f.code for f in report.failures} or {f.code for f in report.warnings})
+            raise BundleRejected(
+                f"bag does not verify ({report.outcome}: {', '.join(codes)}); nothing imported", path=path
+            )
+        info = read_bag_info(root)
+        ext_id = (info.get("External-Identifier") or ["?"])[0]
+        org = (info.get("Source-Organization") or ["?"])[0]
+        source = f"bag {ext_id} from {org}"
+        tagmanifest = hashlib.sha256((root / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+        digest, _ = vault.objects.put_bytes(_tag_zip(root))
+        provenance = {
+            "bag_tagmanifest_sha256": tagmanifest,
+            "source_vault": report.vault_id,
+            "bundle_object": digest.id,
+        }
+        files = sorted(p for p in (root / "data").rglob("*") if p.is_file() and not p.is_symlink())
+        options = AddOptions(source=source)
+        prepared = []
+        results: list[AddResult] = []
+        for f in files:
+            outcome = vault._prepare(str(f), options, None)
+            if isinstance(outcome, AddResult):
+                results.append(outcome)
+                continue
+            outcome.data["provenance"] = provenance
+            prepared.append(outcome)
+        if prepared:
+            results += vault._commit(prepared, signer, options, None)
+        if not any(r.status == "added" for r in results):
+            vault.objects.discard(digest.sha256)
+        return ImportResult(report=report, results=results, source=source, provenance=provenance)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
