@@ -81,8 +81,18 @@ def _expand(is_f: str, code: str) -> list[str]:
     m = re.search(r"\{([^}]*)\}", code)
     assert m is not None
     options = re.findall(r"""['"]([^'"]+)['"]""", m.group(1))
+    if not options and code.startswith("bag.{"):
+        options = bagit_codes()  # verify-bundle re-emits the BagIt validator's findings as bag.<code>
     assert options, f"cannot tell which codes the f-string {code!r} produces: use literal codes"
     return [c for opt in options for c in _expand(is_f, code[: m.start()] + opt + code[m.end() :])]
+
+
+def bagit_codes() -> list[str]:
+    """The finding codes of the BagIt validator (evidence_vault/bagit.py): its quoted `area.name` literals."""
+    text = (REPO / "evidence_vault" / "bagit.py").read_text("utf-8")
+    areas = "bagit|bag|bag-info|tag|tagmanifest|manifest|payload|path|file|fetch"
+    found = re.findall(rf"""["']((?:{areas})\.[a-z0-9-]+)["']""", text)
+    return sorted({c for c in found if not c.endswith(".txt")})
 
 
 def emitted_codes() -> dict[str, str]:
