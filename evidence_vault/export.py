@@ -294,7 +294,7 @@ def template(name: str) -> str:
 
 
 def _block(check: str, commands: list[str]) -> str:
-    return "```sh\n" + f"# check: {check}\ncd {PLACEHOLDER}\n" + "".join(c + "\n" for c in commands) + "```"
+    return "```sh\n" + f'# check: {check}\ncd "{PLACEHOLDER}"\n' + "".join(c + "\n" for c in commands) + "```"
 
 
 def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
@@ -339,7 +339,8 @@ def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
         untrusted = f" -untrusted {base}.chain.pem" if (stage / f"{base}.chain.pem").exists() else ""
         epoch = int(t["gen_time"].astimezone(UTC).timestamp())
         tsa_cmds.append(
-            f"openssl ts -verify -digest {t['digest']} -in {base}.tsr -CAfile {base}.ca.pem"
+            f'openssl ts -verify -digest "$(sha256sum evidence/{t["dir"]}/checkpoint | cut -d" " -f1)" '
+            f"-in {base}.tsr -CAfile {base}.ca.pem"
             f"{untrusted} -attime {epoch}"
         )
     keys = "\n".join(f"- `{fp}` ({name or 'unnamed key'})" for fp, name in sorted(staged.signers.items()))

@@ -81,7 +81,7 @@ def _register() -> None:
     vault_commands.register(app)
     anchor_commands.register(app)
     custody_commands.register(app)
-    __import__(f"{__package__}.export_commands", fromlist=['register']).register(app)
+    __import__(f"{__package__}.export_commands", fromlist=["register"]).register(app)
 
 
 _register()

@@ -1,0 +1,296 @@
+"""Export: selective disclosure, redaction, the export event, BagIt interop, VERIFY.md run verbatim, import."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evidence_vault import commitments
+from evidence_vault.bagit import validate_bag
+from tests.conftest import Cli
+from tests.paths import CORPUS
+from tests.servers.bitcoind import BitcoindServer
+from tests.servers.ots_calendar import CalendarServer
+from tests.servers.tsa import LocalTSA
+
+GPS_IMAGES = (CORPUS / "images" / "Apple iPhone 4.jpg", CORPUS / "images" / "DSCN0010.jpg")
+GPS_VIDEO = CORPUS / "video" / "with-gps.mov"
+EXPORTED_NAME = "exported-one.jpg"
+
+
+def codes(report: dict[str, Any], level: str = "FAIL") -> set[str]:
+    return {f["code"] for f in report["findings"] if f["level"] == level}
+
+
+def ids_by_name(cli: Cli, vault: Path) -> dict[str, dict[str, Any]]:
+    res = cli("--vault", vault, "ls", "--json")
+    assert res.code == 0, res.stderr
+    return {i["name"]: i for i in res.json()}
+
+
+def metadata_fields(vault: Path, item: dict[str, Any]) -> dict[str, Any]:
+    hex_id = item["metadata_object"].removeprefix("sha256:")
+    doc = json.loads((vault / "objects" / "sha256" / hex_id[:2] / hex_id).read_bytes())
+    return {k: v["value"] for k, v in doc["fields"].items()}
+
+
+@pytest.fixture
+def fifty(cli: Cli, vault: Path, tmp_path: Path) -> Path:
+    """A vault with 50 items: the one to export, 3 real GPS-tagged media and 46 other files, all tagged."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / EXPORTED_NAME).write_bytes((CORPUS / "images" / "Canon_40D.jpg").read_bytes())
+    res = cli("--vault", vault, "add", src / EXPORTED_NAME, "--tag", "case-public")
+    assert res.code == 0, res.stderr
+    others = []
+    for n in range(46):
+        p = src / f"victim-statement-{n:02d}-Nadia.txt"
+        p.write_text(f"withheld statement {n} of a person at a secret address\n")
+        others.append(p)
+    res = cli("--vault", vault, "add", *others, *GPS_IMAGES, GPS_VIDEO, "--tag", "secret-op-nightingale",
+              "--note", "free text about a victim")  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert cli("--vault", vault, "checkpoint").code == 0
+    assert len(ids_by_name(cli, vault)) == 50
+    return vault
+
+
+def bag_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def secrets_of(cli: Cli, vault: Path) -> list[str]:
+    """Strings that would betray a withheld item: ids, names, paths, metadata values, tags, metadata ids."""
+    out = ["secret-op-nightingale", "free text about a victim", "Nadia", "victim-statement"]
+    for name, item in ids_by_name(cli, vault).items():
+        if name == EXPORTED_NAME:
+            continue
+        out += [item["id"].removeprefix("sha256:"), name, item["metadata_object"].removeprefix("sha256:")]
+        for key, value in metadata_fields(vault, item).items():
+            if key.startswith("gps") or key in ("original_path", "original_name"):
+                out.append(str(value))
+    return out
+
+
+def assert_nothing_leaks(blobs: list[tuple[str, bytes]], needles: list[str]) -> None:
+    for where, data in blobs:
+        for needle in needles:
+            for form in {needle, needle.replace("/", "\\/"), json.dumps(needle)[1:-1]}:
+                assert form.encode() not in data, f"{needle!r} leaked in {where}"
+
+
+def test_export_one_of_fifty_reveals_only_that_item(cli: Cli, fifty: Path, tmp_path: Path, identity: str) -> None:
+    items = ids_by_name(cli, fifty)
+    target = items[EXPORTED_NAME]["id"]
+    bag = tmp_path / "bag"
+    res = cli("--vault", fifty, "export", target[7:19], "--out", bag, "--json")
+    assert res.code == 0, res.stderr
+    out = res.json()
+    assert out["items"] == [target] and out["names"] == {target: EXPORTED_NAME}
+    assert [p.relative_to(bag).as_posix() for p in (bag / "data").iterdir()] == [f"data/{EXPORTED_NAME}"]
+    log = [json.loads(line) for line in (bag / "evidence" / "log.jsonl").read_text().splitlines()]
+    withheld = [e for e in log if e.get("withheld")]
+    assert len(log) == 52 and out["withheld"] == len(withheld) == 49  # 49 ingests; genesis, checkpoint shown
+    assert all(set(e) == {"seq", "withheld", "line_sha256", "leaf_hash"} for e in withheld)
+    # No name, path, metadata value, tag or hash of a withheld file anywhere in the bag, nor in the zip.
+    needles = secrets_of(cli, fifty)
+    assert_nothing_leaks([(p.as_posix(), p.read_bytes()) for p in bag_files(bag)], needles)
+    zipped = tmp_path / "bag.zip"
+    assert cli("--vault", fifty, "export", target[7:19], "--out", zipped, "--zip").code == 0
+    with zipfile.ZipFile(zipped) as zf:
+        members = [(f"zip:{n}", zf.read(n)) for n in zf.namelist()]
+    assert_nothing_leaks([("zip", zipped.read_bytes()), *members], needles)
+    # It verifies, as a directory and as a zip; the genesis key is reported until pinned.
+    for path in (bag, zipped):
+        r = cli("verify-bundle", path, "--json")
+        assert r.code == 0, r.stdout
+        assert not codes(r.json()) and "trust.genesis-not-pinned" in codes(r.json(), "WARN")
+        pinned = cli("verify-bundle", path, "--trust", identity, "--json").json()
+        assert pinned["genesis_pinned"] and not codes(pinned)
+        assert pinned["stats"]["withheld"] == 49 and pinned["stats"]["items"] == 1
+    # Independent BagIt validators agree.
+    assert not [f for f in validate_bag(bag) if f.level == "error"]
+    for cmd in (["bagit.py", "--validate", str(bag)], ["sha256sum", "--strict", "-c", "manifest-sha256.txt"],
+                ["sha256sum", "--strict", "-c", "tagmanifest-sha256.txt"]):  # fmt: skip
+        done = subprocess.run(cmd, cwd=bag, capture_output=True, text=True)
+        assert done.returncode == 0, (cmd, done.stdout, done.stderr)
+    info = (bag / "bag-info.txt").read_text()
+    assert "Source-Organization: test vault" in info and "Payload-Oxum: " in info and "Bag-Count: 1 of 1" in info
+    vault_id = json.loads((fifty / "vault.json").read_text())["vault_id"]
+    assert f"External-Identifier: {vault_id}" in info
+
+
+def test_export_is_recorded_with_its_tagmanifest_and_committed_recipient(cli: Cli, filled_vault: Path,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    bag = tmp_path / "bag"
+    res = cli("--vault", filled_vault, "export", "--all", "--out", bag, "--recipient", "Counsel for the victim",
+              "--json")  # fmt: skip
+    assert res.code == 0, res.stderr
+    line = (filled_vault / "log.jsonl").read_text().splitlines()[-1]
+    event = json.loads(line)
+    assert event["type"] == "item.exported" and event["seq"] == res.json()["seq"]
+    data = event["data"]
+    assert sorted(data["items"]) == sorted(res.json()["items"]) and len(data["items"]) == 4
+    assert data["tagmanifest_sha256"] == __import__("hashlib").sha256(
+        (bag / "tagmanifest-sha256.txt").read_bytes()).hexdigest()  # fmt: skip
+    assert "Counsel" not in line  # the recipient is committed, not written in the clear
+    hex_obj = data["openings"].removeprefix("sha256:")
+    opening = json.loads((filled_vault / "objects" / "sha256" / hex_obj[:2] / hex_obj).read_bytes())
+    assert opening["fields"]["recipient"]["value"] == "Counsel for the victim"
+    assert commitments.opens(data["recipient"], opening["fields"]["recipient"])
+    assert data["committed"] == {"recipient": data["recipient"]}
+    # The vault still verifies (the openings object is referenced), and the event is not in the bag.
+    ver = cli("--vault", filled_vault, "verify", "--json")
+    assert ver.code == 0, ver.stdout
+    assert not codes(ver.json()) and "object.orphan" not in codes(ver.json(), "WARN")
+    assert b"item.exported" not in (bag / "evidence" / "log.jsonl").read_bytes()
+    # With every item exported and nothing redacted, the full metadata objects ship too.
+    assert len(list((bag / "evidence" / "metadata").iterdir())) == 4
+
+
+def test_redact_metadata_withholds_fields_and_signatures_still_check(cli: Cli, vault: Path, tmp_path: Path,
+                                                                    identity: str) -> None:  # fmt: skip
+    assert cli("--vault", vault, "add", GPS_IMAGES[0], "--note", "name of the witness: Omar").code == 0
+    item = next(iter(ids_by_name(cli, vault).values()))
+    fields = metadata_fields(vault, item)
+    assert fields["gps_lat"] and fields["original_path"]
+    bag = tmp_path / "bag"
+    res = cli("--vault", vault, "export", item["id"][7:19], "--out", bag, "--redact-metadata",
+              "gps,original_path,note", "--json")  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert set(res.json()["redacted"]) == {"gps_lat", "gps_lon", "original_path", "note"}
+    opened = json.loads((bag / "evidence" / "openings" / f"{item['id'][7:]}.json").read_text())
+    assert set(opened) == {"original_name", "modified_at"} or "gps_lat" not in opened
+    assert not (bag / "evidence" / "metadata").exists(), "the raw metadata object (EXIF) must not ship"
+    needles = [str(fields["gps_lat"]), str(fields["gps_lon"]), fields["original_path"], "Omar"]
+    assert_nothing_leaks([(p.as_posix(), p.read_bytes()) for p in bag_files(bag)], needles)
+    r = cli("verify-bundle", bag, "--trust", identity, "--json")
+    assert r.code == 0, r.stdout
+    assert not codes(r.json())
+    html = (bag / "report.html").read_text()
+    assert "withheld" in html and "gps_lat" in html
+
+
+def _blocks(verify_md: str) -> dict[str, str]:
+    """The fenced sh blocks of VERIFY.md by their '# check:' name."""
+    out = {}
+    for body in re.findall(r"```sh\n(.*?)```", verify_md, re.S):
+        name = re.match(r"# check: (\S+)", body)
+        assert name, body
+        out[name.group(1)] = body
+    return out
+
+
+def _run_block(body: str, bag: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    script = body.replace("/path/to/this/bag", str(bag))  # the only substitution
+    environ = {**os.environ, **(env or {})}
+    return subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, env=environ, timeout=120)
+
+
+def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
+        ca = tmp_path / "tsa-ca.pem"
+        ca.write_bytes(tsa.ca_pem)
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--tsa", tsa.url,
+                  "--tsa-ca", ca)  # fmt: skip
+        assert res.code == 0, res.stderr
+    cli("--vault", filled_vault, "add", CORPUS / "images" / "Canon_40D.jpg")  # already in: nothing recorded
+    ids = ids_by_name(cli, filled_vault)
+    bag = tmp_path / "bag with space"
+    res = cli("--vault", filled_vault, "export", ids["Canon_40D.jpg"]["id"][7:19], ids["with-gps.mov"]["id"][7:19],
+              "--out", bag)  # fmt: skip
+    assert res.code == 0, res.stderr
+    blocks = _blocks((bag / "VERIFY.md").read_text())
+    assert set(blocks) == {"files", "checkpoint-signatures", "event-signatures", "opentimestamps", "rfc3161",
+                           "script"}  # fmt: skip
+    for name in ("files", "checkpoint-signatures", "event-signatures", "rfc3161", "script"):
+        done = _run_block(blocks[name], bag)
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+    assert blocks["event-signatures"].count("ssh-keygen -Y verify") == 4  # genesis, 2 ingests, checkpoint
+    sigs = _run_block(blocks["event-signatures"], bag)
+    assert (sigs.stdout + sigs.stderr).count('Good "evidence-vault" signature') == 4
+    assert "Verification: OK" in _run_block(blocks["rfc3161"], bag).stdout
+    assert "PASS" in _run_block(blocks["script"], bag).stdout
+    # Our stamps are still pending (the stand-in calendars never reach a block): ots says so and fails.
+    with BitcoindServer() as node:
+        done = _run_block(blocks["opentimestamps"], bag, {"BITCOIN_NODE": node.url})
+    assert done.returncode != 0 and "Ignoring attestation from calendar" in done.stderr, done.stderr
+    assert "Success!" not in done.stderr
+    # The same commands catch a tampered bag.
+    (bag / "evidence" / "events" / "0.json").write_bytes(b"{\"tampered\":true}")
+    assert _run_block(blocks["event-signatures"], bag).returncode != 0
+    cp = next((bag / "evidence" / "checkpoints").iterdir()) / "checkpoint"
+    cp.write_bytes(cp.read_bytes().replace(b"\n5\n", b"\n4\n"))
+    assert _run_block(blocks["checkpoint-signatures"], bag).returncode != 0
+    assert _run_block(blocks["rfc3161"], bag).returncode != 0
+    assert _run_block(blocks["files"], bag).returncode != 0
+    assert _run_block(blocks["script"], bag).returncode != 0
+
+
+def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path) -> None:
+    """The exact `ots` command form of VERIFY.md, on a complete real proof (ours stay pending in tests)."""
+    from evidence_vault.export import render_verify_md  # noqa: F401  (the form is built there)
+
+    ots_dir = CORPUS / "timestamps" / "opentimestamps"
+    cmd = ('ots --no-cache --no-default-whitelist --bitcoin-node "${BITCOIN_NODE:-http://127.0.0.1:8332/}" '
+           f'verify -f "{ots_dir}/hello-world.txt" "{ots_dir}/hello-world.txt.ots"')  # fmt: skip
+    with BitcoindServer() as node:
+        done = subprocess.run(["bash", "-e", "-c", cmd], capture_output=True, text=True,
+                              env={**os.environ, "BITCOIN_NODE": node.url}, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "Success! Bitcoin block 358391" in done.stderr, done.stderr
+
+
+def test_import_takes_custody_with_provenance(cli: Cli, filled_vault: Path, tmp_path: Path, identity: str) -> None:
+    bag = tmp_path / "bag.zip"
+    ids = ids_by_name(cli, filled_vault)
+    target = ids["Canon_40D.jpg"]["id"]
+    assert cli("--vault", filled_vault, "export", target[7:19], "--out", bag, "--zip").code == 0
+    other = tmp_path / "receiving"
+    assert cli("init", other, "--name", "law office").code == 0
+    res = cli("--vault", other, "import", bag, "--trust", identity, "--json")
+    assert res.code == 0, res.stderr
+    out = res.json()
+    vault_id = json.loads((filled_vault / "vault.json").read_text())["vault_id"]
+    assert out["source"] == f"bag {vault_id} from test vault"
+    assert [r["status"] for r in out["results"]] == ["added"] and out["results"][0]["id"] == target
+    event = json.loads((other / "log.jsonl").read_text().splitlines()[-1])
+    prov = event["data"]["provenance"]
+    assert prov["source_vault"] == vault_id and prov["bundle_object"].startswith("sha256:")
+    with zipfile.ZipFile(bag) as zf:
+        top = zf.namelist()[0].split("/")[0]
+        tagm = zf.read(f"{top}/tagmanifest-sha256.txt")
+    assert prov["bag_tagmanifest_sha256"] == __import__("hashlib").sha256(tagm).hexdigest()
+    hex_obj = prov["bundle_object"].removeprefix("sha256:")
+    with zipfile.ZipFile(other / "objects" / "sha256" / hex_obj[:2] / hex_obj) as kept:
+        assert "evidence/log.jsonl" in kept.namelist() and not any(n.startswith("data/") for n in kept.namelist())
+    shown = cli("--vault", other, "show", target[7:19], "--json").json()
+    assert shown["metadata"].get("source") == f"bag {vault_id} from test vault"
+
+
+def test_import_refuses_a_bag_that_does_not_verify(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    victim = next((bag / "data").iterdir())
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"swapped")
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    before = (other / "log.jsonl").read_bytes()
+    res = cli("--vault", other, "import", bag)
+    assert res.code == 1 and "nothing imported" in res.stderr
+    assert (other / "log.jsonl").read_bytes() == before
+
+
+def test_export_refuses_existing_destination_and_unknown_items(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    (tmp_path / "exists").mkdir()
+    assert cli("--vault", filled_vault, "export", "--all", "--out", tmp_path / "exists").code == 2
+    assert cli("--vault", filled_vault, "export", "deadbeefdeadbeef", "--out", tmp_path / "x").code == 2
+    assert cli("--vault", filled_vault, "export", "--out", tmp_path / "y").code == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
