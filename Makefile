@@ -60,6 +60,8 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The benchmark also compares against hashdeep.
+bench: APT_PACKAGES += hashdeep
 bench: setup
 	@if [ -x bench/run ]; then PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bench/run; \
 	elif [ -f bench/run ]; then PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash bench/run; \
