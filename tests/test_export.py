@@ -1,4 +1,4 @@
-"""Export: selective disclosure, redaction, the export event, BagIt interop, VERIFY.md run verbatim, import."""
+"""Export: selective disclosure, redaction, the export event, BagIt interop, VERIFY.md verbatim, import."""
 
 from __future__ import annotations
 
@@ -54,8 +54,18 @@ def fifty(cli: Cli, vault: Path, tmp_path: Path) -> Path:
         p = src / f"victim-statement-{n:02d}-Nadia.txt"
         p.write_text(f"withheld statement {n} of a person at a secret address\n")
         others.append(p)
-    res = cli("--vault", vault, "add", *others, *GPS_IMAGES, GPS_VIDEO, "--tag", "secret-op-nightingale",
-              "--note", "free text about a victim")  # fmt: skip
+    res = cli(
+        "--vault",
+        vault,
+        "add",
+        *others,
+        *GPS_IMAGES,
+        GPS_VIDEO,
+        "--tag",
+        "secret-op-nightingale",
+        "--note",
+        "free text about a victim",
+    )
     assert res.code == 0, res.stderr
     assert cli("--vault", vault, "checkpoint").code == 0
     assert len(ids_by_name(cli, vault)) == 50
@@ -86,7 +96,9 @@ def assert_nothing_leaks(blobs: list[tuple[str, bytes]], needles: list[str]) -> 
                 assert form.encode() not in data, f"{needle!r} leaked in {where}"
 
 
-def test_export_one_of_fifty_reveals_only_that_item(cli: Cli, fifty: Path, tmp_path: Path, identity: str) -> None:
+def test_export_one_of_fifty_reveals_only_that_item(
+    cli: Cli, fifty: Path, tmp_path: Path, identity: str
+) -> None:
     items = ids_by_name(cli, fifty)
     target = items[EXPORTED_NAME]["id"]
     bag = tmp_path / "bag"
@@ -117,29 +129,46 @@ def test_export_one_of_fifty_reveals_only_that_item(cli: Cli, fifty: Path, tmp_p
         assert pinned["stats"]["withheld"] == 49 and pinned["stats"]["items"] == 1
     # Independent BagIt validators agree.
     assert not [f for f in validate_bag(bag) if f.level == "error"]
-    for cmd in (["bagit.py", "--validate", str(bag)], ["sha256sum", "--strict", "-c", "manifest-sha256.txt"],
-                ["sha256sum", "--strict", "-c", "tagmanifest-sha256.txt"]):  # fmt: skip
+    for cmd in (
+        ["bagit.py", "--validate", str(bag)],
+        ["sha256sum", "--strict", "-c", "manifest-sha256.txt"],
+        ["sha256sum", "--strict", "-c", "tagmanifest-sha256.txt"],
+    ):
         done = subprocess.run(cmd, cwd=bag, capture_output=True, text=True)
         assert done.returncode == 0, (cmd, done.stdout, done.stderr)
     info = (bag / "bag-info.txt").read_text()
-    assert "Source-Organization: test vault" in info and "Payload-Oxum: " in info and "Bag-Count: 1 of 1" in info
+    assert (
+        "Source-Organization: test vault" in info and "Payload-Oxum: " in info and "Bag-Count: 1 of 1" in info
+    )
     vault_id = json.loads((fifty / "vault.json").read_text())["vault_id"]
     assert f"External-Identifier: {vault_id}" in info
 
 
-def test_export_is_recorded_with_its_tagmanifest_and_committed_recipient(cli: Cli, filled_vault: Path,
-                                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_export_is_recorded_with_its_tagmanifest_and_committed_recipient(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
     bag = tmp_path / "bag"
-    res = cli("--vault", filled_vault, "export", "--all", "--out", bag, "--recipient", "Counsel for the victim",
-              "--json")  # fmt: skip
+    res = cli(
+        "--vault",
+        filled_vault,
+        "export",
+        "--all",
+        "--out",
+        bag,
+        "--recipient",
+        "Counsel for the victim",
+        "--json",
+    )
     assert res.code == 0, res.stderr
     line = (filled_vault / "log.jsonl").read_text().splitlines()[-1]
     event = json.loads(line)
     assert event["type"] == "item.exported" and event["seq"] == res.json()["seq"]
     data = event["data"]
     assert sorted(data["items"]) == sorted(res.json()["items"]) and len(data["items"]) == 4
-    assert data["tagmanifest_sha256"] == __import__("hashlib").sha256(
-        (bag / "tagmanifest-sha256.txt").read_bytes()).hexdigest()  # fmt: skip
+    assert (
+        data["tagmanifest_sha256"]
+        == __import__("hashlib").sha256((bag / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+    )
     assert "Counsel" not in line  # the recipient is committed, not written in the clear
     hex_obj = data["openings"].removeprefix("sha256:")
     opening = json.loads((filled_vault / "objects" / "sha256" / hex_obj[:2] / hex_obj).read_bytes())
@@ -155,15 +184,25 @@ def test_export_is_recorded_with_its_tagmanifest_and_committed_recipient(cli: Cl
     assert len(list((bag / "evidence" / "metadata").iterdir())) == 4
 
 
-def test_redact_metadata_withholds_fields_and_signatures_still_check(cli: Cli, vault: Path, tmp_path: Path,
-                                                                    identity: str) -> None:  # fmt: skip
+def test_redact_metadata_withholds_fields_and_signatures_still_check(
+    cli: Cli, vault: Path, tmp_path: Path, identity: str
+) -> None:
     assert cli("--vault", vault, "add", GPS_IMAGES[0], "--note", "name of the witness: Omar").code == 0
     item = next(iter(ids_by_name(cli, vault).values()))
     fields = metadata_fields(vault, item)
     assert fields["gps_lat"] and fields["original_path"]
     bag = tmp_path / "bag"
-    res = cli("--vault", vault, "export", item["id"][7:19], "--out", bag, "--redact-metadata",
-              "gps,original_path,note", "--json")  # fmt: skip
+    res = cli(
+        "--vault",
+        vault,
+        "export",
+        item["id"][7:19],
+        "--out",
+        bag,
+        "--redact-metadata",
+        "gps,original_path,note",
+        "--json",
+    )
     assert res.code == 0, res.stderr
     assert set(res.json()["redacted"]) == {"gps_lat", "gps_lon", "original_path", "note"}
     opened = json.loads((bag / "evidence" / "openings" / f"{item['id'][7:]}.json").read_text())
@@ -191,25 +230,51 @@ def _blocks(verify_md: str) -> dict[str, str]:
 def _run_block(body: str, bag: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     script = body.replace("/path/to/this/bag", str(bag))  # the only substitution
     environ = {**os.environ, **(env or {})}
-    return subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, env=environ, timeout=120)
+    return subprocess.run(
+        ["bash", "-e", "-c", script], capture_output=True, text=True, env=environ, timeout=120
+    )
 
 
 def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
         ca = tmp_path / "tsa-ca.pem"
         ca.write_bytes(tsa.ca_pem)
-        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--tsa", tsa.url,
-                  "--tsa-ca", ca)  # fmt: skip
+        res = cli(
+            "--vault",
+            filled_vault,
+            "stamp",
+            "--calendar",
+            a.url,
+            "--calendar",
+            b.url,
+            "--tsa",
+            tsa.url,
+            "--tsa-ca",
+            ca,
+        )
         assert res.code == 0, res.stderr
     cli("--vault", filled_vault, "add", CORPUS / "images" / "Canon_40D.jpg")  # already in: nothing recorded
     ids = ids_by_name(cli, filled_vault)
     bag = tmp_path / "bag with space"
-    res = cli("--vault", filled_vault, "export", ids["Canon_40D.jpg"]["id"][7:19], ids["with-gps.mov"]["id"][7:19],
-              "--out", bag)  # fmt: skip
+    res = cli(
+        "--vault",
+        filled_vault,
+        "export",
+        ids["Canon_40D.jpg"]["id"][7:19],
+        ids["with-gps.mov"]["id"][7:19],
+        "--out",
+        bag,
+    )
     assert res.code == 0, res.stderr
     blocks = _blocks((bag / "VERIFY.md").read_text())
-    assert set(blocks) == {"files", "checkpoint-signatures", "event-signatures", "opentimestamps", "rfc3161",
-                           "script"}  # fmt: skip
+    assert set(blocks) == {
+        "files",
+        "checkpoint-signatures",
+        "event-signatures",
+        "opentimestamps",
+        "rfc3161",
+        "script",
+    }
     for name in ("files", "checkpoint-signatures", "event-signatures", "rfc3161", "script"):
         done = _run_block(blocks[name], bag)
         assert done.returncode == 0, (name, done.stdout, done.stderr)
@@ -224,7 +289,7 @@ def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path:
     assert done.returncode != 0 and "Ignoring attestation from calendar" in done.stderr, done.stderr
     assert "Success!" not in done.stderr
     # The same commands catch a tampered bag.
-    (bag / "evidence" / "events" / "0.json").write_bytes(b"{\"tampered\":true}")
+    (bag / "evidence" / "events" / "0.json").write_bytes(b'{"tampered":true}')
     assert _run_block(blocks["event-signatures"], bag).returncode != 0
     cp = next((bag / "evidence" / "checkpoints").iterdir()) / "checkpoint"
     cp.write_bytes(cp.read_bytes().replace(b"\n5\n", b"\n4\n"))
@@ -239,15 +304,24 @@ def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path) -> N
     from evidence_vault.export import render_verify_md  # noqa: F401  (the form is built there)
 
     ots_dir = CORPUS / "timestamps" / "opentimestamps"
-    cmd = ('ots --no-cache --no-default-whitelist --bitcoin-node "${BITCOIN_NODE:-http://127.0.0.1:8332/}" '
-           f'verify -f "{ots_dir}/hello-world.txt" "{ots_dir}/hello-world.txt.ots"')  # fmt: skip
+    cmd = (
+        'ots --no-cache --no-default-whitelist --bitcoin-node "${BITCOIN_NODE:-http://127.0.0.1:8332/}" '
+        f'verify -f "{ots_dir}/hello-world.txt" "{ots_dir}/hello-world.txt.ots"'
+    )
     with BitcoindServer() as node:
-        done = subprocess.run(["bash", "-e", "-c", cmd], capture_output=True, text=True,
-                              env={**os.environ, "BITCOIN_NODE": node.url}, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-e", "-c", cmd],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BITCOIN_NODE": node.url},
+            timeout=60,
+        )
     assert done.returncode == 0 and "Success! Bitcoin block 358391" in done.stderr, done.stderr
 
 
-def test_import_takes_custody_with_provenance(cli: Cli, filled_vault: Path, tmp_path: Path, identity: str) -> None:
+def test_import_takes_custody_with_provenance(
+    cli: Cli, filled_vault: Path, tmp_path: Path, identity: str
+) -> None:
     bag = tmp_path / "bag.zip"
     ids = ids_by_name(cli, filled_vault)
     target = ids["Canon_40D.jpg"]["id"]
@@ -269,7 +343,9 @@ def test_import_takes_custody_with_provenance(cli: Cli, filled_vault: Path, tmp_
     assert prov["bag_tagmanifest_sha256"] == __import__("hashlib").sha256(tagm).hexdigest()
     hex_obj = prov["bundle_object"].removeprefix("sha256:")
     with zipfile.ZipFile(other / "objects" / "sha256" / hex_obj[:2] / hex_obj) as kept:
-        assert "evidence/log.jsonl" in kept.namelist() and not any(n.startswith("data/") for n in kept.namelist())
+        assert "evidence/log.jsonl" in kept.namelist() and not any(
+            n.startswith("data/") for n in kept.namelist()
+        )
     shown = cli("--vault", other, "show", target[7:19], "--json").json()
     assert shown["metadata"].get("source") == f"bag {vault_id} from test vault"
 
@@ -288,7 +364,9 @@ def test_import_refuses_a_bag_that_does_not_verify(cli: Cli, filled_vault: Path,
     assert (other / "log.jsonl").read_bytes() == before
 
 
-def test_export_refuses_existing_destination_and_unknown_items(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+def test_export_refuses_existing_destination_and_unknown_items(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
     (tmp_path / "exists").mkdir()
     assert cli("--vault", filled_vault, "export", "--all", "--out", tmp_path / "exists").code == 2
     assert cli("--vault", filled_vault, "export", "deadbeefdeadbeef", "--out", tmp_path / "x").code == 2

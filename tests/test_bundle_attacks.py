@@ -1,0 +1,267 @@
+"""Attacks on an exported bag: each must make verify-bundle exit 1 with its specific finding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evidence_vault.bundle_verify import verify_bundle
+from tests.conftest import Cli
+from tests.paths import CORPUS
+
+
+def codes(report: dict[str, Any]) -> set[str]:
+    return {f["code"] for f in report["findings"] if f["level"] == "FAIL"}
+
+
+@pytest.fixture
+def bag(cli: Cli, filled_vault: Path, tmp_path: Path) -> Path:
+    """A bag of 2 of the 4 items, over two checkpoints (so withheld lines and consistency proofs exist)."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    items = {i["name"]: i["id"] for i in cli("--vault", filled_vault, "ls", "--json").json()}
+    out = tmp_path / "bag"
+    res = cli(
+        "--vault",
+        filled_vault,
+        "export",
+        items["Canon_40D.jpg"][7:19],
+        items["DSCN0010.jpg"][7:19],
+        "--out",
+        out,
+    )
+    assert res.code == 0, res.stderr
+    ok = cli("verify-bundle", out, "--json")
+    assert ok.code == 0 and not codes(ok.json()), ok.stdout
+    for p in out.rglob("*"):
+        if p.is_file():
+            os.chmod(p, 0o644)
+    return out
+
+
+def check(cli: Cli, path: Path, *extra: str) -> tuple[int, set[str]]:
+    res = cli("verify-bundle", path, "--json", *extra)
+    return res.code, codes(res.json())
+
+
+def rewrite_tagmanifest(bag: Path) -> None:
+    """What a careful forger does: make the BagIt manifests match the forged tag files again."""
+    lines = []
+    for line in (bag / "tagmanifest-sha256.txt").read_text().splitlines():
+        _, rel = line.split("  ", 1)
+        lines.append(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}\n")
+    (bag / "tagmanifest-sha256.txt").write_text("".join(lines))
+
+
+def log_lines(bag: Path) -> list[bytes]:
+    return (bag / "evidence" / "log.jsonl").read_bytes().splitlines()
+
+
+def write_log(bag: Path, lines: list[bytes]) -> None:
+    (bag / "evidence" / "log.jsonl").write_bytes(b"".join(x + b"\n" for x in lines))
+
+
+def test_file_swapped_in_data(cli: Cli, bag: Path) -> None:
+    victim = next((bag / "data").iterdir())
+    victim.write_bytes(b"a different photo")
+    code, found = check(cli, bag)
+    assert code == 1 and "bag.payload.hash-mismatch" in found and "bundle.payload-not-an-item" in found
+
+
+def test_file_swapped_and_manifests_forged(cli: Cli, bag: Path) -> None:
+    victim = next((bag / "data").iterdir())
+    victim.write_bytes(b"a different photo")
+    rel = victim.relative_to(bag).as_posix()
+    (bag / "manifest-sha256.txt").write_text(
+        "".join(
+            f"{hashlib.sha256((bag / r).read_bytes()).hexdigest()}  {r}\n"
+            for r in [ln.split("  ", 1)[1] for ln in (bag / "manifest-sha256.txt").read_text().splitlines()]
+        )
+    )
+    rewrite_tagmanifest(bag)
+    info = (bag / "bag-info.txt").read_text()
+    total = sum(p.stat().st_size for p in (bag / "data").iterdir())
+    (bag / "bag-info.txt").write_text(re.sub(r"Payload-Oxum: \d+\.", f"Payload-Oxum: {total}.", info))
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "bundle.payload-not-an-item" in found, (rel, found)
+    assert not any(c.startswith("bag.") for c in found)
+
+
+def test_one_byte_of_log_edited(cli: Cli, bag: Path) -> None:
+    data = bytearray((bag / "evidence" / "log.jsonl").read_bytes())
+    i = data.index(b'"size":') + 7
+    data[i] = ord("9") if data[i] != ord("9") else ord("8")
+    (bag / "evidence" / "log.jsonl").write_bytes(bytes(data))
+    code, found = check(cli, bag)
+    assert code == 1 and "bag.tag.hash-mismatch" in found
+
+
+def test_one_byte_of_log_edited_with_tagmanifest_forged(cli: Cli, bag: Path) -> None:
+    data = bytearray((bag / "evidence" / "log.jsonl").read_bytes())
+    i = data.index(b'"size":') + 7
+    data[i] = ord("9") if data[i] != ord("9") else ord("8")
+    (bag / "evidence" / "log.jsonl").write_bytes(bytes(data))
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1
+    assert not any(c.startswith("bag.") for c in found)  # BagIt no longer helps: the signature and chain do
+    assert {"log.bad-signature", "checkpoint.root-mismatch", "bundle.event-file-mismatch"} <= found
+
+
+def test_withheld_leaf_hash_changed(cli: Cli, bag: Path) -> None:
+    lines = log_lines(bag)
+    i = next(n for n, ln in enumerate(lines) if b'"withheld":true' in ln)
+    stub = json.loads(lines[i])
+    stub["leaf_hash"] = "00" * 32
+    lines[i] = json.dumps(stub, separators=(",", ":"), sort_keys=True).encode()
+    write_log(bag, lines)
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "checkpoint.root-mismatch" in found
+
+
+def test_withheld_line_hash_changed(cli: Cli, bag: Path) -> None:
+    lines = log_lines(bag)
+    # A withheld line followed by a revealed one: the revealed line's signed prev binds the line hash.
+    i = next(
+        n for n, ln in enumerate(lines[:-1]) if b'"withheld":true' in ln and b'"withheld"' not in lines[n + 1]
+    )
+    stub = json.loads(lines[i])
+    stub["line_sha256"] = "11" * 32
+    lines[i] = json.dumps(stub, separators=(",", ":"), sort_keys=True).encode()
+    write_log(bag, lines)
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "log.chain-broken" in found
+
+
+def test_withheld_line_removed(cli: Cli, bag: Path) -> None:
+    lines = log_lines(bag)
+    i = next(n for n, ln in enumerate(lines) if b'"withheld":true' in ln)
+    write_log(bag, lines[:i] + lines[i + 1 :])
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and {"log.seq-mismatch", "checkpoint.root-mismatch"} & found
+
+
+def test_inclusion_proof_for_another_checkpoint(cli: Cli, bag: Path, filled_vault: Path) -> None:
+    from evidence_vault import merkle
+
+    sizes = sorted(int(p.name) for p in (bag / "evidence" / "checkpoints").iterdir())
+    assert len(sizes) == 2
+    leaves = []
+    for ln in log_lines(bag):
+        stub = json.loads(ln)
+        leaves.append(bytes.fromhex(stub["leaf_hash"]) if stub.get("withheld") else merkle.leaf_hash(ln))
+    doc = json.loads((bag / "evidence" / "proofs" / "inclusion.json").read_text())
+    # Valid proofs, but for the older checkpoint: claim them as such ...
+    older = {
+        str(s): [h.hex() for h in merkle.inclusion_proof(leaves, int(s), sizes[0])]
+        for s in doc["proofs"]
+        if int(s) < sizes[0]
+    }
+    (bag / "evidence" / "proofs" / "inclusion.json").write_text(
+        json.dumps({"tree_size": sizes[0], "proofs": older})
+    )
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "proof.wrong-checkpoint" in found
+    # ... or pass them off as proofs in the latest one.
+    (bag / "evidence" / "proofs" / "inclusion.json").write_text(
+        json.dumps({"tree_size": sizes[1], "proofs": older})
+    )
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "proof.inclusion-invalid" in found
+
+
+def test_keys_in_allowed_signers_differ_from_signers(cli: Cli, bag: Path) -> None:
+    other = cli("key", "new", "--name", "Mallory", "--json").json()
+    pub = cli("key", "export-public", other["fingerprint"]).stdout.strip()
+    assert pub.startswith("ssh-ed25519 ")
+    allowed = bag / "evidence" / "keys" / "allowed_signers"
+    allowed.write_text(allowed.read_text() + f'{other["fingerprint"]} namespaces="evidence-vault" {pub}\n')
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "bundle.keys-mismatch" in found
+
+
+def test_keys_in_verify_md_differ_from_signers(cli: Cli, bag: Path) -> None:
+    other = cli("key", "new", "--name", "Mallory", "--json").json()["fingerprint"]
+    text = (bag / "VERIFY.md").read_text()
+    signer = next(iter(json.loads(cli("verify-bundle", bag, "--json").stdout)["genesis_key"].split()))
+    (bag / "VERIFY.md").write_text(text.replace(signer, other))
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "bundle.keys-mismatch" in found
+
+
+def test_wrong_trusted_key(cli: Cli, bag: Path) -> None:
+    other = cli("key", "new", "--name", "Mallory", "--json").json()["fingerprint"]
+    code, found = check(cli, bag, "--trust", other)
+    assert code == 1 and "trust.genesis-mismatch" in found
+
+
+def test_opening_forged(cli: Cli, bag: Path) -> None:
+    path = next((bag / "evidence" / "openings").iterdir())
+    doc = json.loads(path.read_text())
+    doc["original_name"]["value"] = "somewhere-else.jpg"
+    path.write_text(json.dumps(doc))
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "metadata.commitment-mismatch" in found
+
+
+def _zip_with(tmp_path: Path, name: str, entries: list[zipfile.ZipInfo]) -> Path:
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("bag/bagit.txt", "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
+        for info in entries:
+            zf.writestr(info, b"x" if not stat.S_ISLNK(info.external_attr >> 16) else b"/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ("dotdot", "bag/../../escaped.txt", 0o100644),
+        ("absolute", "/tmp/evidence-vault-absolute.txt", 0o100644),
+        ("symlink", "bag/data/link", 0o120777),
+    ],
+    ids=lambda e: e[0],
+)
+def test_hostile_zip_rejected_before_anything_is_written(
+    cli: Cli, tmp_path: Path, entry: tuple[str, str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, name, mode = entry
+    info = zipfile.ZipInfo(name)
+    info.external_attr = mode << 16
+    info.create_system = 3
+    z = _zip_with(tmp_path, "hostile.zip", [info])
+    target = tmp_path / "extract-here"
+    report = verify_bundle(z, extract_to=target)
+    assert report.outcome == "FAIL" and [f.code for f in report.failures] == ["bundle.unsafe-zip"]
+    assert not target.exists(), "nothing may be written for a rejected zip"
+    assert (
+        not (tmp_path.parent / "escaped.txt").exists()
+        and not Path("/tmp/evidence-vault-absolute.txt").exists()
+    )
+    # Through the CLI too, with its own temporary directory left empty.
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    code, found = check(cli, z)
+    assert code == 1 and found == {"bundle.unsafe-zip"}
+    assert list(tmpdir.iterdir()) == []
