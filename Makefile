@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 # Debian packages the tests and the demo need (command-line interop checks: openssl ts, ssh-keygen -Y).
 # Later additions go here, e.g. hashdeep (bench), chromium (HTML report rendering).
-APT_PACKAGES ?= openssl openssh-client
+APT_PACKAGES ?= openssl openssh-client chromium poppler-utils
 
 .PHONY: setup apt venv demo test lint bench clean help
 
