@@ -349,7 +349,8 @@ class Vault:
         from .metadata import extract_metadata
 
         shown = display_name(path)
-        flags = os.O_RDONLY | (0 if options.follow_symlinks else os.O_NOFOLLOW)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then skipped as not a regular file).
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if options.follow_symlinks else os.O_NOFOLLOW)
         try:
             fd = os.open(path, flags)
         except OSError as exc:
