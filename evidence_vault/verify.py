@@ -61,6 +61,7 @@ class LogState:
     line_hashes: list[str] = field(default_factory=list)
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
     openings: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (object, committed, seq)
+    bundles: set[str] = field(default_factory=set)  # objects holding an imported bag's tag files
     roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
@@ -216,6 +217,9 @@ def _record_item(event: Event, index: int, subject: str, state: LogState, report
         report.warn("log.duplicate-ingest", subject,
                     f"item already ingested at seq {state.items[item].seq}", seq=index, item=item)  # fmt: skip
         return
+    prov = data.get("provenance")
+    if isinstance(prov, dict) and isinstance(prov.get("bundle_object"), str):
+        state.bundles.add(prov["bundle_object"])
     meta = data.get("metadata")
     committed = data.get("committed") if isinstance(data.get("committed"), dict) else {}
     state.items[item] = ItemRecord(index, size, meta if isinstance(meta, str) else None, dict(committed or {}))
@@ -330,6 +334,7 @@ def _check_objects(
             jobs.append((hex_obj, "openings", None, None))
         openings_at.setdefault(hex_obj, []).append((committed, seq))
         referenced.add(hex_obj)
+    referenced.update(b.removeprefix("sha256:") for b in state.bundles)
 
     def check(job: tuple[str, str, int | None, str | None]) -> tuple[tuple[str, str, int | None, str | None], Any]:
         hex_digest = job[0]
