@@ -346,6 +346,8 @@ def test_import_takes_custody_with_provenance(
         assert "evidence/log.jsonl" in kept.namelist() and not any(
             n.startswith("data/") for n in kept.namelist()
         )
+    ver = cli("--vault", other, "verify", "--json")
+    assert ver.code == 0 and "object.orphan" not in codes(ver.json(), "WARN"), ver.stdout
     shown = cli("--vault", other, "show", target[7:19], "--json").json()
     assert shown["metadata"].get("source") == f"bag {vault_id} from test vault"
 
