@@ -17,10 +17,16 @@ def clean_str(value: str) -> str:
     return value.replace("\x00", "").strip()
 
 
+MAX_SAFE_INT = 2**53 - 1
+
+
 def json_safe(value: Any, depth: int = 0) -> Any:
     """Convert ``value`` into str/int/bool/None/list/dict with str keys; floats become decimal strings."""
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        # RFC 8785 (I-JSON) allows integers up to 2**53 - 1 only: larger ones (Matroska UIDs) become text.
+        return value if abs(value) <= MAX_SAFE_INT else str(value)
     if isinstance(value, str):
         text = clean_str(value)
         if len(text) > MAX_RAW_STRING:
