@@ -84,9 +84,13 @@ class Event:
     @property
     def signature(self) -> bytes:
         try:
-            return base64.b64decode(self.sig, validate=True)
+            raw = base64.b64decode(self.sig, validate=True)
         except ValueError:
             raise IntegrityError("signature is not valid base64") from None
+        if base64.b64encode(raw).decode("ascii") != self.sig:
+            # Unused low bits in the last base64 digit would let the line change without the signature.
+            raise IntegrityError("signature is not in canonical base64")
+        return raw
 
     @classmethod
     def from_dict(cls, d: Any) -> Event:
