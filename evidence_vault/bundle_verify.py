@@ -39,7 +39,7 @@ from .report import Report
 from .safezip import safe_extract
 from .signing import PublicKey, unarmor, verify_signature
 from .timestamps.headers import HeaderStore
-from .verify import LogState, _check_checkpoint_event, _check_signer, _record_item, line_subject
+from .verify import LogState, check_event, line_subject
 
 EVIDENCE = "evidence"
 #: Events revealed in every export whatever items it holds: they carry no item data.
@@ -143,38 +143,10 @@ def _check_revealed(
     state: EvidenceState,
     report: Report,
 ) -> None:
-    """The per-line checks of ``verify.verify_log`` for one revealed line (shared helpers for the rest)."""
-    subject = line_subject(index)
-    log = state.log
-    if not is_canonical:
-        report.fail("log.non-canonical", subject, "line is not in RFC 8785 canonical form", seq=index)
-    if event.v != ev.FORMAT_VERSION:
-        report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
-    if event.seq != index:
-        report.fail("log.seq-mismatch", subject, f"seq is {event.seq}, expected {index}", seq=index)
-    if event.prev != prev:
-        report.fail(
-            "log.chain-broken",
-            subject,
-            "prev does not match the hash of the previous line (revealed or withheld)",
-            seq=index,
-        )
-    if event.type not in ev.EVENT_TYPES:
-        report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
-    if not _TIME.match(event.time):
-        report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
-    log.last_time = max(log.last_time, event.time)
+    """The per-line checks of ``verify`` (shared), for one revealed line of a bundle's log."""
     if index == 0 and isinstance(event.data.get("vault_id"), str):
         state.vault_id = event.data["vault_id"]
-    _check_signer(event, index, subject, log.authority, report, state.vault_id)
-    try:
-        log.authority.apply(event)
-    except EvidenceVaultError as exc:
-        report.fail("log.bad-key-event", subject, exc.message, seq=index)
-    if event.type == ev.ITEM_INGESTED:
-        _record_item(event, index, subject, log, report)
-    elif event.type == ev.CHECKPOINT:
-        _check_checkpoint_event(event, index, subject, root_before, log, report, state.vault_id)
+    check_event(event, is_canonical, index, prev, root_before, state.log, report, state.vault_id)
 
 
 def check_log(ev_root: Path, report: Report, state: EvidenceState) -> None:

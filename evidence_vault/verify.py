@@ -15,12 +15,10 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from . import commitments
+from . import commitments, merkle
 from . import events as ev
-from . import merkle
 from .authority import Authority
 from .checkpoint import Checkpoint
 from .custody import Custody
@@ -108,50 +106,69 @@ def verify_log(
             report.fail("log.malformed", subject, exc.message, seq=index)
             prev = this_hash
             continue
-        if not is_canonical:
-            report.fail("log.non-canonical", subject, "line is not in RFC 8785 canonical form", seq=index)
-        if event.v != ev.FORMAT_VERSION:
-            report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
-        if event.seq != index:
-            report.fail("log.seq-mismatch", subject,
-                        f"seq is {event.seq}, expected {index} (line removed, duplicated or reordered)",
-                        seq=index)  # fmt: skip
-        if event.prev != prev:
-            report.fail("log.chain-broken", subject,
-                        "prev does not match the hash of the previous line (a line before it was edited, "
-                        "removed or reordered)", seq=index)  # fmt: skip
+        check_event(event, is_canonical, index, prev, root_before, state, report, vault_id)
         prev = this_hash
-        if event.type not in ev.EVENT_TYPES:
-            report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
-        if not _TIME.match(event.time):
-            report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
-        elif event.time < state.last_time:
-            report.warn("log.time-order", subject,
-                        f"time {event.time} is earlier than the previous event's {state.last_time}",
-                        seq=index)  # fmt: skip
-        state.last_time = max(state.last_time, event.time)
-        _check_signer(event, index, subject, state.authority, report, vault_id)
-        try:
-            state.custody.check(event, state.authority)
-        except EvidenceVaultError as exc:
-            report.fail("log.custody-violation", subject, exc.message, seq=index)
-        try:
-            state.authority.apply(event)
-        except EvidenceVaultError as exc:
-            report.fail("log.bad-key-event", subject, exc.message, seq=index)
-        state.custody.apply(event)
-        if event.type != ev.ITEM_INGESTED and isinstance(event.data.get("openings"), str):
-            committed = event.data.get("committed")
-            state.openings.append((event.data["openings"], dict(committed) if isinstance(committed, dict) else {}, index))
-        if event.type == ev.ITEM_INGESTED:
-            _record_item(event, index, subject, state, report)
-        elif event.type == ev.CHECKPOINT:
-            _check_checkpoint_event(event, index, subject, root_before, state, report, vault_id)
         if on_event is not None:
             on_event(event, raw.data)
     if acc.size in wanted:
         state.roots_at[acc.size] = acc.root()
     return state
+
+
+def check_event(
+    event: Event,
+    is_canonical: bool,
+    index: int,
+    prev: str | None,
+    root_before: bytes | None,
+    state: LogState,
+    report: Report,
+    vault_id: str | None,
+) -> None:
+    """Every check of one log line in its place: form, seq, chain, time, signer, custody, contents.
+
+    ``prev`` is the hash the line must chain to; ``root_before`` the Merkle root of the lines before it
+    (needed for checkpoint lines only). Shared by vault verification and bundle verification.
+    """
+    subject = line_subject(index)
+    if not is_canonical:
+        report.fail("log.non-canonical", subject, "line is not in RFC 8785 canonical form", seq=index)
+    if event.v != ev.FORMAT_VERSION:
+        report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
+    if event.seq != index:
+        report.fail("log.seq-mismatch", subject,
+                    f"seq is {event.seq}, expected {index} (line removed, duplicated or reordered)",
+                    seq=index)  # fmt: skip
+    if event.prev != prev:
+        report.fail("log.chain-broken", subject,
+                    "prev does not match the hash of the previous line (a line before it was edited, "
+                    "removed or reordered)", seq=index)  # fmt: skip
+    if event.type not in ev.EVENT_TYPES:
+        report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
+    if not _TIME.match(event.time):
+        report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
+    elif event.time < state.last_time:
+        report.warn("log.time-order", subject,
+                    f"time {event.time} is earlier than the previous event's {state.last_time}",
+                    seq=index)  # fmt: skip
+    state.last_time = max(state.last_time, event.time)
+    _check_signer(event, index, subject, state.authority, report, vault_id)
+    try:
+        state.custody.check(event, state.authority)
+    except EvidenceVaultError as exc:
+        report.fail("log.custody-violation", subject, exc.message, seq=index)
+    try:
+        state.authority.apply(event)
+    except EvidenceVaultError as exc:
+        report.fail("log.bad-key-event", subject, exc.message, seq=index)
+    state.custody.apply(event)
+    if event.type != ev.ITEM_INGESTED and isinstance(event.data.get("openings"), str):
+        committed = event.data.get("committed")
+        state.openings.append((event.data["openings"], dict(committed) if isinstance(committed, dict) else {}, index))
+    if event.type == ev.ITEM_INGESTED:
+        _record_item(event, index, subject, state, report)
+    elif event.type == ev.CHECKPOINT:
+        _check_checkpoint_event(event, index, subject, root_before, state, report, vault_id)
 
 
 def checkpoint_text(data: dict[str, Any]) -> bytes:

@@ -75,13 +75,13 @@ def _global(
 
 
 def _register() -> None:
-    from . import anchor_commands, custody_commands, keys, vault_commands
+    from . import anchor_commands, custody_commands, export_commands, keys, vault_commands
 
     app.add_typer(keys.app, name="key")
     vault_commands.register(app)
     anchor_commands.register(app)
     custody_commands.register(app)
-    __import__(f"{__package__}.export_commands", fromlist=["register"]).register(app)
+    export_commands.register(app)
 
 
 _register()

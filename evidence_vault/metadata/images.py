@@ -63,7 +63,9 @@ def run_exifread(fh: BinaryIO | io.BytesIO) -> tuple[dict[str, Any], list[str]]:
     finally:
         warnings: list[str] = _COLLECTOR.local.bucket
         _COLLECTOR.local.bucket = None
-    return dict(tags or {}), [f"exifread: {w}" for w in warnings]
+    # "no EXIF in this file" is a plain fact about a file, not an extraction problem.
+    real = [w for w in warnings if "does not have exif" not in w.lower() and "no exif" not in w.lower()]
+    return dict(tags or {}), [f"exifread: {w}" for w in real]
 
 
 def scan_jpeg(fh: BinaryIO) -> tuple[tuple[int, int] | None, bytes | None]:
