@@ -1,0 +1,316 @@
+"""End to end through the CLI on real corpus files: keys, init, add, ls, show, log, verify, doctor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evidence_vault import __version__
+from tests.conftest import SAMPLE_FILES, Cli, object_path
+from tests.paths import CORPUS
+
+IPHONE = CORPUS / "images" / "Apple iPhone 4.jpg"
+SAMSUNG = CORPUS / "images" / "Samsung GT-I9000 (Galaxy S).jpg"
+MOV = CORPUS / "video" / "with-gps.mov"
+CANON = CORPUS / "images" / "Canon_40D.jpg"
+NON_ASCII = "Zeugenaussage_Ärztin_вход.jpg"
+
+
+def sha256_of(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def expected_sha(rel: str) -> str:
+    facts = json.loads((CORPUS / "expected.json").read_text("utf-8"))
+    return "sha256:" + str(facts[rel]["sha256"])
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_version(cli: Cli, run: Cli) -> None:
+    for runner in (cli, run):
+        res = runner("--version")
+        assert res.code == 0
+        assert res.stdout.strip() == f"evidence-vault {__version__}"
+
+
+def test_full_workflow(
+    cli: Cli, identity: str, tmp_path: Path, log_lines: Callable[[Path], list[bytes]]
+) -> None:
+    vault = tmp_path / "v"
+    res = cli("init", vault, "--json")
+    assert res.code == 0, res.stderr
+    init = res.json()
+    assert init["genesis_key"] == identity
+    assert init["path"] == str(vault.resolve())
+
+    renamed = tmp_path / NON_ASCII
+    shutil.copyfile(CANON, renamed)
+    res = cli(
+        "--vault",
+        vault,
+        "add",
+        "--json",
+        "--tag",
+        "case-17",
+        "--tag",
+        "injury",
+        "--note",
+        "left arm",
+        "--source",
+        "phone of witness",
+        "--captured-by",
+        "Dr. Ärztin",
+        IPHONE,
+        SAMSUNG,
+        MOV,
+        renamed,
+    )
+    assert res.code == 0, res.stderr
+    lines = res.json_lines()
+    assert [r["status"] for r in lines] == ["added"] * 4
+    by_path = {r["path"]: r for r in lines}
+    assert by_path[str(IPHONE)]["id"] == expected_sha("images/Apple iPhone 4.jpg")
+    assert by_path[str(SAMSUNG)]["id"] == expected_sha("images/Samsung GT-I9000 (Galaxy S).jpg")
+    assert by_path[str(MOV)]["id"] == expected_sha("video/with-gps.mov")
+    assert by_path[str(MOV)]["media_type"] == "video/quicktime"
+    assert by_path[str(renamed)]["id"] == sha256_of(CANON)
+    assert sorted(r["seq"] for r in lines) == [1, 2, 3, 4]
+    # Originals are stored byte-identical and read-only.
+    stored = object_path(vault, by_path[str(IPHONE)]["id"])
+    assert stored.read_bytes() == IPHONE.read_bytes()
+    assert stored.stat().st_mode & 0o222 == 0
+
+    # A second add of the same content records nothing.
+    before = log_lines(vault)
+    res = cli("--vault", vault, "add", "--json", IPHONE)
+    assert res.code == 0, res.stderr
+    (dup,) = res.json_lines()
+    assert dup["status"] == "duplicate" and dup["seq"] is None
+    assert "already" in dup["message"]
+    assert log_lines(vault) == before
+    res = cli("--vault", vault, "add", IPHONE)
+    assert res.code == 0 and "already" in res.stderr
+    assert log_lines(vault) == before
+
+    # ls
+    res = cli("--vault", vault, "ls", "--json")
+    assert res.code == 0, res.stderr
+    listing = {i["id"]: i for i in res.json()}
+    assert len(listing) == 4
+    assert listing[sha256_of(CANON)]["name"] == NON_ASCII
+    assert listing[expected_sha("images/Apple iPhone 4.jpg")]["name"] == "Apple iPhone 4.jpg"
+    assert all(i["tags"] == ["case-17", "injury"] for i in listing.values())
+    res = cli("--vault", vault, "ls", "--json", "--tag", "nope")
+    assert res.code == 0 and res.json() == []
+
+    # show by id prefix and by path give the same item; metadata normalized, GPS as strings
+    iphone_id = expected_sha("images/Apple iPhone 4.jpg")
+    res = cli("--vault", vault, "show", "--json", iphone_id.removeprefix("sha256:")[:10])
+    assert res.code == 0, res.stderr
+    shown = res.json()
+    assert shown["id"] == iphone_id
+    meta = shown["metadata"]
+    assert meta["make"] == "Apple" and meta["model"] == "iPhone 4"
+    assert (meta["width"], meta["height"]) == (1296, 968)
+    assert meta["gps_lat"] == "41.853000" and isinstance(meta["gps_lon"], str)
+    assert meta["note"] == "left arm" and meta["source"] == "phone of witness"
+    assert meta["captured_by"] == "Dr. Ärztin"
+    assert meta["original_name"] == "Apple iPhone 4.jpg"
+    assert shown["withheld_fields"] == []
+    assert [e["type"] for e in shown["events"]] == ["item.ingested"]
+    res = cli("--vault", vault, "show", "--json", renamed)
+    assert res.code == 0, res.stderr
+    assert res.json()["id"] == sha256_of(CANON)
+    assert res.json()["metadata"]["original_name"] == NON_ASCII
+    res = cli("--vault", vault, "show", iphone_id)
+    assert res.code == 0 and iphone_id in res.stderr
+
+    # log --item
+    res = cli("--vault", vault, "log", "--json", "--item", str(MOV))
+    assert res.code == 0, res.stderr
+    (event,) = res.json_lines()
+    assert event["type"] == "item.ingested" and event["data"]["item"] == expected_sha("video/with-gps.mov")
+    res = cli("--vault", vault, "log", "--json")
+    assert [e["seq"] for e in res.json_lines()] == [0, 1, 2, 3, 4]
+
+    # verify, with the genesis key trusted explicitly
+    res = cli("--vault", vault, "verify", "--json", "--trust", identity)
+    assert res.code == 0, res.stdout
+    report = res.json()
+    assert report["outcome"] == "PASS"
+    assert report["findings"] == []
+    assert report["stats"]["items"] == 4 and report["stats"]["events"] == 5
+    res = cli("--vault", vault, "verify", "--strict")
+    assert res.code == 0, res.stderr
+    assert "PASS" in res.stderr
+
+
+def test_show_unknown_item_is_usage_error(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "show", "deadbeefdeadbeef")
+    assert res.code == 2
+    assert "no item" in one_error_line(res.stderr)
+
+
+def test_directory_needs_recursive(
+    cli: Cli, vault: Path, tmp_path: Path, items: Callable[[Path], list[Any]]
+) -> None:
+    folder = tmp_path / "incoming"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copyfile(IPHONE, folder / "a.jpg")
+    shutil.copyfile(MOV, folder / "sub" / "b.mov")
+    res = cli("--vault", vault, "add", "--json", folder)
+    assert res.code == 0, res.stderr
+    (skip,) = res.json_lines()
+    assert skip["status"] == "skipped" and "--recursive" in skip["message"]
+    assert items(vault) == []
+    res = cli("--vault", vault, "add", folder)
+    assert res.code == 0 and "is a directory (use --recursive)" in res.stderr
+
+    res = cli("--vault", vault, "add", "--json", "--recursive", folder)
+    assert res.code == 0, res.stderr
+    assert sorted(r["status"] for r in res.json_lines()) == ["added", "added"]
+    assert {i["name"] for i in items(vault)} == {"a.jpg", "b.mov"}
+
+
+def test_unreadable_inputs_fail_at_the_end_others_ingested(
+    cli: Cli, vault: Path, tmp_path: Path, items: Callable[[Path], list[Any]]
+) -> None:
+    missing = tmp_path / "does-not-exist.jpg"
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "dangling.jpg"
+    dangling.symlink_to(tmp_path / "gone")
+    res = cli("--vault", vault, "add", "--json", missing, IPHONE, fifo, dangling, "--follow-symlinks", MOV)
+    assert res.code == 1, res.stderr
+    status = {r["path"]: r for r in res.json_lines()}
+    assert status[str(IPHONE)]["status"] == "added"
+    assert status[str(MOV)]["status"] == "added"
+    assert status[str(missing)]["status"] == "failed"
+    assert "No such file" in status[str(missing)]["message"]
+    assert status[str(dangling)]["status"] == "failed"
+    assert status[str(fifo)]["status"] in ("skipped", "failed")
+    assert len(items(vault)) == 2
+    res = cli("--vault", vault, "verify", "--json")
+    assert res.code == 0 and res.json()["findings"] == []
+
+
+def test_unreadable_input_human_output(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    res = cli("--vault", vault, "add", tmp_path / "nope.jpg", SAMSUNG)
+    assert res.code == 1
+    assert "nope.jpg" in res.stderr and "1 added" in res.stderr and "1 failed" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_doctor_clean_vault(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "doctor", "--json")
+    assert res.code == 0, res.stderr
+    assert res.json() == {
+        "healthy": True,
+        "torn_bytes": 0,
+        "torn_saved_to": None,
+        "temp_files": [],
+        "repaired": False,
+    }
+    res = cli("--vault", filled_vault, "doctor")
+    assert res.code == 0 and "nothing to repair" in res.stderr
+
+
+def test_doctor_repairs_torn_last_line(
+    cli: Cli, filled_vault: Path, identity: str, log_lines: Callable[[Path], list[bytes]]
+) -> None:
+    log = filled_vault / "log.jsonl"
+    complete = log.read_bytes()
+    garbage = b'{"actor":"SHA256:torn","data":{"item":"sha'
+    with open(log, "ab") as fh:
+        fh.write(garbage)
+
+    res = cli("--vault", filled_vault, "verify", "--json", "--trust", identity)
+    assert res.code == 1
+    codes = {(f["code"], f["subject"]) for f in res.json()["findings"]}
+    assert ("log.torn-line", "log.jsonl line 6") in codes
+    res = cli("--vault", filled_vault, "add", MOV.with_name("with-gps.mp4"))
+    # TornLineError is an IntegrityError: refusing to append to a damaged log exits 1.
+    assert res.code == 1 and "doctor --repair" in one_error_line(res.stderr)
+
+    res = cli("--vault", filled_vault, "doctor", "--json")
+    assert res.code == 1
+    assert res.json()["torn_bytes"] == len(garbage) and res.json()["healthy"] is False
+    assert log.read_bytes() == complete + garbage  # doctor without --repair changes nothing
+
+    res = cli("--vault", filled_vault, "doctor", "--repair", "--json")
+    assert res.code == 0, res.stderr
+    saved = Path(res.json()["torn_saved_to"])
+    assert saved.parent == filled_vault / "quarantine"
+    assert saved.read_bytes() == garbage
+    assert log.read_bytes() == complete
+
+    res = cli("--vault", filled_vault, "verify", "--json", "--trust", identity)
+    assert res.code == 0, res.stdout
+    # Only what the refused add left behind: its original and metadata object, unreferenced.
+    assert [(f["level"], f["code"]) for f in res.json()["findings"]] == [("WARN", "object.orphan")] * 2
+
+
+def test_vault_discovery(cli: Cli, run: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    sub = filled_vault / "deep" / "er"
+    sub.mkdir(parents=True)
+    res = cli("ls", "--json", cwd=sub)
+    assert res.code == 0, res.stderr
+    assert len(res.json()) == len(SAMPLE_FILES)
+    res = run("ls", "--json", cwd=sub)
+    assert res.code == 0, res.stderr
+    assert len(res.json()) == len(SAMPLE_FILES)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = run("ls", "--json", cwd=elsewhere, env={"EVIDENCE_VAULT": str(filled_vault)})
+    assert res.code == 0, res.stderr
+    assert len(res.json()) == len(SAMPLE_FILES)
+    res = cli("ls", "--json", cwd=elsewhere, env={"EVIDENCE_VAULT": str(filled_vault)})
+    assert res.code == 0 and len(res.json()) == len(SAMPLE_FILES)
+
+
+def test_missing_vault_exit_2(cli: Cli, run: Cli, identity: str, tmp_path: Path) -> None:
+    res = run("ls", cwd=tmp_path)
+    assert res.code == 2
+    assert "no vault" in one_error_line(res.stderr)
+    res = run("--vault", tmp_path / "nowhere", "verify")
+    assert res.code == 2
+    assert "nowhere" in one_error_line(res.stderr)
+
+
+def test_wrong_passphrase_exit_2(run: Cli, cli: Cli, vault: Path) -> None:
+    res = run("--vault", vault, "add", IPHONE, env={"EVIDENCE_VAULT_PASSPHRASE": "wrong"})
+    assert res.code == 2
+    assert "passphrase" in one_error_line(res.stderr)
+    assert cli("--vault", vault, "ls", "--json").json() == []
+
+
+def test_no_identity_exit_2(run: Cli, tmp_path: Path) -> None:
+    res = run("init", tmp_path / "v")
+    assert res.code == 2
+    assert "no identity" in one_error_line(res.stderr)
+    assert not (tmp_path / "v" / "vault.json").exists()
+
+
+def test_no_identity_on_add_exit_2(run: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    other_home = tmp_path / "other-home"
+    res = run(
+        "--vault",
+        filled_vault,
+        "add",
+        MOV.with_name("with-gps.mp4"),
+        env={"EVIDENCE_VAULT_HOME": str(other_home)},
+    )
+    assert res.code == 2
+    assert "no identity" in one_error_line(res.stderr)
