@@ -7,6 +7,7 @@ A signature is the binary sshsig blob (PROTOCOL.sshsig), base64 in the custody l
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class PublicKey:
 
     key: Ed25519PublicKey
 
-    @property
+    @functools.cached_property
     def blob(self) -> bytes:
         raw = self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return _string(_KEY_TYPE) + _string(raw)
