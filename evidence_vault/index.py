@@ -133,7 +133,8 @@ class Index:
                 self._consume(offset, head)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite already rolled back on SQLITE_FULL / IOERR
+                self.db.execute("ROLLBACK")
             raise
 
     def _clear(self) -> None:

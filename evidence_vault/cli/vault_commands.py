@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -209,7 +210,10 @@ def verify(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     vault = state(ctx).open_vault()
-    total = sum(i.size for i in vault.items())
+    try:
+        total = sum(i.size for i in vault.items())  # only sizes the progress bar
+    except (OSError, sqlite3.Error):
+        total = 0  # the cache cannot be written (disk full, read-only medium): verify reads only
     roots = []
     for p in tsa_ca or []:
         try:
