@@ -35,7 +35,17 @@ class Head:
 
 
 class TornLineError(IntegrityError):
-    """The log ends with an incomplete line (an interrupted write)."""
+    """The log ends with an incomplete line (an interrupted write): nothing can be appended (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            "the custody log ends with an incomplete line (interrupted write); "
+            "run `evidence-vault doctor --repair` first",
+            path=path,
+        )
+
 
 
 class CustodyLog:
@@ -105,6 +115,11 @@ class CustodyLog:
                 return Head(event.seq, line_hash(line), end - torn), torn
             return None, len(buf)
 
+    def require_clean_end(self) -> None:
+        """Raise ``TornLineError`` now, before any work, if the log ends with a torn line."""
+        if self.tail_state()[1]:
+            raise TornLineError(self.path)
+
     def append(
         self,
         signer: Signer,
@@ -122,11 +137,7 @@ class CustodyLog:
         with exclusive_lock(self.lock_path, wait=wait, on_wait=on_wait):
             head, torn = self.tail_state()
             if torn:
-                raise TornLineError(
-                    "the custody log ends with an incomplete line (interrupted write); "
-                    "run `evidence-vault doctor --repair` first",
-                    path=self.path,
-                )
+                raise TornLineError(self.path)
             entries = build(head)
             if not entries:
                 return []

@@ -7,7 +7,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,6 +265,7 @@ class Vault:
         """
         results: list[AddResult] = []
         actor = signer()  # unlock before any work, so a wrong passphrase costs nothing
+        self.log.require_clean_end()
 
         def emit(res: AddResult) -> None:
             results.append(res)
@@ -437,7 +438,13 @@ class Vault:
                     out.append((ev.ITEM_INGESTED, prep.data))
             return out
 
-        appended = iter(self.log.append(signer, build, wait=options.wait, on_wait=on_wait))
+        try:
+            appended = iter(self.log.append(signer, build, wait=options.wait, on_wait=on_wait))
+        except BaseException:
+            # Nothing was recorded: the metadata objects of this batch are unique to it, remove them.
+            for prep in batch:
+                self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
+            raise
         results = []
         last: Event | None = None
         for i, prep in enumerate(batch):
