@@ -169,7 +169,7 @@ def _item_times(state: LogState, report: Report, anchored: dict[int, tuple[float
             best = (t, proof, size)
         suffix.append(best)
     suffix.reverse()
-    for item, rec in state.items.items():
+    for item, rec in state.items.records():
         i = bisect.bisect_right(sizes, rec.seq)
         entry: dict[str, Any] = {"id": item, "seq": rec.seq, "proven_since": None, "proof": None, "checkpoint": None}
         if i < len(sizes):

@@ -12,6 +12,7 @@ Shared by appending (refuse before writing) and verification (FAIL when written 
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ class PendingTransfer:
 class Custody:
     """Item holders and pending transfers, built by feeding events in log order."""
 
-    holders: dict[str, str] = field(default_factory=dict)
+    holders: MutableMapping[str, str] = field(default_factory=dict)
     pending: dict[tuple[str, str], PendingTransfer] = field(default_factory=dict)  # (transfer_id, item)
 
     def check(self, event: Event, auth: Authority) -> None:

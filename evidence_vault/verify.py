@@ -12,8 +12,9 @@ import binascii
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +29,11 @@ from .events import Event, line_hash, parse_line
 from .hashing import hash_file
 from .keystore import TrustStore, fingerprint_to_b64, utc_now
 from .report import Report
+from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import PublicKey, verify_signature
 from .vault import Vault
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-@dataclass
-class ItemRecord:
-    seq: int
-    size: int
-    metadata: str | None
-    committed: dict[str, str]
 
 
 @dataclass
@@ -54,15 +48,19 @@ class LogState:
     """What a log pass learned: authority, items, checkpoints, Merkle roots at requested sizes."""
 
     authority: Authority = field(default_factory=Authority)
-    custody: Custody = field(default_factory=Custody)
-    items: dict[str, ItemRecord] = field(default_factory=dict)
-    line_hashes: list[str] = field(default_factory=list)
+    items: ItemTable = field(default_factory=ItemTable)
+    custody: Custody = field(init=False)
+    line_hashes: LineHashes = field(default_factory=LineHashes)
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
     openings: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (object, committed, seq)
     bundles: set[str] = field(default_factory=set)  # objects holding an imported bag's tag files
     roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
+
+    def __post_init__(self) -> None:
+        # Per-item state lives in a temporary on-disk table: memory stays flat in the log length.
+        self.custody = Custody(holders=HolderTable(self.items.db))
 
 
 def line_subject(seq: int) -> str:
@@ -76,12 +74,13 @@ def verify_log(
     vault_id: str | None,
     on_event: Callable[[Event, bytes], None] | None = None,
     root_sizes: Iterable[int] = (),
+    keep_hashes: Iterable[int] = (),
 ) -> LogState:
     """Check every line of a custody log; add findings to ``report``; return what it learned.
 
     Also recomputes the RFC 9162 Merkle root at every checkpoint and at each size in ``root_sizes``.
     """
-    state = LogState()
+    state = LogState(line_hashes=LineHashes(set(keep_hashes)))
     prev: str | None = None
     acc = merkle.MerkleAccumulator()
     wanted = set(root_sizes)
@@ -309,8 +308,11 @@ def verify_vault(
 
     report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
     dirs = list_checkpoints(vault)
-    state = verify_log(vault.log.iter_raw(), report, vault_id=vault.config.vault_id, root_sizes=dirs)
     pins = pins if pins is not None else TrustStore()
+    pin = pins.get(vault.config.vault_id) or {}
+    seen = pin.get("head", {}).get("seq") if isinstance(pin.get("head"), dict) else None
+    state = verify_log(vault.log.iter_raw(), report, vault_id=vault.config.vault_id, root_sizes=dirs,
+                       keep_hashes=[seen] if isinstance(seen, int) else [])  # fmt: skip
     check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
     if state.line_hashes:
         report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
@@ -328,6 +330,20 @@ def verify_vault(
     return report
 
 
+Job = tuple[str, str, "int | None", "str | None"]  # (hex digest, kind, recorded size, item id)
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: Iterable[Job], window: int) -> Iterator[Any]:
+    """``pool.map`` with at most ``window`` jobs in flight (a million objects must not mean a million futures)."""
+    pending: deque[Future[Any]] = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _check_objects(
     vault: Vault,
     state: LogState,
@@ -335,27 +351,23 @@ def _check_objects(
     workers: int | None,
     on_progress: Callable[[int], None] | None,
 ) -> int:
+    """Re-hash every referenced object (all cores, biggest first), open commitments, find orphans."""
     store = vault.objects
-    jobs: list[tuple[str, str, int | None, str | None]] = []  # (hex, kind, size, item)
-    referenced: set[str] = set()
-    for item, rec in state.items.items():
-        jobs.append((item.removeprefix("sha256:"), "item", rec.size, item))
-        referenced.add(item.removeprefix("sha256:"))
-        if rec.metadata:
-            referenced.add(rec.metadata.removeprefix("sha256:"))
-            jobs.append((rec.metadata.removeprefix("sha256:"), "metadata", None, item))
     openings_at: dict[str, list[tuple[dict[str, str], int]]] = {}
     for obj, committed, seq in state.openings:
-        hex_obj = obj.removeprefix("sha256:")
-        if hex_obj not in openings_at:
-            jobs.append((hex_obj, "openings", None, None))
-        openings_at.setdefault(hex_obj, []).append((committed, seq))
-        referenced.add(hex_obj)
-    referenced.update(b.removeprefix("sha256:") for b in state.bundles)
+        openings_at.setdefault(obj.removeprefix("sha256:"), []).append((committed, seq))
+    small = {b.removeprefix("sha256:") for b in state.bundles} | set(openings_at)
 
-    def check(job: tuple[str, str, int | None, str | None]) -> tuple[tuple[str, str, int | None, str | None], Any]:
-        hex_digest = job[0]
-        path = store.path(hex_digest)
+    def jobs() -> Iterator[Job]:
+        for item, rec in state.items.records_by_size():
+            yield (item.removeprefix("sha256:"), "item", rec.size, item)
+            if rec.metadata:
+                yield (rec.metadata.removeprefix("sha256:"), "metadata", None, item)
+        for hex_obj in openings_at:
+            yield (hex_obj, "openings", None, None)
+
+    def check(job: Job) -> tuple[Job, Any]:
+        path = store.path(job[0])
         try:
             st = os.stat(path)
             digest = hash_file(path)
@@ -368,9 +380,11 @@ def _check_objects(
         return job, (digest, st.st_mode)
 
     total = 0
-    jobs.sort(key=lambda j: -(j[2] or 0))  # biggest first: keeps every core busy to the end
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for (hex_digest, kind, size, item), outcome in pool.map(check, jobs):
+    expected = 0
+    n_workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        for (hex_digest, kind, size, item), outcome in _bounded_map(pool, check, jobs(), n_workers * 8):
+            expected += 1
             what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
             subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
             if isinstance(outcome, str):
@@ -392,10 +406,15 @@ def _check_objects(
             if kind == "openings" and digest.sha256 == hex_digest:
                 for committed, seq in openings_at[hex_digest]:
                     _check_openings(vault, hex_digest, committed, seq, report)
-    for hex_digest in store.list():
-        if hex_digest not in referenced:
-            report.warn("object.orphan", f"object {hex_digest[:12]}…",
-                        "object not referenced by any log event (left by an interrupted add?)")  # fmt: skip
+    expected += sum(1 for b in state.bundles)
+    missing = sum(1 for f in report.failures if f.code == "object.missing")
+    stored = sum(1 for _ in store.list())
+    if stored + missing != expected:
+        # Some stored object is referenced by no event: find which (only then, as it costs a look-up each).
+        for hex_digest in store.list():
+            if hex_digest not in small and not state.items.references(hex_digest):
+                report.warn("object.orphan", f"object {hex_digest[:12]}…",
+                            "object not referenced by any log event (left by an interrupted add?)")  # fmt: skip
     return total
 
 

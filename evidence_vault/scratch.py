@@ -1,0 +1,174 @@
+"""Per-run verification state on disk, so memory stays flat however long the log is.
+
+A private temporary SQLite file (journal off, never committed) holds what a log pass learns per
+item; it is deleted when the run ends. It is scratch space for one run, never a cache: nothing in it
+outlives the verification that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import weakref
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+
+
+@dataclass
+class ItemRecord:
+    seq: int
+    size: int
+    metadata: str | None
+    committed: dict[str, str]
+
+
+class _Db:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="evidence-vault-verify-")
+        self.conn = sqlite3.connect(os.path.join(self.dir, "state.sqlite"), isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=OFF")
+        self.conn.execute("PRAGMA synchronous=OFF")
+        self.conn.execute("PRAGMA cache_size=-16000")  # 16 MB page cache at most
+        self.conn.execute(
+            "CREATE TABLE items (id TEXT PRIMARY KEY, seq INTEGER, size INTEGER, metadata TEXT, committed TEXT)"
+        )
+        self.conn.execute("CREATE TABLE holders (id TEXT PRIMARY KEY, holder TEXT NOT NULL)")
+        self.conn.execute("BEGIN")
+        weakref.finalize(self, _cleanup, self.conn, self.dir)
+
+
+def _cleanup(conn: sqlite3.Connection, directory: str) -> None:
+    conn.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class ItemTable(MutableMapping[str, ItemRecord]):
+    """Item id -> what its ingest event recorded, in seq order when iterated."""
+
+    def __init__(self, db: _Db | None = None) -> None:
+        self._db = db or _Db()
+        self._n = 0
+
+    @property
+    def db(self) -> _Db:
+        return self._db
+
+    def __getitem__(self, key: str) -> ItemRecord:
+        row = self._db.conn.execute("SELECT seq, size, metadata, committed FROM items WHERE id=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return ItemRecord(row[0], row[1], row[2], json.loads(row[3]))
+
+    def __setitem__(self, key: str, rec: ItemRecord) -> None:
+        existed = key in self
+        self._db.conn.execute(
+            "INSERT OR REPLACE INTO items (id, seq, size, metadata, committed) VALUES (?, ?, ?, ?, ?)",
+            (key, rec.seq, rec.size, rec.metadata, json.dumps(rec.committed, separators=(",", ":"))),
+        )
+        self._n += 0 if existed else 1
+
+    def _count(self) -> int:
+        return int(self._db.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def __delitem__(self, key: str) -> None:
+        self._db.conn.execute("DELETE FROM items WHERE id=?", (key,))
+        self._n = self._count()
+
+    def __contains__(self, key: object) -> bool:
+        return self._db.conn.execute("SELECT 1 FROM items WHERE id=?", (key,)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for (key,) in self._db.conn.execute("SELECT id FROM items ORDER BY seq"):
+            yield str(key)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def records_by_size(self) -> Iterator[tuple[str, ItemRecord]]:
+        """(id, record), biggest first: keeps every core busy to the end when re-hashing."""
+        query = "SELECT id, seq, size, metadata, committed FROM items ORDER BY size DESC"
+        for key, seq, size, meta, committed in self._db.conn.execute(query):
+            yield str(key), ItemRecord(seq, size, meta, json.loads(committed))
+
+    def references(self, hex_digest: str) -> bool:
+        """Is this object an item's original or its metadata object?"""
+        conn = self._db.conn
+        if conn.execute("SELECT 1 FROM items WHERE id=?", ("sha256:" + hex_digest,)).fetchone():
+            return True
+        conn.execute("CREATE INDEX IF NOT EXISTS items_by_metadata ON items (metadata)")
+        return conn.execute("SELECT 1 FROM items WHERE metadata=?", ("sha256:" + hex_digest,)).fetchone() is not None
+
+    def records(self) -> Iterator[tuple[str, ItemRecord]]:
+        """(id, record) in seq order, streamed."""
+        for key, seq, size, meta, committed in self._db.conn.execute(
+            "SELECT id, seq, size, metadata, committed FROM items ORDER BY seq"
+        ):
+            yield str(key), ItemRecord(seq, size, meta, json.loads(committed))
+
+
+class HolderTable(MutableMapping[str, str]):
+    """Item id -> fingerprint of its current custodian."""
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    def __getitem__(self, key: str) -> str:
+        row = self._db.conn.execute("SELECT holder FROM holders WHERE id=?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return str(row[0])
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._db.conn.execute("INSERT OR REPLACE INTO holders (id, holder) VALUES (?, ?)", (key, value))
+
+    def __delitem__(self, key: str) -> None:
+        self._db.conn.execute("DELETE FROM holders WHERE id=?", (key,))
+
+    def __contains__(self, key: object) -> bool:
+        return self._db.conn.execute("SELECT 1 FROM holders WHERE id=?", (key,)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for (key,) in self._db.conn.execute("SELECT id FROM holders"):
+            yield str(key)
+
+    def __len__(self) -> int:
+        return int(self._db.conn.execute("SELECT count(*) FROM holders").fetchone()[0])
+
+    def setdefault(self, key: str, default: str = "") -> str:
+        self._db.conn.execute("INSERT OR IGNORE INTO holders (id, holder) VALUES (?, ?)", (key, default))
+        return self[key]
+
+
+class LineHashes:
+    """How many lines were seen, the last one's hash, and the hashes at the seqs asked for."""
+
+    def __init__(self, keep: set[int] | None = None) -> None:
+        self.count = 0
+        self.last: str | None = None
+        self.keep = keep or set()
+        self.kept: dict[int, str] = {}
+
+    def append(self, line_hash: str) -> None:
+        if self.count in self.keep:
+            self.kept[self.count] = line_hash
+        self.count += 1
+        self.last = line_hash
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def __getitem__(self, index: int) -> str:
+        if index == -1 or index == self.count - 1:
+            if self.last is None:
+                raise IndexError(index)
+            return self.last
+        try:
+            return self.kept[index]
+        except KeyError:
+            raise IndexError(f"hash of line {index} was not kept") from None
