@@ -63,7 +63,7 @@ def run_bounded(*args: str | os.PathLike[str], timeout: float = FILE_TIMEOUT) ->
     """Run evidence-vault; kill it after ``timeout`` (a hang fails the test); peak RSS of this child."""
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [*_command(), *map(os.fspath, args)],
+        [*_command(), *(os.fspath(a) for a in args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -99,7 +99,7 @@ def _command() -> list[str]:
 
 def _run(prefix: list[str], *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*prefix, *_command(), *map(os.fspath, args)], capture_output=True, text=True, timeout=120
+        [*prefix, *_command(), *(os.fspath(a) for a in args)], capture_output=True, text=True, timeout=120
     )
 
 
