@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import anchoring
 from ..errors import UsageError
-from ..proofs import prove as make_proof
-from ..proofs import verify_proof
 from . import output
 from .context import state
 from .vault_commands import JsonOpt, print_report
@@ -18,6 +15,8 @@ from .vault_commands import JsonOpt, print_report
 
 def checkpoint(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Sign a tree head of the log (RFC 9162 Merkle root, C2SP checkpoint) and record it."""
+    from .. import anchoring
+
     st = state(ctx)
     vault = st.open_vault()
     info = anchoring.make_checkpoint(vault, st.signer())
@@ -48,6 +47,8 @@ def stamp(
     json_out: JsonOpt = False,
 ) -> None:
     """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue."""
+    from .. import anchoring
+
     st = state(ctx)
     vault = st.open_vault()
     cas = _read(tsa_ca)
@@ -77,6 +78,8 @@ def upgrade(
     json_out: JsonOpt = False,
 ) -> None:
     """Fetch completed proofs from allow-listed calendars and keep the block headers they need."""
+    from .. import anchoring
+
     vault = state(ctx).open_vault()
     result = anchoring.upgrade(vault, headers_file=headers, bitcoin_node=bitcoin_node, explorer=explorer,
                                timeout=timeout)  # fmt: skip
@@ -101,6 +104,8 @@ def prove(
     json_out: JsonOpt = False,
 ) -> None:
     """Write an inclusion proof of the item in the latest anchored checkpoint (checkable alone)."""
+    from ..proofs import prove as make_proof
+
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
     target = out or Path(f"proof-{it.id[7:19]}")
@@ -121,6 +126,8 @@ def verify_proof_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Check an inclusion proof offline: event signature, inclusion, checkpoint signature, time proofs."""
+    from ..proofs import verify_proof
+
     report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=_read(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())

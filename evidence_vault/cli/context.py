@@ -6,13 +6,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import PassphraseError, UsageError
-from ..keystore import KeyStore
-from ..signing import Signer
-from ..vault import Vault, find_vault
+
+if TYPE_CHECKING:  # imported where used: `--help` and `--version` must not pay for cryptography
+    from ..keystore import KeyStore
+    from ..signing import Signer
+    from ..vault import Vault
 
 
 @dataclass
@@ -22,9 +25,13 @@ class State:
     passphrase_file: Path | None = None
 
     def keystore(self) -> KeyStore:
+        from ..keystore import KeyStore
+
         return KeyStore()
 
     def open_vault(self) -> Vault:
+        from ..vault import Vault, find_vault
+
         return Vault(find_vault(self.vault))
 
     def passphrase(self, what: str, *, confirm: bool = False) -> bytes | None:

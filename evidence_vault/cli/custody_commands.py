@@ -6,10 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from .. import custody_ops
 from . import output
 from .context import state
 from .vault_commands import JsonOpt
@@ -23,6 +20,8 @@ def transfer(
     json_out: JsonOpt = False,
 ) -> None:
     """Hand items over to another custodian (pending until they accept)."""
+    from .. import custody_ops
+
     st = state(ctx)
     vault = st.open_vault()
     ids = [vault.resolve(i).id for i in items]
@@ -42,6 +41,8 @@ def accept(
     json_out: JsonOpt = False,
 ) -> None:
     """Countersign a transfer addressed to you: custody moves to your key."""
+    from .. import custody_ops
+
     st = state(ctx)
     events = custody_ops.accept(st.open_vault(), st.signer(), transfer_id, all_pending=all_)
     if json_out:
@@ -59,6 +60,8 @@ def annotate(
     json_out: JsonOpt = False,
 ) -> None:
     """Add a note or tags (a new event; earlier events are never edited)."""
+    from .. import custody_ops
+
     st = state(ctx)
     vault = st.open_vault()
     e = custody_ops.annotate(vault, st.signer(), vault.resolve(item).id, note=note, tags=tag or [])
@@ -72,6 +75,8 @@ def access(
     json_out: JsonOpt = False,
 ) -> None:
     """Record that someone viewed or copied the original."""
+    from .. import custody_ops
+
     st = state(ctx)
     vault = st.open_vault()
     e = custody_ops.access(vault, st.signer(), vault.resolve(item).id, purpose=purpose)
@@ -85,6 +90,8 @@ def open_(
     json_out: JsonOpt = False,
 ) -> None:
     """Make a read-only working copy in a temporary directory (recorded as an access)."""
+    from .. import custody_ops
+
     st = state(ctx)
     vault = st.open_vault()
     path = custody_ops.open_copy(vault, st.signer(), vault.resolve(item).id, purpose=purpose)
@@ -105,6 +112,8 @@ def derive(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest a working copy linked to its original."""
+    from .. import custody_ops
+
     st = state(ctx)
     vault = st.open_vault()
     derived_id, events = custody_ops.derive(vault, st.signer(), vault.resolve(original).id, derived,
@@ -122,6 +131,11 @@ def timeline(
     json_out: JsonOpt = False,
 ) -> None:
     """Every event of an item in order: who, when, what, and how that time is proven."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .. import custody_ops
+
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
     entries = custody_ops.timeline(vault, it.id)
@@ -147,6 +161,8 @@ def find(
     json_out: JsonOpt = False,
 ) -> None:
     """Is each file in the vault (exact SHA-256)? Exit 1 if any is not."""
+    from .. import custody_ops
+
     results = custody_ops.find(state(ctx).open_vault(), files)
     if json_out:
         output.emit_json(results)

@@ -7,12 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..bundle_verify import verify_bundle
-from ..custody_report import vault_report
 from ..errors import UsageError
-from ..export import export as do_export
-from ..export import select_items
-from ..import_bag import import_bag
 from . import output
 from .context import state
 from .vault_commands import JsonOpt, print_report
@@ -59,6 +54,9 @@ def export(
     json_out: JsonOpt = False,
 ) -> None:
     """Export items as a BagIt bag a third party can check; other items are withheld (hashes only)."""
+    from ..export import export as do_export
+    from ..export import select_items
+
     if out is None:
         raise UsageError("give --out PATH")
     st = state(ctx)
@@ -89,6 +87,8 @@ def verify_bundle_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Check an exported bag without any vault; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    from ..bundle_verify import verify_bundle
+
     report = verify_bundle(path, trusted=trust or (), tsa_roots=_read(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())
@@ -106,6 +106,8 @@ def import_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Take custody of a received bag (only if it verifies): ingest its files with their provenance."""
+    from ..import_bag import import_bag
+
     st = state(ctx)
     vault = st.open_vault()
     result = import_bag(vault, path, st.signer(), trusted=trust or (), tsa_roots=_read(tsa_ca), strict=strict)
@@ -128,6 +130,9 @@ def report_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: stdout).")] = None,
 ) -> None:
     """Write the HTML custody report of the vault's items (or the ones given)."""
+    from ..custody_report import vault_report
+    from ..export import select_items
+
     vault = state(ctx).open_vault()
     ids = select_items(vault, items or [], all_items=not items)
     html = vault_report(vault, ids)

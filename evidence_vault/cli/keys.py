@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .. import signing
 from . import output
 from .context import state
 
-app = typer.Typer(help="Create and inspect your signing identities.", no_args_is_help=True)
+app = typer.Typer(help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
@@ -27,6 +25,8 @@ def new(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an Ed25519 identity and print its fingerprint."""
+    from .. import signing
+
     st = state(ctx)
     passphrase = None if no_passphrase else st.require_passphrase("passphrase for the new key")
     ident = st.keystore().add_identity(signing.generate(), name=name, email=email, passphrase=passphrase)
@@ -40,6 +40,8 @@ def new(
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List your identities and, inside a vault, the keys it authorizes (role, since when, revoked)."""
+    from rich.table import Table
+
     from ..errors import VaultNotFoundError
 
     st = state(ctx)

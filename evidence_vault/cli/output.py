@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
+if TYPE_CHECKING:
+    from rich.console import Console
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The stderr console, created on first use (importing rich costs start-up time)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console
+
+
+def __getattr__(name: str) -> Any:
+    if name == "err":  # ``output.err``: the stderr console, created on first use
+        return console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def escape(text: str) -> str:
+    """Rich markup escaped (rich imported on first use)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def emit_json(value: Any) -> None:
@@ -25,15 +48,15 @@ def emit_json_line(value: Any) -> None:
 
 def error(message: str) -> None:
     """One line: ``evidence-vault: error: <message>``."""
-    err.print(f"[bold red]evidence-vault: error:[/] {escape(one_line(message))}")
+    console().print(f"[bold red]evidence-vault: error:[/] {escape(one_line(message))}")
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {escape(one_line(message))}")
+    console().print(f"[yellow]warning:[/] {escape(one_line(message))}")
 
 
 def info(message: str) -> None:
-    err.print(escape(message))
+    console().print(escape(message))
 
 
 def one_line(text: str) -> str:

@@ -5,35 +5,32 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
-from ..doctor import doctor as run_doctor
 from ..errors import UsageError
-from ..errors import UsageError
-from ..report import Report
-from ..report_formats import FORMATS
-from ..report_formats import render as render_report
-from ..vault import AddOptions, AddResult, Vault
-from ..verify import verify_vault
 from . import output
 from .context import state
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from ..report import Report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
 def _progress(total: int, label: str) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -54,6 +51,8 @@ def init(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a vault whose genesis event names your key, and pin that key on this machine."""
+    from ..vault import Vault
+
     st = state(ctx)
     if key:
         st.key = key
@@ -81,6 +80,10 @@ def add(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest files: keep the original read-only, extract metadata, sign one event per file."""
+    from rich.markup import escape
+
+    from ..vault import AddOptions, AddResult
+
     st = state(ctx)
     vault = st.open_vault()
     opts = AddOptions(recursive=recursive, follow_symlinks=follow_symlinks, source=source,
@@ -131,6 +134,9 @@ def ls(
     json_out: JsonOpt = False,
 ) -> None:
     """List the items in the vault."""
+    from rich.markup import escape
+    from rich.table import Table
+
     vault = state(ctx).open_vault()
     if custodian and not custodian.startswith("SHA256:"):
         custodian = "SHA256:" + custodian
@@ -152,6 +158,8 @@ def show(
     json_out: JsonOpt = False,
 ) -> None:
     """Show one item: hashes, metadata, events. A path looks the file up by its hash."""
+    from rich.markup import escape
+
     vault = state(ctx).open_vault()
     detail = vault.describe(vault.resolve(item))
     if json_out:
@@ -206,6 +214,10 @@ def verify(
     ] = None,
 ) -> None:
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    from ..report_formats import FORMATS
+    from ..report_formats import render as render_report
+    from ..verify import verify_vault
+
     fmt = "json" if json_out else fmt.lower()
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -243,6 +255,9 @@ def verify(
 
 
 def print_report(report: Report) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     if report.findings:
         table = Table("level", "code", "where", "finding")
         for f in report.findings:
@@ -274,6 +289,8 @@ def doctor(
     json_out: JsonOpt = False,
 ) -> None:
     """Find what an interrupted write left behind; with --repair, set it aside."""
+    from ..doctor import doctor as run_doctor
+
     vault = state(ctx).open_vault()
     result = run_doctor(vault, repair=repair)
     if json_out:
