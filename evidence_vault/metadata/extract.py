@@ -22,6 +22,12 @@ _ISOBMFF_TYPES = {"video/mp4", "video/quicktime", "video/3gpp", "video/3gpp2", "
 _SELF_SIZED = {"image/jpeg", "image/png", "image/gif", "image/bmp", "image/webp", "image/tiff"}
 
 
+def wants_mediainfo_for(media_type: str) -> bool:
+    """libmediainfo runs only on what it can read: audio/video and their containers (sniffed by magic bytes or
+    extension). Plain binary files (``application/octet-stream``) cost 60-120 ms each in it for nothing."""
+    return media_type.startswith(("video/", "audio/"))
+
+
 def _error(stage: str, exc: BaseException) -> str:
     message = clean_str(str(exc)).replace("\n", " ")[:300]
     return f"{stage}: {type(exc).__name__}: {message}" if message else f"{stage}: {type(exc).__name__}"
@@ -82,7 +88,9 @@ def _extract(fh: BinaryIO, head: bytes, size: int, media_type: str) -> MediaMeta
             except Exception as exc:
                 errors.append(_error("exifread", exc))
 
-    wants_mediainfo = not is_image or (media_type not in _SELF_SIZED and "width" not in normalized)
+    wants_mediainfo = wants_mediainfo_for(media_type) or (
+        is_image and media_type not in _SELF_SIZED and "width" not in normalized
+    )
     if wants_mediainfo:
         extractors.append(video.mediainfo_version())
         try:
