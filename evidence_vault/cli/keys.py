@@ -9,7 +9,9 @@ import typer
 from . import output
 from .context import state
 
-app = typer.Typer(help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(
+    help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
