@@ -18,6 +18,7 @@ from . import events as ev
 from .authority import Authority
 from .custody import Custody, PendingTransfer
 from .custody_log import CustodyLog
+from .errors import IntegrityError
 from .events import Event, line_hash, parse_line
 
 _SCHEMA = """
@@ -148,7 +149,17 @@ class Index:
         for raw in self.log.iter_raw(offset):
             if not raw.complete:
                 break
-            event, _ = parse_line(raw.data)
+            try:
+                event, _ = parse_line(raw.data)
+            except IntegrityError:
+                if first and offset:
+                    self._clear()  # the log changed below our mark: start over (and report it there)
+                    self._consume(0, None)
+                    return
+                raise IntegrityError(
+                    f"a line at byte {raw.offset} is damaged; run `evidence-vault verify` for details",
+                    path=self.log.path,
+                ) from None
             if first and event.prev != head:
                 # The log was rewritten below our mark: start over from the beginning.
                 self._clear()

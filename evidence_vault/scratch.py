@@ -7,6 +7,7 @@ outlives the verification that wrote it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,18 +27,36 @@ class ItemRecord:
 
 
 class _Db:
-    def __init__(self) -> None:
+    def __init__(self, restore_from: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="evidence-vault-verify-")
         self.conn = sqlite3.connect(os.path.join(self.dir, "state.sqlite"), isolation_level=None)
+        weakref.finalize(self, _cleanup, self.conn, self.dir)
+        if restore_from is not None:
+            with sqlite3.connect(restore_from) as src:
+                src.backup(self.conn)
         self.conn.execute("PRAGMA journal_mode=OFF")
         self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("PRAGMA cache_size=-16000")  # 16 MB page cache at most
         self.conn.execute(
-            "CREATE TABLE items (id TEXT PRIMARY KEY, seq INTEGER, size INTEGER, metadata TEXT, committed TEXT)"
+            "CREATE TABLE IF NOT EXISTS items"
+            " (id TEXT PRIMARY KEY, seq INTEGER, size INTEGER, metadata TEXT, committed TEXT)"
         )
-        self.conn.execute("CREATE TABLE holders (id TEXT PRIMARY KEY, holder TEXT NOT NULL)")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS holders (id TEXT PRIMARY KEY, holder TEXT NOT NULL)")
         self.conn.execute("BEGIN")
-        weakref.finalize(self, _cleanup, self.conn, self.dir)
+
+    def save_to(self, path: str) -> None:
+        """Copy the state to ``path`` (atomically: a temporary file renamed into place)."""
+        self.conn.execute("COMMIT")
+        tmp = path + ".tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        dest = sqlite3.connect(tmp)
+        try:
+            self.conn.backup(dest)
+        finally:
+            dest.close()
+        os.replace(tmp, path)
+        self.conn.execute("BEGIN")
 
 
 def _cleanup(conn: sqlite3.Connection, directory: str) -> None:
@@ -45,12 +64,17 @@ def _cleanup(conn: sqlite3.Connection, directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+def restore(path: str) -> ItemTable:
+    """A scratch item table starting from a saved copy."""
+    return ItemTable(_Db(restore_from=path))
+
+
 class ItemTable(MutableMapping[str, ItemRecord]):
     """Item id -> what its ingest event recorded, in seq order when iterated."""
 
     def __init__(self, db: _Db | None = None) -> None:
         self._db = db or _Db()
-        self._n = 0
+        self._n = int(self._db.conn.execute("SELECT count(*) FROM items").fetchone()[0])
 
     @property
     def db(self) -> _Db:
@@ -87,10 +111,10 @@ class ItemTable(MutableMapping[str, ItemRecord]):
     def __len__(self) -> int:
         return self._n
 
-    def records_by_size(self) -> Iterator[tuple[str, ItemRecord]]:
-        """(id, record), biggest first: keeps every core busy to the end when re-hashing."""
-        query = "SELECT id, seq, size, metadata, committed FROM items ORDER BY size DESC"
-        for key, seq, size, meta, committed in self._db.conn.execute(query):
+    def records_by_size(self, min_seq: int = 0) -> Iterator[tuple[str, ItemRecord]]:
+        """(id, record) of items from ``min_seq`` on, biggest first: keeps every core busy to the end."""
+        query = "SELECT id, seq, size, metadata, committed FROM items WHERE seq >= ? ORDER BY size DESC"
+        for key, seq, size, meta, committed in self._db.conn.execute(query, (min_seq,)):
             yield str(key), ItemRecord(seq, size, meta, json.loads(committed))
 
     def references(self, hex_digest: str) -> bool:

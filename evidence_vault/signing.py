@@ -46,6 +46,10 @@ class PublicKey:
     key: Ed25519PublicKey
 
     @functools.cached_property
+    def raw(self) -> bytes:
+        return self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @functools.cached_property
     def blob(self) -> bytes:
         raw = self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return _string(_KEY_TYPE) + _string(raw)
@@ -125,10 +129,14 @@ def _signed_data(message: bytes, namespace: str) -> bytes:
 
 @dataclass(frozen=True)
 class ParsedSignature:
-    public_key: PublicKey
+    public_blob: bytes
     namespace: str
     hash_algorithm: str
     raw: bytes
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey.from_blob(self.public_blob)
 
 
 def parse_signature(blob: bytes) -> ParsedSignature:
@@ -151,33 +159,55 @@ def parse_signature(blob: bytes) -> ParsedSignature:
         raw, spos = _read_string(sig, spos)
         if kind != _KEY_TYPE or len(raw) != 64 or spos != len(sig):
             raise ValueError("not an Ed25519 signature")
-        return ParsedSignature(PublicKey.from_blob(pub), ns.decode("utf-8"), halg.decode("ascii"), raw)
-    except (ValueError, UnicodeDecodeError, KeyStoreError) as exc:
+        return ParsedSignature(pub, ns.decode("utf-8"), halg.decode("ascii"), raw)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"malformed SSH signature: {exc}") from None
 
 
-def verify_signature(blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE) -> None:
-    """Check an sshsig blob over ``message`` by ``public_key``; raises ``IntegrityError`` if it fails."""
+def prepare_verification(
+    blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE
+) -> tuple[bytes, bytes]:
+    """Every check of an sshsig blob except the Ed25519 equation itself.
+
+    Returns ``(raw_signature, signed_data)`` for :func:`ed25519_ok`, so the expensive part can run
+    elsewhere (another process); raises ``IntegrityError`` for everything that fails before it.
+    """
     parsed = parse_signature(blob)
-    if parsed.public_key.blob != public_key.blob:
-        raise IntegrityError(
-            f"signature is by {parsed.public_key.fingerprint}, expected {public_key.fingerprint}"
-        )
+    if parsed.public_blob != public_key.blob:
+        try:
+            who = parsed.public_key.fingerprint
+        except KeyStoreError:
+            who = "an unreadable key"
+        raise IntegrityError(f"signature is by {who}, expected {public_key.fingerprint}")
     if parsed.namespace != namespace:
         raise IntegrityError(f"signature namespace is {parsed.namespace!r}, expected {namespace!r}")
     if parsed.hash_algorithm not in ("sha512", "sha256"):
         raise IntegrityError(f"unsupported signature hash {parsed.hash_algorithm}")
     hasher = hashlib.sha512 if parsed.hash_algorithm == "sha512" else hashlib.sha256
-    digest = hasher(message).digest()
     signed = (
         _MAGIC
         + _string(namespace.encode())
         + _string(b"")
         + _string(parsed.hash_algorithm.encode())
-        + _string(digest)
+        + _string(hasher(message).digest())
     )
+    return parsed.raw, signed
+
+
+def ed25519_ok(public_raw: bytes, signature: bytes, data: bytes) -> bool:
+    """The Ed25519 equation alone (what :func:`prepare_verification` leaves to do)."""
     try:
-        public_key.key.verify(parsed.raw, signed)
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_signature(blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE) -> None:
+    """Check an sshsig blob over ``message`` by ``public_key``; raises ``IntegrityError`` if it fails."""
+    raw, signed = prepare_verification(blob, message, public_key, namespace)
+    try:
+        public_key.key.verify(raw, signed)
     except InvalidSignature:
         raise IntegrityError("signature does not verify") from None
 

@@ -14,8 +14,9 @@ import re
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Any
 
 from . import commitments, merkle
@@ -30,7 +31,7 @@ from .hashing import hash_file
 from .keystore import TrustStore, fingerprint_to_b64, utc_now
 from .report import Report
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
-from .signing import PublicKey, verify_signature
+from .signing import PublicKey, ed25519_ok, prepare_verification, verify_signature
 from .vault import Vault
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -43,6 +44,55 @@ class CheckpointRecord:
     data: dict[str, Any]
 
 
+def _verify_batch(batch: list[tuple[int, bytes, bytes, bytes]]) -> list[int]:
+    """Worker: the Ed25519 equations of a batch; returns the indices that fail."""
+    return [i for i, pub, sig, data in batch if not ed25519_ok(pub, sig, data)]
+
+
+class SignatureChecks:
+    """The Ed25519 equations of a log pass, the one costly step: inline for short logs, in worker
+    processes on every core for long ones (everything else about a signature is checked inline)."""
+
+    BATCH = 2048
+
+    def __init__(self, parallel: bool = False) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        if parallel and (os.cpu_count() or 1) > 1:
+            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=get_context("fork"))
+        self.batch: list[tuple[int, bytes, bytes, bytes]] = []
+        self.pending: deque[Future[list[int]]] = deque()
+
+    def add(self, index: int, pub: bytes, sig: bytes, data: bytes, report: Report) -> None:
+        if self.pool is None:
+            if not ed25519_ok(pub, sig, data):
+                report.fail("log.bad-signature", line_subject(index), "signature check failed: signature does not verify",
+                            seq=index)  # fmt: skip
+            return
+        self.batch.append((index, pub, sig, data))
+        if len(self.batch) >= self.BATCH:
+            self.pending.append(self.pool.submit(_verify_batch, self.batch))
+            self.batch = []
+            while len(self.pending) > 2 * (os.cpu_count() or 1):
+                self._collect(self.pending.popleft().result(), report)
+
+    def finish(self, report: Report) -> None:
+        if self.pool is None:
+            return
+        if self.batch:
+            self.pending.append(self.pool.submit(_verify_batch, self.batch))
+            self.batch = []
+        while self.pending:
+            self._collect(self.pending.popleft().result(), report)
+        self.pool.shutdown()
+        self.pool = None
+
+    @staticmethod
+    def _collect(failed: list[int], report: Report) -> None:
+        for index in failed:
+            report.fail("log.bad-signature", line_subject(index), "signature check failed: signature does not verify",
+                        seq=index)  # fmt: skip
+
+
 @dataclass
 class LogState:
     """What a log pass learned: authority, items, checkpoints, Merkle roots at requested sizes."""
@@ -51,6 +101,7 @@ class LogState:
     items: ItemTable = field(default_factory=ItemTable)
     custody: Custody = field(init=False)
     line_hashes: LineHashes = field(default_factory=LineHashes)
+    signatures: SignatureChecks = field(default_factory=SignatureChecks)
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
     openings: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (object, committed, seq)
     bundles: set[str] = field(default_factory=set)  # objects holding an imported bag's tag files
@@ -75,16 +126,23 @@ def verify_log(
     on_event: Callable[[Event, bytes], None] | None = None,
     root_sizes: Iterable[int] = (),
     keep_hashes: Iterable[int] = (),
+    parallel: bool = False,
+    resume: tuple[LogState, merkle.MerkleAccumulator] | None = None,
 ) -> LogState:
     """Check every line of a custody log; add findings to ``report``; return what it learned.
 
     Also recomputes the RFC 9162 Merkle root at every checkpoint and at each size in ``root_sizes``.
+    With ``resume`` (the state and accumulator after a verified prefix), ``lines`` are the lines after it.
     """
-    state = LogState(line_hashes=LineHashes(set(keep_hashes)))
-    prev: str | None = None
-    acc = merkle.MerkleAccumulator()
+    if resume is None:
+        state = LogState(line_hashes=LineHashes(set(keep_hashes)), signatures=SignatureChecks(parallel))
+        acc = merkle.MerkleAccumulator()
+    else:
+        state, acc = resume
+        state.signatures = SignatureChecks(parallel)
+    prev: str | None = state.line_hashes.last
     wanted = set(root_sizes)
-    for index, raw in enumerate(lines):
+    for index, raw in enumerate(lines, start=len(state.line_hashes)):
         subject = line_subject(index)
         if index in wanted:
             state.roots_at[index] = acc.root()
@@ -105,12 +163,13 @@ def verify_log(
             report.fail("log.malformed", subject, exc.message, seq=index)
             prev = this_hash
             continue
-        check_event(event, is_canonical, index, prev, root_before, state, report, vault_id)
+        check_event(event, is_canonical, index, prev, root_before, state, report, vault_id, raw.data)
         prev = this_hash
         if on_event is not None:
             on_event(event, raw.data)
     if acc.size in wanted:
         state.roots_at[acc.size] = acc.root()
+    state.signatures.finish(report)
     return state
 
 
@@ -123,6 +182,7 @@ def check_event(
     state: LogState,
     report: Report,
     vault_id: str | None,
+    line: bytes | None = None,
 ) -> None:
     """Every check of one log line in its place: form, seq, chain, time, signer, custody, contents.
 
@@ -151,7 +211,7 @@ def check_event(
                     f"time {event.time} is earlier than the previous event's {state.last_time}",
                     seq=index)  # fmt: skip
     state.last_time = max(state.last_time, event.time)
-    _check_signer(event, index, subject, state.authority, report, vault_id)
+    _check_signer(event, index, subject, state, report, vault_id, line if is_canonical else None)
     try:
         state.custody.check(event, state.authority)
     except EvidenceVaultError as exc:
@@ -203,8 +263,10 @@ def _check_checkpoint_event(
 
 
 def _check_signer(
-    event: Event, index: int, subject: str, auth: Authority, report: Report, vault_id: str | None
-) -> None:
+    event: Event, index: int, subject: str, state: LogState, report: Report, vault_id: str | None,
+    line: bytes | None = None,
+) -> None:  # fmt: skip
+    auth = state.authority
     try:
         auth.check(event)
     except EvidenceVaultError as exc:
@@ -216,11 +278,26 @@ def _check_signer(
             if event.seq == 0
             else auth.public_key(event.actor)
         )
-        verify_signature(event.signature, event.signing_bytes(), key)
+        message = signing_bytes_of(line, event) if line is not None else event.signing_bytes()
+        raw_sig, signed = prepare_verification(event.signature, message, key)
+        state.signatures.add(index, key.raw, raw_sig, signed, report)
     except (EvidenceVaultError, KeyError, TypeError) as exc:
         report.fail("log.bad-signature", subject, f"signature check failed: {exc}", seq=index)
     if event.type == ev.VAULT_CREATED and vault_id is not None and event.data.get("vault_id") != vault_id:
         report.fail("log.wrong-vault", subject, "genesis names another vault id than vault.json", seq=index)
+
+
+def signing_bytes_of(line: bytes, event: Event) -> bytes:
+    """The signed bytes of a canonical line: the line without its top-level ``"sig"`` member.
+
+    Keys are sorted, so ``,"sig":"…"`` sits right before ``,"time":``; cutting it out gives exactly the
+    canonical JSON of the event without ``sig``, with no second serialization.
+    """
+    member = b',"sig":"' + event.sig.encode("ascii", "replace") + b'","time":'
+    at = line.rfind(member)
+    if at < 0:
+        return event.signing_bytes()
+    return line[:at] + b',"time":' + line[at + len(member) :]
 
 
 def _record_item(event: Event, index: int, subject: str, state: LogState, report: Report) -> None:
@@ -301,8 +378,15 @@ def verify_vault(
     on_progress: Callable[[int], None] | None = None,
     record_head: bool = True,
     tsa_roots: Sequence[bytes] = (),
+    incremental: bool = False,
 ) -> Report:
-    """Fully verify a vault: log, signatures, authorization, every object, commitments, pins."""
+    """Verify a vault: log, signatures, authorization, every object, commitments, anchors, pins.
+
+    ``incremental``: start from the end state of the last clean verification on this machine (see
+    :mod:`evidence_vault.incremental`) when the log prefix it covered is byte-for-byte unchanged, and
+    say in the report (``INFO incremental.*``) exactly what was not re-checked.
+    """
+    from . import incremental as inc
     from .anchoring import list_checkpoints
     from .anchors_verify import check_anchors
 
@@ -311,23 +395,111 @@ def verify_vault(
     pins = pins if pins is not None else TrustStore()
     pin = pins.get(vault.config.vault_id) or {}
     seen = pin.get("head", {}).get("seq") if isinstance(pin.get("head"), dict) else None
-    state = verify_log(vault.log.iter_raw(), report, vault_id=vault.config.vault_id, root_sizes=dirs,
-                       keep_hashes=[seen] if isinstance(seen, int) else [])  # fmt: skip
+    keep = [seen] if isinstance(seen, int) else []
+    parallel = vault.log.path.stat().st_size > 4 * 1024 * 1024  # about 4,000 events and more
+    resume, saved = None, None
+    if incremental:
+        saved = inc.load(vault.config.vault_id)
+        resume = _resume(vault, saved, keep, report) if saved else None
+        if saved is None:
+            report.add("INFO", "incremental.full", "log.jsonl", "no earlier clean verification on this machine: full run")
+    start_seq = len(resume[0].line_hashes) if resume else 0
+    lines = vault.log.iter_raw(saved.bytes if resume and saved else 0)
+    state = verify_log(lines, report, vault_id=vault.config.vault_id, root_sizes=dirs, keep_hashes=keep,
+                       parallel=parallel, resume=resume)  # fmt: skip
     check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
     if state.line_hashes:
         report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
-    bytes_hashed = _check_objects(vault, state, report, workers, on_progress)
+    bytes_hashed = _check_objects(vault, state, report, workers, on_progress, min_seq=start_seq)
     check_anchors(vault, state, report, dirs, tsa_roots=tsa_roots)
     report.stats = {
         "events": state.events,
         "items": len(state.items),
         "keys": len(state.authority.keys),
         "bytes_hashed": bytes_hashed,
+        "lines_checked": len(state.line_hashes) - start_seq,
     }
     report.finished = utc_now()
     if record_head and report.outcome != "FAIL" and report.head and report.genesis_pinned:
         pins.record_head(vault.config.vault_id, report.head["seq"], report.head["hash"])
+    if report.outcome != "FAIL" and not any(f.level == "FAIL" for f in report.findings):
+        _save_state(vault, state, report)
     return report
+
+
+def _resume(
+    vault: Vault, saved: Any, keep: list[int], report: Report
+) -> tuple[LogState, merkle.MerkleAccumulator] | None:
+    """The state after the verified prefix, if the log still starts with exactly those bytes."""
+    from . import incremental as inc
+
+    size = vault.log.path.stat().st_size
+    if size < saved.bytes or inc.prefix_sha256(vault.log.path, saved.bytes) != saved.prefix_sha256:
+        report.add("INFO", "incremental.full", "log.jsonl",
+                   f"the {saved.lines} lines verified on {saved.verified_at} changed: full run")  # fmt: skip
+        return None
+    if any(k < saved.lines for k in keep):
+        keep = [k for k in keep if k >= saved.lines]  # older pinned heads are inside the verified prefix
+    from .scratch import restore
+
+    state = LogState(items=restore(saved.items_db), line_hashes=LineHashes(set(keep)))
+    state.authority = saved.authority_state()
+    state.custody.pending = saved.pending_transfers()
+    state.line_hashes.count = saved.lines
+    state.line_hashes.last = saved.last_hash
+    state.last_time = saved.last_time
+    state.events = saved.lines
+    state.roots_at = {int(k): bytes.fromhex(v) for k, v in saved.roots_at.items()}
+    state.checkpoints = {int(k): CheckpointRecord(**v) for k, v in saved.checkpoints.items()}
+    state.bundles = set(saved.bundles)
+    report.add("INFO", "incremental.skipped", "log.jsonl",
+               f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
+               f"of {saved.verified_at} on this machine recorded; objects of the {len(state.items)} items "
+               "ingested before were size-checked, not re-hashed; no orphan scan (run without "
+               "--incremental to re-check everything)")  # fmt: skip
+    return state, _acc_of(saved)
+
+
+def _acc_of(saved: Any) -> merkle.MerkleAccumulator:
+    acc: merkle.MerkleAccumulator = saved.accumulator()
+    return acc
+
+
+def _save_state(vault: Vault, state: LogState, report: Report) -> None:
+    """Keep this clean run's end state for the next ``--incremental`` run (best effort)."""
+    from . import incremental as inc
+
+    n = len(state.line_hashes)
+    try:
+        size, _torn = vault.log.tail_state()
+        end = size.size if size is not None else 0
+        acc = merkle.MerkleAccumulator()
+        for raw in vault.log.iter_raw():
+            if not raw.complete or acc.size >= n:
+                break
+            acc.append(merkle.leaf_hash(raw.data))
+        if acc.size != n or end == 0:
+            return
+        size_hashes = acc.state()
+        doc = {
+            "lines": n,
+            "bytes": end,
+            "prefix_sha256": inc.prefix_sha256(vault.log.path, end),
+            "last_hash": state.line_hashes.last,
+            "last_time": state.last_time,
+            "acc_size": size_hashes[0],
+            "acc_hashes": [h.hex() for h in size_hashes[1]],
+            "authority": state.authority.to_dict(),
+            "pending": [p.to_dict() for p in state.custody.pending.values()],
+            "roots_at": {str(k): v.hex() for k, v in state.roots_at.items()},
+            "checkpoints": {str(k): {"seq": c.seq, "actor": c.actor, "data": c.data} for k, c in state.checkpoints.items()},
+            "bundles": sorted(state.bundles),
+            "verified_at": report.finished,
+        }
+        db_path = inc.save(vault.config.vault_id, doc)
+        state.items.db.save_to(str(db_path))
+    except (OSError, ValueError):
+        return
 
 
 Job = tuple[str, str, "int | None", "str | None"]  # (hex digest, kind, recorded size, item id)
@@ -350,16 +522,23 @@ def _check_objects(
     report: Report,
     workers: int | None,
     on_progress: Callable[[int], None] | None,
+    min_seq: int = 0,
 ) -> int:
-    """Re-hash every referenced object (all cores, biggest first), open commitments, find orphans."""
+    """Re-hash every referenced object (all cores, biggest first), open commitments, find orphans.
+
+    With ``min_seq`` (an incremental run), objects of items ingested before it are only size-checked.
+    """
     store = vault.objects
     openings_at: dict[str, list[tuple[dict[str, str], int]]] = {}
     for obj, committed, seq in state.openings:
         openings_at.setdefault(obj.removeprefix("sha256:"), []).append((committed, seq))
     small = {b.removeprefix("sha256:") for b in state.bundles} | set(openings_at)
 
+    if min_seq:
+        _size_check(vault, state, report, min_seq)
+
     def jobs() -> Iterator[Job]:
-        for item, rec in state.items.records_by_size():
+        for item, rec in state.items.records_by_size(min_seq):
             yield (item.removeprefix("sha256:"), "item", rec.size, item)
             if rec.metadata:
                 yield (rec.metadata.removeprefix("sha256:"), "metadata", None, item)
@@ -395,6 +574,21 @@ def _check_objects(
             total += digest.size
             if digest.sha256 != hex_digest:
                 extra = f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
+                if kind == "item" and item is not None:
+                    # Name the damaged byte ranges from the per-chunk Merkle leaves recorded at ingest (if any).
+                    from .hashing import damaged_ranges
+
+                    try:
+                        chunks = vault.metadata_object(state.items[item].metadata or "").get("chunks")
+                        if isinstance(chunks, dict):
+                            step, leaves = int(chunks["chunk_size"]), list(chunks["leaves"])
+                            ranges = damaged_ranges(store.path(hex_digest), step, leaves)
+                            n_bad = sum((last - first) // step + 1 for first, last in ranges)
+                            shown = ", ".join(f"bytes {first}-{last}" for first, last in ranges[:10])
+                            more = f" and {len(ranges) - 10} more ranges" if len(ranges) > 10 else ""
+                            extra += f"; {shown}{more} damaged ({n_bad} of {len(leaves)} chunks)"
+                    except (EvidenceVaultError, OSError, KeyError, TypeError, ValueError):
+                        pass  # no usable chunk tree: the mismatch itself is reported below
                 report.fail("object.hash-mismatch", subject,
                             f"{what} content does not match its hash{extra}", item=item)  # fmt: skip
             elif size is not None and digest.size != size:
@@ -406,6 +600,8 @@ def _check_objects(
             if kind == "openings" and digest.sha256 == hex_digest:
                 for committed, seq in openings_at[hex_digest]:
                     _check_openings(vault, hex_digest, committed, seq, report)
+    if min_seq:
+        return total  # no orphan scan in an incremental run (said in the report)
     expected += sum(1 for b in state.bundles)
     missing = sum(1 for f in report.failures if f.code == "object.missing")
     stored = sum(1 for _ in store.list())
@@ -416,6 +612,21 @@ def _check_objects(
                 report.warn("object.orphan", f"object {hex_digest[:12]}…",
                             "object not referenced by any log event (left by an interrupted add?)")  # fmt: skip
     return total
+
+
+def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> None:
+    """Objects of items verified earlier: still there, still of their recorded size."""
+    for item, rec in state.items.records():
+        if rec.seq >= min_seq:
+            break
+        try:
+            size = os.stat(vault.objects.path(item.removeprefix("sha256:"))).st_size
+        except FileNotFoundError:
+            report.fail("object.missing", f"original {item[7:19]}… of item {item}", "original is missing", item=item)
+            continue
+        if size != rec.size:
+            report.fail("object.size-mismatch", f"original {item[7:19]}… of item {item}",
+                        f"size {size}, recorded {rec.size}", item=item)  # fmt: skip
 
 
 def _check_openings(vault: Vault, hex_digest: str, committed: dict[str, str], seq: int, report: Report) -> None:

@@ -1,0 +1,97 @@
+"""What a clean verification established, kept on this machine for the next, incremental, one.
+
+Stored under ``EVIDENCE_VAULT_HOME/verified/<vault id>/`` (outside the vault, like the trust pins, so
+a person with write access to the vault cannot edit it): the byte length and SHA-256 of the log prefix
+that was verified, the Merkle accumulator, authorization and custody state at its end, and the
+per-item table. An incremental run re-hashes that prefix (one fast pass, no parsing or signature
+checks): if the bytes are unchanged, everything they said still holds and only the lines after it are
+checked in full. If they changed, the run falls back to a full verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_atomic
+from .authority import Authority
+from .custody import PendingTransfer
+from .keystore import default_home
+from .merkle import MerkleAccumulator
+
+STATE_VERSION = 1
+
+
+def state_dir(vault_id: str, home: Path | None = None) -> Path:
+    return (home or default_home()) / "verified" / vault_id
+
+
+def prefix_sha256(path: Path, length: int) -> str:
+    """SHA-256 of the first ``length`` bytes of a file (1 MiB reads)."""
+    h = hashlib.sha256()
+    remaining = length
+    with open(path, "rb", buffering=0) as fh:
+        while remaining > 0:
+            block = fh.read(min(1 << 20, remaining))
+            if not block:
+                break
+            h.update(block)
+            remaining -= len(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Saved:
+    """The end state of the last clean verification of one vault on this machine."""
+
+    lines: int
+    bytes: int
+    prefix_sha256: str
+    last_hash: str | None
+    last_time: str
+    acc_size: int
+    acc_hashes: list[str]
+    authority: dict[str, Any]
+    pending: list[dict[str, Any]]
+    roots_at: dict[str, str]
+    checkpoints: dict[str, dict[str, Any]]
+    bundles: list[str]
+    verified_at: str
+    items_db: str
+
+    def accumulator(self) -> MerkleAccumulator:
+        return MerkleAccumulator.from_state(self.acc_size, [bytes.fromhex(h) for h in self.acc_hashes])
+
+    def authority_state(self) -> Authority:
+        return Authority.from_dict(self.authority)
+
+    def pending_transfers(self) -> dict[tuple[str, str], PendingTransfer]:
+        out = {}
+        for p in self.pending:
+            t = PendingTransfer(**p)
+            out[(t.transfer_id, t.item)] = t
+        return out
+
+
+def load(vault_id: str, home: Path | None = None) -> Saved | None:
+    d = state_dir(vault_id, home)
+    try:
+        doc = json.loads((d / "state.json").read_text("utf-8"))
+        if doc.get("version") != STATE_VERSION:
+            return None
+        doc.pop("version")
+        saved = Saved(**doc, items_db=str(d / "items.sqlite"))
+    except (OSError, ValueError, TypeError):
+        return None
+    return saved if os.path.exists(saved.items_db) else None
+
+
+def save(vault_id: str, doc: dict[str, Any], home: Path | None = None) -> Path:
+    d = state_dir(vault_id, home)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(d / "state.json", json.dumps({"version": STATE_VERSION, **doc}, indent=1).encode(), mode=0o600)
+    return d / "items.sqlite"

@@ -1,0 +1,81 @@
+"""verify --incremental: sound (a changed prefix means a full run), says what it skipped, and fast."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Cli, object_path
+from tests.paths import CORPUS
+
+
+def _verify(cli: Cli, vault: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    res = cli("--vault", vault, "verify", "--json", *extra)
+    return res.code, json.loads(res.stdout)
+
+
+def _codes(report: dict[str, Any], level: str) -> set[str]:
+    return {f["code"] for f in report["findings"] if f["level"] == level}
+
+
+def test_incremental_checks_only_new_lines_and_says_so(cli: Cli, filled_vault: Path) -> None:
+    code, first = _verify(cli, filled_vault, "--incremental")
+    assert code == 0 and "incremental.full" in _codes(first, "INFO")  # nothing saved yet: full run
+    assert first["stats"]["lines_checked"] == 5
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+    code, second = _verify(cli, filled_vault, "--incremental")
+    assert code == 0, second["findings"]
+    assert "incremental.skipped" in _codes(second, "INFO")
+    assert second["stats"]["lines_checked"] == 1 and second["stats"]["items"] == 5
+    # Only the new original and its metadata object were re-read.
+    new_size = (CORPUS / "images" / "DSCN0010.jpg").stat().st_size
+    assert new_size < second["stats"]["bytes_hashed"] < new_size + 100_000
+
+
+def test_edited_earlier_line_forces_full_run_and_fails(cli: Cli, filled_vault: Path) -> None:
+    assert _verify(cli, filled_vault)[0] == 0  # a clean full run saves the state
+    log = filled_vault / "log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"tags":[]', b'"tags":["x"]')
+    log.write_bytes(b"".join(lines))
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 1
+    assert "incremental.full" in _codes(report, "INFO")
+    assert "log.bad-signature" in _codes(report, "FAIL")
+
+
+def test_truncated_old_object_is_caught_by_size_check(cli: Cli, filled_vault: Path, items: Any) -> None:
+    assert _verify(cli, filled_vault)[0] == 0
+    victim = object_path(filled_vault, items(filled_vault)[0]["id"])
+    os.chmod(victim, 0o644)
+    victim.write_bytes(victim.read_bytes()[:-10])
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 1 and "object.size-mismatch" in _codes(report, "FAIL")
+
+
+def test_same_size_change_to_old_object_needs_full_run(cli: Cli, filled_vault: Path, items: Any) -> None:
+    assert _verify(cli, filled_vault)[0] == 0
+    victim = object_path(filled_vault, items(filled_vault)[0]["id"])
+    os.chmod(victim, 0o644)
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    code, report = _verify(cli, filled_vault, "--incremental")
+    # Documented limit: an incremental run does not re-read old objects, and says so.
+    assert code == 0 and "not re-hashed" in next(
+        f["message"] for f in report["findings"] if f["code"] == "incremental.skipped"
+    )
+    code, report = _verify(cli, filled_vault)
+    assert code == 1 and "object.hash-mismatch" in _codes(report, "FAIL")
+    # A failed run saves nothing: the next incremental run does not build on it.
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert "incremental.skipped" in _codes(report, "INFO")  # still the state of the last clean run
+
+
+def test_state_lives_outside_the_vault(cli: Cli, filled_vault: Path, home: Path) -> None:
+    assert _verify(cli, filled_vault)[0] == 0
+    vault_id = json.loads((filled_vault / "vault.json").read_text())["vault_id"]
+    assert (home / "verified" / vault_id / "state.json").exists()
+    assert not any("verified" in p.parts for p in filled_vault.rglob("*"))
