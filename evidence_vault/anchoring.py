@@ -132,8 +132,14 @@ class StampConfig:
 
     @classmethod
     def of(cls, vault: Vault) -> StampConfig:
-        raw = vault.config.extra.get("stamping")
+        """Defaults, then the user's ``EVIDENCE_VAULT_HOME/config.json`` "stamping", then the vault's."""
         cfg = cls()
+        for raw in (_user_stamping(), vault.config.extra.get("stamping")):
+            cfg._merge(raw)
+        return cfg
+
+    def _merge(self, raw: Any) -> None:
+        cfg = self
         if isinstance(raw, dict):
             if isinstance(raw.get("calendars"), list) and raw["calendars"]:
                 cfg.calendars = [str(c) for c in raw["calendars"]]
@@ -141,10 +147,20 @@ class StampConfig:
                 cfg.min_calendars = raw["min_calendars"]
             if isinstance(raw.get("tsas"), list):
                 cfg.tsas = [dict(t) for t in raw["tsas"] if isinstance(t, dict) and "url" in t]
-        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return {"calendars": self.calendars, "min_calendars": self.min_calendars, "tsas": self.tsas}
+
+
+def _user_stamping() -> Any:
+    """The per-user stamping defaults (calendars, min_calendars, tsas with absolute "ca" paths)."""
+    from .keystore import default_home
+
+    try:
+        doc = json.loads((default_home() / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc.get("stamping") if isinstance(doc, dict) else None
 
 
 def save_config(vault: Vault, cfg: StampConfig) -> None:

@@ -283,3 +283,12 @@ def test_attack_checkpoint_event_signature_forged(cli: Cli, stamped: Path) -> No
     (d / "checkpoint.sig").write_text("\n".join([sig[0], *[b64[i:i + 70] for i in range(0, len(b64), 70)], sig[-1]]) + "\n")
     code, report = _verify(cli, stamped)
     assert code == 1 and "checkpoint.bad-signature" in _codes(report)
+
+
+def test_stamping_defaults_from_user_config(cli: Cli, filled_vault: Path, home: Path, calendars: Any) -> None:
+    a, b = calendars
+    (home / "config.json").write_text(json.dumps({"stamping": {"calendars": [a.url, b.url], "min_calendars": 2}}))
+    res = cli("--vault", filled_vault, "stamp", "--json")
+    assert res.code == 0, res.stderr
+    assert set(res.json()["stamped"][0]["calendars"]) == {a.url, b.url}
+    assert len(a.requests) == 1 and len(b.requests) == 1
