@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import UsageError
+from ..errors import EvidenceVaultError, UsageError
 from . import output
 from .context import state
 
@@ -212,6 +212,10 @@ def verify(
     tsa_ca: Annotated[
         list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 tokens (PEM).")
     ] = None,
+    incremental: Annotated[
+        bool,
+        typer.Option("--incremental", help="Check only what changed since the last clean verify on this machine."),
+    ] = False,
 ) -> None:
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
     from ..report_formats import FORMATS
@@ -224,8 +228,8 @@ def verify(
     vault = state(ctx).open_vault()
     try:
         total = sum(i.size for i in vault.items())  # only sizes the progress bar
-    except (OSError, sqlite3.Error):
-        total = 0  # the cache cannot be written (disk full, read-only medium): verify reads only
+    except (OSError, sqlite3.Error, EvidenceVaultError):
+        total = 0  # no usable cache (disk full, read-only medium, damaged log): verify needs none
     roots = []
     for p in tsa_ca or []:
         try:
@@ -234,7 +238,7 @@ def verify(
             raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
     with _progress(total, "verifying") as progress:
         task = progress.add_task("verify", total=total or None)
-        report = verify_vault(vault, trusted=trust or (), tsa_roots=roots,
+        report = verify_vault(vault, trusted=trust or (), tsa_roots=roots, incremental=incremental,
                               on_progress=lambda n: progress.advance(task, n))  # fmt: skip
     vault.close()
     if out_file is not None:
