@@ -24,8 +24,9 @@ from .timestamps import ots, rfc3161
 from .timestamps.headers import HeaderStore
 
 if TYPE_CHECKING:
+    from .authority import Authority
     from .vault import Vault
-    from .verify import LogState
+    from .verify import CheckpointRecord, LogState
 
 
 class _HasRoot:
@@ -34,6 +35,66 @@ class _HasRoot:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_checkpoint_dir(
+    d: Path,
+    size: int,
+    subject: str,
+    *,
+    n_lines: int,
+    root: bytes | None,
+    record: CheckpointRecord | None,
+    authority: Authority,
+    report: Report,
+    sig_required: bool,
+) -> bytes | None:
+    """The checks of one ``checkpoints/<size>/`` shared by vault and bundle verification.
+
+    The text must parse and be of its directory's size, cover no more than the log's ``n_lines``,
+    have the Merkle ``root`` recomputed from the log, match its ``checkpoint`` event, and carry a
+    detached signature by that event's signer. Returns the text when its time proofs are worth
+    checking, else None.
+    """
+    try:
+        text = (d / "checkpoint").read_bytes()
+        cp = Checkpoint.parse(text)
+    except OSError:
+        report.fail("checkpoint.missing-text", subject, "checkpoint text is missing")
+        return None
+    except EvidenceVaultError as exc:
+        report.fail("checkpoint.malformed", subject, exc.message)
+        return None
+    if cp.size != size:
+        report.fail("checkpoint.bad-size", subject, f"directory is for size {size}, text says {cp.size}")
+        return None
+    if size > n_lines:
+        report.fail("log.rollback", subject,
+                    f"a checkpoint covers {size} log lines but the log has only {n_lines}: "
+                    "events after it were removed (rollback)")  # fmt: skip
+        return None
+    if root != cp.root:
+        report.fail("checkpoint.root-mismatch", subject,
+                    f"root does not match the first {size} lines of the log (history rewritten)")  # fmt: skip
+        return None
+    if record is None:
+        report.fail("checkpoint.unrecorded", subject,
+                    "checkpoint has no checkpoint event in the log (event removed or withheld)")  # fmt: skip
+        return None
+    if record.data.get("root") != cp.root.hex() or record.data.get("origin") != cp.origin:
+        report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
+        return None
+    try:
+        sig = unarmor((d / "checkpoint.sig").read_text("ascii"))
+        verify_signature(sig, text, authority.public_key(record.actor))
+    except FileNotFoundError:
+        if sig_required:
+            report.fail("checkpoint.bad-signature", subject, "checkpoint.sig is missing")
+        else:
+            report.warn("checkpoint.sig-missing", subject, "detached checkpoint.sig is missing (the log has it)")
+    except (EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
+        report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
+    return text
 
 
 def check_anchors(
@@ -52,47 +113,17 @@ def check_anchors(
     for size in sizes:
         d = checkpoint_dir(vault, size)
         subject = f"checkpoints/{d.name}"
-        try:
-            text = (d / "checkpoint").read_bytes()
-            cp = Checkpoint.parse(text)
-        except FileNotFoundError:
-            report.fail("checkpoint.missing-text", subject, "checkpoint text is missing")
-            continue
-        except EvidenceVaultError as exc:
-            report.fail("checkpoint.malformed", subject, exc.message)
-            continue
         has_proofs = (d / "checkpoint.ots").exists() or any(d.glob("tsa-*.tsr"))
-        if cp.size != size:
-            report.fail("checkpoint.bad-size", subject, f"directory is for size {size}, text says {cp.size}")
-            continue
-        if size > n_lines:
-            report.fail("log.rollback", subject,
-                        f"a checkpoint covers {size} log lines but the log has only {n_lines}: "
-                        "events after it were removed (rollback)")  # fmt: skip
-            continue
-        if state.roots_at.get(size) != cp.root:
-            report.fail("checkpoint.root-mismatch", subject,
-                        f"root does not match the first {size} lines of the log (history rewritten)")  # fmt: skip
-            continue
         record = state.checkpoints.get(size)
-        if record is None:
-            if has_proofs:
-                report.fail("checkpoint.unrecorded", subject,
-                            "stamped checkpoint has no checkpoint event in the log (event removed)")  # fmt: skip
-            else:
-                report.warn("checkpoint.interrupted", subject,
-                            "checkpoint was written but never recorded (interrupted); harmless")  # fmt: skip
+        if record is None and not has_proofs and size <= n_lines and state.roots_at.get(size) is not None:
+            report.warn("checkpoint.interrupted", subject,
+                        "checkpoint was written but never recorded (interrupted); harmless")  # fmt: skip
             continue
-        if record.data.get("root") != cp.root.hex() or record.data.get("origin") != cp.origin:
-            report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
+        text = check_checkpoint_dir(d, size, subject, n_lines=n_lines, root=state.roots_at.get(size),
+                                    record=record, authority=state.authority, report=report,
+                                    sig_required=False)  # fmt: skip
+        if text is None:
             continue
-        try:
-            sig = unarmor((d / "checkpoint.sig").read_text("ascii"))
-            verify_signature(sig, text, state.authority.public_key(record.actor))
-        except FileNotFoundError:
-            report.warn("checkpoint.sig-missing", subject, "detached checkpoint.sig is missing (the log has it)")
-        except (EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
-            report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
         digest = hashlib.sha256(text).digest()
         times = _check_ots(d, subject, digest, store, report)
         times += _check_tsrs(vault, d, subject, digest, report, tsa_roots)

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import commitments, merkle
 from . import events as ev
-from .anchors_verify import _check_ots, _check_tsrs, _HasRoot, _iso, _item_times
+from .anchors_verify import _check_ots, _check_tsrs, _HasRoot, _iso, _item_times, check_checkpoint_dir
 from .bagit import read_bag_info, validate_bag
 from .checkpoint import Checkpoint
 from .errors import EvidenceVaultError, UsageError
@@ -37,7 +37,7 @@ from .index import items_of
 from .keystore import utc_now
 from .report import Report
 from .safezip import safe_extract
-from .signing import PublicKey, unarmor, verify_signature
+from .signing import PublicKey, unarmor
 from .timestamps.headers import HeaderStore
 from .verify import LogState, check_event, line_subject
 
@@ -236,6 +236,13 @@ def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> No
             )
 
 
+def _root_ok(d: Path, root: bytes) -> bool:
+    try:
+        return Checkpoint.parse((d / "checkpoint").read_bytes()).root == root
+    except (OSError, EvidenceVaultError):
+        return False
+
+
 def check_checkpoints(
     ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes]
 ) -> None:
@@ -258,47 +265,15 @@ def check_checkpoints(
     for d in dirs:
         size = int(d.name)
         subject = f"evidence/checkpoints/{d.name}"
-        try:
-            text = (d / "checkpoint").read_bytes()
-            cp = Checkpoint.parse(text)
-        except OSError:
-            report.fail("checkpoint.missing-text", subject, "checkpoint text is missing")
+        n_lines = len(state.leaves)
+        root = merkle.root_from_leaves(state.leaves[:size]) if size <= n_lines else None
+        text = check_checkpoint_dir(d, size, subject, n_lines=n_lines, root=root,
+                                    record=state.log.checkpoints.get(size), authority=state.log.authority,
+                                    report=report, sig_required=True)  # fmt: skip
+        if root is not None and _root_ok(d, root):
+            state.checkpoint_sizes.append(size)  # the proofs may use it even if its event is missing
+        if text is None:
             continue
-        except EvidenceVaultError as exc:
-            report.fail("checkpoint.malformed", subject, exc.message)
-            continue
-        if cp.size != size:
-            report.fail("checkpoint.bad-size", subject, f"directory is for size {size}, text says {cp.size}")
-            continue
-        if size > len(state.leaves):
-            report.fail(
-                "log.rollback",
-                subject,
-                f"checkpoint covers {size} lines; the bag's log has {len(state.leaves)}",
-            )
-            continue
-        if merkle.root_from_leaves(state.leaves[:size]) != cp.root:
-            report.fail(
-                "checkpoint.root-mismatch",
-                subject,
-                f"root does not match the first {size} log lines (revealed or withheld)",
-            )
-            continue
-        state.checkpoint_sizes.append(size)
-        record = state.log.checkpoints.get(size)
-        if record is None:
-            report.fail(
-                "checkpoint.unrecorded", subject, "no revealed checkpoint event records this checkpoint"
-            )
-            continue
-        if record.data.get("root") != cp.root.hex() or record.data.get("origin") != cp.origin:
-            report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
-            continue
-        try:
-            sig = unarmor((d / "checkpoint.sig").read_text("ascii"))
-            verify_signature(sig, text, state.log.authority.public_key(record.actor))
-        except (OSError, EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
-            report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
         digest = hashlib.sha256(text).digest()
         before = len(report.findings)
         ots_times = _check_ots(d, subject, digest, store, report)
