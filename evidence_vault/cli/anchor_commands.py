@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UsageError
 from . import output
-from .context import state
+from .context import read_files, state
 from .vault_commands import JsonOpt, print_report
 
 
@@ -27,16 +26,6 @@ def checkpoint(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         output.info(f"text and signature in {info.directory}")
 
 
-def _read(paths: list[Path] | None) -> list[bytes]:
-    out = []
-    for p in paths or []:
-        try:
-            out.append(p.read_bytes())
-        except OSError as exc:
-            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
-    return out
-
-
 def stamp(
     ctx: typer.Context,
     calendar: Annotated[list[str] | None, typer.Option("--calendar", help="OpenTimestamps calendar URL (repeatable).")] = None,
@@ -51,7 +40,7 @@ def stamp(
 
     st = state(ctx)
     vault = st.open_vault()
-    cas = _read(tsa_ca)
+    cas = read_files(tsa_ca)
     tsas = [(url, cas[i] if i < len(cas) else None) for i, url in enumerate(tsa or [])]
     result = anchoring.stamp(vault, st.signer(), calendars=calendar or (), tsas=tsas,
                              min_calendars=min_calendars, timeout=timeout)  # fmt: skip
@@ -128,7 +117,7 @@ def verify_proof_cmd(
     """Check an inclusion proof offline: event signature, inclusion, checkpoint signature, time proofs."""
     from ..proofs import verify_proof
 
-    report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=_read(tsa_ca))
+    report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=read_files(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())
     else:

@@ -76,3 +76,14 @@ def state(ctx: typer.Context) -> State:
         obj = State()
         ctx.find_root().obj = obj
     return obj
+
+
+def read_files(paths: list[Path] | None) -> list[bytes]:
+    """The bytes of each file named on the command line (e.g. --tsa-ca PEMs); a usage error if unreadable."""
+    out = []
+    for p in paths or []:
+        try:
+            out.append(p.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
+    return out

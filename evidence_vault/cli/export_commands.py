@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import state
+from .context import read_files, state
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -18,16 +18,6 @@ TrustOpt = Annotated[
 TsaCaOpt = Annotated[
     list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 (PEM).")
 ]
-
-
-def _read(paths: list[Path] | None) -> list[bytes]:
-    out = []
-    for p in paths or []:
-        try:
-            out.append(p.read_bytes())
-        except OSError as exc:
-            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
-    return out
 
 
 def export(
@@ -89,7 +79,7 @@ def verify_bundle_cmd(
     """Check an exported bag without any vault; exit 0 PASS/WARN, 1 FAIL, 2 error."""
     from ..bundle_verify import verify_bundle
 
-    report = verify_bundle(path, trusted=trust or (), tsa_roots=_read(tsa_ca))
+    report = verify_bundle(path, trusted=trust or (), tsa_roots=read_files(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())
     else:
@@ -110,7 +100,7 @@ def import_cmd(
 
     st = state(ctx)
     vault = st.open_vault()
-    result = import_bag(vault, path, st.signer(), trusted=trust or (), tsa_roots=_read(tsa_ca), strict=strict)
+    result = import_bag(vault, path, st.signer(), trusted=trust or (), tsa_roots=read_files(tsa_ca), strict=strict)
     vault.close()
     if json_out:
         output.emit_json(result.to_dict())

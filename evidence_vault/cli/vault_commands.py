@@ -11,7 +11,7 @@ import typer
 
 from ..errors import EvidenceVaultError, UsageError
 from . import output
-from .context import state
+from .context import read_files, state
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -230,12 +230,7 @@ def verify(
         total = sum(i.size for i in vault.items())  # only sizes the progress bar
     except (OSError, sqlite3.Error, EvidenceVaultError):
         total = 0  # no usable cache (disk full, read-only medium, damaged log): verify needs none
-    roots = []
-    for p in tsa_ca or []:
-        try:
-            roots.append(p.read_bytes())
-        except OSError as exc:
-            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
+    roots = read_files(tsa_ca)
     with _progress(total, "verifying") as progress:
         task = progress.add_task("verify", total=total or None)
         report = verify_vault(vault, trusted=trust or (), tsa_roots=roots, incremental=incremental,
