@@ -10,25 +10,34 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from .atomic import fsync_dir
 from .errors import IngestError
-from .hashing import Digest, copy_and_hash, hash_file, hash_stream
+from .hashing import Digest, copy_and_hash, hash_file, hash_stream, syncfs
 
 
 class ObjectStore(Protocol):
     """Put, open, check and list content-addressed objects."""
 
     def put_file(
-        self, src_fd: int, size: int, name: str, progress: Callable[[int], None] | None = None
-    ) -> tuple[Digest, bool]:
-        """Copy an open file in while hashing it. Returns the digest and whether it was new."""
+        self, src_fd: int, size: int, name: str, progress: Callable[[int], None] | None = None, *,
+        sync: bool = True,
+    ) -> tuple[Digest, bool]:  # fmt: skip
+        """Copy an open file in while hashing it. Returns the digest and whether it was new.
+
+        ``sync=False`` defers durability to the next :meth:`sync` (grouped fsyncs for a batch).
+        """
         ...
 
-    def put_bytes(self, data: bytes) -> tuple[Digest, bool]: ...
+    def put_bytes(self, data: bytes, *, sync: bool = True) -> tuple[Digest, bool]: ...
+
+    def sync(self) -> None:
+        """Make every object put with ``sync=False`` durable (before any event references it)."""
+        ...
 
     def open(self, hex_digest: str) -> BinaryIO: ...
 
@@ -55,6 +64,8 @@ class FileObjectStore:
         self.base = root / "sha256"
         self.tmp = root / "tmp"
         self.durable = durable
+        self._unsynced: list[Path] = []  # objects put with sync=False, made durable by sync()
+        self._unsynced_lock = threading.Lock()
 
     def path(self, hex_digest: str) -> Path:
         return self.base / hex_digest[:2] / hex_digest
@@ -85,47 +96,86 @@ class FileObjectStore:
         return tempfile.mkstemp(prefix="put-", dir=self.tmp)
 
     def put_file(
-        self, src_fd: int, size: int, name: str, progress: Callable[[int], None] | None = None
-    ) -> tuple[Digest, bool]:
+        self, src_fd: int, size: int, name: str, progress: Callable[[int], None] | None = None, *,
+        sync: bool = True,
+    ) -> tuple[Digest, bool]:  # fmt: skip
         fd, tmp = self._tempfile()
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
-                    digest = copy_and_hash(src_fd, out, size, name, progress)  # type: ignore[arg-type]
+                    digest = copy_and_hash(src_fd, out, size, name, progress)
                 except OSError as exc:
-                    raise IngestError(f"cannot copy into the vault: {exc.strerror or exc}", path=name) from None
-                self._flush(out)
-            return digest, self._publish(tmp, digest)
+                    message = f"cannot copy into the vault: {exc.strerror or exc}"
+                    raise IngestError(message, path=name) from None
+                self._flush(out, sync)
+            return digest, self._publish(tmp, digest, sync)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def put_bytes(self, data: bytes) -> tuple[Digest, bool]:
+    def put_bytes(self, data: bytes, *, sync: bool = True) -> tuple[Digest, bool]:
         fd, tmp = self._tempfile()
         try:
             with os.fdopen(fd, "wb") as out:
                 import io
 
-                digest = hash_stream(io.BytesIO(data), out)  # type: ignore[arg-type]
-                self._flush(out)
-            return digest, self._publish(tmp, digest)
+                digest = hash_stream(io.BytesIO(data), out)
+                self._flush(out, sync)
+            return digest, self._publish(tmp, digest, sync)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _flush(self, out: BinaryIO) -> None:
+    def _flush(self, out: BinaryIO, sync: bool) -> None:
         out.flush()
-        if self.durable:
+        if self.durable and sync:
             os.fsync(out.fileno())
 
-    def _publish(self, tmp: str, digest: Digest) -> bool:
-        """Rename a complete, synced temp file to its final name (unless the content is there)."""
+    def _publish(self, tmp: str, digest: Digest, sync: bool) -> bool:
+        """Rename a complete temp file to its final name (unless the content is there).
+
+        With ``sync`` the file was fsynced and its directory is fsynced here; without, the final name is
+        remembered for :meth:`sync`. An object already under its final name with the wrong size is the torn
+        leftover of a crash before its batch was synced (no event can reference it): it is replaced.
+        """
         final = self.path(digest.sha256)
-        if final.exists():
-            return False
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
+        try:
+            existing: int | None = final.stat().st_size
+        except FileNotFoundError:
+            existing = None
+        new = existing != digest.size
+        if new:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
         if self.durable:
-            fsync_dir(final.parent)
-        return True
+            if sync:
+                if new:
+                    fsync_dir(final.parent)
+            else:
+                # Also an existing object: another writer may not have synced it yet.
+                with self._unsynced_lock:
+                    self._unsynced.append(final)
+        return new
+
+    def sync(self) -> None:
+        """Make the objects put with ``sync=False`` durable: one ``syncfs`` of the vault's file system, or,
+        where that is unavailable or fails, an fsync of each object and of each directory holding one."""
+        with self._unsynced_lock:
+            pending, self._unsynced = self._unsynced, []
+        if not pending or not self.durable:
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if syncfs(fd):
+                return
+        finally:
+            os.close(fd)
+        for path in dict.fromkeys(pending):
+            obj = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(obj)
+            finally:
+                os.close(obj)
+        for directory in dict.fromkeys(p.parent for p in pending):
+            fsync_dir(directory)

@@ -29,9 +29,10 @@ from .errors import (
     VaultNotFoundError,
 )
 from .events import Event, parse_line
-from .hashing import Digest, hash_file
+from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
 from .keystore import TrustStore, utc_now
+from .merkle import root_from_leaves
 from .objects import FileObjectStore, ObjectStore
 from .signing import Signer
 
@@ -261,7 +262,9 @@ class Vault:
 
         Files already in the vault record nothing. Unreadable files are reported and skipped while
         the others are still ingested. Events are appended in groups (at most ``batch_seconds``
-        apart) under the writer lock, each group with one fsync after its objects were synced.
+        apart) under the writer lock. Objects are written without per-file fsync; before a group's log
+        append, ``objects.sync()`` makes all of them durable at once (see docs/formats.md, "Durability"), then
+        the append fsyncs the log.
         """
         results: list[AddResult] = []
         actor = signer()  # unlock before any work, so a wrong passphrase costs nothing
@@ -361,7 +364,8 @@ class Vault:
             if not stat.S_ISREG(st.st_mode):
                 return AddResult(shown, "skipped", message="not a regular file")
             try:
-                digest, _new = self.objects.put_file(fd, st.st_size, shown, on_progress)
+                # Durability is grouped: _commit syncs every object of the batch before its log append.
+                digest, _new = self.objects.put_file(fd, st.st_size, shown, on_progress, sync=False)
             except IngestError as exc:
                 return AddResult(shown, "failed", message=exc.message)
             except OSError as exc:
@@ -394,8 +398,14 @@ class Vault:
             "extractors": list(meta.extractors),
             "errors": list(meta.errors),
         }
+        if digest.leaves is not None:
+            doc["chunks"] = {
+                "chunk_size": LEAF_CHUNK,
+                "root": root_from_leaves(digest.leaves).hex(),
+                "leaves": [leaf.hex() for leaf in digest.leaves],
+            }
         try:
-            meta_digest, _ = self.objects.put_bytes(canonical(doc))
+            meta_digest, _ = self.objects.put_bytes(canonical(doc), sync=False)
         except OSError as exc:
             return AddResult(shown, "failed", message=f"cannot write metadata object: {exc.strerror}")
         self._names[meta_digest.id] = name
@@ -439,6 +449,7 @@ class Vault:
             return out
 
         try:
+            self.objects.sync()  # every object of the batch durable before the events that reference them
             appended = iter(self.log.append(signer, build, wait=options.wait, on_wait=on_wait))
         except BaseException:
             # Nothing was recorded: the metadata objects of this batch are unique to it, remove them.

@@ -1,0 +1,94 @@
+"""Per-chunk Merkle leaves of large originals: recorded at ingest, used by verify to name damaged ranges."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from evidence_vault import merkle
+from evidence_vault.hashing import LEAF_CHUNK, damaged_ranges, hash_stream
+from tests.conftest import Cli, object_path
+from tests.test_schemas import check
+
+MIB = 1 << 20
+
+
+def _metadata(vault: Path, cli: Cli, item_id: str) -> dict[str, object]:
+    res = cli("--vault", vault, "show", "--json", item_id)
+    assert res.code == 0, res.stderr
+    doc: dict[str, object] = json.loads(object_path(vault, res.json()["metadata_object"]).read_bytes())
+    return doc
+
+
+def test_stream_leaves_match_merkle_leaf_hash() -> None:
+    data = os.urandom(3 * MIB + 17)
+    out = io.BytesIO()
+    digest = hash_stream(io.BytesIO(data), out, leaves=True)
+    assert out.getvalue() == data
+    assert digest.sha256 == hashlib.sha256(data).hexdigest() and digest.size == len(data)
+    assert digest.leaves == tuple(merkle.leaf_hash(data[i : i + MIB]) for i in range(0, len(data), MIB))
+    # One chunk or less: no chunk tree (the whole-file hash already says everything).
+    assert hash_stream(io.BytesIO(data[:MIB]), leaves=True).leaves is None
+
+
+def test_damaged_ranges(tmp_path: Path) -> None:
+    data = bytearray(os.urandom(4 * MIB + 10))
+    leaves = [merkle.leaf_hash(bytes(data[i : i + MIB])).hex() for i in range(0, len(data), MIB)]
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert damaged_ranges(path, MIB, leaves) == []
+    data[MIB] ^= 1
+    data[2 * MIB + 5] ^= 1
+    data[4 * MIB + 9] ^= 1
+    path.write_bytes(data)
+    assert damaged_ranges(path, MIB, leaves) == [(MIB, 3 * MIB - 1), (4 * MIB, 5 * MIB - 1)]
+    path.write_bytes(data[: 2 * MIB])  # truncated: the missing chunks are damaged too
+    assert damaged_ranges(path, MIB, leaves) == [(MIB, 5 * MIB - 1)]
+
+
+def test_ingest_records_chunk_tree_and_verify_names_the_damaged_range(
+    vault: Path, cli: Cli, identity: str, tmp_path: Path
+) -> None:
+    data = os.urandom(5 * MIB)
+    src = tmp_path / "video.bin"
+    src.write_bytes(data)
+    res = cli("--vault", vault, "add", "--json", src)
+    assert res.code == 0, res.stderr
+    item_id = res.json_lines()[0]["id"]
+    assert item_id == "sha256:" + hashlib.sha256(data).hexdigest()
+
+    doc = _metadata(vault, cli, item_id)
+    check("metadata-object", doc)
+    chunks = doc["chunks"]
+    want = [merkle.leaf_hash(data[i : i + MIB]) for i in range(0, len(data), MIB)]
+    assert chunks == {
+        "chunk_size": LEAF_CHUNK,
+        "root": merkle.root_from_leaves(want).hex(),
+        "leaves": [leaf.hex() for leaf in want],
+    }
+
+    path = object_path(vault, item_id)
+    damaged = bytearray(data)
+    damaged[2 * MIB + 12345] ^= 0x40  # one byte in the 3rd MiB
+    os.chmod(path, 0o644)
+    path.write_bytes(damaged)
+    os.chmod(path, 0o444)
+    res = cli("--vault", vault, "verify", "--json", "--trust", identity)
+    assert res.code == 1
+    (finding,) = [f for f in res.json()["findings"] if f["level"] == "FAIL"]
+    assert finding["code"] == "object.hash-mismatch" and finding["item"] == item_id
+    assert "bytes 2097152-3145727 damaged (1 of 5 chunks)" in finding["message"], finding["message"]
+
+
+@pytest.mark.parametrize("size", [100, MIB])
+def test_small_files_have_no_chunk_tree(vault: Path, cli: Cli, tmp_path: Path, size: int) -> None:
+    src = tmp_path / "small.bin"
+    src.write_bytes(os.urandom(size))
+    res = cli("--vault", vault, "add", "--json", src)
+    assert res.code == 0, res.stderr
+    assert "chunks" not in _metadata(vault, cli, res.json_lines()[0]["id"])
