@@ -575,20 +575,14 @@ def _check_objects(
             if digest.sha256 != hex_digest:
                 extra = f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
                 if kind == "item" and item is not None:
-                    # Name the damaged byte ranges from the per-chunk Merkle leaves recorded at ingest (if any).
-                    from .hashing import damaged_ranges
+                    # Name the damaged byte ranges from the chunk leaves recorded at ingest (if any).
+                    from .hashing import describe_damage
 
                     try:
                         chunks = vault.metadata_object(state.items[item].metadata or "").get("chunks")
-                        if isinstance(chunks, dict):
-                            step, leaves = int(chunks["chunk_size"]), list(chunks["leaves"])
-                            ranges = damaged_ranges(store.path(hex_digest), step, leaves)
-                            n_bad = sum((last - first) // step + 1 for first, last in ranges)
-                            shown = ", ".join(f"bytes {first}-{last}" for first, last in ranges[:10])
-                            more = f" and {len(ranges) - 10} more ranges" if len(ranges) > 10 else ""
-                            extra += f"; {shown}{more} damaged ({n_bad} of {len(leaves)} chunks)"
-                    except (EvidenceVaultError, OSError, KeyError, TypeError, ValueError):
-                        pass  # no usable chunk tree: the mismatch itself is reported below
+                    except EvidenceVaultError:
+                        chunks = None
+                    extra += describe_damage(store.path(hex_digest), chunks)
                 report.fail("object.hash-mismatch", subject,
                             f"{what} content does not match its hash{extra}", item=item)  # fmt: skip
             elif size is not None and digest.size != size:
