@@ -39,7 +39,7 @@ LANES = 6
 ADD_TRIALS = 180
 CHECKPOINT_TRIALS = 10
 STAMP_TRIALS = 10
-N_FILES = 100
+N_FILES = 600  # more than one add batch (512 files), so that some kills land between two appends
 JPEGS = ("Canon_40D.jpg", "DSCN0010.jpg", "Apple iPhone 4.jpg", "HTC Desire.jpg", "no_exif.jpg")
 
 
@@ -121,7 +121,7 @@ class Lane:
         return subprocess.Popen(
             [*_command(), "--vault", str(self.vault), *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,  # `add --json` results: more than a pipe holds for N_FILES files
             stderr=subprocess.PIPE,
         )
 
@@ -131,7 +131,7 @@ class Lane:
         size = log.stat().st_size
         first = last = 0.0
         t0 = time.monotonic()
-        proc = self.spawn("add", *map(str, self.files))
+        proc = self.spawn("add", "--json", *map(str, self.files))
         while proc.poll() is None:
             now = log.stat().st_size
             if now != size:
@@ -149,7 +149,7 @@ class Lane:
         assert before.endswith(b"\n")
         ingested_before = sum(_ingest_counts(self.vault).values())
         if kind == "add":
-            args = ["add", *map(str, self.files)]
+            args = ["add", "--json", *map(str, self.files)]
         elif kind == "checkpoint":
             args = ["checkpoint"]
         else:
