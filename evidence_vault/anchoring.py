@@ -33,7 +33,7 @@ from .custody_log import Head
 from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
 from .signing import Signer, armor
 from .timestamps import ots, rfc3161
-from .timestamps.headers import HeaderStore, fetch_from_bitcoind, fetch_from_explorer
+from .timestamps.headers import BlockHeader, HeaderStore, fetch_from_bitcoind, fetch_from_explorer
 from .vault import VAULT_FILE, Vault
 
 CHECKPOINTS = "checkpoints"
@@ -251,9 +251,10 @@ def stamp(
 ) -> StampOutcome:
     """Checkpoint if the log grew, then submit every queued checkpoint to the calendars and TSAs."""
     cfg = configure(vault, calendars=calendars, tsas=tsas, min_calendars=min_calendars)
-    outcome = StampOutcome(checkpoint=make_checkpoint(vault, signer, only_if_grown=True))
+    checkpoint = make_checkpoint(vault, signer, only_if_grown=True)
+    outcome = StampOutcome(checkpoint=checkpoint)
     queue = load_queue(vault)
-    size = outcome.checkpoint.size
+    size = checkpoint.size
     d = checkpoint_dir(vault, size)
     if not (d / "checkpoint.ots").exists():
         queue.setdefault("ots", []).append(size)
@@ -368,9 +369,9 @@ def upgrade(
     process_queue(vault, cfg, outcome.stamps, timeout=timeout)
     store = HeaderStore.load(headers_path(vault))
     if headers_file is not None:
-        for header in HeaderStore.load(headers_file):
-            if header.height not in store:
-                store.add(header)
+        for given in HeaderStore.load(headers_file):
+            if given.height not in store:
+                store.add(given)
     allowed = list(dict.fromkeys([*ots.DEFAULT_CALENDARS, *cfg.calendars]))
     for size in list_checkpoints(vault):
         path = checkpoint_dir(vault, size) / "checkpoint.ots"
@@ -385,7 +386,7 @@ def upgrade(
         for height in ots.attested_heights(new):
             if height in store:
                 continue
-            header = None
+            header: BlockHeader | None = None
             try:
                 if bitcoin_node:
                     header = fetch_from_bitcoind(bitcoin_node, height, timeout=timeout)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .checkpoint import Checkpoint
 from .errors import EvidenceVaultError
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from .verify import CheckpointRecord, LogState
 
 
-class _HasRoot:
+class _HasRoot(Protocol):
+    """Anything with a ``root`` directory that TSA ``ca`` paths are relative to (a vault, a proof dir)."""
+
     root: Path
 
 

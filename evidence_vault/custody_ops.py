@@ -211,7 +211,7 @@ def anchor_status(vault: Vault) -> list[tuple[int, str | None, str]]:
         store = HeaderStore.load(headers_path(vault))
     except Exception:  # a damaged header file only means "not proven" here; verify names it
         store = HeaderStore()
-    out = []
+    out: list[tuple[int, str | None, str]] = []
     for size in list_checkpoints(vault):
         d = checkpoint_dir(vault, size)
         try:
@@ -282,7 +282,7 @@ def _summary(e: Event, names: dict[str, str]) -> str:
 
 def find(vault: Vault, paths: Sequence[Path]) -> list[dict[str, Any]]:
     """For files received from elsewhere: is each in the vault (exact hash), and its item id."""
-    out = []
+    out: list[dict[str, Any]] = []
     for p in paths:
         try:
             digest = hash_file(p)

@@ -288,7 +288,8 @@ class Index:
         tags = tuple(
             r[0] for r in self.db.execute("SELECT tag FROM tags WHERE item=? ORDER BY tag", (row[0],))
         )
-        return IndexedItem(*row, tags=tags)
+        item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder = row
+        return IndexedItem(item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder, tags)
 
     def item(self, item_id: str) -> IndexedItem | None:
         row = self.db.execute(

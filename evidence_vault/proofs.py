@@ -21,7 +21,7 @@ from .anchors_verify import _check_ots, _check_tsrs
 from .atomic import write_atomic
 from .checkpoint import Checkpoint
 from .errors import EvidenceVaultError, UsageError
-from .events import parse_line
+from .events import Event, parse_line
 from .hashing import hash_file
 from .keystore import utc_now
 from .report import Report
@@ -142,6 +142,7 @@ def verify_proof(
     report.vault_id = str(doc.get("vault_id"))
     report.genesis_key = doc.get("genesis_key")
     try:
+        event: Event | None
         event, canonical_ok = parse_line(line)
         if not canonical_ok:
             report.fail("log.non-canonical", "event_line", "event line is not canonical")
@@ -152,7 +153,7 @@ def verify_proof(
             verify_signature(event.signature, event.signing_bytes(), key)
     except EvidenceVaultError as exc:
         report.fail("log.bad-signature", "event_line", f"event signature: {exc.message}")
-        event = None  # type: ignore[assignment]
+        event = None
     if event is not None and (event.type != ev.ITEM_INGESTED or event.data.get("item") != doc.get("item")):
         report.fail("proof.wrong-event", "event_line", "event is not the ingest of the named item")
     if cp.size != size:
