@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import time
 import uuid
@@ -209,9 +210,18 @@ class Vault:
     # -- index -------------------------------------------------------------------------------------
     @property
     def index(self) -> Index:
-        if self._index is None:
-            self._index = Index(self.root / "cache" / "index.sqlite", self.log, self._name_of)
-        self._index.refresh()
+        """The listing cache, caught up with the log (a one-line error if it cannot be written)."""
+        path = self.root / "cache" / "index.sqlite"
+        try:
+            if self._index is None:
+                self._index = Index(path, self.log, self._name_of)
+            self._index.refresh()
+        except sqlite3.Error as exc:
+            raise VaultFormatError(
+                f"cannot update the index cache ({exc}); it is derived from the log, so nothing recorded is "
+                "affected: free disk space, or delete the file to have it rebuilt",
+                path=path,
+            ) from None
         return self._index
 
     def close(self) -> None:

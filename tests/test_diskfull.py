@@ -33,8 +33,9 @@ def _assert_clean(res: CliResult) -> None:
     if res.code == 2:
         (err,) = _errors(res)  # exactly one error line
         # From the SQLite cache on a full disk the message is "database or disk is full" or, when the
-        # WAL index cannot grow, "disk I/O error" (still labelled an internal error: known issue).
+        # WAL index cannot grow, "disk I/O error": named as the index cache, never an internal error.
         assert any(m in err for m in ("No space left on device", "disk is full", "disk I/O error")), err
+        assert "internal error" not in err, err
     else:
         failed = [json.loads(x) for x in res.stdout.splitlines() if json.loads(x)["status"] == "failed"]
         assert failed and all("No space left on device" in d["message"] for d in failed), res.stdout

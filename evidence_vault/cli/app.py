@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,10 @@ class ErrorHandlingGroup(TyperGroup):
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             output.error(f"{where}{exc.strerror or exc}")
+            raise typer.Exit(2) from None
+        except sqlite3.Error as exc:
+            # Only the derived index cache uses SQLite: nothing recorded is affected.
+            output.error(f"index cache (cache/index.sqlite): {exc}; free disk space or delete the cache file")
             raise typer.Exit(2) from None
         except Exception as exc:
             if type(exc).__module__.split(".")[0] in ("typer", "click") or os.environ.get("EVIDENCE_VAULT_DEBUG"):
