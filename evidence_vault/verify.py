@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import os
 import re
 import stat
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 from . import commitments, merkle
@@ -27,7 +30,7 @@ from .custody import Custody
 from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
-from .hashing import hash_file
+from .hashing import Digest, chunk_root, hash_file
 from .keystore import TrustStore, fingerprint_to_b64, utc_now
 from .report import Report
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
@@ -502,7 +505,31 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
         return
 
 
-Job = tuple[str, str, "int | None", "str | None"]  # (hex digest, kind, recorded size, item id)
+Job = tuple[str, str, "int | None", "str | None", "str | None"]  # (hex, kind, size, item, metadata id)
+
+BIG = 64 << 20  # from this size on, an original is re-hashed through its chunk tree, on every core
+
+
+def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest | None:
+    """Re-hash a big original on every core through the chunk tree recorded in its metadata object.
+
+    Sound because the metadata object is itself checked against the hash its signed ingest event
+    names before its root is used; every byte is still read and hashed. None: use the whole-file hash.
+    """
+    hex_digest, kind, size, _item, meta = job
+    if kind != "item" or size is None or size < BIG or not meta or workers < 2:
+        return None
+    try:
+        raw = vault.objects.path(meta.removeprefix("sha256:")).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != meta.removeprefix("sha256:"):
+            return None
+        chunks = json.loads(raw).get("chunks")
+        root, got = chunk_root(path, int(chunks["chunk_size"]), workers=workers)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if got != size or root.hex() != chunks.get("root"):
+        return None  # the whole-file hash then reports it (and names the damaged ranges)
+    return Digest(hex_digest, got)
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: Iterable[Job], window: int) -> Iterator[Any]:
@@ -539,17 +566,17 @@ def _check_objects(
 
     def jobs() -> Iterator[Job]:
         for item, rec in state.items.records_by_size(min_seq):
-            yield (item.removeprefix("sha256:"), "item", rec.size, item)
+            yield (item.removeprefix("sha256:"), "item", rec.size, item, rec.metadata)
             if rec.metadata:
-                yield (rec.metadata.removeprefix("sha256:"), "metadata", None, item)
+                yield (rec.metadata.removeprefix("sha256:"), "metadata", None, item, None)
         for hex_obj in openings_at:
-            yield (hex_obj, "openings", None, None)
+            yield (hex_obj, "openings", None, None, None)
 
     def check(job: Job) -> tuple[Job, Any]:
         path = store.path(job[0])
         try:
             st = os.stat(path)
-            digest = hash_file(path)
+            digest = _by_chunk_tree(vault, path, job, n_workers) or hash_file(path)
         except FileNotFoundError:
             return job, "missing"
         except OSError as exc:
@@ -562,7 +589,7 @@ def _check_objects(
     expected = 0
     n_workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for (hex_digest, kind, size, item), outcome in _bounded_map(pool, check, jobs(), n_workers * 8):
+        for (hex_digest, kind, size, item, _meta), outcome in _bounded_map(pool, check, jobs(), n_workers * 8):
             expected += 1
             what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
             subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
