@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import commitments, merkle
 from . import events as ev
@@ -505,7 +505,15 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
         return
 
 
-Job = tuple[str, str, "int | None", "str | None", "str | None"]  # (hex, kind, size, item, metadata id)
+class Job(NamedTuple):
+    """One object to re-hash: its digest, kind, recorded size, item, and what checks its contents."""
+
+    hex: str
+    kind: str  # item | metadata | openings
+    size: int | None
+    item: str | None
+    meta: str | None = None  # an item's metadata object id (for its chunk tree)
+    uses: Any = None  # metadata: the ingest's commitments; openings: [(commitments, seq), ...]
 
 BIG = 64 << 20  # from this size on, an original is re-hashed through its chunk tree, on every core
 
@@ -516,7 +524,7 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     Sound because the metadata object is itself checked against the hash its signed ingest event
     names before its root is used; every byte is still read and hashed. None: use the whole-file hash.
     """
-    hex_digest, kind, size, _item, meta = job
+    hex_digest, kind, size, _item, meta, _uses = job
     if kind != "item" or size is None or size < BIG or not meta or workers < 2:
         return None
     try:
@@ -566,30 +574,40 @@ def _check_objects(
 
     def jobs() -> Iterator[Job]:
         for item, rec in state.items.records_by_size(min_seq):
-            yield (item.removeprefix("sha256:"), "item", rec.size, item, rec.metadata)
+            yield Job(item.removeprefix("sha256:"), "item", rec.size, item, rec.metadata)
             if rec.metadata:
-                yield (rec.metadata.removeprefix("sha256:"), "metadata", None, item, None)
-        for hex_obj in openings_at:
-            yield (hex_obj, "openings", None, None, None)
+                yield Job(rec.metadata.removeprefix("sha256:"), "metadata", None, item, uses=rec.committed)
+        for hex_obj, uses in openings_at.items():
+            yield Job(hex_obj, "openings", None, None, uses=uses)
 
     def check(job: Job) -> tuple[Job, Any]:
-        path = store.path(job[0])
+        """In a worker thread: re-hash; for the small JSON objects also check what they open."""
+        path = store.path(job.hex)
+        problems: list[Problem] = []
         try:
             st = os.stat(path)
-            digest = _by_chunk_tree(vault, path, job, n_workers) or hash_file(path)
+            if job.kind == "item":
+                digest = _by_chunk_tree(vault, path, job, n_workers) or hash_file(path)
+            else:
+                raw = path.read_bytes()
+                digest = Digest(hashlib.sha256(raw).hexdigest(), len(raw))
+                if digest.sha256 == job.hex and job.kind == "metadata" and job.item is not None:
+                    problems = _metadata_problems(job.item, job.uses or {}, raw)
+                elif digest.sha256 == job.hex and job.kind == "openings":
+                    problems = _openings_problems(job.uses or [], raw)
         except FileNotFoundError:
             return job, "missing"
         except OSError as exc:
             return job, f"unreadable: {exc.strerror}"
         if on_progress is not None:
             on_progress(digest.size)
-        return job, (digest, st.st_mode)
+        return job, (digest, st.st_mode, problems)
 
     total = 0
     expected = 0
     n_workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for (hex_digest, kind, size, item, _meta), outcome in _bounded_map(pool, check, jobs(), n_workers * 8):
+        for (hex_digest, kind, size, item, _meta, _uses), outcome in _bounded_map(pool, check, jobs(), n_workers * 8):
             expected += 1
             what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
             subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
@@ -597,8 +615,10 @@ def _check_objects(
                 report.fail(f"object.{'missing' if outcome == 'missing' else 'unreadable'}", subject,
                             f"{what} is {outcome}", item=item)  # fmt: skip
                 continue
-            digest, mode = outcome
+            digest, mode, problems = outcome
             total += digest.size
+            for code, where, message, seq, about in problems:
+                report.fail(code, where, message, seq=seq, item=about)
             if digest.sha256 != hex_digest:
                 extra = f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
                 if kind == "item" and item is not None:
@@ -616,11 +636,6 @@ def _check_objects(
                 report.fail("object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item)
             if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
                 report.warn("object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item)
-            if kind == "metadata" and digest.sha256 == hex_digest and item is not None:
-                _check_commitments(vault, item, state.items[item], report)
-            if kind == "openings" and digest.sha256 == hex_digest:
-                for committed, seq in openings_at[hex_digest]:
-                    _check_openings(vault, hex_digest, committed, seq, report)
     if min_seq:
         return total  # no orphan scan in an incremental run (said in the report)
     expected += sum(1 for b in state.bundles)
@@ -650,37 +665,51 @@ def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> 
                         f"size {size}, recorded {rec.size}", item=item)  # fmt: skip
 
 
-def _check_openings(vault: Vault, hex_digest: str, committed: dict[str, str], seq: int, report: Report) -> None:
+Problem = tuple[str, str, str, "int | None", "str | None"]  # (code, subject, message, seq, item)
+
+
+def _parse_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        doc = vault.metadata_object(hex_digest)
-    except EvidenceVaultError as exc:
-        report.fail("metadata.unreadable", line_subject(seq), exc.message, seq=seq)
-        return
-    fields = doc.get("fields", {}) if isinstance(doc.get("fields"), dict) else {}
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _metadata_problems(item: str, committed: dict[str, str], raw: bytes) -> list[Problem]:
+    """An item's metadata object: it names the item and opens every signed commitment of its ingest."""
+    subject = f"metadata of item {item}"
+    doc = _parse_object(raw)
+    if doc is None:
+        return [("metadata.unreadable", subject, "metadata object is not a JSON object", None, item)]
+    out: list[Problem] = []
+    if doc.get("item") != item:
+        out.append(("metadata.wrong-item", subject, "metadata object names another item", None, item))
+    fields: dict[str, Any] = doc["fields"] if isinstance(doc.get("fields"), dict) else {}
     for name, commitment in committed.items():
         opening = fields.get(name)
-        if opening is None or not commitments.opens(commitment, opening):
-            report.fail("metadata.commitment-mismatch", line_subject(seq),
-                        f"value of {name!r} does not match its signed commitment", seq=seq)  # fmt: skip
-
-
-def _check_commitments(vault: Vault, item: str, rec: ItemRecord, report: Report) -> None:
-    try:
-        doc = vault.metadata_object(rec.metadata or "")
-    except EvidenceVaultError as exc:
-        report.fail("metadata.unreadable", f"metadata of item {item}", exc.message, item=item)
-        return
-    if doc.get("item") != item:
-        report.fail("metadata.wrong-item", f"metadata of item {item}", "metadata object names another item",
-                    item=item)  # fmt: skip
-    openings = doc.get("fields", {}) if isinstance(doc.get("fields"), dict) else {}
-    for name, commitment in rec.committed.items():
-        opening = openings.get(name)
         if opening is None:
-            report.fail("metadata.opening-missing", f"metadata of item {item}",
-                        f"no value for committed field {name!r}", item=item)  # fmt: skip
+            out.append(("metadata.opening-missing", subject, f"no value for committed field {name!r}", None, item))
         elif not commitments.opens(commitment, opening):
-            report.fail("metadata.commitment-mismatch", f"metadata of item {item}",
-                        f"value of {name!r} does not match its signed commitment", item=item)  # fmt: skip
+            out.append(("metadata.commitment-mismatch", subject,
+                        f"value of {name!r} does not match its signed commitment", None, item))  # fmt: skip
+    return out
+
+
+def _openings_problems(uses: list[tuple[dict[str, str], int]], raw: bytes) -> list[Problem]:
+    """An openings object (notes, reasons, ...) opens the commitments of every event that names it."""
+    doc = _parse_object(raw)
+    out: list[Problem] = []
+    for committed, seq in uses:
+        if doc is None:
+            out.append(("metadata.unreadable", line_subject(seq), "openings object is not a JSON object", seq, None))
+            continue
+        fields: dict[str, Any] = doc["fields"] if isinstance(doc.get("fields"), dict) else {}
+        for name, commitment in committed.items():
+            opening = fields.get(name)
+            if opening is None or not commitments.opens(commitment, opening):
+                out.append(("metadata.commitment-mismatch", line_subject(seq),
+                            f"value of {name!r} does not match its signed commitment", seq, None))  # fmt: skip
+    return out
 
 
