@@ -310,5 +310,12 @@ class Index:
         rows = self.db.execute("SELECT offset FROM item_events WHERE item=? ORDER BY seq", (item_id,))
         return [int(r[0]) for r in rows.fetchall()]
 
+    def event_count(self, item_id: str) -> int:
+        return int(self.db.execute("SELECT count(*) FROM item_events WHERE item=?", (item_id,)).fetchone()[0])
+
+    def derived_copies(self, item_id: str) -> list[str]:
+        rows = self.db.execute("SELECT id FROM items WHERE derived_from=? ORDER BY seq", (item_id,)).fetchall()
+        return [str(r[0]) for r in rows]
+
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])

@@ -570,20 +570,29 @@ class Vault:
             return item
         raise UsageError(f"{ref!r} is neither an item id (8+ hex digits) nor a readable file")
 
-    def events_for(self, item_id: str) -> list[Event]:
+    def events_for(self, item_id: str, *, limit: int | None = None) -> list[Event]:
+        """The item's events in log order (with ``limit``: the first and last ``limit // 2``).
+
+        Read through the index's byte offsets and parsed for display only: ``verify`` checks them.
+        """
+        offsets = self.index.event_offsets(item_id)
+        if limit is not None and len(offsets) > limit:
+            offsets = offsets[: limit // 2] + offsets[-(limit - limit // 2) :]
         out = []
         with open(self.log.path, "rb") as fh:
-            for offset in self.index.event_offsets(item_id):
+            for offset in offsets:
                 fh.seek(offset)
-                out.append(parse_line(fh.readline().rstrip(b"\n"))[0])
+                out.append(Event.from_dict(json.loads(fh.readline())))
         return out
 
     def all_events(self) -> Iterator[Event]:
         return self.log.events()
 
-    def describe(self, item: IndexedItem) -> dict[str, Any]:
-        """Everything known about an item, for ``show``."""
-        events = self.events_for(item.id)
+    def describe(self, item: IndexedItem, *, max_events: int = 1000) -> dict[str, Any]:
+        """Everything known about an item, for ``show`` (at most ``max_events`` of its events: the first
+        and the most recent; ``log --item`` prints them all)."""
+        total = self.index.event_count(item.id)
+        events = self.events_for(item.id, limit=max_events)
         ingest = next((e for e in events if e.type == ev.ITEM_INGESTED and e.data.get("item") == item.id), None)
         metadata: dict[str, Any] = {"media_type": item.media_type}
         errors: list[str] = []
@@ -602,14 +611,14 @@ class Vault:
                         fields_withheld.append(key)
             except IntegrityError:
                 fields_withheld.extend(ingest.data.get("committed", {}).keys())
-        derived = [e.data.get("derived") for e in events if e.type == ev.ITEM_DERIVED and e.data.get("original") == item.id]
         return {
             **item.to_dict(),
             "object": str(self.objects.path(item.id.removeprefix("sha256:"))),
             "metadata": metadata,
             "withheld_fields": sorted(fields_withheld),
             "extraction_errors": errors,
-            "derived_copies": [d for d in derived if isinstance(d, str)],
+            "derived_copies": self.index.derived_copies(item.id),
+            "events_total": total,
             "events": [e.to_dict() for e in events],
         }
 
