@@ -76,7 +76,7 @@ def generate(root: Path, events: int, ingest_every: int, checkpoints: set[int], 
     first_item: str | None = None
     sign = signer.sign
     b64 = base64.b64encode
-    out = open(vault.log.path, "ab", buffering=8 << 20)
+    out = open(vault.log.path, "ab", buffering=8 << 20)  # noqa: SIM115 (closed after the loop)
     now = utc_now()
     last_line = genesis
     for seq in range(1, events):
@@ -93,18 +93,42 @@ def generate(root: Path, events: int, ingest_every: int, checkpoints: set[int], 
             write_atomic(d / "checkpoint", text)
             write_atomic(d / "checkpoint.sig", armor(sig).encode())
             etype = ev.CHECKPOINT
-            data: dict = {"origin": cp.origin, "size": seq, "root": cp.root.hex(), "signature": b64(sig).decode()}
+            data: dict = {
+                "origin": cp.origin,
+                "size": seq,
+                "root": cp.root.hex(),
+                "signature": b64(sig).decode(),
+            }
         elif seq % ingest_every == 1 or not items:
             content = b"evidence-vault bench item %d " % seq + os.urandom(16)
             item = _put_object(objects, content)
-            private = {"original_name": f"item-{seq:07d}.bin", "original_path": f"/bench/in/item-{seq:07d}.bin"}
+            private = {
+                "original_name": f"item-{seq:07d}.bin",
+                "original_path": f"/bench/in/item-{seq:07d}.bin",
+            }
             commits, openings = commitments.make(private)
-            doc = {"v": 1, "type": "metadata", "item": item, "salt": os.urandom(16).hex(), "fields": openings,
-                   "raw": {}, "extractors": [], "errors": []}  # fmt: skip
+            doc = {
+                "v": 1,
+                "type": "metadata",
+                "item": item,
+                "salt": os.urandom(16).hex(),
+                "fields": openings,
+                "raw": {},
+                "extractors": [],
+                "errors": [],
+            }
             meta = _put_object(objects, canonical(doc))
             etype = ev.ITEM_INGESTED
-            data = {"item": item, "size": len(content), "media_type": "application/octet-stream", "metadata": meta,
-                    "public": {}, "committed": commits, "tags": [], "extraction_errors": []}  # fmt: skip
+            data = {
+                "item": item,
+                "size": len(content),
+                "media_type": "application/octet-stream",
+                "metadata": meta,
+                "public": {},
+                "committed": commits,
+                "tags": [],
+                "extraction_errors": [],
+            }
             items.append(item)
             first_item = first_item or item
         else:
@@ -113,8 +137,15 @@ def generate(root: Path, events: int, ingest_every: int, checkpoints: set[int], 
             etype = ev.ITEM_ANNOTATED
             data = {"item": item, "label": f"bench note {seq}"}
         e = Event(seq=seq, prev=prev, time=now, type=etype, actor=actor, data=data)
-        e = Event(seq=seq, prev=prev, time=now, type=etype, actor=actor, data=data,
-                  sig=b64(sign(e.signing_bytes())).decode())  # fmt: skip
+        e = Event(
+            seq=seq,
+            prev=prev,
+            time=now,
+            type=etype,
+            actor=actor,
+            data=data,
+            sig=b64(sign(e.signing_bytes())).decode(),
+        )
         line = e.line()
         out.write(line + b"\n")
         prev = line_hash(line)
@@ -124,9 +155,16 @@ def generate(root: Path, events: int, ingest_every: int, checkpoints: set[int], 
     os.fsync(out.fileno())
     out.close()
     TrustStore().record_head(vault.config.vault_id, events - 1, line_hash(last_line))
-    info = {"vault": str(root), "events": events, "items": len(items), "first_item": first_item,
-            "last_item": items[-1] if items else None, "checkpoints": sorted(c for c in checkpoints if c < events),
-            "seconds": round(time.monotonic() - t0, 2), "log_bytes": vault.log.path.stat().st_size}  # fmt: skip
+    info = {
+        "vault": str(root),
+        "events": events,
+        "items": len(items),
+        "first_item": first_item,
+        "last_item": items[-1] if items else None,
+        "checkpoints": sorted(c for c in checkpoints if c < events),
+        "seconds": round(time.monotonic() - t0, 2),
+        "log_bytes": vault.log.path.stat().st_size,
+    }
     (root / "cache").mkdir(exist_ok=True)
     return info
 

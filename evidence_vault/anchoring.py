@@ -91,16 +91,32 @@ def make_checkpoint(vault: Vault, signer: Signer, *, only_if_grown: bool = False
         write_atomic(directory / "checkpoint", text)
         write_atomic(directory / "checkpoint.sig", armor(sig).encode())
         made.update(size=size, root=cp.root.hex())
-        return [(ev.CHECKPOINT, {"origin": cp.origin, "size": size, "root": cp.root.hex(),
-                                 "signature": base64.b64encode(sig).decode()})]  # fmt: skip
+        return [
+            (
+                ev.CHECKPOINT,
+                {
+                    "origin": cp.origin,
+                    "size": size,
+                    "root": cp.root.hex(),
+                    "signature": base64.b64encode(sig).decode(),
+                },
+            )
+        ]
 
     out = vault.append(signer, [], build=build)
     if "existing" in made:
         e = made["existing"]
-        return CheckpointInfo(int(e.data["size"]), str(e.data["root"]), e.seq,
-                              str(checkpoint_dir(vault, int(e.data["size"]))), False)  # fmt: skip
+        return CheckpointInfo(
+            int(e.data["size"]),
+            str(e.data["root"]),
+            e.seq,
+            str(checkpoint_dir(vault, int(e.data["size"]))),
+            False,
+        )
     (event,) = out
-    return CheckpointInfo(made["size"], made["root"], event.seq, str(checkpoint_dir(vault, made["size"])), True)
+    return CheckpointInfo(
+        made["size"], made["root"], event.seq, str(checkpoint_dir(vault, made["size"])), True
+    )
 
 
 def _last_event(vault: Vault) -> ev.Event | None:
@@ -197,7 +213,9 @@ def configure(
             entry["ca"] = rel
         changed = True
     if cfg.min_calendars > len(cfg.calendars):
-        raise UsageError(f"--min-calendars {cfg.min_calendars} is more than the {len(cfg.calendars)} calendars")
+        raise UsageError(
+            f"--min-calendars {cfg.min_calendars} is more than the {len(cfg.calendars)} calendars"
+        )
     if changed:
         save_config(vault, cfg)
     return cfg
@@ -281,9 +299,14 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
                 if key == "ots":
                     res = ots.stamp(digest, cfg.calendars, min_calendars=cfg.min_calendars, timeout=timeout)
                     write_atomic(d / "checkpoint.ots", res.ots)
-                    outcome.stamped.append({"size": size, "service": "opentimestamps",
-                                            "calendars": res.calendars_ok,
-                                            "failed": res.calendars_failed})  # fmt: skip
+                    outcome.stamped.append(
+                        {
+                            "size": size,
+                            "service": "opentimestamps",
+                            "calendars": res.calendars_ok,
+                            "failed": res.calendars_failed,
+                        }
+                    )
                 elif key.startswith("tsa:"):
                     url = key[4:]
                     _stamp_tsa(vault, cfg, url, d, digest, timeout)
@@ -306,7 +329,9 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
     if roots:
         check = rfc3161.verify_token(tsr, digest=digest, roots=roots)
         if not check.ok:
-            raise TimestampError(f"the TSA's token does not verify against its configured CA: {check.problem}")
+            raise TimestampError(
+                f"the TSA's token does not verify against its configured CA: {check.problem}"
+            )
     write_atomic(d / f"tsa-{slug}.tsr", tsr)
     meta = {"url": url, "ca": entry.get("ca")}
     write_atomic(d / f"tsa-{slug}.json", json.dumps(meta, indent=2).encode() + b"\n")
@@ -379,8 +404,9 @@ def upgrade(
             continue
         data = path.read_bytes()
         try:
-            new, changed = ots.upgrade(data, allowed_calendars=allowed, timeout=timeout, headers=store,
-                                       endpoints=endpoints)  # fmt: skip
+            new, changed = ots.upgrade(
+                data, allowed_calendars=allowed, timeout=timeout, headers=store, endpoints=endpoints
+            )
         except TimestampError:
             continue
         for height in ots.attested_heights(new):

@@ -9,6 +9,7 @@ earliest time it is proven to have existed: the earliest anchor of any checkpoin
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -71,17 +72,26 @@ def check_checkpoint_dir(
         report.fail("checkpoint.bad-size", subject, f"directory is for size {size}, text says {cp.size}")
         return None
     if size > n_lines:
-        report.fail("log.rollback", subject,
-                    f"a checkpoint covers {size} log lines but the log has only {n_lines}: "
-                    "events after it were removed (rollback)")  # fmt: skip
+        report.fail(
+            "log.rollback",
+            subject,
+            f"a checkpoint covers {size} log lines but the log has only {n_lines}: "
+            "events after it were removed (rollback)",
+        )
         return None
     if root != cp.root:
-        report.fail("checkpoint.root-mismatch", subject,
-                    f"root does not match the first {size} lines of the log (history rewritten)")  # fmt: skip
+        report.fail(
+            "checkpoint.root-mismatch",
+            subject,
+            f"root does not match the first {size} lines of the log (history rewritten)",
+        )
         return None
     if record is None:
-        report.fail("checkpoint.unrecorded", subject,
-                    "checkpoint has no checkpoint event in the log (event removed or withheld)")  # fmt: skip
+        report.fail(
+            "checkpoint.unrecorded",
+            subject,
+            "checkpoint has no checkpoint event in the log (event removed or withheld)",
+        )
         return None
     if record.data.get("root") != cp.root.hex() or record.data.get("origin") != cp.origin:
         report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
@@ -93,7 +103,9 @@ def check_checkpoint_dir(
         if sig_required:
             report.fail("checkpoint.bad-signature", subject, "checkpoint.sig is missing")
         else:
-            report.warn("checkpoint.sig-missing", subject, "detached checkpoint.sig is missing (the log has it)")
+            report.warn(
+                "checkpoint.sig-missing", subject, "detached checkpoint.sig is missing (the log has it)"
+            )
     except (EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
         report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
     return text
@@ -109,7 +121,9 @@ def check_anchors(
     try:
         store = HeaderStore.load(headers_path(vault))
     except EvidenceVaultError as exc:
-        report.fail("anchors.bad-headers", "checkpoints/headers.json", f"stored block headers rejected: {exc.message}")
+        report.fail(
+            "anchors.bad-headers", "checkpoints/headers.json", f"stored block headers rejected: {exc.message}"
+        )
         store = HeaderStore()
     anchored: dict[int, tuple[float, str]] = {}  # size -> (earliest time, which proof)
     for size in sizes:
@@ -118,12 +132,23 @@ def check_anchors(
         has_proofs = (d / "checkpoint.ots").exists() or any(d.glob("tsa-*.tsr"))
         record = state.checkpoints.get(size)
         if record is None and not has_proofs and size <= n_lines and state.roots_at.get(size) is not None:
-            report.warn("checkpoint.interrupted", subject,
-                        "checkpoint was written but never recorded (interrupted); harmless")  # fmt: skip
+            report.warn(
+                "checkpoint.interrupted",
+                subject,
+                "checkpoint was written but never recorded (interrupted); harmless",
+            )
             continue
-        text = check_checkpoint_dir(d, size, subject, n_lines=n_lines, root=state.roots_at.get(size),
-                                    record=record, authority=state.authority, report=report,
-                                    sig_required=False)  # fmt: skip
+        text = check_checkpoint_dir(
+            d,
+            size,
+            subject,
+            n_lines=n_lines,
+            root=state.roots_at.get(size),
+            record=record,
+            authority=state.authority,
+            report=report,
+            sig_required=False,
+        )
         if text is None:
             continue
         digest = hashlib.sha256(text).digest()
@@ -132,38 +157,53 @@ def check_anchors(
         if times:
             anchored[size] = min(times)
         elif not has_proofs:
-            report.warn("anchors.unstamped", subject, "checkpoint has no time proof yet: run `evidence-vault stamp`")
+            report.warn(
+                "anchors.unstamped", subject, "checkpoint has no time proof yet: run `evidence-vault stamp`"
+            )
     _item_times(state, report, anchored)
 
 
-def _check_ots(d: Path, subject: str, digest: bytes, store: HeaderStore, report: Report) -> list[tuple[float, str]]:
+def _check_ots(
+    d: Path, subject: str, digest: bytes, store: HeaderStore, report: Report
+) -> list[tuple[float, str]]:
     path = d / "checkpoint.ots"
     if not path.exists():
         return []
     check = ots.verify(path.read_bytes(), digest, store)
     if check.status == "complete" and check.height is not None and check.block_time is not None:
-        report.add("INFO", "anchors.ots-complete", subject,
-                   f"anchored in Bitcoin block {check.height} at {_iso(check.block_time)}")  # fmt: skip
+        report.add(
+            "INFO",
+            "anchors.ots-complete",
+            subject,
+            f"anchored in Bitcoin block {check.height} at {_iso(check.block_time)}",
+        )
         return [(float(check.block_time), f"bitcoin block {check.height}")]
     if check.status == "pending":
         why = check.problem or "waiting for " + ", ".join(check.pending_calendars)
-        report.warn("anchors.ots-pending", subject, f"OpenTimestamps proof pending ({why}): run `evidence-vault upgrade`")
+        report.warn(
+            "anchors.ots-pending",
+            subject,
+            f"OpenTimestamps proof pending ({why}): run `evidence-vault upgrade`",
+        )
         return []
     report.fail("anchors.ots-invalid", subject, f"OpenTimestamps proof does not check: {check.problem}")
     return []
 
 
 def _check_tsrs(
-    vault: Vault | _HasRoot, d: Path, subject: str, digest: bytes, report: Report, extra_roots: Sequence[bytes]
+    vault: Vault | _HasRoot,
+    d: Path,
+    subject: str,
+    digest: bytes,
+    report: Report,
+    extra_roots: Sequence[bytes],
 ) -> list[tuple[float, str]]:
     out: list[tuple[float, str]] = []
     for tsr_path in sorted(d.glob("tsa-*.tsr")):
         base = tsr_path.name.removesuffix(".tsr")
         meta: dict[str, Any] = {}
-        try:
+        with contextlib.suppress(OSError, ValueError):
             meta = json.loads((d / f"{base}.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            pass
         roots = list(extra_roots)
         ca = meta.get("ca")
         shipped = d / f"{base}.ca.pem"
@@ -178,17 +218,26 @@ def _check_tsrs(
         chain = rfc3161.split_pem_or_der_certs(chain_path.read_bytes()) if chain_path.exists() else []
         name = str(meta.get("url") or base)
         if not roots:
-            report.warn("anchors.tsa-untrusted", f"{subject}/{tsr_path.name}",
-                        "no trust anchor for this TSA: pass --tsa-ca PEM")  # fmt: skip
+            report.warn(
+                "anchors.tsa-untrusted",
+                f"{subject}/{tsr_path.name}",
+                "no trust anchor for this TSA: pass --tsa-ca PEM",
+            )
             continue
         check = rfc3161.verify_token(tsr_path.read_bytes(), digest=digest, roots=roots, intermediates=chain)
         if check.ok and check.token is not None:
             t = check.token.gen_time
-            report.add("INFO", "anchors.tsa-valid", f"{subject}/{tsr_path.name}",
-                       f"RFC 3161 token from {name}, genTime {t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({anchor_note})")  # fmt: skip
+            report.add(
+                "INFO",
+                "anchors.tsa-valid",
+                f"{subject}/{tsr_path.name}",
+                f"RFC 3161 token from {name}, genTime {t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({anchor_note})",
+            )
             out.append((t.timestamp(), f"rfc3161 {name}"))
         else:
-            report.fail("anchors.tsa-invalid", f"{subject}/{tsr_path.name}", f"RFC 3161 token: {check.problem}")
+            report.fail(
+                "anchors.tsa-invalid", f"{subject}/{tsr_path.name}", f"RFC 3161 token: {check.problem}"
+            )
     return out
 
 
@@ -204,7 +253,13 @@ def _item_times(state: LogState, report: Report, anchored: dict[int, tuple[float
     suffix.reverse()
     for item, rec in state.items.records():
         i = bisect.bisect_right(sizes, rec.seq)
-        entry: dict[str, Any] = {"id": item, "seq": rec.seq, "proven_since": None, "proof": None, "checkpoint": None}
+        entry: dict[str, Any] = {
+            "id": item,
+            "seq": rec.seq,
+            "proven_since": None,
+            "proof": None,
+            "checkpoint": None,
+        }
         if i < len(sizes):
             t, proof, size = suffix[i]
             entry.update(proven_since=_iso(t), proof=proof, checkpoint=size)

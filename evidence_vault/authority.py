@@ -74,7 +74,11 @@ class Authority:
         if grant.role == "admin" or event.type not in (ev.KEY_ADDED, ev.KEY_REVOKED):
             return
         data = event.data
-        if event.type == ev.KEY_ADDED and data.get("rotates") == event.actor and data.get("role") == grant.role:
+        if (
+            event.type == ev.KEY_ADDED
+            and data.get("rotates") == event.actor
+            and data.get("role") == grant.role
+        ):
             return  # a custodian rotating their own key
         target = data.get("fingerprint")
         if event.type == ev.KEY_REVOKED and (target == event.actor or grant.rotates == target):
@@ -93,7 +97,9 @@ class Authority:
             if role not in ROLES:
                 raise IntegrityError(f"unknown role {role!r}")
             rotates = event.data.get("rotates")
-            self._grant(_key_of(event.data), role, event, event.actor, rotates if isinstance(rotates, str) else None)
+            self._grant(
+                _key_of(event.data), role, event, event.actor, rotates if isinstance(rotates, str) else None
+            )
         elif event.type == ev.KEY_REVOKED:
             fp = str(event.data.get("fingerprint"))
             grant = self.keys.get(fp)
@@ -107,7 +113,9 @@ class Authority:
                     revoked_reason=str(event.data.get("reason", "")),
                 )
 
-    def _grant(self, key: _Key, role: str, event: ev.Event, by: str | None, rotates: str | None = None) -> None:
+    def _grant(
+        self, key: _Key, role: str, event: ev.Event, by: str | None, rotates: str | None = None
+    ) -> None:
         if key.fingerprint in self.keys:
             raise IntegrityError(f"key {key.fingerprint} is already in the vault")
         self.keys[key.fingerprint] = KeyGrant(

@@ -267,9 +267,17 @@ def check_checkpoints(
         subject = f"evidence/checkpoints/{d.name}"
         n_lines = len(state.leaves)
         root = merkle.root_from_leaves(state.leaves[:size]) if size <= n_lines else None
-        text = check_checkpoint_dir(d, size, subject, n_lines=n_lines, root=root,
-                                    record=state.log.checkpoints.get(size), authority=state.log.authority,
-                                    report=report, sig_required=True)  # fmt: skip
+        text = check_checkpoint_dir(
+            d,
+            size,
+            subject,
+            n_lines=n_lines,
+            root=root,
+            record=state.log.checkpoints.get(size),
+            authority=state.log.authority,
+            report=report,
+            sig_required=True,
+        )
         if root is not None and _root_ok(d, root):
             state.checkpoint_sizes.append(size)  # the proofs may use it even if its event is missing
         if text is None:

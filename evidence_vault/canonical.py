@@ -64,7 +64,8 @@ def _fast_ok(value: Any) -> bool:
         return -_MAX_INT <= value <= _MAX_INT
     if isinstance(value, dict):
         return all(
-            isinstance(k, str) and max(map(ord, k), default=0) < 0xD800 and _fast_ok(v) for k, v in value.items()
+            isinstance(k, str) and max(map(ord, k), default=0) < 0xD800 and _fast_ok(v)
+            for k, v in value.items()
         )
     if isinstance(value, list):
         return all(_fast_ok(v) for v in value)

@@ -48,14 +48,18 @@ class Custody:
         if t == ev.ITEM_INGESTED:
             original = data.get("derived_from")
             if original is not None and original not in self.holders:
-                raise NotAuthorizedError(f"working copy names an original {original} that is not in the vault")
+                raise NotAuthorizedError(
+                    f"working copy names an original {original} that is not in the vault"
+                )
         elif t == ev.CUSTODY_TRANSFERRED:
             item = self._existing(data.get("item"))
             to = str(data.get("to"))
             holder = self.holders[item]
             grant = auth.keys.get(event.actor)
             if event.actor != holder and (grant is None or grant.role != "admin"):
-                raise NotAuthorizedError(f"{event.actor} does not hold {item} (held by {holder}) and is not an admin")
+                raise NotAuthorizedError(
+                    f"{event.actor} does not hold {item} (held by {holder}) and is not an admin"
+                )
             target = auth.keys.get(to)
             if target is None or target.revoked_seq is not None:
                 raise NotAuthorizedError(f"transfer to {to}, which is not an authorized key")
@@ -91,7 +95,9 @@ class Custody:
             self.holders.setdefault(data["item"], event.actor)
         elif event.type == ev.CUSTODY_TRANSFERRED:
             tid, item = str(data.get("transfer_id")), str(data.get("item"))
-            self.pending[(tid, item)] = PendingTransfer(tid, item, event.actor, str(data.get("to")), event.seq)
+            self.pending[(tid, item)] = PendingTransfer(
+                tid, item, event.actor, str(data.get("to")), event.seq
+            )
         elif event.type == ev.CUSTODY_ACCEPTED:
             p = self.pending.pop((str(data.get("transfer_id")), str(data.get("item"))), None)
             if p is not None:

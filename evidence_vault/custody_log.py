@@ -47,7 +47,6 @@ class TornLineError(IntegrityError):
         )
 
 
-
 class CustodyLog:
     """The append-only custody log of one vault."""
 
@@ -58,7 +57,7 @@ class CustodyLog:
     def iter_raw(self, start: int = 0) -> Iterator[RawLine]:
         """Yield every line from byte ``start``, streaming (memory flat in the log length)."""
         try:
-            fh = open(self.path, "rb")
+            fh = open(self.path, "rb")  # noqa: SIM115 (closed by the with below; only open() maps to this error)
         except FileNotFoundError:
             raise VaultFormatError("custody log is missing", path=self.path) from None
         with fh:
@@ -131,8 +130,8 @@ class CustodyLog:
         """Sign and append events under the writer lock, as one write, then fsync.
 
         ``build`` runs under the lock with the current head and returns the (type, data) pairs to
-        append; it may raise to refuse (nothing is written then) or return nothing. Lines are never rewritten; a torn last line must be set aside with
-        ``doctor --repair`` first.
+        append; it may raise to refuse (nothing is written then) or return nothing. Lines are never
+        rewritten; a torn last line must be set aside with ``doctor --repair`` first.
         """
         with exclusive_lock(self.lock_path, wait=wait, on_wait=on_wait):
             head, torn = self.tail_state()
@@ -146,7 +145,9 @@ class CustodyLog:
             out: list[Event] = []
             lines: list[bytes] = []
             for etype, data in entries:
-                ev = Event(seq=seq, prev=prev, time=utc_now(), type=etype, actor=signer.fingerprint, data=data)
+                ev = Event(
+                    seq=seq, prev=prev, time=utc_now(), type=etype, actor=signer.fingerprint, data=data
+                )
                 sig = base64.b64encode(signer.sign(ev.signing_bytes())).decode()
                 ev = Event(**{**ev.__dict__, "sig": sig})
                 line = ev.line()

@@ -62,12 +62,17 @@ def key_rotate(
     if grant is None or grant.revoked_seq is not None:
         raise NotAuthorizedError(f"key {old.fingerprint} is not an active key of this vault")
     new = signing.generate()
-    data = {"key": {"fingerprint": new.fingerprint, "public_key": new.public.openssh(), "name": name},
-            "role": grant.role, "rotates": old.fingerprint}  # fmt: skip
+    data = {
+        "key": {"fingerprint": new.fingerprint, "public_key": new.public.openssh(), "name": name},
+        "role": grant.role,
+        "rotates": old.fingerprint,
+    }
     first = vault.append(old, [(ev.KEY_ADDED, data)])
     # Store the new private key only once the log names it.
     store.add_identity(new, name=name, email=email, passphrase=passphrase)
-    second = vault.append(new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": f"rotated to {new.fingerprint}"})])
+    second = vault.append(
+        new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": f"rotated to {new.fingerprint}"})]
+    )
     vault.write_public_key(new.fingerprint, new.public.openssh(name))
     return new.fingerprint, [*first, *second]
 
@@ -75,7 +80,9 @@ def key_rotate(
 # -- custody ---------------------------------------------------------------------------------------
 
 
-def transfer(vault: Vault, signer: Signer, items: Sequence[str], to: str, *, reason: str | None) -> tuple[str, list[Event]]:
+def transfer(
+    vault: Vault, signer: Signer, items: Sequence[str], to: str, *, reason: str | None
+) -> tuple[str, list[Event]]:
     """Hand items over to another key; they stay pending until that key accepts."""
     to_fp = _full_fp(vault, to)
     tid = str(uuid.uuid4())
@@ -89,14 +96,19 @@ def transfer(vault: Vault, signer: Signer, items: Sequence[str], to: str, *, rea
     return tid, _append(vault, signer, entries, openings)
 
 
-def accept(vault: Vault, signer: Signer, transfer_id: str | None, *, all_pending: bool = False) -> list[Event]:
+def accept(
+    vault: Vault, signer: Signer, transfer_id: str | None, *, all_pending: bool = False
+) -> list[Event]:
     """Countersign pending transfers addressed to ``signer`` (one id or prefix, or all)."""
     if not all_pending and not transfer_id:
         raise UsageError("give a TRANSFER-ID or --all")
-    pending = vault.index.pending_transfers(to=None if transfer_id else signer.fingerprint,
-                                            transfer_id=None if all_pending else transfer_id)  # fmt: skip
+    pending = vault.index.pending_transfers(
+        to=None if transfer_id else signer.fingerprint, transfer_id=None if all_pending else transfer_id
+    )
     if not pending:
-        raise UsageError("no pending transfer " + (f"{transfer_id}" if transfer_id else f"to {signer.fingerprint}"))
+        raise UsageError(
+            "no pending transfer " + (f"{transfer_id}" if transfer_id else f"to {signer.fingerprint}")
+        )
     ids = {p.transfer_id for p in pending}
     if transfer_id and len(ids) > 1:
         raise UsageError(f"transfer id prefix {transfer_id} is ambiguous")
@@ -139,7 +151,14 @@ def open_copy(vault: Vault, signer: Signer, item: str, *, purpose: str) -> Path:
 
 
 def derive(
-    vault: Vault, signer: Signer, original: str, derived_file: Path, *, action: str, tool: str, note: str | None
+    vault: Vault,
+    signer: Signer,
+    original: str,
+    derived_file: Path,
+    *,
+    action: str,
+    tool: str,
+    note: str | None,
 ) -> tuple[str, list[Event]]:
     """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy)."""
     if action not in ACTIONS:
@@ -151,8 +170,9 @@ def derive(
         raise UsageError("the working copy is byte-identical to its original", path=derived_file)
     events: list[Event] = []
     if not vault.index.has_item(derived_id):
-        results: list[AddResult] = vault.add([str(derived_file)], lambda: signer,
-                                             AddOptions(derived_from=original, follow_symlinks=True))  # fmt: skip
+        results: list[AddResult] = vault.add(
+            [str(derived_file)], lambda: signer, AddOptions(derived_from=original, follow_symlinks=True)
+        )
         bad = [r for r in results if r.status == "failed"]
         if bad:
             raise UsageError(bad[0].message or "could not ingest the working copy", path=derived_file)
@@ -164,7 +184,9 @@ def derive(
     return derived_id, events
 
 
-def _append(vault: Vault, signer: Signer, entries: list[tuple[str, dict[str, Any]]], openings: str | None) -> list[Event]:
+def _append(
+    vault: Vault, signer: Signer, entries: list[tuple[str, dict[str, Any]]], openings: str | None
+) -> list[Event]:
     """Append; if refused, remove the openings object written for it (no orphan left behind)."""
     try:
         return vault.append(signer, entries)
@@ -251,12 +273,13 @@ def timeline(vault: Vault, item: str) -> list[TimelineEntry]:
     for e in vault.events_for(item):
         i = bisect.bisect_right(sizes, e.seq)
         proof = "not yet in a checkpoint"
-        for size, when, desc in anchors[i:]:
+        for _size, when, desc in anchors[i:]:
             proof = desc
             if when is not None:
                 break
-        entries.append(TimelineEntry(e.seq, e.time, e.type, e.actor, names.get(e.actor, "?"),
-                                     _summary(e, names), proof))  # fmt: skip
+        entries.append(
+            TimelineEntry(e.seq, e.time, e.type, e.actor, names.get(e.actor, "?"), _summary(e, names), proof)
+        )
     return entries
 
 
@@ -266,7 +289,8 @@ def _summary(e: Event, names: dict[str, str]) -> str:
         extra = f" as a working copy of {str(d['derived_from'])[7:19]}" if d.get("derived_from") else ""
         return f"ingested ({d.get('media_type')}, {d.get('size')} bytes){extra}"
     if e.type == ev.CUSTODY_TRANSFERRED:
-        return f"handed over to {names.get(str(d.get('to')), '?')} ({d.get('to')}), transfer {str(d.get('transfer_id'))[:8]}"
+        to = str(d.get("to"))
+        return f"handed over to {names.get(to, '?')} ({to}), transfer {str(d.get('transfer_id'))[:8]}"
     if e.type == ev.CUSTODY_ACCEPTED:
         return f"custody accepted, transfer {str(d.get('transfer_id'))[:8]}"
     if e.type == ev.ITEM_ANNOTATED:
@@ -274,7 +298,8 @@ def _summary(e: Event, names: dict[str, str]) -> str:
     if e.type == ev.ITEM_ACCESSED:
         return f"original {d.get('access', 'accessed')}"
     if e.type == ev.ITEM_DERIVED:
-        return f"working copy {str(d.get('derived'))[7:19]} made from {str(d.get('original'))[7:19]} ({d.get('action')}, {d.get('tool')})"
+        copy, original = str(d.get("derived"))[7:19], str(d.get("original"))[7:19]
+        return f"working copy {copy} made from {original} ({d.get('action')}, {d.get('tool')})"
     if e.type == ev.ITEM_EXPORTED:
         return f"exported (bag {str(d.get('export_id', ''))[:8]})"
     return e.type
@@ -290,8 +315,12 @@ def find(vault: Vault, paths: Sequence[Path]) -> list[dict[str, Any]]:
             out.append({"path": str(p), "error": exc.strerror, "in_vault": None, "id": None})
             continue
         item = vault.index.item(digest.id)
-        out.append({"path": str(p), "id": digest.id, "in_vault": item is not None,
-                    "name": item.name if item else None})  # fmt: skip
+        out.append(
+            {
+                "path": str(p),
+                "id": digest.id,
+                "in_vault": item is not None,
+                "name": item.name if item else None,
+            }
+        )
     return out
-
-

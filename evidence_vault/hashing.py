@@ -301,8 +301,12 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     if fn is None:
         return
     with contextlib.suppress(Exception):
-        fn(ctypes.c_int(fd), ctypes.c_int64(offset), ctypes.c_int64(length),
-           ctypes.c_uint(_SYNC_FILE_RANGE_WRITE))  # fmt: skip
+        fn(
+            ctypes.c_int(fd),
+            ctypes.c_int64(offset),
+            ctypes.c_int64(length),
+            ctypes.c_uint(_SYNC_FILE_RANGE_WRITE),
+        )
 
 
 def syncfs(fd: int) -> bool:

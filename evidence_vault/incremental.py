@@ -93,5 +93,7 @@ def load(vault_id: str, home: Path | None = None) -> Saved | None:
 def save(vault_id: str, doc: dict[str, Any], home: Path | None = None) -> Path:
     d = state_dir(vault_id, home)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(d / "state.json", json.dumps({"version": STATE_VERSION, **doc}, indent=1).encode(), mode=0o600)
+    write_atomic(
+        d / "state.json", json.dumps({"version": STATE_VERSION, **doc}, indent=1).encode(), mode=0o600
+    )
     return d / "items.sqlite"

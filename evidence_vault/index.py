@@ -100,7 +100,9 @@ class Index:
 
     def _migrate(self) -> None:
         """A cache of another layout is simply dropped and rebuilt from the log."""
-        has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        has_meta = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
         if has_meta and self._meta("version") == _VERSION:
             return
         for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
@@ -198,8 +200,15 @@ class Index:
             )
         elif event.type == ev.CUSTODY_TRANSFERRED:
             self.db.execute(
-                "INSERT OR IGNORE INTO transfers (transfer_id, item, sender, to_fp, seq) VALUES (?, ?, ?, ?, ?)",
-                (str(data.get("transfer_id")), str(data.get("item")), event.actor, str(data.get("to")), event.seq),
+                "INSERT OR IGNORE INTO transfers (transfer_id, item, sender, to_fp, seq)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    str(data.get("transfer_id")),
+                    str(data.get("item")),
+                    event.actor,
+                    str(data.get("to")),
+                    event.seq,
+                ),
             )
         elif event.type == ev.CUSTODY_ACCEPTED:
             key = (str(data.get("transfer_id")), str(data.get("item")))
@@ -232,12 +241,15 @@ class Index:
             if row is not None:
                 state.holders[item] = str(row[0])
             for tid, sender, to, seq in self.db.execute(
-                "SELECT transfer_id, sender, to_fp, seq FROM transfers WHERE item=? AND accepted_seq IS NULL", (item,)
+                "SELECT transfer_id, sender, to_fp, seq FROM transfers WHERE item=? AND accepted_seq IS NULL",
+                (item,),
             ).fetchall():
                 state.pending[(tid, item)] = PendingTransfer(tid, item, sender, to, seq)
         return state
 
-    def pending_transfers(self, *, to: str | None = None, transfer_id: str | None = None) -> list[PendingTransfer]:
+    def pending_transfers(
+        self, *, to: str | None = None, transfer_id: str | None = None
+    ) -> list[PendingTransfer]:
         sql = "SELECT transfer_id, item, sender, to_fp, seq FROM transfers WHERE accepted_seq IS NULL"
         args: list[Any] = []
         if to is not None:
@@ -289,7 +301,9 @@ class Index:
             r[0] for r in self.db.execute("SELECT tag FROM tags WHERE item=? ORDER BY tag", (row[0],))
         )
         item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder = row
-        return IndexedItem(item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder, tags)
+        return IndexedItem(
+            item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder, tags
+        )
 
     def item(self, item_id: str) -> IndexedItem | None:
         row = self.db.execute(
@@ -314,7 +328,9 @@ class Index:
         return int(self.db.execute("SELECT count(*) FROM item_events WHERE item=?", (item_id,)).fetchone()[0])
 
     def derived_copies(self, item_id: str) -> list[str]:
-        rows = self.db.execute("SELECT id FROM items WHERE derived_from=? ORDER BY seq", (item_id,)).fetchall()
+        rows = self.db.execute(
+            "SELECT id FROM items WHERE derived_from=? ORDER BY seq", (item_id,)
+        ).fetchall()
         return [str(r[0]) for r in rows]
 
     def count(self) -> int:

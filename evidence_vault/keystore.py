@@ -209,7 +209,9 @@ def import_private(
     label = name or _comment_of(path) or path.stem
     # Kept encrypted with the same passphrase; an unencrypted source key is stored unencrypted only if
     # no passphrase is available at all.
-    return store.add_identity(signer, name=label, email=email, passphrase=secret or passphrase("new passphrase"))
+    return store.add_identity(
+        signer, name=label, email=email, passphrase=secret or passphrase("new passphrase")
+    )
 
 
 def _comment_of(path: Path) -> str | None:

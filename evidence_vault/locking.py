@@ -27,7 +27,9 @@ def exclusive_lock(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise LockError("another evidence-vault process is writing to this vault", path=path) from None
+                raise LockError(
+                    "another evidence-vault process is writing to this vault", path=path
+                ) from None
             if on_wait is not None:
                 on_wait()
             deadline = None if timeout is None else time.monotonic() + timeout

@@ -24,9 +24,14 @@ class ObjectStore(Protocol):
     """Put, open, check and list content-addressed objects."""
 
     def put_file(
-        self, src_fd: int, size: int, name: str, progress: Callable[[int], None] | None = None, *,
+        self,
+        src_fd: int,
+        size: int,
+        name: str,
+        progress: Callable[[int], None] | None = None,
+        *,
         sync: bool = True,
-    ) -> tuple[Digest, bool]:  # fmt: skip
+    ) -> tuple[Digest, bool]:
         """Copy an open file in while hashing it. Returns the digest and whether it was new.
 
         ``sync=False`` defers durability to the next :meth:`sync` (grouped fsyncs for a batch).
@@ -96,9 +101,14 @@ class FileObjectStore:
         return tempfile.mkstemp(prefix="put-", dir=self.tmp)
 
     def put_file(
-        self, src_fd: int, size: int, name: str, progress: Callable[[int], None] | None = None, *,
+        self,
+        src_fd: int,
+        size: int,
+        name: str,
+        progress: Callable[[int], None] | None = None,
+        *,
         sync: bool = True,
-    ) -> tuple[Digest, bool]:  # fmt: skip
+    ) -> tuple[Digest, bool]:
         fd, tmp = self._tempfile()
         try:
             with os.fdopen(fd, "wb") as out:

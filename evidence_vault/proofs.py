@@ -76,7 +76,11 @@ def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
                 if isinstance(ca, str) and (vault.root / ca).is_file():
                     shutil.copyfile(vault.root / ca, out / f"{f.stem}.ca.pem")
                     copied.append(f"{f.stem}.ca.pem")
-    heights = ots.attested_heights((src / "checkpoint.ots").read_bytes()) if (src / "checkpoint.ots").exists() else []
+    heights = (
+        ots.attested_heights((src / "checkpoint.ots").read_bytes())
+        if (src / "checkpoint.ots").exists()
+        else []
+    )
     needed = HeaderStore()
     for h in heights:
         header = store.get(h)
@@ -106,7 +110,7 @@ def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
     }
     write_atomic(out / PROOF_FILE, json.dumps(doc, indent=2).encode() + b"\n")
     (out / "allowed_signers").write_text(
-        "".join(f"{fp} namespaces=\"evidence-vault\" {pk}\n" for fp, pk in keys.items()), "utf-8"
+        "".join(f'{fp} namespaces="evidence-vault" {pk}\n' for fp, pk in keys.items()), "utf-8"
     )
     return doc
 
@@ -157,7 +161,9 @@ def verify_proof(
     if event is not None and (event.type != ev.ITEM_INGESTED or event.data.get("item") != doc.get("item")):
         report.fail("proof.wrong-event", "event_line", "event is not the ingest of the named item")
     if cp.size != size:
-        report.fail("proof.size-mismatch", "checkpoint", f"proof is for size {size}, checkpoint has {cp.size}")
+        report.fail(
+            "proof.size-mismatch", "checkpoint", f"proof is for size {size}, checkpoint has {cp.size}"
+        )
     elif not merkle.verify_inclusion(merkle.leaf_hash(line), index, size, path, cp.root):
         report.fail("proof.inclusion-invalid", PROOF_FILE, "event is not included in the checkpoint's tree")
     signer = doc.get("checkpoint_signer")
@@ -173,8 +179,11 @@ def verify_proof(
     if wanted and not ({str(signer), event.actor if event else ""} <= set(wanted)):
         report.fail("trust.key-mismatch", "keys", "the signing keys are not the trusted ones")
     elif not wanted:
-        report.warn("trust.not-pinned", "keys",
-                    "signing keys not pinned: compare " + ", ".join(sorted(keys)) + " out of band, then --trust")  # fmt: skip
+        report.warn(
+            "trust.not-pinned",
+            "keys",
+            "signing keys not pinned: compare " + ", ".join(sorted(keys)) + " out of band, then --trust",
+        )
     else:
         report.genesis_pinned = True
     try:
@@ -190,13 +199,16 @@ def verify_proof(
     if file is not None:
         got = hash_file(file)
         if got.id != doc.get("item"):
-            report.fail("object.hash-mismatch", str(file), f"file hash {got.id} is not the item {doc.get('item')}")
+            report.fail(
+                "object.hash-mismatch", str(file), f"file hash {got.id} is not the item {doc.get('item')}"
+            )
     if times and event is not None:
         t, proof = min(times)
         from .anchors_verify import _iso
 
-        report.items.append({"id": doc.get("item"), "seq": index, "proven_since": _iso(t), "proof": proof,
-                             "checkpoint": size})  # fmt: skip
+        report.items.append(
+            {"id": doc.get("item"), "seq": index, "proven_since": _iso(t), "proof": proof, "checkpoint": size}
+        )
     return _done(report)
 
 
@@ -211,5 +223,3 @@ class _Root:
 def _done(report: Report) -> Report:
     report.finished = utc_now()
     return report
-
-

@@ -52,8 +52,16 @@ class Report:
     started: str = ""
     finished: str = ""
 
-    def add(self, level: Level, code: str, subject: str, message: str, *, seq: int | None = None,
-            item: str | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        level: Level,
+        code: str,
+        subject: str,
+        message: str,
+        *,
+        seq: int | None = None,
+        item: str | None = None,
+    ) -> None:
         self.findings.append(Finding(level, code, subject, message, seq, item))
 
     def fail(self, code: str, subject: str, message: str, **kw: Any) -> None:

@@ -81,7 +81,9 @@ class ItemTable(MutableMapping[str, ItemRecord]):
         return self._db
 
     def __getitem__(self, key: str) -> ItemRecord:
-        row = self._db.conn.execute("SELECT seq, size, metadata, committed FROM items WHERE id=?", (key,)).fetchone()
+        row = self._db.conn.execute(
+            "SELECT seq, size, metadata, committed FROM items WHERE id=?", (key,)
+        ).fetchone()
         if row is None:
             raise KeyError(key)
         return ItemRecord(row[0], row[1], row[2], json.loads(row[3]))
@@ -123,7 +125,10 @@ class ItemTable(MutableMapping[str, ItemRecord]):
         if conn.execute("SELECT 1 FROM items WHERE id=?", ("sha256:" + hex_digest,)).fetchone():
             return True
         conn.execute("CREATE INDEX IF NOT EXISTS items_by_metadata ON items (metadata)")
-        return conn.execute("SELECT 1 FROM items WHERE metadata=?", ("sha256:" + hex_digest,)).fetchone() is not None
+        return (
+            conn.execute("SELECT 1 FROM items WHERE metadata=?", ("sha256:" + hex_digest,)).fetchone()
+            is not None
+        )
 
     def records(self) -> Iterator[tuple[str, ItemRecord]]:
         """(id, record) in seq order, streamed."""

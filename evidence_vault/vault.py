@@ -29,7 +29,7 @@ from .errors import (
     VaultFormatError,
     VaultNotFoundError,
 )
-from .events import Event, parse_line
+from .events import Event
 from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
 from .keystore import TrustStore, utc_now
@@ -44,9 +44,20 @@ FORMAT_VERSION = 1
 #: Normalized metadata that is signed in the clear. Everything else (GPS, serials, names, paths,
 #: free text) is signed as salted commitments so an export can withhold it.
 PUBLIC_FIELDS = frozenset(
-    {"media_type", "width", "height", "make", "model", "software", "captured_at", "created_utc",
-     "duration_ms", "codecs", "orientation"}
-)  # fmt: skip
+    {
+        "media_type",
+        "width",
+        "height",
+        "make",
+        "model",
+        "software",
+        "captured_at",
+        "created_utc",
+        "duration_ms",
+        "codecs",
+        "orientation",
+    }
+)
 
 SignerSource = Callable[[], Signer]
 
@@ -179,8 +190,15 @@ class Vault:
 
     # -- creation ----------------------------------------------------------------------------------
     @classmethod
-    def init(cls, path: Path, *, name: str | None, signer: Signer, signer_name: str,
-             trust: TrustStore | None = None) -> Vault:  # fmt: skip
+    def init(
+        cls,
+        path: Path,
+        *,
+        name: str | None,
+        signer: Signer,
+        signer_name: str,
+        trust: TrustStore | None = None,
+    ) -> Vault:
         """Create a vault whose genesis event names ``signer``, and pin that key on this machine."""
         if (path / VAULT_FILE).exists():
             raise UsageError("a vault already exists here", path=path)
@@ -194,8 +212,12 @@ class Vault:
         write_atomic(path / VAULT_FILE, json.dumps(config.to_dict(), indent=2).encode() + b"\n")
         vault = cls(path)
         key = {"fingerprint": signer.fingerprint, "public_key": signer.public.openssh(), "name": signer_name}
-        data = {"vault_id": config.vault_id, "name": config.name, "key": key,
-                "hash_algorithms": list(config.hash_algorithms)}  # fmt: skip
+        data = {
+            "vault_id": config.vault_id,
+            "name": config.name,
+            "key": key,
+            "hash_algorithms": list(config.hash_algorithms),
+        }
         (event,) = vault.log.append(signer, lambda head: [(ev.VAULT_CREATED, data)])
         vault.write_public_key(signer.fingerprint, signer.public.openssh(signer_name))
         store = trust or TrustStore()
@@ -332,9 +354,13 @@ class Vault:
         self, top: str, options: AddOptions, emit: Callable[[AddResult], None], vault_root: Path
     ) -> Iterator[str]:
         def onerror(exc: OSError) -> None:
-            emit(AddResult(display_name(exc.filename or top), "failed", message=f"cannot read: {exc.strerror}"))
+            emit(
+                AddResult(display_name(exc.filename or top), "failed", message=f"cannot read: {exc.strerror}")
+            )
 
-        for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=options.follow_symlinks):
+        for dirpath, dirnames, filenames in os.walk(
+            top, onerror=onerror, followlinks=options.follow_symlinks
+        ):
             if Path(dirpath).resolve() == vault_root:
                 dirnames[:] = []
                 continue
@@ -345,14 +371,26 @@ class Vault:
                 if Path(full).resolve() == vault_root:
                     continue
                 if os.path.islink(full) and not options.follow_symlinks:
-                    emit(AddResult(display_name(full), "skipped", message="is a symbolic link (use --follow-symlinks)"))
+                    emit(
+                        AddResult(
+                            display_name(full),
+                            "skipped",
+                            message="is a symbolic link (use --follow-symlinks)",
+                        )
+                    )
                     continue
                 kept.append(d)
             dirnames[:] = kept
             for f in sorted(filenames):
                 full = os.path.join(dirpath, f)
                 if os.path.islink(full) and not options.follow_symlinks:
-                    emit(AddResult(display_name(full), "skipped", message="is a symbolic link (use --follow-symlinks)"))
+                    emit(
+                        AddResult(
+                            display_name(full),
+                            "skipped",
+                            message="is a symbolic link (use --follow-symlinks)",
+                        )
+                    )
                     continue
                 yield full
 
@@ -447,7 +485,9 @@ class Vault:
             self.require_authorized(signer, head)
             index = self.index
             if options.derived_from and not index.has_item(options.derived_from):
-                raise NotAuthorizedError(f"original {options.derived_from} is not in the vault: nothing recorded")
+                raise NotAuthorizedError(
+                    f"original {options.derived_from} is not in the vault: nothing recorded"
+                )
             seen: set[str] = set()
             out = []
             for i, prep in enumerate(batch):
@@ -473,30 +513,52 @@ class Vault:
             if dup[i]:
                 # The metadata object is unique to this attempt (random salts): nothing else uses it.
                 self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
-                results.append(AddResult(prep.path, "duplicate", prep.digest.id, prep.digest.size, media_type,
-                                         message="already in the vault: nothing recorded"))  # fmt: skip
+                results.append(
+                    AddResult(
+                        prep.path,
+                        "duplicate",
+                        prep.digest.id,
+                        prep.digest.size,
+                        media_type,
+                        message="already in the vault: nothing recorded",
+                    )
+                )
                 continue
             last = next(appended)
-            results.append(AddResult(prep.path, "added", prep.digest.id, prep.digest.size, media_type,
-                                     seq=last.seq, metadata_errors=prep.metadata_errors))  # fmt: skip
+            results.append(
+                AddResult(
+                    prep.path,
+                    "added",
+                    prep.digest.id,
+                    prep.digest.size,
+                    media_type,
+                    seq=last.seq,
+                    metadata_errors=prep.metadata_errors,
+                )
+            )
         if last is not None:
             self._record_head(last)
         return results
 
     def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
         """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""
-        probe = Event(seq=(head.seq + 1) if head else 0, prev=None, time="", type=etype,
-                      actor=signer.fingerprint)  # fmt: skip
+        probe = Event(
+            seq=(head.seq + 1) if head else 0, prev=None, time="", type=etype, actor=signer.fingerprint
+        )
         try:
             self.index.authority().check(probe)
         except NotAuthorizedError as exc:
             raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
 
     def append(
-        self, signer: Signer, entries: Sequence[tuple[str, dict[str, Any]]], *, wait: bool = True,
+        self,
+        signer: Signer,
+        entries: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        wait: bool = True,
         on_wait: Callable[[], None] | None = None,
         build: Callable[[Head | None], Sequence[tuple[str, dict[str, Any]]]] | None = None,
-    ) -> list[Event]:  # fmt: skip
+    ) -> list[Event]:
         """Append events after checking that ``signer`` may sign each of them.
 
         ``build``, if given, replaces ``entries``: it runs under the writer lock with the current head
@@ -512,7 +574,9 @@ class Vault:
             self._record_head(out[-1])
         return out
 
-    def check_events(self, signer: Signer, head: Head | None, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def check_events(
+        self, signer: Signer, head: Head | None, entries: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
         """Refuse (``NotAuthorizedError``) unless every entry may be signed by ``signer`` in order."""
         seq = head.seq + 1 if head else 0
         auth = self.index.authority()
@@ -543,8 +607,14 @@ class Vault:
         TrustStore().record_head(self.config.vault_id, last.seq, ev.line_hash(last.line()))
 
     # -- reading -----------------------------------------------------------------------------------
-    def items(self, *, tag: str | None = None, custodian: str | None = None, since: str | None = None,
-              media_prefix: str | None = None) -> list[IndexedItem]:  # fmt: skip
+    def items(
+        self,
+        *,
+        tag: str | None = None,
+        custodian: str | None = None,
+        since: str | None = None,
+        media_prefix: str | None = None,
+    ) -> list[IndexedItem]:
         return list(self.index.items(tag=tag, custodian=custodian, since=since, media_prefix=media_prefix))
 
     def resolve(self, ref: str) -> IndexedItem:
@@ -593,7 +663,9 @@ class Vault:
         and the most recent; ``log --item`` prints them all)."""
         total = self.index.event_count(item.id)
         events = self.events_for(item.id, limit=max_events)
-        ingest = next((e for e in events if e.type == ev.ITEM_INGESTED and e.data.get("item") == item.id), None)
+        ingest = next(
+            (e for e in events if e.type == ev.ITEM_INGESTED and e.data.get("item") == item.id), None
+        )
         metadata: dict[str, Any] = {"media_type": item.media_type}
         errors: list[str] = []
         fields_withheld: list[str] = []
@@ -621,5 +693,3 @@ class Vault:
             "events_total": total,
             "events": [e.to_dict() for e in events],
         }
-
-

@@ -8,7 +8,6 @@ chain, that each signer was authorized at that point, each signature; then every
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
 from .hashing import Digest, chunk_root, hash_file
-from .keystore import TrustStore, fingerprint_to_b64, utc_now
+from .keystore import TrustStore, utc_now
 from .report import Report
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import PublicKey, ed25519_ok, prepare_verification, verify_signature
@@ -68,8 +67,12 @@ class SignatureChecks:
     def add(self, index: int, pub: bytes, sig: bytes, data: bytes, report: Report) -> None:
         if self.pool is None:
             if not ed25519_ok(pub, sig, data):
-                report.fail("log.bad-signature", line_subject(index), "signature check failed: signature does not verify",
-                            seq=index)  # fmt: skip
+                report.fail(
+                    "log.bad-signature",
+                    line_subject(index),
+                    "signature check failed: signature does not verify",
+                    seq=index,
+                )
             return
         self.batch.append((index, pub, sig, data))
         if len(self.batch) >= self.BATCH:
@@ -92,8 +95,12 @@ class SignatureChecks:
     @staticmethod
     def _collect(failed: list[int], report: Report) -> None:
         for index in failed:
-            report.fail("log.bad-signature", line_subject(index), "signature check failed: signature does not verify",
-                        seq=index)  # fmt: skip
+            report.fail(
+                "log.bad-signature",
+                line_subject(index),
+                "signature check failed: signature does not verify",
+                seq=index,
+            )
 
 
 @dataclass
@@ -150,9 +157,13 @@ def verify_log(
         if index in wanted:
             state.roots_at[index] = acc.root()
         if not raw.complete:
-            report.fail("log.torn-line", f"log.jsonl line {index + 1}",
-                        "incomplete last line (interrupted write?): `evidence-vault doctor --repair` sets it "
-                        "aside; if nothing was interrupted, the log was cut", seq=index)  # fmt: skip
+            report.fail(
+                "log.torn-line",
+                f"log.jsonl line {index + 1}",
+                "incomplete last line (interrupted write?): `evidence-vault doctor --repair` sets it "
+                "aside; if nothing was interrupted, the log was cut",
+                seq=index,
+            )
             break
         this_hash = line_hash(raw.data)
         state.line_hashes.append(this_hash)
@@ -198,21 +209,31 @@ def check_event(
     if event.v != ev.FORMAT_VERSION:
         report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
     if event.seq != index:
-        report.fail("log.seq-mismatch", subject,
-                    f"seq is {event.seq}, expected {index} (line removed, duplicated or reordered)",
-                    seq=index)  # fmt: skip
+        report.fail(
+            "log.seq-mismatch",
+            subject,
+            f"seq is {event.seq}, expected {index} (line removed, duplicated or reordered)",
+            seq=index,
+        )
     if event.prev != prev:
-        report.fail("log.chain-broken", subject,
-                    "prev does not match the hash of the previous line (a line before it was edited, "
-                    "removed or reordered)", seq=index)  # fmt: skip
+        report.fail(
+            "log.chain-broken",
+            subject,
+            "prev does not match the hash of the previous line (a line before it was edited, "
+            "removed or reordered)",
+            seq=index,
+        )
     if event.type not in ev.EVENT_TYPES:
         report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
     if not _TIME.match(event.time):
         report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
     elif event.time < state.last_time:
-        report.warn("log.time-order", subject,
-                    f"time {event.time} is earlier than the previous event's {state.last_time}",
-                    seq=index)  # fmt: skip
+        report.warn(
+            "log.time-order",
+            subject,
+            f"time {event.time} is earlier than the previous event's {state.last_time}",
+            seq=index,
+        )
     state.last_time = max(state.last_time, event.time)
     _check_signer(event, index, subject, state, report, vault_id, line if is_canonical else None)
     try:
@@ -226,7 +247,9 @@ def check_event(
     state.custody.apply(event)
     if event.type != ev.ITEM_INGESTED and isinstance(event.data.get("openings"), str):
         committed = event.data.get("committed")
-        state.openings.append((event.data["openings"], dict(committed) if isinstance(committed, dict) else {}, index))
+        state.openings.append(
+            (event.data["openings"], dict(committed) if isinstance(committed, dict) else {}, index)
+        )
     if event.type == ev.ITEM_INGESTED:
         _record_item(event, index, subject, state, report)
     elif event.type == ev.CHECKPOINT:
@@ -235,13 +258,20 @@ def check_event(
 
 def checkpoint_text(data: dict[str, Any]) -> bytes:
     """The signed checkpoint text a ``checkpoint`` event stands for."""
-    return Checkpoint(origin=str(data["origin"]), size=int(data["size"]), root=bytes.fromhex(str(data["root"]))).to_text()
+    return Checkpoint(
+        origin=str(data["origin"]), size=int(data["size"]), root=bytes.fromhex(str(data["root"]))
+    ).to_text()
 
 
 def _check_checkpoint_event(
-    event: Event, index: int, subject: str, root_before: bytes | None, state: LogState, report: Report,
+    event: Event,
+    index: int,
+    subject: str,
+    root_before: bytes | None,
+    state: LogState,
+    report: Report,
     vault_id: str | None,
-) -> None:  # fmt: skip
+) -> None:
     data = event.data
     try:
         text = checkpoint_text(data)
@@ -249,14 +279,26 @@ def _check_checkpoint_event(
         report.fail("checkpoint.malformed", subject, f"checkpoint event is malformed: {exc}", seq=index)
         return
     if data["size"] != index:
-        report.fail("checkpoint.bad-size", subject,
-                    f"checkpoint claims tree size {data['size']} but stands at seq {index}", seq=index)  # fmt: skip
+        report.fail(
+            "checkpoint.bad-size",
+            subject,
+            f"checkpoint claims tree size {data['size']} but stands at seq {index}",
+            seq=index,
+        )
     elif bytes.fromhex(str(data["root"])) != root_before:
-        report.fail("checkpoint.root-mismatch", subject,
-                    "checkpoint root does not match the Merkle root of the log before it", seq=index)  # fmt: skip
+        report.fail(
+            "checkpoint.root-mismatch",
+            subject,
+            "checkpoint root does not match the Merkle root of the log before it",
+            seq=index,
+        )
     if vault_id is not None and data["origin"] != f"evidence-vault/{vault_id}":
-        report.fail("checkpoint.wrong-origin", subject, f"checkpoint origin {data['origin']!r} is not this vault's",
-                    seq=index)  # fmt: skip
+        report.fail(
+            "checkpoint.wrong-origin",
+            subject,
+            f"checkpoint origin {data['origin']!r} is not this vault's",
+            seq=index,
+        )
     try:
         key = state.authority.public_key(event.actor)
         verify_signature(base64.b64decode(str(data.get("signature", "")), validate=True), text, key)
@@ -266,9 +308,14 @@ def _check_checkpoint_event(
 
 
 def _check_signer(
-    event: Event, index: int, subject: str, state: LogState, report: Report, vault_id: str | None,
+    event: Event,
+    index: int,
+    subject: str,
+    state: LogState,
+    report: Report,
+    vault_id: str | None,
     line: bytes | None = None,
-) -> None:  # fmt: skip
+) -> None:
     auth = state.authority
     try:
         auth.check(event)
@@ -306,19 +353,30 @@ def signing_bytes_of(line: bytes, event: Event) -> bytes:
 def _record_item(event: Event, index: int, subject: str, state: LogState, report: Report) -> None:
     data = event.data
     item, size = data.get("item"), data.get("size")
-    if not isinstance(item, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", item) or not isinstance(size, int):
+    if (
+        not isinstance(item, str)
+        or not re.fullmatch(r"sha256:[0-9a-f]{64}", item)
+        or not isinstance(size, int)
+    ):
         report.fail("log.bad-item", subject, "item.ingested lacks a valid item id or size", seq=index)
         return
     if item in state.items:
-        report.warn("log.duplicate-ingest", subject,
-                    f"item already ingested at seq {state.items[item].seq}", seq=index, item=item)  # fmt: skip
+        report.warn(
+            "log.duplicate-ingest",
+            subject,
+            f"item already ingested at seq {state.items[item].seq}",
+            seq=index,
+            item=item,
+        )
         return
     prov = data.get("provenance")
     if isinstance(prov, dict) and isinstance(prov.get("bundle_object"), str):
         state.bundles.add(prov["bundle_object"])
     meta = data.get("metadata")
     committed = data.get("committed") if isinstance(data.get("committed"), dict) else {}
-    state.items[item] = ItemRecord(index, size, meta if isinstance(meta, str) else None, dict(committed or {}))
+    state.items[item] = ItemRecord(
+        index, size, meta if isinstance(meta, str) else None, dict(committed or {})
+    )
 
 
 def check_trust(
@@ -335,41 +393,51 @@ def check_trust(
         if genesis in wanted:
             report.genesis_pinned = True
         else:
-            report.fail("trust.genesis-mismatch", "log.jsonl line 1 (seq 0)",
-                        f"genesis key {genesis} is not the trusted key {', '.join(wanted)}", seq=0)  # fmt: skip
+            report.fail(
+                "trust.genesis-mismatch",
+                "log.jsonl line 1 (seq 0)",
+                f"genesis key {genesis} is not the trusted key {', '.join(wanted)}",
+                seq=0,
+            )
     elif pin is not None and pin.get("genesis"):
         if pin["genesis"] == genesis:
             report.genesis_pinned = True
         else:
-            report.fail("trust.genesis-mismatch", "log.jsonl line 1 (seq 0)",
-                        f"genesis key {genesis} differs from the key pinned on this machine ({pin['genesis']})",
-                        seq=0)  # fmt: skip
+            report.fail(
+                "trust.genesis-mismatch",
+                "log.jsonl line 1 (seq 0)",
+                f"genesis key {genesis} differs from the key pinned on this machine ({pin['genesis']})",
+                seq=0,
+            )
     if not report.genesis_pinned and not report.failures_for("trust.genesis-mismatch"):
-        report.warn("trust.genesis-not-pinned", "log.jsonl line 1 (seq 0)",
-                    f"genesis key not pinned: compare {genesis} out of band, then pass --trust {genesis}",
-                    seq=0)  # fmt: skip
+        report.warn(
+            "trust.genesis-not-pinned",
+            "log.jsonl line 1 (seq 0)",
+            f"genesis key not pinned: compare {genesis} out of band, then pass --trust {genesis}",
+            seq=0,
+        )
     head = pin.get("head") if pin else None
     if isinstance(head, dict) and isinstance(head.get("seq"), int):
         seen_seq, seen_hash = head["seq"], head.get("hash")
         if seen_seq >= len(state.line_hashes):
-            report.fail("log.truncated", "log.jsonl",
-                        f"this machine saw the log up to seq {seen_seq}; it now ends at seq "
-                        f"{len(state.line_hashes) - 1} (events were removed)")  # fmt: skip
+            report.fail(
+                "log.truncated",
+                "log.jsonl",
+                f"this machine saw the log up to seq {seen_seq}; it now ends at seq "
+                f"{len(state.line_hashes) - 1} (events were removed)",
+            )
         elif state.line_hashes[seen_seq] != seen_hash:
-            report.fail("log.rewritten", line_subject(seen_seq),
-                        f"line differs from the one this machine saw at seq {seen_seq} (history rewritten)",
-                        seq=seen_seq)  # fmt: skip
+            report.fail(
+                "log.rewritten",
+                line_subject(seen_seq),
+                f"line differs from the one this machine saw at seq {seen_seq} (history rewritten)",
+                seq=seen_seq,
+            )
 
 
 def _norm_fp(fp: str) -> str:
     fp = fp.strip()
-    if not fp.startswith("SHA256:"):
-        fp = "SHA256:" + fp
-    try:
-        fingerprint_to_b64(fp)
-    except (binascii.Error, ValueError):
-        pass
-    return fp
+    return fp if fp.startswith("SHA256:") else "SHA256:" + fp
 
 
 def verify_vault(
@@ -405,11 +473,23 @@ def verify_vault(
         saved = inc.load(vault.config.vault_id)
         resume = _resume(vault, saved, keep, report) if saved else None
         if saved is None:
-            report.add("INFO", "incremental.full", "log.jsonl", "no earlier clean verification on this machine: full run")
+            report.add(
+                "INFO",
+                "incremental.full",
+                "log.jsonl",
+                "no earlier clean verification on this machine: full run",
+            )
     start_seq = len(resume[0].line_hashes) if resume else 0
     lines = vault.log.iter_raw(saved.bytes if resume and saved else 0)
-    state = verify_log(lines, report, vault_id=vault.config.vault_id, root_sizes=dirs, keep_hashes=keep,
-                       parallel=parallel, resume=resume)  # fmt: skip
+    state = verify_log(
+        lines,
+        report,
+        vault_id=vault.config.vault_id,
+        root_sizes=dirs,
+        keep_hashes=keep,
+        parallel=parallel,
+        resume=resume,
+    )
     check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
     if state.line_hashes:
         report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
@@ -438,8 +518,12 @@ def _resume(
 
     size = vault.log.path.stat().st_size
     if size < saved.bytes or inc.prefix_sha256(vault.log.path, saved.bytes) != saved.prefix_sha256:
-        report.add("INFO", "incremental.full", "log.jsonl",
-                   f"the {saved.lines} lines verified on {saved.verified_at} changed: full run")  # fmt: skip
+        report.add(
+            "INFO",
+            "incremental.full",
+            "log.jsonl",
+            f"the {saved.lines} lines verified on {saved.verified_at} changed: full run",
+        )
         return None
     if any(k < saved.lines for k in keep):
         keep = [k for k in keep if k >= saved.lines]  # older pinned heads are inside the verified prefix
@@ -455,11 +539,15 @@ def _resume(
     state.roots_at = {int(k): bytes.fromhex(v) for k, v in saved.roots_at.items()}
     state.checkpoints = {int(k): CheckpointRecord(**v) for k, v in saved.checkpoints.items()}
     state.bundles = set(saved.bundles)
-    report.add("INFO", "incremental.skipped", "log.jsonl",
-               f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
-               f"of {saved.verified_at} on this machine recorded; objects of the {len(state.items)} items "
-               "ingested before were size-checked, not re-hashed; no orphan scan (run without "
-               "--incremental to re-check everything)")  # fmt: skip
+    report.add(
+        "INFO",
+        "incremental.skipped",
+        "log.jsonl",
+        f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
+        f"of {saved.verified_at} on this machine recorded; objects of the {len(state.items)} items "
+        "ingested before were size-checked, not re-hashed; no orphan scan (run without "
+        "--incremental to re-check everything)",
+    )
     return state, _acc_of(saved)
 
 
@@ -495,7 +583,9 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
             "authority": state.authority.to_dict(),
             "pending": [p.to_dict() for p in state.custody.pending.values()],
             "roots_at": {str(k): v.hex() for k, v in state.roots_at.items()},
-            "checkpoints": {str(k): {"seq": c.seq, "actor": c.actor, "data": c.data} for k, c in state.checkpoints.items()},
+            "checkpoints": {
+                str(k): {"seq": c.seq, "actor": c.actor, "data": c.data} for k, c in state.checkpoints.items()
+            },
             "bundles": sorted(state.bundles),
             "verified_at": report.finished,
         }
@@ -514,6 +604,7 @@ class Job(NamedTuple):
     item: str | None
     meta: str | None = None  # an item's metadata object id (for its chunk tree)
     uses: Any = None  # metadata: the ingest's commitments; openings: [(commitments, seq), ...]
+
 
 BIG = 64 << 20  # from this size on, an original is re-hashed through its chunk tree, on every core
 
@@ -540,8 +631,10 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     return Digest(hex_digest, got)
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: Iterable[Job], window: int) -> Iterator[Any]:
-    """``pool.map`` with at most ``window`` jobs in flight (a million objects must not mean a million futures)."""
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: Iterable[Job], window: int
+) -> Iterator[Any]:
+    """``pool.map`` with at most ``window`` jobs in flight (a million objects, not a million futures)."""
     pending: deque[Future[Any]] = deque()
     for job in jobs:
         pending.append(pool.submit(fn, job))
@@ -607,20 +700,30 @@ def _check_objects(
     expected = 0
     n_workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for (hex_digest, kind, size, item, _meta, _uses), outcome in _bounded_map(pool, check, jobs(), n_workers * 8):
+        for (hex_digest, kind, size, item, _meta, _uses), outcome in _bounded_map(
+            pool, check, jobs(), n_workers * 8
+        ):
             expected += 1
             what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
             subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
             if isinstance(outcome, str):
-                report.fail(f"object.{'missing' if outcome == 'missing' else 'unreadable'}", subject,
-                            f"{what} is {outcome}", item=item)  # fmt: skip
+                report.fail(
+                    f"object.{'missing' if outcome == 'missing' else 'unreadable'}",
+                    subject,
+                    f"{what} is {outcome}",
+                    item=item,
+                )
                 continue
             digest, mode, problems = outcome
             total += digest.size
             for code, where, message, seq, about in problems:
                 report.fail(code, where, message, seq=seq, item=about)
             if digest.sha256 != hex_digest:
-                extra = f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
+                extra = (
+                    f" (size {digest.size}, recorded {size})"
+                    if size is not None and size != digest.size
+                    else ""
+                )
                 if kind == "item" and item is not None:
                     # Name the damaged byte ranges from the chunk leaves recorded at ingest (if any).
                     from .hashing import describe_damage
@@ -630,12 +733,20 @@ def _check_objects(
                     except EvidenceVaultError:
                         chunks = None
                     extra += describe_damage(store.path(hex_digest), chunks)
-                report.fail("object.hash-mismatch", subject,
-                            f"{what} content does not match its hash{extra}", item=item)  # fmt: skip
+                report.fail(
+                    "object.hash-mismatch",
+                    subject,
+                    f"{what} content does not match its hash{extra}",
+                    item=item,
+                )
             elif size is not None and digest.size != size:
-                report.fail("object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item)
+                report.fail(
+                    "object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item
+                )
             if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-                report.warn("object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item)
+                report.warn(
+                    "object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item
+                )
     if min_seq:
         return total  # no orphan scan in an incremental run (said in the report)
     expected += sum(1 for b in state.bundles)
@@ -645,8 +756,11 @@ def _check_objects(
         # Some stored object is referenced by no event: find which (only then, as it costs a look-up each).
         for hex_digest in store.list():
             if hex_digest not in small and not state.items.references(hex_digest):
-                report.warn("object.orphan", f"object {hex_digest[:12]}…",
-                            "object not referenced by any log event (left by an interrupted add?)")  # fmt: skip
+                report.warn(
+                    "object.orphan",
+                    f"object {hex_digest[:12]}…",
+                    "object not referenced by any log event (left by an interrupted add?)",
+                )
     return total
 
 
@@ -658,11 +772,17 @@ def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> 
         try:
             size = os.stat(vault.objects.path(item.removeprefix("sha256:"))).st_size
         except FileNotFoundError:
-            report.fail("object.missing", f"original {item[7:19]}… of item {item}", "original is missing", item=item)
+            report.fail(
+                "object.missing", f"original {item[7:19]}… of item {item}", "original is missing", item=item
+            )
             continue
         if size != rec.size:
-            report.fail("object.size-mismatch", f"original {item[7:19]}… of item {item}",
-                        f"size {size}, recorded {rec.size}", item=item)  # fmt: skip
+            report.fail(
+                "object.size-mismatch",
+                f"original {item[7:19]}… of item {item}",
+                f"size {size}, recorded {rec.size}",
+                item=item,
+            )
 
 
 Problem = tuple[str, str, str, "int | None", "str | None"]  # (code, subject, message, seq, item)
@@ -689,10 +809,19 @@ def _metadata_problems(item: str, committed: dict[str, str], raw: bytes) -> list
     for name, commitment in committed.items():
         opening = fields.get(name)
         if opening is None:
-            out.append(("metadata.opening-missing", subject, f"no value for committed field {name!r}", None, item))
+            out.append(
+                ("metadata.opening-missing", subject, f"no value for committed field {name!r}", None, item)
+            )
         elif not commitments.opens(commitment, opening):
-            out.append(("metadata.commitment-mismatch", subject,
-                        f"value of {name!r} does not match its signed commitment", None, item))  # fmt: skip
+            out.append(
+                (
+                    "metadata.commitment-mismatch",
+                    subject,
+                    f"value of {name!r} does not match its signed commitment",
+                    None,
+                    item,
+                )
+            )
     return out
 
 
@@ -702,14 +831,21 @@ def _openings_problems(uses: list[tuple[dict[str, str], int]], raw: bytes) -> li
     out: list[Problem] = []
     for committed, seq in uses:
         if doc is None:
-            out.append(("metadata.unreadable", line_subject(seq), "openings object is not a JSON object", seq, None))
+            out.append(
+                ("metadata.unreadable", line_subject(seq), "openings object is not a JSON object", seq, None)
+            )
             continue
         fields: dict[str, Any] = doc["fields"] if isinstance(doc.get("fields"), dict) else {}
         for name, commitment in committed.items():
             opening = fields.get(name)
             if opening is None or not commitments.opens(commitment, opening):
-                out.append(("metadata.commitment-mismatch", line_subject(seq),
-                            f"value of {name!r} does not match its signed commitment", seq, None))  # fmt: skip
+                out.append(
+                    (
+                        "metadata.commitment-mismatch",
+                        line_subject(seq),
+                        f"value of {name!r} does not match its signed commitment",
+                        seq,
+                        None,
+                    )
+                )
     return out
-
-

@@ -81,12 +81,19 @@ def test_collect_transfer_accept_derive_revoke_rotate(team: Team, tmp_path: Path
     # Bob makes a redacted working copy; show of either names the other.
     redacted = tmp_path / "redacted.jpg"
     redacted.write_bytes(PHOTO.read_bytes()[:-100] + b"\x00" * 100)
-    res = team.run("bob", "derive", photo[7:19], redacted, "--action", "redact", "--tool", "exiftool 12", "--json")
+    res = team.run(
+        "bob", "derive", photo[7:19], redacted, "--action", "redact", "--tool", "exiftool 12", "--json"
+    )
     assert res.code == 0, res.stderr
     derived = res.json()["id"]
-    assert team.cli("--vault", team.vault, "show", photo[7:19], "--json").json()["derived_copies"] == [derived]
+    assert team.cli("--vault", team.vault, "show", photo[7:19], "--json").json()["derived_copies"] == [
+        derived
+    ]
     assert team.cli("--vault", team.vault, "show", redacted, "--json").json()["derived_from"] == photo
-    assert team.run("bob", "annotate", photo[7:19], "--note", "faces blurred in copy", "--tag", "reviewed").code == 0
+    assert (
+        team.run("bob", "annotate", photo[7:19], "--note", "faces blurred in copy", "--tag", "reviewed").code
+        == 0
+    )
     assert team.run("bob", "access", photo[7:19], "--purpose", "court preparation").code == 0
     opened = team.run("bob", "open", photo[7:19], "--json")
     assert opened.code == 0 and Path(opened.json()["path"]).read_bytes() == PHOTO.read_bytes()
@@ -95,12 +102,20 @@ def test_collect_transfer_accept_derive_revoke_rotate(team: Team, tmp_path: Path
     res = team.run("alice", "key", "rotate", "--json")
     assert res.code == 0, res.stderr
     new_alice = res.json()["new"]
-    assert team.cli("--vault", team.vault, "--key", new_alice, "annotate", photo[7:19], "--note", "ok").code == 0
+    assert (
+        team.cli("--vault", team.vault, "--key", new_alice, "annotate", photo[7:19], "--note", "ok").code == 0
+    )
     timeline = team.cli("--vault", team.vault, "timeline", photo[7:19], "--json").json()["events"]
     assert [e["type"] for e in timeline] == [
-        "item.ingested", "custody.transferred", "custody.accepted", "item.derived",
-        "item.annotated", "item.accessed", "item.accessed", "item.annotated",
-    ]  # fmt: skip
+        "item.ingested",
+        "custody.transferred",
+        "custody.accepted",
+        "item.derived",
+        "item.annotated",
+        "item.accessed",
+        "item.accessed",
+        "item.annotated",
+    ]
     assert timeline[2]["actor_name"] == "Bob"
     md = team.cli("--vault", team.vault, "timeline", photo[7:19], "--format", "markdown")
     assert md.code == 0 and "| seq |" in md.stdout and "custody accepted" in md.stdout
@@ -189,7 +204,9 @@ def test_key_backup_and_import_of_existing_ssh_key(cli: Cli, tmp_path: Path, ide
     assert res.json()["fingerprint"] == identity
     # A field worker's existing OpenSSH key.
     ssh = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "worker@field", "-f", ssh], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "worker@field", "-f", ssh], check=True
+    )
     res = cli("key", "import", ssh, "--json")
     assert res.code == 0, res.stderr
     printed = subprocess.run(["ssh-keygen", "-lf", f"{ssh}.pub"], capture_output=True, text=True).stdout
@@ -207,8 +224,14 @@ def _signer(home: Path, fp: str) -> Signer:
 def _forge(team: Team, signer: Signer, etype: str, data: dict[str, Any]) -> None:
     lines = team.lines()
     prev_event = json.loads(lines[-1])
-    e = Event(seq=prev_event["seq"] + 1, prev=line_hash(lines[-1]), time="2030-01-01T00:00:00.000Z", type=etype,
-              actor=signer.fingerprint, data=data)  # fmt: skip
+    e = Event(
+        seq=prev_event["seq"] + 1,
+        prev=line_hash(lines[-1]),
+        time="2030-01-01T00:00:00.000Z",
+        type=etype,
+        actor=signer.fingerprint,
+        data=data,
+    )
     e = Event(**{**e.__dict__, "sig": base64.b64encode(signer.sign(e.signing_bytes())).decode()})
     with open(team.vault / "log.jsonl", "ab") as fh:
         fh.write(e.line() + b"\n")
@@ -223,14 +246,20 @@ def test_verify_catches_revoked_signer_by_hand(team: Team, home: Path) -> None:
 
 def test_verify_catches_accept_by_wrong_key_by_hand(team: Team, home: Path) -> None:
     tid = team.run("alice", "transfer", PHOTO, "--to", team.bob, "--json").json()["transfer_id"]  # type: ignore[attr-defined]
-    _forge(team, _signer(home, team.carol), ev.CUSTODY_ACCEPTED, {"transfer_id": tid, "item": _item(team, PHOTO)})  # type: ignore[attr-defined]
+    _forge(
+        team, _signer(home, team.carol), ev.CUSTODY_ACCEPTED, {"transfer_id": tid, "item": _item(team, PHOTO)}
+    )  # type: ignore[attr-defined]
     code, report = _verify(team)
     assert code == 1 and "log.custody-violation" in _fails(report)
 
 
 def test_verify_catches_derive_from_missing_original_by_hand(team: Team, home: Path) -> None:
-    _forge(team, _signer(home, team.alice), ev.ITEM_DERIVED,  # type: ignore[attr-defined]
-           {"original": "sha256:" + "0" * 64, "derived": _item(team, PHOTO), "action": "redact", "tool": "t"})  # fmt: skip
+    _forge(
+        team,
+        _signer(home, team.alice),
+        ev.ITEM_DERIVED,  # type: ignore[attr-defined]
+        {"original": "sha256:" + "0" * 64, "derived": _item(team, PHOTO), "action": "redact", "tool": "t"},
+    )
     code, report = _verify(team)
     assert code == 1 and "log.custody-violation" in _fails(report)
 
@@ -244,7 +273,11 @@ def test_verify_catches_key_added_by_custodian_by_hand(team: Team, home: Path, c
 
 
 def test_verify_catches_transfer_by_non_holder_by_hand(team: Team, home: Path) -> None:
-    _forge(team, _signer(home, team.bob), ev.CUSTODY_TRANSFERRED,  # type: ignore[attr-defined]
-           {"transfer_id": "t1", "item": _item(team, PHOTO), "to": team.carol})  # type: ignore[attr-defined]  # fmt: skip
+    _forge(
+        team,
+        _signer(home, team.bob),
+        ev.CUSTODY_TRANSFERRED,  # type: ignore[attr-defined]
+        {"transfer_id": "t1", "item": _item(team, PHOTO), "to": team.carol},
+    )  # type: ignore[attr-defined]
     code, report = _verify(team)
     assert code == 1 and "log.custody-violation" in _fails(report)

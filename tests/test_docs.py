@@ -195,8 +195,21 @@ def test_ssh_keygen_recipe_in_formats_md(tmp_path: Path) -> None:
         msg = work / "event.msg"
         msg.write_bytes(msg.read_bytes().replace(b'"seq":', b'"seq":1', 1))
         bad = subprocess.run(
-            ["ssh-keygen", "-Y", "verify", "-f", "allowed_signers", "-I", "custodian", "-n", "evidence-vault",
-             "-s", "event.sig"],
-            cwd=work, input=msg.read_bytes(), capture_output=True,
-        )  # fmt: skip
+            [
+                "ssh-keygen",
+                "-Y",
+                "verify",
+                "-f",
+                "allowed_signers",
+                "-I",
+                "custodian",
+                "-n",
+                "evidence-vault",
+                "-s",
+                "event.sig",
+            ],
+            cwd=work,
+            input=msg.read_bytes(),
+            capture_output=True,
+        )
         assert bad.returncode != 0

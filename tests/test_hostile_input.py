@@ -164,8 +164,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
     cmd = _command()
     subprocess.run([*cmd, "key", "new", "--name", "Fuzz"], env=env, check=True, capture_output=True)
     subprocess.run([*cmd, "init", root / "vault"], env=env, check=True, capture_output=True)
-    subprocess.run([*cmd, "--vault", root / "vault", "add", *SAMPLE_FILES[:3]], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*cmd, "--vault", root / "vault", "add", *SAMPLE_FILES[:3]], env=env, check=True, capture_output=True
+    )
     lines = (root / "vault" / "log.jsonl").read_bytes().splitlines()
     items = [json.loads(x)["data"]["item"] for x in lines if json.loads(x)["type"] == "item.ingested"]
     fp = json.loads(lines[0])["actor"]

@@ -34,8 +34,20 @@ def stamped(cli: Cli, filled_vault: Path, tmp_path: Path) -> Iterator[tuple[Path
     with CalendarServer() as cal, LocalTSA() as tsa:
         ca = tmp_path / "tsa-ca.pem"
         ca.write_bytes(tsa.ca_pem)
-        res = cli("--vault", filled_vault, "stamp", "--calendar", cal.url, "--min-calendars", "1",
-                  "--tsa", tsa.url, "--tsa-ca", ca, "--json")  # fmt: skip
+        res = cli(
+            "--vault",
+            filled_vault,
+            "stamp",
+            "--calendar",
+            cal.url,
+            "--min-calendars",
+            "1",
+            "--tsa",
+            tsa.url,
+            "--tsa-ca",
+            ca,
+            "--json",
+        )
         assert res.code == 0, res.stderr
     proof = tmp_path / "proof"
     res = cli("--vault", filled_vault, "prove", SAMPLE_FILES[1], "--out", proof, "--json")
@@ -113,9 +125,17 @@ def test_verify_in_a_network_namespace_gives_the_same_report(
     # Needs root or CAP_SYS_ADMIN (as in CI); the in-process test above covers machines without it.
     assert probe.returncode == 0, f"cannot create a network namespace: {probe.stderr.decode().strip()}"
     # Inside the namespace there is not even a loopback interface up: any connect fails.
-    inside = subprocess.run([unshare, "-n", sys.executable, "-c",
-                             "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)"],
-                            capture_output=True, text=True)  # fmt: skip
+    inside = subprocess.run(
+        [
+            unshare,
+            "-n",
+            sys.executable,
+            "-c",
+            "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert inside.returncode != 0 and "unreachable" in inside.stderr.lower()
     args = ("--vault", vault, "verify", "--json", "--trust", identity, "--tsa-ca", ca)
     online = _run([], *args)

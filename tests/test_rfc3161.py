@@ -188,9 +188,16 @@ def test_token_signed_after_signer_expired_fails_at_gentime(tmp_path: Path) -> N
         check = verify_token(tsr, digest=digest, roots=[late.ca_pem])
         (tmp_path / "t.tsr").write_bytes(tsr)
         theirs = openssl_ts(
-            "-verify", "-in", str(tmp_path / "t.tsr"), "-digest", digest.hex(),
-            "-CAfile", str(late.ca_path), "-untrusted", str(late.chain_path),
-        )  # fmt: skip
+            "-verify",
+            "-in",
+            str(tmp_path / "t.tsr"),
+            "-digest",
+            digest.hex(),
+            "-CAfile",
+            str(late.ca_path),
+            "-untrusted",
+            str(late.chain_path),
+        )
     assert not check.ok
     assert check.problem is not None and "certificate has expired" in check.problem
     assert theirs.returncode != 0 and "certificate has expired" in theirs.stderr

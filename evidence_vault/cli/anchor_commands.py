@@ -28,10 +28,16 @@ def checkpoint(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 def stamp(
     ctx: typer.Context,
-    calendar: Annotated[list[str] | None, typer.Option("--calendar", help="OpenTimestamps calendar URL (repeatable).")] = None,
+    calendar: Annotated[
+        list[str] | None, typer.Option("--calendar", help="OpenTimestamps calendar URL (repeatable).")
+    ] = None,
     tsa: Annotated[list[str] | None, typer.Option("--tsa", help="RFC 3161 TSA URL (repeatable).")] = None,
-    tsa_ca: Annotated[list[Path] | None, typer.Option("--tsa-ca", help="Root certificate of the matching --tsa.")] = None,
-    min_calendars: Annotated[int | None, typer.Option("--min-calendars", help="Calendars that must answer (m of n).")] = None,
+    tsa_ca: Annotated[
+        list[Path] | None, typer.Option("--tsa-ca", help="Root certificate of the matching --tsa.")
+    ] = None,
+    min_calendars: Annotated[
+        int | None, typer.Option("--min-calendars", help="Calendars that must answer (m of n).")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -42,8 +48,9 @@ def stamp(
     vault = st.open_vault()
     cas = read_files(tsa_ca)
     tsas = [(url, cas[i] if i < len(cas) else None) for i, url in enumerate(tsa or [])]
-    result = anchoring.stamp(vault, st.signer(), calendars=calendar or (), tsas=tsas,
-                             min_calendars=min_calendars, timeout=timeout)  # fmt: skip
+    result = anchoring.stamp(
+        vault, st.signer(), calendars=calendar or (), tsas=tsas, min_calendars=min_calendars, timeout=timeout
+    )
     if json_out:
         output.emit_json(result.to_dict())
         return
@@ -55,14 +62,21 @@ def stamp(
         where = ", ".join(s.get("calendars", [])) or s.get("tsa", "")
         output.info(f"stamped checkpoint {s['size']} with {s['service']} ({where})")
     for q in result.queued:
-        output.warn(f"queued checkpoint {q['size']} for {q['service']}: {q['reason']} (the next stamp/upgrade retries)")
+        output.warn(
+            f"queued checkpoint {q['size']} for {q['service']}: {q['reason']}"
+            " (the next stamp/upgrade retries)"
+        )
 
 
 def upgrade(
     ctx: typer.Context,
-    headers: Annotated[Path | None, typer.Option("--headers", help="JSON file of Bitcoin block headers.")] = None,
+    headers: Annotated[
+        Path | None, typer.Option("--headers", help="JSON file of Bitcoin block headers.")
+    ] = None,
     bitcoin_node: Annotated[str | None, typer.Option("--bitcoin-node", help="bitcoind JSON-RPC URL.")] = None,
-    explorer: Annotated[str | None, typer.Option("--explorer", help="Esplora-style block explorer base URL.")] = None,
+    explorer: Annotated[
+        str | None, typer.Option("--explorer", help="Esplora-style block explorer base URL.")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout")] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -70,8 +84,9 @@ def upgrade(
     from .. import anchoring
 
     vault = state(ctx).open_vault()
-    result = anchoring.upgrade(vault, headers_file=headers, bitcoin_node=bitcoin_node, explorer=explorer,
-                               timeout=timeout)  # fmt: skip
+    result = anchoring.upgrade(
+        vault, headers_file=headers, bitcoin_node=bitcoin_node, explorer=explorer, timeout=timeout
+    )
     if json_out:
         output.emit_json(result.to_dict())
         return
@@ -80,8 +95,11 @@ def upgrade(
     for size in result.pending:
         output.warn(f"checkpoint {size}: still pending")
     if result.headers_missing:
-        output.warn("block headers missing for heights " + ", ".join(map(str, sorted(set(result.headers_missing))))
-                    + ": give --headers, --bitcoin-node or --explorer")  # fmt: skip
+        output.warn(
+            "block headers missing for heights "
+            + ", ".join(map(str, sorted(set(result.headers_missing))))
+            + ": give --headers, --bitcoin-node or --explorer"
+        )
     for q in result.stamps.queued:
         output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
 
@@ -108,9 +126,13 @@ def prove(
 
 def verify_proof_cmd(
     directory: Annotated[Path, typer.Argument(help="Directory written by `prove`.")],
-    file: Annotated[Path | None, typer.Option("--file", help="Also check that this file is the item.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Also check that this file is the item.")
+    ] = None,
     trust: Annotated[list[str] | None, typer.Option("--trust", help="Trusted signer fingerprint.")] = None,
-    tsa_ca: Annotated[list[Path] | None, typer.Option("--tsa-ca", help="Your trust anchor for the TSA.")] = None,
+    tsa_ca: Annotated[
+        list[Path] | None, typer.Option("--tsa-ca", help="Your trust anchor for the TSA.")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict")] = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -38,9 +38,13 @@ class ErrorHandlingGroup(TyperGroup):
             output.error(f"index cache (cache/index.sqlite): {exc}; free disk space or delete the cache file")
             raise typer.Exit(2) from None
         except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("typer", "click") or os.environ.get("EVIDENCE_VAULT_DEBUG"):
+            if type(exc).__module__.split(".")[0] in ("typer", "click") or os.environ.get(
+                "EVIDENCE_VAULT_DEBUG"
+            ):
                 raise
-            output.error(f"internal error: {type(exc).__name__}: {exc} (set EVIDENCE_VAULT_DEBUG=1 for details)")
+            output.error(
+                f"internal error: {type(exc).__name__}: {exc} (set EVIDENCE_VAULT_DEBUG=1 for details)"
+            )
             raise typer.Exit(2) from None
 
 
@@ -65,12 +69,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    vault: Annotated[str | None, typer.Option("--vault", envvar="EVIDENCE_VAULT", help="Vault directory.")] = None,
+    vault: Annotated[
+        str | None, typer.Option("--vault", envvar="EVIDENCE_VAULT", help="Vault directory.")
+    ] = None,
     key: Annotated[
-        str | None, typer.Option("--key", envvar="EVIDENCE_VAULT_KEY", help="Fingerprint of the acting identity.")
+        str | None,
+        typer.Option("--key", envvar="EVIDENCE_VAULT_KEY", help="Fingerprint of the acting identity."),
     ] = None,
     passphrase_file: Annotated[
-        Path | None, typer.Option("--passphrase-file", help="Read the key passphrase from this file (CI, tests).")
+        Path | None,
+        typer.Option("--passphrase-file", help="Read the key passphrase from this file (CI, tests)."),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")

@@ -40,7 +40,9 @@ class State:
             try:
                 text = self.passphrase_file.read_text("utf-8")
             except OSError as exc:
-                raise UsageError(f"cannot read passphrase file: {exc.strerror}", path=self.passphrase_file) from None
+                raise UsageError(
+                    f"cannot read passphrase file: {exc.strerror}", path=self.passphrase_file
+                ) from None
             return text.rstrip("\r\n").encode() or None
         env = os.environ.get("EVIDENCE_VAULT_PASSPHRASE")
         if env:

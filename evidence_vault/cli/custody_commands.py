@@ -27,10 +27,13 @@ def transfer(
     ids = [vault.resolve(i).id for i in items]
     tid, events = custody_ops.transfer(vault, st.signer(), ids, to, reason=reason)
     if json_out:
-        output.emit_json({"transfer_id": tid, "to": events[0].data["to"], "items": ids,
-                          "seqs": [e.seq for e in events]})  # fmt: skip
+        output.emit_json(
+            {"transfer_id": tid, "to": events[0].data["to"], "items": ids, "seqs": [e.seq for e in events]}
+        )
     else:
-        output.info(f"transfer {tid} of {len(ids)} item(s) to {events[0].data['to']} is pending their acceptance")
+        output.info(
+            f"transfer {tid} of {len(ids)} item(s) to {events[0].data['to']} is pending their acceptance"
+        )
         print(tid)
 
 
@@ -116,8 +119,9 @@ def derive(
 
     st = state(ctx)
     vault = st.open_vault()
-    derived_id, events = custody_ops.derive(vault, st.signer(), vault.resolve(original).id, derived,
-                                            action=action, tool=tool, note=note)  # fmt: skip
+    derived_id, events = custody_ops.derive(
+        vault, st.signer(), vault.resolve(original).id, derived, action=action, tool=tool, note=note
+    )
     if json_out:
         output.emit_json({"id": derived_id, "events": [e.to_dict() for e in events]})
     else:
@@ -142,16 +146,26 @@ def timeline(
     if json_out or fmt == "json":
         output.emit_json({"item": it.id, "name": it.name, "events": [e.to_dict() for e in entries]})
     elif fmt == "markdown":
-        lines = [f"# Custody timeline of `{it.id}`", "", f"Name: {it.name or '-'}", "",
-                 "| seq | time (UTC) | who | what | proven |", "|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            f"# Custody timeline of `{it.id}`",
+            "",
+            f"Name: {it.name or '-'}",
+            "",
+            "| seq | time (UTC) | who | what | proven |",
+            "|---|---|---|---|---|",
+        ]
         for e in entries:
             cells = [str(e.seq), e.time, f"{e.actor_name} (`{e.actor}`)", e.summary, e.proof]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         print("\n".join(lines))
     else:
-        table = Table("seq", "time (UTC)", "who", "what", "proven", title=f"{escape(it.name or '')} {it.id[7:23]}")
+        table = Table(
+            "seq", "time (UTC)", "who", "what", "proven", title=f"{escape(it.name or '')} {it.id[7:23]}"
+        )
         for e in entries:
-            table.add_row(str(e.seq), e.time, f"{escape(e.actor_name)}\n{e.actor}", escape(e.summary), escape(e.proof))
+            table.add_row(
+                str(e.seq), e.time, f"{escape(e.actor_name)}\n{e.actor}", escape(e.summary), escape(e.proof)
+            )
         output.err.print(table)
 
 
@@ -179,6 +193,14 @@ def find(
 
 
 def register(app: typer.Typer) -> None:
-    for name, fn in (("transfer", transfer), ("accept", accept), ("annotate", annotate), ("access", access),
-                     ("open", open_), ("derive", derive), ("timeline", timeline), ("find", find)):  # fmt: skip
+    for name, fn in (
+        ("transfer", transfer),
+        ("accept", accept),
+        ("annotate", annotate),
+        ("access", access),
+        ("open", open_),
+        ("derive", derive),
+        ("timeline", timeline),
+        ("find", find),
+    ):
         app.command(name)(fn)

@@ -100,7 +100,9 @@ def import_cmd(
 
     st = state(ctx)
     vault = st.open_vault()
-    result = import_bag(vault, path, st.signer(), trusted=trust or (), tsa_roots=read_files(tsa_ca), strict=strict)
+    result = import_bag(
+        vault, path, st.signer(), trusted=trust or (), tsa_roots=read_files(tsa_ca), strict=strict
+    )
     vault.close()
     if json_out:
         output.emit_json(result.to_dict())

@@ -61,21 +61,37 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     else:
         table = Table("", "fingerprint", "name", "email", "created", "encrypted", title="your identities")
         for i in idents:
-            table.add_row("*" if i.default else "", i.fingerprint, i.name, i.email or "", i.created,
-                          "yes" if i.encrypted else "NO")  # fmt: skip
+            table.add_row(
+                "*" if i.default else "",
+                i.fingerprint,
+                i.name,
+                i.email or "",
+                i.created,
+                "yes" if i.encrypted else "NO",
+            )
         output.err.print(table)
     if grants is not None:
-        table = Table("fingerprint", "name", "role", "since", "revoked", title="keys authorized in this vault")
+        table = Table(
+            "fingerprint", "name", "role", "since", "revoked", title="keys authorized in this vault"
+        )
         for g in grants:
-            revoked = f"seq {g['revoked_seq']} {g['revoked_time']}: {g['revoked_reason']}" if g["revoked_seq"] else ""
-            table.add_row(g["fingerprint"], g["name"], g["role"], f"seq {g['since_seq']} {g['since_time']}", revoked)
+            revoked = (
+                f"seq {g['revoked_seq']} {g['revoked_time']}: {g['revoked_reason']}"
+                if g["revoked_seq"]
+                else ""
+            )
+            table.add_row(
+                g["fingerprint"], g["name"], g["role"], f"seq {g['since_seq']} {g['since_time']}", revoked
+            )
         output.err.print(table)
 
 
 @app.command("show")
 def show(
     ctx: typer.Context,
-    fingerprint: Annotated[str | None, typer.Argument(help="Fingerprint (default: the default identity).")] = None,
+    fingerprint: Annotated[
+        str | None, typer.Argument(help="Fingerprint (default: the default identity).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show one identity."""
@@ -90,7 +106,9 @@ def show(
 @app.command("export-public")
 def export_public(
     ctx: typer.Context,
-    fingerprint: Annotated[str | None, typer.Argument(help="Fingerprint (default: the default identity).")] = None,
+    fingerprint: Annotated[
+        str | None, typer.Argument(help="Fingerprint (default: the default identity).")
+    ] = None,
 ) -> None:
     """Print the OpenSSH one-line public key."""
     ident = state(ctx).keystore().find(fingerprint)
@@ -118,7 +136,10 @@ def add(
     if json_out:
         output.emit_json(event.to_dict())
     else:
-        output.info(f"authorized {event.data['key']['fingerprint']} ({event.data['key']['name']}) as {role}, seq {event.seq}")
+        output.info(
+            f"authorized {event.data['key']['fingerprint']} ({event.data['key']['name']})"
+            f" as {role}, seq {event.seq}"
+        )
 
 
 @app.command("revoke")
@@ -142,7 +163,9 @@ def revoke(
 @app.command("rotate")
 def rotate(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Option("--name", help="Name for the new key (default: the old one's).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name for the new key (default: the old one's).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Replace your key: the old key authorizes a new one, the new one revokes the old (one step)."""
@@ -153,8 +176,9 @@ def rotate(
     old_ident = store.find(st.key)
     old = store.signer(old_ident, st.passphrase)
     passphrase = st.passphrase("passphrase for the new key")
-    new_fp, events = key_rotate(st.open_vault(), old, store, passphrase, name=name or old_ident.name,
-                                email=old_ident.email)  # fmt: skip
+    new_fp, events = key_rotate(
+        st.open_vault(), old, store, passphrase, name=name or old_ident.name, email=old_ident.email
+    )
     if json_out:
         output.emit_json({"old": old.fingerprint, "new": new_fp, "events": [e.to_dict() for e in events]})
     else:
@@ -165,7 +189,9 @@ def rotate(
 @app.command("export")
 def export(
     ctx: typer.Context,
-    encrypted: Annotated[str, typer.Option("--encrypted", help="Backup file to write (OpenSSH, passphrase-protected).")],
+    encrypted: Annotated[
+        str, typer.Option("--encrypted", help="Backup file to write (OpenSSH, passphrase-protected).")
+    ],
     fingerprint: Annotated[str | None, typer.Argument(help="Fingerprint (default: the acting key).")] = None,
 ) -> None:
     """Back up a private key, passphrase-protected, so a lost laptop does not lose your authorship."""

@@ -47,7 +47,9 @@ def init(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Directory for the new vault.")] = Path("."),
     name: Annotated[str | None, typer.Option("--name", help="A name for the vault.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Genesis key fingerprint (default: your default key).")] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Genesis key fingerprint (default: your default key).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a vault whose genesis event names your key, and pin that key on this machine."""
@@ -58,8 +60,12 @@ def init(
         st.key = key
     signer, signer_name = st.signer_and_name()
     vault = Vault.init(path, name=name, signer=signer, signer_name=signer_name)
-    result = {"path": str(path.resolve()), "vault_id": vault.config.vault_id, "name": vault.config.name,
-              "genesis_key": signer.fingerprint}  # fmt: skip
+    result = {
+        "path": str(path.resolve()),
+        "vault_id": vault.config.vault_id,
+        "name": vault.config.name,
+        "genesis_key": signer.fingerprint,
+    }
     if json_out:
         output.emit_json(result)
     else:
@@ -71,12 +77,16 @@ def add(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files (or directories with --recursive).")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into directories.")] = False,
-    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")
+    ] = False,
     source: Annotated[str | None, typer.Option("--source", help="Where the files came from.")] = None,
     captured_by: Annotated[str | None, typer.Option("--captured-by", help="Who captured them.")] = None,
     note: Annotated[str | None, typer.Option("--note", help="Free text (signed as a commitment).")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Fail at once if another writer holds the vault.")] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Fail at once if another writer holds the vault.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest files: keep the original read-only, extract metadata, sign one event per file."""
@@ -86,8 +96,15 @@ def add(
 
     st = state(ctx)
     vault = st.open_vault()
-    opts = AddOptions(recursive=recursive, follow_symlinks=follow_symlinks, source=source,
-                      captured_by=captured_by, note=note, tags=tuple(tag or ()), wait=not no_wait)  # fmt: skip
+    opts = AddOptions(
+        recursive=recursive,
+        follow_symlinks=follow_symlinks,
+        source=source,
+        captured_by=captured_by,
+        note=note,
+        tags=tuple(tag or ()),
+        wait=not no_wait,
+    )
     total = sum(p.stat().st_size for p in paths if p.is_file())
     counts = {"added": 0, "duplicate": 0, "failed": 0, "skipped": 0}
 
@@ -101,7 +118,10 @@ def add(
             extra = f" [yellow](metadata: {escape(res.metadata_errors[0])})[/]" if res.metadata_errors else ""
             output.err.print(f"[green]added[/]     {res.id and res.id[7:19]}  {name}{extra}")
         elif res.status == "duplicate":
-            output.err.print(f"[cyan]duplicate[/] {res.id and res.id[7:19]}  {name}: already in the vault, nothing recorded")
+            output.err.print(
+                f"[cyan]duplicate[/] {res.id and res.id[7:19]}  {name}:"
+                " already in the vault, nothing recorded"
+            )
         else:
             output.err.print(f"[red]{res.status:9}[/] {name}: {escape(res.message or '')}")
 
@@ -113,7 +133,9 @@ def add(
             opts,
             on_progress=lambda n: progress.advance(task, n),
             on_result=on_result,
-            on_wait=lambda: output.info("waiting for another evidence-vault process to release the vault lock…"),
+            on_wait=lambda: output.info(
+                "waiting for another evidence-vault process to release the vault lock…"
+            ),
         )
     vault.close()
     if not json_out:
@@ -129,7 +151,9 @@ def ls(
     ctx: typer.Context,
     tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
     custodian: Annotated[str | None, typer.Option("--custodian", help="Only items held by this key.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only items added on or after this date.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only items added on or after this date.")
+    ] = None,
     media: Annotated[str | None, typer.Option("--type", help="image | video | audio")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -140,14 +164,22 @@ def ls(
     vault = state(ctx).open_vault()
     if custodian and not custodian.startswith("SHA256:"):
         custodian = "SHA256:" + custodian
-    items = vault.items(tag=tag, custodian=custodian, since=since, media_prefix=f"{media}/" if media else None)
+    items = vault.items(
+        tag=tag, custodian=custodian, since=since, media_prefix=f"{media}/" if media else None
+    )
     if json_out:
         output.emit_json([i.to_dict() for i in items])
         return
     table = Table("id", "name", "type", "size", "added", "tags")
     for i in items:
-        table.add_row(i.id[7:23], escape(output.one_line(i.name or "")), i.media_type or "", output.human_size(i.size),
-                      i.time, ", ".join(i.tags))  # fmt: skip
+        table.add_row(
+            i.id[7:23],
+            escape(output.one_line(i.name or "")),
+            i.media_type or "",
+            output.human_size(i.size),
+            i.time,
+            ", ".join(i.tags),
+        )
     output.err.print(table)
     output.info(f"{len(items)} items")
 
@@ -207,14 +239,17 @@ def verify(
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     trust: Annotated[
-        list[str] | None, typer.Option("--trust", help="Fingerprint of the genesis key you trust (repeatable).")
+        list[str] | None,
+        typer.Option("--trust", help="Fingerprint of the genesis key you trust (repeatable)."),
     ] = None,
     tsa_ca: Annotated[
         list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 tokens (PEM).")
     ] = None,
     incremental: Annotated[
         bool,
-        typer.Option("--incremental", help="Check only what changed since the last clean verify on this machine."),
+        typer.Option(
+            "--incremental", help="Check only what changed since the last clean verify on this machine."
+        ),
     ] = False,
 ) -> None:
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
@@ -233,8 +268,13 @@ def verify(
     roots = read_files(tsa_ca)
     with _progress(total, "verifying") as progress:
         task = progress.add_task("verify", total=total or None)
-        report = verify_vault(vault, trusted=trust or (), tsa_roots=roots, incremental=incremental,
-                              on_progress=lambda n: progress.advance(task, n))  # fmt: skip
+        report = verify_vault(
+            vault,
+            trusted=trust or (),
+            tsa_roots=roots,
+            incremental=incremental,
+            on_progress=lambda n: progress.advance(task, n),
+        )
     vault.close()
     if out_file is not None:
         try:
@@ -261,7 +301,9 @@ def print_report(report: Report) -> None:
         table = Table("level", "code", "where", "finding")
         for f in report.findings:
             color = {"FAIL": "red", "WARN": "yellow"}.get(f.level, "white")
-            table.add_row(f"[{color}]{f.level}[/]", f.code, escape(f.subject), escape(output.one_line(f.message)))
+            table.add_row(
+                f"[{color}]{f.level}[/]", f.code, escape(f.subject), escape(output.one_line(f.message))
+            )
         output.err.print(table)
     stats = report.stats
     color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[report.outcome]
@@ -277,14 +319,18 @@ def print_report(report: Report) -> None:
     if report.items:
         output.info(f"{len(proven)} of {len(report.items)} items proven to exist at a point in time")
         for i in proven[:20]:
-            output.info(f"  {i['id'][7:19]}  since {i['proven_since']}  ({i['proof']}, checkpoint {i['checkpoint']})")
+            output.info(
+                f"  {i['id'][7:19]}  since {i['proven_since']}  ({i['proof']}, checkpoint {i['checkpoint']})"
+            )
         if len(proven) > 20:
             output.info(f"  … {len(proven) - 20} more (use --json)")
 
 
 def doctor(
     ctx: typer.Context,
-    repair: Annotated[bool, typer.Option("--repair", help="Set aside a torn last line (a copy is kept).")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Set aside a torn last line (a copy is kept).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Find what an interrupted write left behind; with --repair, set it aside."""
@@ -297,8 +343,10 @@ def doctor(
     else:
         if result.torn_bytes:
             verb = "set aside" if repair else "found"
-            output.warn(f"{verb} a torn last log line ({result.torn_bytes} bytes)"
-                        + (f", copy kept at {result.torn_saved_to}" if result.torn_saved_to else ""))  # fmt: skip
+            output.warn(
+                f"{verb} a torn last log line ({result.torn_bytes} bytes)"
+                + (f", copy kept at {result.torn_saved_to}" if result.torn_saved_to else "")
+            )
         if result.temp_files:
             verb = "removed" if repair else "found"
             output.info(f"{verb} {len(result.temp_files)} leftover temporary object file(s)")
@@ -313,5 +361,3 @@ def doctor(
 def register(app: typer.Typer) -> None:
     for fn in (init, add, ls, show, log, verify, doctor):
         app.command(fn.__name__)(fn)
-
-

@@ -66,23 +66,49 @@ def _make_pki(d: Path) -> None:
     (d / "ext.cnf").write_text(_EXTENSIONS)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     _openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
-        "-subj", "/O=evidence-vault tests/CN=Throwaway Test Root CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "3650",
+        "-subj",
+        "/O=evidence-vault tests/CN=Throwaway Test Root CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         cwd=d,
-    )  # fmt: skip
+    )
     for name, subject, issuer, ext in (
         ("int", "/O=evidence-vault tests/CN=Throwaway Test Intermediate CA", "ca", "v3_intermediate"),
         ("tsa", "/O=evidence-vault tests/CN=Throwaway Test TSA", "int", "v3_tsa"),
     ):
         _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
         _openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey", f"{issuer}.key",
-            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "3650",
-            "-extfile", "ext.cnf", "-extensions", ext, "-out", f"{name}.pem",
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{issuer}.pem",
+            "-CAkey",
+            f"{issuer}.key",
+            "-set_serial",
+            str(int.from_bytes(os.urandom(8), "big")),
+            "-days",
+            "3650",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            ext,
+            "-out",
+            f"{name}.pem",
             cwd=d,
-        )  # fmt: skip
+        )
     # Certificates the TSA puts into its tokens besides its own: the intermediate.
     (d / "chain.pem").write_bytes((d / "int.pem").read_bytes())
     (d / "tsaserial").write_text("01\n")
@@ -160,10 +186,20 @@ class LocalTSA:
             qfile.write_bytes(query)
             d = self._dir
             return _openssl(
-                "ts", "-reply", "-config", str(d / "tsa.cnf"), "-queryfile", str(qfile),
-                "-inkey", str(d / "tsa.key"), "-signer", str(d / "tsa.pem"), "-chain", str(d / "chain.pem"),
+                "ts",
+                "-reply",
+                "-config",
+                str(d / "tsa.cnf"),
+                "-queryfile",
+                str(qfile),
+                "-inkey",
+                str(d / "tsa.key"),
+                "-signer",
+                str(d / "tsa.pem"),
+                "-chain",
+                str(d / "chain.pem"),
                 cwd=d,
-            )  # fmt: skip
+            )
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         tsa = self
