@@ -32,16 +32,22 @@ def state_dir(vault_id: str, home: Path | None = None) -> Path:
 
 def prefix_sha256(path: Path, length: int) -> str:
     """SHA-256 of the first ``length`` bytes of a file (1 MiB reads)."""
-    h = hashlib.sha256()
-    remaining = length
+    digest: str = extend(hashlib.sha256(), path, 0, length).hexdigest()
+    return digest
+
+
+def extend(h: Any, path: Path, start: int, end: int) -> Any:
+    """Feed bytes ``[start, end)`` of a file into the running hash ``h``; returns ``h``."""
+    remaining = end - start
     with open(path, "rb", buffering=0) as fh:
+        fh.seek(start)
         while remaining > 0:
             block = fh.read(min(1 << 20, remaining))
             if not block:
                 break
             h.update(block)
             remaining -= len(block)
-    return h.hexdigest()
+    return h
 
 
 @dataclass

@@ -118,6 +118,9 @@ class LogState:
     roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
+    end_offset: int = 0  # byte offset just after the last complete line checked
+    acc: merkle.MerkleAccumulator | None = None  # the Merkle accumulator after that line
+    prefix: Any = None  # (running SHA-256, length) of a verified prefix, in an incremental run
 
     def __post_init__(self) -> None:
         # Per-item state lives in a temporary on-disk table: memory stays flat in the log length.
@@ -167,6 +170,7 @@ def verify_log(
             break
         this_hash = line_hash(raw.data)
         state.line_hashes.append(this_hash)
+        state.end_offset = raw.offset + len(raw.data) + 1
         # Only checkpoint lines need the root before them (canonical lines spell the type exactly so).
         root_before = acc.root() if b'"type":"checkpoint"' in raw.data else None
         acc.append(merkle.leaf_hash(raw.data))
@@ -183,6 +187,7 @@ def verify_log(
             on_event(event, raw.data)
     if acc.size in wanted:
         state.roots_at[acc.size] = acc.root()
+    state.acc = acc
     state.signatures.finish(report)
     return state
 
@@ -517,7 +522,8 @@ def _resume(
     from . import incremental as inc
 
     size = vault.log.path.stat().st_size
-    if size < saved.bytes or inc.prefix_sha256(vault.log.path, saved.bytes) != saved.prefix_sha256:
+    hasher = inc.extend(hashlib.sha256(), vault.log.path, 0, saved.bytes) if size >= saved.bytes else None
+    if hasher is None or hasher.hexdigest() != saved.prefix_sha256:
         report.add(
             "INFO",
             "incremental.full",
@@ -539,6 +545,8 @@ def _resume(
     state.roots_at = {int(k): bytes.fromhex(v) for k, v in saved.roots_at.items()}
     state.checkpoints = {int(k): CheckpointRecord(**v) for k, v in saved.checkpoints.items()}
     state.bundles = set(saved.bundles)
+    state.end_offset = saved.bytes
+    state.prefix = (hasher, saved.bytes)
     report.add(
         "INFO",
         "incremental.skipped",
@@ -560,22 +568,20 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
     """Keep this clean run's end state for the next ``--incremental`` run (best effort)."""
     from . import incremental as inc
 
-    n = len(state.line_hashes)
+    n, end, acc = len(state.line_hashes), state.end_offset, state.acc
+    if acc is None or acc.size != n or end == 0:
+        return
     try:
-        size, _torn = vault.log.tail_state()
-        end = size.size if size is not None else 0
-        acc = merkle.MerkleAccumulator()
-        for raw in vault.log.iter_raw():
-            if not raw.complete or acc.size >= n:
-                break
-            acc.append(merkle.leaf_hash(raw.data))
-        if acc.size != n or end == 0:
-            return
+        if state.prefix is not None:  # only the new bytes are read again
+            hasher, start = state.prefix
+            digest = inc.extend(hasher.copy(), vault.log.path, start, end).hexdigest()
+        else:
+            digest = inc.prefix_sha256(vault.log.path, end)
         size_hashes = acc.state()
         doc = {
             "lines": n,
             "bytes": end,
-            "prefix_sha256": inc.prefix_sha256(vault.log.path, end),
+            "prefix_sha256": digest,
             "last_hash": state.line_hashes.last,
             "last_time": state.last_time,
             "acc_size": size_hashes[0],
