@@ -60,6 +60,7 @@ PUBLIC_FIELDS = frozenset(
 )
 
 SignerSource = Callable[[], Signer]
+SYMLINK_SKIPPED = "is a symbolic link (use --follow-symlinks)"
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ class Vault:
                 emit(AddResult(shown, "failed", message=f"cannot read: {exc.strerror}"))
                 continue
             if stat.S_ISLNK(st.st_mode) and not options.follow_symlinks:
-                emit(AddResult(shown, "skipped", message="is a symbolic link (use --follow-symlinks)"))
+                emit(AddResult(shown, "skipped", message=SYMLINK_SKIPPED))
                 continue
             if os.path.isdir(p):
                 if not options.recursive:
@@ -358,6 +359,13 @@ class Vault:
                 AddResult(display_name(exc.filename or top), "failed", message=f"cannot read: {exc.strerror}")
             )
 
+        def skipped_link(full: str) -> bool:
+            """A symbolic link met while walking: reported and left alone unless --follow-symlinks."""
+            if options.follow_symlinks or not os.path.islink(full):
+                return False
+            emit(AddResult(display_name(full), "skipped", message=SYMLINK_SKIPPED))
+            return True
+
         for dirpath, dirnames, filenames in os.walk(
             top, onerror=onerror, followlinks=options.follow_symlinks
         ):
@@ -370,27 +378,13 @@ class Vault:
                 full = os.path.join(dirpath, d)
                 if Path(full).resolve() == vault_root:
                     continue
-                if os.path.islink(full) and not options.follow_symlinks:
-                    emit(
-                        AddResult(
-                            display_name(full),
-                            "skipped",
-                            message="is a symbolic link (use --follow-symlinks)",
-                        )
-                    )
+                if skipped_link(full):
                     continue
                 kept.append(d)
             dirnames[:] = kept
             for f in sorted(filenames):
                 full = os.path.join(dirpath, f)
-                if os.path.islink(full) and not options.follow_symlinks:
-                    emit(
-                        AddResult(
-                            display_name(full),
-                            "skipped",
-                            message="is a symbolic link (use --follow-symlinks)",
-                        )
-                    )
+                if skipped_link(full):
                     continue
                 yield full
 
