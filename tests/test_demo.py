@@ -28,8 +28,7 @@ def demo_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_run(demo_tmp: Path) -> subprocess.CompletedProcess[str]:
-    if shutil.which("bash") is None:
-        pytest.skip("bash not available")
+    assert shutil.which("bash"), "bash is needed to run examples/demo.sh"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVIDENCE_VAULT")}
     env["PATH"] = f"{_cli_dir()}{os.pathsep}{env.get('PATH', '')}"
     env["TMPDIR"] = str(demo_tmp)

@@ -161,8 +161,10 @@ def _recipe() -> str:
     return str(found[0])
 
 
-@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed (openssh-client)")
 def test_ssh_keygen_recipe_in_formats_md(tmp_path: Path) -> None:
+    assert shutil.which("ssh-keygen"), (
+        "ssh-keygen is needed (Debian openssh-client, `make setup` installs it)"
+    )
     cli = Path(sys.executable).parent / "evidence-vault"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVIDENCE_VAULT")}
     env["EVIDENCE_VAULT_HOME"] = str(tmp_path / "home")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -32,7 +31,6 @@ RFC3161 = CORPUS / "timestamps" / "rfc3161"
 HELLO = b"hello"
 
 needs_corpus = pytest.mark.skipif(not RFC3161.is_dir(), reason="shared corpus not available")
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not on PATH")
 
 
 def _expected() -> dict[str, dict[str, object]]:
@@ -89,7 +87,6 @@ def openssl_ts(*args: str) -> subprocess.CompletedProcess[str]:
 # --- requests ---------------------------------------------------------------------------------------------
 
 
-@needs_openssl
 @pytest.mark.parametrize("nonce", [True, False])
 def test_build_request_is_a_query_openssl_understands(tmp_path: Path, nonce: bool) -> None:
     digest = hashlib.sha256(b"abc").digest()
@@ -134,7 +131,6 @@ def test_local_tsa_token_parses_and_verifies(tsa: LocalTSA, local_token: tuple[b
     assert verify_token(tsr, digest=digest, roots=[tsa.ca_pem], intermediates=[tsa.chain_pem]).ok
 
 
-@needs_openssl
 def test_openssl_ts_verify_accepts_our_token(
     tsa: LocalTSA, local_token: tuple[bytes, bytes], tmp_path: Path
 ) -> None:
@@ -180,7 +176,6 @@ def test_token_fails_against_unrelated_root_and_against_intermediate_alone(
     assert not check.ok and check.problem is not None and "trust anchor" in check.problem
 
 
-@needs_openssl
 def test_token_signed_after_signer_expired_fails_at_gentime(tmp_path: Path) -> None:
     digest = hashlib.sha256(b"late").digest()
     with LocalTSA(expired_signer=True) as late:
