@@ -172,3 +172,9 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "scratch"
     path.mkdir()
     yield path
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI the shared corpus must be there: its tests must run, never skip."""
+    if os.environ.get("CI") and not (CORPUS / "expected.json").is_file():
+        pytest.exit(f"CI: the shared corpus is missing at {CORPUS}", returncode=1)
