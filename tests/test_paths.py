@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from evidence_vault import hashing
-from tests.conftest import Cli, CliResult
+from tests.conftest import Cli, CliResult, object_path
 
 
 def _lines(res: CliResult) -> list[str]:
@@ -94,8 +94,9 @@ def test_symlinks_not_followed_by_default(cli: Cli, vault: Path, tmp_path: Path,
     outside.write_bytes(os.urandom(200))
     link_out = tmp_path / "link-out.bin"
     link_out.symlink_to(outside)
-    # A link pointing into a vault: at an original stored there.
-    stored = next((filled_vault / "objects" / "sha256").glob("*/*"))
+    # A link pointing into the vault: at an original stored there (``vault`` is ``filled_vault``).
+    first = json.loads(cli("--vault", vault, "ls", "--json").stdout)[0]["id"]
+    stored = object_path(vault, first)
     link_in = tmp_path / "link-in.bin"
     link_in.symlink_to(stored)
     d = tmp_path / "tree"
@@ -116,7 +117,8 @@ def test_symlinks_not_followed_by_default(cli: Cli, vault: Path, tmp_path: Path,
 
     res = cli("--vault", vault, "add", "--json", "--follow-symlinks", link_out, link_in)
     assert res.code == 0, res.stderr
-    assert [d["status"] for d in _docs(res)] == ["added", "added"]
+    # Followed: the outside file is new; the link into the vault leads to content it already holds.
+    assert [d["status"] for d in _docs(res)] == ["added", "duplicate"]
     res = cli("--vault", vault, "add", "--json", "-r", "--follow-symlinks", d)
     statuses = {Path(x["path"]).name: x["status"] for x in _docs(res)}
     assert statuses == {"real.bin": "duplicate", "hidden.bin": "added"}
