@@ -161,18 +161,14 @@ class KeyStore:
             data = path.read_bytes()
         except OSError as exc:
             raise KeyStoreError(f"cannot read private key: {exc.strerror}", path=path) from None
-        secret = None
-        if signing.is_encrypted_openssh(data):
-            secret = passphrase(f"passphrase for {ident.name} ({ident.fingerprint})")
-            if not secret:
-                raise PassphraseError(
-                    f"the key {ident.fingerprint} is encrypted: give a passphrase "
-                    "(prompt, EVIDENCE_VAULT_PASSPHRASE or --passphrase-file)"
-                )
-        try:
-            signer = signing.load_private_openssh(data, secret)
-        except KeyStoreError as exc:
-            raise type(exc)(exc.message, path=path) from None
+        signer, _secret = _unlock(
+            data,
+            path,
+            passphrase,
+            f"passphrase for {ident.name} ({ident.fingerprint})",
+            f"the key {ident.fingerprint} is encrypted: give a passphrase "
+            "(prompt, EVIDENCE_VAULT_PASSPHRASE or --passphrase-file)",
+        )
         if signer.fingerprint != ident.fingerprint:
             raise KeyStoreError("private key does not match its registered fingerprint", path=path)
         return signer
@@ -197,21 +193,30 @@ def import_private(
         data = path.read_bytes()
     except OSError as exc:
         raise KeyStoreError(f"cannot read: {exc.strerror}", path=path) from None
-    secret = None
-    if signing.is_encrypted_openssh(data):
-        secret = passphrase(f"passphrase of {path.name}")
-        if not secret:
-            raise PassphraseError("the key file is encrypted: give its passphrase", path=path)
-    try:
-        signer = signing.load_private_openssh(data, secret)
-    except KeyStoreError as exc:
-        raise type(exc)(exc.message, path=path) from None
+    signer, secret = _unlock(
+        data, path, passphrase, f"passphrase of {path.name}", "the key file is encrypted: give its passphrase"
+    )
     label = name or _comment_of(path) or path.stem
     # Kept encrypted with the same passphrase; an unencrypted source key is stored unencrypted only if
     # no passphrase is available at all.
     return store.add_identity(
         signer, name=label, email=email, passphrase=secret or passphrase("new passphrase")
     )
+
+
+def _unlock(
+    data: bytes, path: Path, passphrase: PassphraseSource, prompt: str, missing: str
+) -> tuple[signing.Signer, bytes | None]:
+    """Load an OpenSSH private key, asking for its passphrase only if it is encrypted."""
+    secret = None
+    if signing.is_encrypted_openssh(data):
+        secret = passphrase(prompt)
+        if not secret:
+            raise PassphraseError(missing, path=path)
+    try:
+        return signing.load_private_openssh(data, secret), secret
+    except KeyStoreError as exc:
+        raise type(exc)(exc.message, path=path) from None
 
 
 def _comment_of(path: Path) -> str | None:
