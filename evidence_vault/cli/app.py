@@ -6,7 +6,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from typer.core import TyperGroup
@@ -48,16 +48,19 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(2) from None
 
 
-app = typer.Typer(
-    cls=ErrorHandlingGroup,
-    name="evidence-vault",
-    help="Keep photos and videos as legal evidence: hashed originals, a signed custody log, verification.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,  # plain click help: typer's rich help formatter costs ~0.2 s of start-up
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        cls=ErrorHandlingGroup,
+        name="evidence-vault",
+        help=(
+            "Keep photos and videos as legal evidence: hashed originals, a signed custody log, verification."
+        ),
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,  # plain click help: typer's rich help formatter costs ~0.2 s of start-up
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
 
 
 def _version(value: bool) -> None:
@@ -66,7 +69,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _global(
     ctx: typer.Context,
     vault: Annotated[
@@ -88,22 +90,67 @@ def _global(
     ctx.obj = State(vault=vault, key=key, passphrase_file=passphrase_file)
 
 
-def _register() -> None:
+# Top-level command names, by the module that registers them (``key`` is a group of its own).
+_COMMANDS = {
+    "vault": ("init", "add", "ls", "show", "log", "verify", "doctor"),
+    "anchor": ("checkpoint", "stamp", "upgrade", "prove", "verify-proof"),
+    "custody": ("transfer", "accept", "annotate", "access", "open", "derive", "timeline", "find"),
+    "export": ("export", "verify-bundle", "import", "report"),
+    "keys": ("key",),
+}
+_GLOBAL_WITH_VALUE = ("--vault", "--key", "--passphrase-file")
+
+
+class _Only:
+    """What ``register`` functions see: an app that keeps only the wanted command names."""
+
+    def __init__(self, app: typer.Typer, keep: frozenset[str] | None) -> None:
+        self._app, self._keep = app, keep
+
+    def command(self, name: str, **kwargs: Any) -> Any:
+        if self._keep is None or name in self._keep:
+            return self._app.command(name, **kwargs)
+        return lambda fn: fn
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The Typer application with every command, or with only the command ``only`` (start-up: Typer
+    inspects the signature of every registered command on each run, about 0.1 s for all of them)."""
     from . import anchor_commands, custody_commands, export_commands, keys, vault_commands
 
-    app.add_typer(keys.app, name="key")
-    vault_commands.register(app)
-    anchor_commands.register(app)
-    custody_commands.register(app)
-    export_commands.register(app)
+    new = _new_app()
+    new.callback()(_global)
+    keep = frozenset([only]) if only is not None else None
+    target = cast(typer.Typer, _Only(new, keep))
+    if keep is None or "key" in keep:
+        new.add_typer(keys.app, name="key")
+    for module in (vault_commands, anchor_commands, custody_commands, export_commands):
+        module.register(target)
+    return new
 
 
-_register()
+def command_of(argv: list[str]) -> str | None:
+    """The top-level command an argument list runs, if it names a known one (else None: all of them)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GLOBAL_WITH_VALUE:
+            next(args, None)
+        elif arg.startswith("-"):
+            continue
+        else:
+            known = {name for names in _COMMANDS.values() for name in names}
+            return arg if arg in known else None
+    return None
+
+
+app = build_app()
 
 
 def run() -> None:
-    """Run the Typer application (``evidence_vault.cli.main`` answers ``--version`` before this)."""
-    app(prog_name="evidence-vault")
+    """Run the application, built with just the command being run (``evidence_vault.cli.main`` answers
+    ``--version`` before this)."""
+    only = command_of(sys.argv[1:])
+    (build_app(only) if only is not None else app)(prog_name="evidence-vault")
 
 
 def main() -> None:
