@@ -188,6 +188,26 @@ def copy_and_hash(
     return digest
 
 
+def read_small(src_fd: int, expected_size: int, name: str) -> bytes:
+    """Read a small open file whole; reject it if it changed size while read (``IngestError``)."""
+    _advise_sequential(src_fd)
+    parts = []
+    got = 0
+    while chunk := os.read(src_fd, expected_size - got + 1):
+        parts.append(chunk)
+        got += len(chunk)
+        if got > expected_size:
+            break
+    after = os.fstat(src_fd).st_size
+    if got != expected_size or after != expected_size:
+        raise IngestError(
+            f"file changed while being read ({expected_size} bytes before, {got} read, "
+            f"{after} after); nothing recorded",
+            path=name,
+        )
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def chunk_root(path: str | os.PathLike[str], chunk_size: int, *, workers: int = 2) -> tuple[bytes, int]:
     """RFC 9162 root over the leaves of each ``chunk_size`` chunk, computed on ``workers`` threads at once.
 

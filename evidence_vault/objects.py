@@ -7,8 +7,11 @@ plain-directory default: ``objects/sha256/ab/<hex>``, written once, read-only (0
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import hashlib
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +20,9 @@ from typing import BinaryIO, Protocol
 
 from .atomic import fsync_dir
 from .errors import IngestError
-from .hashing import Digest, copy_and_hash, hash_file, hash_stream, syncfs
+from .hashing import Digest, copy_and_hash, hash_file, read_small, syncfs
+
+SMALL = 4 << 20  # objects up to this size are read whole and written with one call (no streaming)
 
 
 class ObjectStore(Protocol):
@@ -71,6 +76,7 @@ class FileObjectStore:
         self.durable = durable
         self._unsynced: list[Path] = []  # objects put with sync=False, made durable by sync()
         self._unsynced_lock = threading.Lock()
+        self._tmp_ready = False
 
     def path(self, hex_digest: str) -> Path:
         return self.base / hex_digest[:2] / hex_digest
@@ -97,7 +103,9 @@ class FileObjectStore:
                     yield obj.name
 
     def _tempfile(self) -> tuple[int, str]:
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        if not self._tmp_ready:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            self._tmp_ready = True
         return tempfile.mkstemp(prefix="put-", dir=self.tmp)
 
     def put_file(
@@ -109,6 +117,18 @@ class FileObjectStore:
         *,
         sync: bool = True,
     ) -> tuple[Digest, bool]:
+        if size <= SMALL:
+            try:
+                data = read_small(src_fd, size, name)
+            except OSError as exc:
+                raise IngestError(f"cannot read: {exc.strerror or exc}", path=name) from None
+            try:
+                result = self.put_bytes(data, sync=sync)
+            except OSError as exc:
+                raise IngestError(f"cannot copy into the vault: {exc.strerror or exc}", path=name) from None
+            if progress is not None:
+                progress(len(data))
+            return result
         fd, tmp = self._tempfile()
         try:
             with os.fdopen(fd, "wb") as out:
@@ -124,17 +144,42 @@ class FileObjectStore:
                 os.unlink(tmp)
 
     def put_bytes(self, data: bytes, *, sync: bool = True) -> tuple[Digest, bool]:
-        fd, tmp = self._tempfile()
+        digest = Digest(hashlib.sha256(data).hexdigest(), len(data))
+        hex_digest = digest.sha256
+        final = os.path.join(self.base, hex_digest[:2], hex_digest)
         try:
-            with os.fdopen(fd, "wb") as out:
-                import io
-
-                digest = hash_stream(io.BytesIO(data), out)
-                self._flush(out, sync)
-            return digest, self._publish(tmp, digest, sync)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            present = os.stat(final).st_size == digest.size  # another size: a torn leftover, replaced
+        except FileNotFoundError:
+            present = False
+        if not present:
+            if not self._tmp_ready:
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                self._tmp_ready = True
+            tmp = os.path.join(self.tmp, f"put-{os.getpid()}-{secrets.token_hex(8)}")
+            # Created read-only (0444) at once: the mode binds later opens, not this descriptor.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if self.durable and sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    os.replace(tmp, final)
+                except FileNotFoundError:
+                    os.makedirs(os.path.dirname(final), exist_ok=True)
+                    os.replace(tmp, final)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            if self.durable and sync:
+                fsync_dir(Path(final).parent)
+        self._note_unsynced(Path(final), sync)
+        return digest, not present
 
     def _flush(self, out: BinaryIO, sync: bool) -> None:
         out.flush()
@@ -150,23 +195,38 @@ class FileObjectStore:
         """
         final = self.path(digest.sha256)
         try:
-            existing: int | None = final.stat().st_size
+            existing: int | None = os.stat(final).st_size
         except FileNotFoundError:
             existing = None
         new = existing != digest.size
         if new:
-            final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
-        if self.durable:
-            if sync:
-                if new:
-                    fsync_dir(final.parent)
-            else:
-                # Also an existing object: another writer may not have synced it yet.
-                with self._unsynced_lock:
-                    self._unsynced.append(final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+        if self.durable and sync and new:
+            fsync_dir(final.parent)
+        self._note_unsynced(final, sync)
         return new
+
+    def _note_unsynced(self, final: Path, sync: bool) -> None:
+        """Remember an object for :meth:`sync` (also an existing one: its writer may not have synced it)."""
+        if self.durable and not sync:
+            with self._unsynced_lock:
+                self._unsynced.append(final)
+
+    def take_unsynced(self) -> builtins.list[Path]:
+        """Hand over the objects put with ``sync=False`` and not yet synced (from a worker process)."""
+        with self._unsynced_lock:
+            pending, self._unsynced = self._unsynced, []
+        return pending
+
+    def adopt_unsynced(self, paths: builtins.list[Path]) -> None:
+        """Objects another process put with ``sync=False``: made durable by this store's next :meth:`sync`."""
+        with self._unsynced_lock:
+            self._unsynced.extend(paths)
 
     def sync(self) -> None:
         """Make the objects put with ``sync=False`` durable: one ``syncfs`` of the vault's file system, or,

@@ -9,7 +9,6 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from .errors import (
 from .events import Event
 from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
+from .ingest_pool import prepare_all
 from .keystore import TrustStore, utc_now
 from .merkle import root_from_leaves
 from .objects import FileObjectStore, ObjectStore
@@ -311,18 +311,25 @@ class Vault:
         candidates = list(self._expand(paths, options, emit))
         pending: list[_Prepared] = []
         last_flush = time.monotonic()
-        n_workers = workers or min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            for outcome in pool.map(lambda p: self._prepare(p, options, on_progress), candidates):
-                if isinstance(outcome, AddResult):
-                    emit(outcome)
-                    continue
-                pending.append(outcome)
-                if len(pending) >= 512 or time.monotonic() - last_flush > batch_seconds:
-                    for res in self._commit(pending, actor, options, on_wait):
-                        emit(res)
-                    pending = []
-                    last_flush = time.monotonic()
+        outcomes = prepare_all(
+            candidates,
+            lambda path, progress: self._prepare(path, options, progress),
+            self.objects,
+            size_of=lambda o: o.digest.size if isinstance(o, _Prepared) else 0,
+            on_progress=on_progress,
+            threads=workers or min(4, os.cpu_count() or 1),
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, AddResult):
+                emit(outcome)
+                continue
+            self._names[str(outcome.data["metadata"])] = outcome.name
+            pending.append(outcome)
+            if len(pending) >= 512 or time.monotonic() - last_flush > batch_seconds:
+                for res in self._commit(pending, actor, options, on_wait):
+                    emit(res)
+                pending = []
+                last_flush = time.monotonic()
         if pending:
             for res in self._commit(pending, actor, options, on_wait):
                 emit(res)

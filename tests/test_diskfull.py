@@ -102,7 +102,19 @@ def _inject_enospc(monkeypatch: pytest.MonkeyPatch, after_bytes: int) -> None:
     def copy_and_hash(src_fd: int, dst: Any, *args: Any, **kw: Any) -> hashing.Digest:
         return real_copy(src_fd, FullFile(dst), *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(os, "write", write)  # custody_log calls os.write
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kw: Any) -> None:
+        """Removing a partly written temporary object gives its space back, as on a real disk."""
+        try:
+            freed = os.stat(path).st_size
+        except OSError:
+            freed = 0
+        real_unlink(path, *args, **kw)
+        budget["left"] += freed
+
+    monkeypatch.setattr(os, "write", write)  # custody_log and small objects call os.write
+    monkeypatch.setattr(os, "unlink", unlink)
     monkeypatch.setattr("evidence_vault.objects.copy_and_hash", copy_and_hash)
 
 

@@ -149,14 +149,14 @@ def test_file_grown_between_fstat_and_read(
 ) -> None:
     target = tmp_path / "growing.bin"
     target.write_bytes(os.urandom(10_000))
-    real = hashing.hash_stream
+    real = hashing.read_small
 
-    def grow_then_hash(src: Any, dst: Any = None, progress: Any = None) -> hashing.Digest:
+    def grow_then_read(src_fd: int, expected_size: int, name: str) -> bytes:
         with open(target, "ab") as fh:
             fh.write(b"appended while being ingested")
-        return real(src, dst, progress)
+        return real(src_fd, expected_size, name)
 
-    monkeypatch.setattr(hashing, "hash_stream", grow_then_hash)
+    monkeypatch.setattr("evidence_vault.objects.read_small", grow_then_read)  # small files are read whole
     before = (vault / "log.jsonl").read_bytes()
     objects_before = sorted((vault / "objects").rglob("*"))
     res = cli("--vault", vault, "add", target)

@@ -90,8 +90,6 @@ def add(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest files: keep the original read-only, extract metadata, sign one event per file."""
-    from rich.markup import escape
-
     from ..vault import AddOptions, AddResult
 
     st = state(ctx)
@@ -113,17 +111,14 @@ def add(
         if json_out:
             output.emit_json_line(res.to_dict())
             return
-        name = escape(output.one_line(res.path))
+        short = res.id[7:19] if res.id else ""
         if res.status == "added":
-            extra = f" [yellow](metadata: {escape(res.metadata_errors[0])})[/]" if res.metadata_errors else ""
-            output.err.print(f"[green]added[/]     {res.id and res.id[7:19]}  {name}{extra}")
+            extra = f" (metadata: {res.metadata_errors[0]})" if res.metadata_errors else ""
+            output.status("added", "green", f"{short}  {res.path}{extra}")
         elif res.status == "duplicate":
-            output.err.print(
-                f"[cyan]duplicate[/] {res.id and res.id[7:19]}  {name}:"
-                " already in the vault, nothing recorded"
-            )
+            output.status("duplicate", "cyan", f"{short}  {res.path}: already in the vault, nothing recorded")
         else:
-            output.err.print(f"[red]{res.status:9}[/] {name}: {escape(res.message or '')}")
+            output.status(res.status, "red", f"{res.path}: {res.message or ''}")
 
     with _progress(total, "adding") as progress:
         task = progress.add_task("add", total=total or None)

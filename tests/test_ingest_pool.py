@@ -1,0 +1,96 @@
+"""Ingest on every core: small files prepared in worker processes, big ones in threads, order kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from evidence_vault import ingest_pool
+from evidence_vault.objects import SMALL, FileObjectStore
+
+from .conftest import Cli
+
+
+def _prepare_in(store: FileObjectStore) -> Any:
+    def prepare(path: str, progress: Any) -> tuple[str, int, int]:
+        data = Path(path).read_bytes()
+        digest, _ = store.put_bytes(data, sync=False)
+        if progress is not None:
+            progress(len(data))
+        return path, digest.size, os.getpid()
+
+    return prepare
+
+
+def test_outcomes_keep_order_and_worker_objects_are_handed_over(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = []
+    for i in range(70):
+        p = src / f"f{i:03d}"
+        p.write_bytes(os.urandom(100 + i))
+        paths.append(str(p))
+    store = FileObjectStore(tmp_path / "objects")
+    seen: list[int] = []
+    out = list(
+        ingest_pool.prepare_all(
+            paths, _prepare_in(store), store, size_of=lambda o: o[1], on_progress=seen.append, processes=2
+        )
+    )
+    assert [o[0] for o in out] == paths
+    assert {o[2] for o in out} - {os.getpid()}, "small files were prepared in worker processes"
+    assert sum(seen) == sum(100 + i for i in range(70))  # progress reported once per worker outcome
+    handed = store.take_unsynced()
+    assert len(handed) == 70 and all(p.is_file() for p in handed)  # the caller's sync() covers them
+
+
+def test_few_files_or_one_core_stay_in_this_process(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = [str(src / f"f{i}") for i in range(40)]
+    for p in paths:
+        Path(p).write_bytes(b"x" * 10 + p.encode())
+    store = FileObjectStore(tmp_path / "objects")
+    out = list(ingest_pool.prepare_all(paths[:5], _prepare_in(store), store, size_of=lambda o: 0))
+    assert {o[2] for o in out} == {os.getpid()}
+    out = list(ingest_pool.prepare_all(paths, _prepare_in(store), store, size_of=lambda o: 0, processes=1))
+    assert {o[2] for o in out} == {os.getpid()}
+
+
+def test_add_many_files_end_to_end(cli: Cli, vault: Path, tmp_path: Path, identity: str) -> None:
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(60):
+        (src / f"f{i:03d}.bin").write_bytes(os.urandom(3000 + i))
+    big = src / "zz-big.bin"  # above SMALL: streamed in a thread with its chunk tree
+    big.write_bytes(os.urandom(SMALL + 12345))
+    res = cli("--vault", vault, "add", "-r", "--json", src)
+    assert res.code == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [Path(x["path"]).name for x in lines] == sorted(p.name for p in src.iterdir())
+    assert [x["seq"] for x in lines] == list(range(1, 62))  # events appended in the order given
+    for obj in (vault / "objects" / "sha256").rglob("*"):
+        if obj.is_file():
+            assert stat.S_IMODE(obj.stat().st_mode) == 0o444
+    assert not list((vault / "objects" / "tmp").iterdir())
+    report = cli("--vault", vault, "verify", "--json", "--trust", identity)
+    assert report.code == 0, report.stdout
+    assert report.json()["stats"]["items"] == 61
+
+
+def test_fifo_among_many_is_skipped(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:03d}.bin").write_bytes(os.urandom(100 + i))
+    os.mkfifo(src / "f020.fifo")
+    res = cli("--vault", vault, "add", "-r", "--json", src)
+    assert res.code == 0, res.stderr
+    statuses = {
+        json.loads(x)["path"].rsplit("/", 1)[-1]: json.loads(x)["status"] for x in res.stdout.splitlines()
+    }
+    assert statuses["f020.fifo"] == "skipped"
+    assert sum(s == "added" for s in statuses.values()) == 40
