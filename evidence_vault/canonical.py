@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import rfc8785
@@ -31,30 +32,66 @@ def parse_canonical(line: bytes) -> tuple[Any, bool]:
 
     Raises ``ValueError`` if the bytes are not valid UTF-8 JSON.
     """
-    value = json.loads(line.decode("utf-8"), parse_float=_reject_float, parse_constant=_reject_constant)
-    return value, is_canonical_form(value, line)
+    text = line.decode("utf-8")
+    if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    try:  # JSON from the first character to the last: what decode() accepts without its two scans
+        value, end = _DECODER.raw_decode(text)
+    except json.JSONDecodeError:
+        end = -1
+    if end != len(text):
+        value = _DECODER.decode(text)  # raises the error json.loads would
+    return value, _is_canonical(value, line, _dumps)
 
 
 def is_canonical_form(value: Any, line: bytes) -> bool:
     """True if ``line`` is the RFC 8785 serialization of ``value`` (a float-free parsed value)."""
+    return _is_canonical(value, line, _dumps_checked)
+
+
+def _is_canonical(value: Any, line: bytes, dumps: Callable[[Any], bytes]) -> bool:
     try:
-        out = _dumps(value)
+        out = dumps(value)
     except UnicodeEncodeError:
         out = b""
-    if out.isascii() and not _LONG_DIGITS.search(out):
-        return out == line  # here json.dumps and RFC 8785 agree byte for byte
+    # json.dumps and RFC 8785 agree byte for byte on ASCII output without a run of 16 digits (which
+    # the only integers that may differ have); the digit scan only runs when it can change the answer.
+    if out == line:
+        if out.isascii() and _LONG_RUN not in out.translate(_DIGITS_ONLY):
+            return True
+    elif out.isascii() and not _LONG_DIGITS.search(out):
+        return False
     try:
         return canonical(value) == line
     except (ValueError, TypeError, OverflowError, rfc8785.CanonicalizationError):
         return False
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps_checked(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _dumps(value: Any) -> bytes:
+    """:func:`_dumps_checked` for values without cycles (parsed JSON; what passed :func:`_fast_ok`)."""
+    if _ENCODE is None:
+        return _dumps_checked(value)
+    return "".join(_ENCODE(value, 0)).encode("utf-8")
+
+
+# The C encoder json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on every
+# call, built once and without its cycle check (the one difference: a cycle recurses without end).
+_C_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE: Any = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(
+        None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+)
 _MAX_INT = 2**53 - 1
 _LONG_DIGITS = re.compile(rb"\d{16,}")
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))  # digit: "0", rest: " "
+_LONG_RUN = b"0" * 16  # after _DIGITS_ONLY: some run of 16 digits (what _LONG_DIGITS finds)
 
 
 def _fast_ok(value: Any) -> bool:
@@ -78,3 +115,7 @@ def _reject_float(text: str) -> Any:
 
 def _reject_constant(text: str) -> Any:
     raise ValueError(f"{text} is not allowed in JSON")
+
+
+# What json.loads(..., parse_float=_reject_float, parse_constant=_reject_constant) builds on every call.
+_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
