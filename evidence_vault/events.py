@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,14 @@ class Event:
 
     @property
     def signature(self) -> bytes:
+        if type(self.sig) is str:  # fast path: what re-encodes to exactly ``sig`` is canonical base64
+            try:
+                text = self.sig.encode("ascii")
+                raw = binascii.a2b_base64(text)
+                if binascii.b2a_base64(raw, newline=False) == text:
+                    return raw
+            except ValueError:  # binascii.Error and UnicodeEncodeError: the full check says which
+                pass
         try:
             raw = base64.b64decode(self.sig, validate=True)
         except ValueError:
@@ -95,6 +104,31 @@ class Event:
     @classmethod
     def from_dict(cls, d: Any) -> Event:
         """Build from parsed JSON; raises ``IntegrityError`` naming what is wrong."""
+        if (
+            type(d) is dict
+            and d.keys() == _FIELDS
+            and type(d["v"]) is int
+            and type(d["seq"]) is int
+            and (d["prev"] is None or type(d["prev"]) is str)
+            and type(d["time"]) is str
+            and type(d["type"]) is str
+            and type(d["actor"]) is str
+            and type(d["data"]) is dict
+            and type(d["sig"]) is str
+        ):  # fast path for parsed JSON, where every value has exactly its JSON type
+            event = object.__new__(cls)
+            # What the frozen __init__ does one object.__setattr__ at a time (about 3x slower).
+            event.__dict__.update(
+                seq=d["seq"],
+                prev=d["prev"],
+                time=d["time"],
+                type=d["type"],
+                actor=d["actor"],
+                data=d["data"],
+                sig=d["sig"],
+                v=d["v"],
+            )
+            return event
         if not isinstance(d, dict):
             raise IntegrityError("event is not a JSON object")
         missing = _FIELDS - d.keys()
