@@ -16,6 +16,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
 
 @dataclass
@@ -69,12 +70,48 @@ def restore(path: str) -> ItemTable:
     return ItemTable(_Db(restore_from=path))
 
 
+# Ids (and holders) kept in memory in front of the tables: a bounded cache, so memory stays flat.
+CACHE_MAX = 50_000
+
+
+class _Known:
+    """Keys known to be in a table (with a value, for a mapping): ``complete`` while it holds them all.
+
+    Every write to the table goes through it, so it never holds a stale entry; when full it stops
+    growing and stops being complete (lookups it cannot answer go to the table).
+    """
+
+    def __init__(self, complete: bool) -> None:
+        self.values: dict[str, str] = {}
+        self.complete = complete
+
+    def put(self, key: object, value: object = "") -> None:
+        """After writing ``key`` -> ``value`` to the table."""
+        if _plain(key) and _plain(value):
+            if key in self.values or len(self.values) < CACHE_MAX:
+                self.values[key] = value
+            else:
+                self.complete = False
+        else:
+            self.forget()  # the table may have stored it under another key or read it back changed
+
+    def forget(self) -> None:
+        self.values.clear()
+        self.complete = False
+
+
+def _plain(key: object) -> TypeGuard[str]:
+    """A key the cache answers for: a str that SQLite binds and returns unchanged, never an error."""
+    return type(key) is str and key.isascii()
+
+
 class ItemTable(MutableMapping[str, ItemRecord]):
     """Item id -> what its ingest event recorded, in seq order when iterated."""
 
     def __init__(self, db: _Db | None = None) -> None:
         self._db = db or _Db()
         self._n = int(self._db.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+        self._known = _Known(complete=self._n == 0)
 
     @property
     def db(self) -> _Db:
@@ -94,6 +131,7 @@ class ItemTable(MutableMapping[str, ItemRecord]):
             "INSERT OR REPLACE INTO items (id, seq, size, metadata, committed) VALUES (?, ?, ?, ?, ?)",
             (key, rec.seq, rec.size, rec.metadata, json.dumps(rec.committed, separators=(",", ":"))),
         )
+        self._known.put(key)
         self._n += 0 if existed else 1
 
     def _count(self) -> int:
@@ -101,10 +139,19 @@ class ItemTable(MutableMapping[str, ItemRecord]):
 
     def __delitem__(self, key: str) -> None:
         self._db.conn.execute("DELETE FROM items WHERE id=?", (key,))
+        if _plain(key):
+            self._known.values.pop(key, None)
+        else:
+            self._known.forget()
         self._n = self._count()
 
     def __contains__(self, key: object) -> bool:
-        return self._db.conn.execute("SELECT 1 FROM items WHERE id=?", (key,)).fetchone() is not None
+        if _plain(key) and (key in self._known.values or self._known.complete):
+            return key in self._known.values
+        found = self._db.conn.execute("SELECT 1 FROM items WHERE id=?", (key,)).fetchone() is not None
+        if found:
+            self._known.put(key)
+        return found
 
     def __iter__(self) -> Iterator[str]:
         for (key,) in self._db.conn.execute("SELECT id FROM items ORDER BY seq"):
@@ -143,20 +190,37 @@ class HolderTable(MutableMapping[str, str]):
 
     def __init__(self, db: _Db) -> None:
         self._db = db
+        empty = db.conn.execute("SELECT 1 FROM holders LIMIT 1").fetchone() is None
+        self._known = _Known(complete=empty)
 
     def __getitem__(self, key: str) -> str:
+        if _plain(key):
+            cached = self._known.values.get(key)
+            if cached is not None:
+                return cached
+            if self._known.complete:
+                raise KeyError(key)
         row = self._db.conn.execute("SELECT holder FROM holders WHERE id=?", (key,)).fetchone()
         if row is None:
             raise KeyError(key)
+        if _plain(key) and _plain(row[0]):
+            self._known.put(key, row[0])
         return str(row[0])
 
     def __setitem__(self, key: str, value: str) -> None:
         self._db.conn.execute("INSERT OR REPLACE INTO holders (id, holder) VALUES (?, ?)", (key, value))
+        self._known.put(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._db.conn.execute("DELETE FROM holders WHERE id=?", (key,))
+        if _plain(key):
+            self._known.values.pop(key, None)
+        else:
+            self._known.forget()
 
     def __contains__(self, key: object) -> bool:
+        if _plain(key) and (key in self._known.values or self._known.complete):
+            return key in self._known.values
         return self._db.conn.execute("SELECT 1 FROM holders WHERE id=?", (key,)).fetchone() is not None
 
     def __iter__(self) -> Iterator[str]:
@@ -167,7 +231,15 @@ class HolderTable(MutableMapping[str, str]):
         return int(self._db.conn.execute("SELECT count(*) FROM holders").fetchone()[0])
 
     def setdefault(self, key: str, default: str = "") -> str:
+        if _plain(key) and key in self._known.values:
+            return self._known.values[key]
+        complete = self._known.complete  # then it was not there: the row is the one inserted now
         self._db.conn.execute("INSERT OR IGNORE INTO holders (id, holder) VALUES (?, ?)", (key, default))
+        if complete and _plain(key) and _plain(default):
+            self._known.put(key, default)
+            return default
+        if not (_plain(key) and _plain(default)):
+            self._known.forget()
         return self[key]
 
 
