@@ -33,7 +33,13 @@ from .hashing import Digest, chunk_root, hash_file
 from .keystore import TrustStore, utc_now
 from .report import Report
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
-from .signing import PublicKey, ed25519_ok, prepare_verification, verify_signature
+from .signing import (
+    PublicKey,
+    ed25519_ok,
+    prepare_verification,
+    prepare_verification_base64,
+    verify_signature,
+)
 from .vault import Vault
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -156,7 +162,6 @@ def verify_log(
     prev: str | None = state.line_hashes.last
     wanted = set(root_sizes)
     for index, raw in enumerate(lines, start=len(state.line_hashes)):
-        subject = line_subject(index)
         if index in wanted:
             state.roots_at[index] = acc.root()
         if not raw.complete:
@@ -178,7 +183,7 @@ def verify_log(
         try:
             event, is_canonical = parse_line(raw.data)
         except EvidenceVaultError as exc:
-            report.fail("log.malformed", subject, exc.message, seq=index)
+            report.fail("log.malformed", line_subject(index), exc.message, seq=index)
             prev = this_hash
             continue
         check_event(event, is_canonical, index, prev, root_before, state, report, vault_id, raw.data)
@@ -208,47 +213,51 @@ def check_event(
     ``prev`` is the hash the line must chain to; ``root_before`` the Merkle root of the lines before it
     (needed for checkpoint lines only). Shared by vault verification and bundle verification.
     """
-    subject = line_subject(index)
     if not is_canonical:
-        report.fail("log.non-canonical", subject, "line is not in RFC 8785 canonical form", seq=index)
+        report.fail(
+            "log.non-canonical", line_subject(index), "line is not in RFC 8785 canonical form", seq=index
+        )
     if event.v != ev.FORMAT_VERSION:
-        report.fail("log.version", subject, f"unknown event format version {event.v}", seq=index)
+        report.fail("log.version", line_subject(index), f"unknown event format version {event.v}", seq=index)
     if event.seq != index:
         report.fail(
             "log.seq-mismatch",
-            subject,
+            line_subject(index),
             f"seq is {event.seq}, expected {index} (line removed, duplicated or reordered)",
             seq=index,
         )
     if event.prev != prev:
         report.fail(
             "log.chain-broken",
-            subject,
+            line_subject(index),
             "prev does not match the hash of the previous line (a line before it was edited, "
             "removed or reordered)",
             seq=index,
         )
     if event.type not in ev.EVENT_TYPES:
-        report.warn("log.unknown-type", subject, f"unknown event type {event.type!r}", seq=index)
+        report.warn("log.unknown-type", line_subject(index), f"unknown event type {event.type!r}", seq=index)
     if not _TIME.match(event.time):
-        report.fail("log.bad-time", subject, f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index)
+        report.fail(
+            "log.bad-time", line_subject(index), f"time {event.time!r} is not ISO 8601 UTC with ms", seq=index
+        )
     elif event.time < state.last_time:
         report.warn(
             "log.time-order",
-            subject,
+            line_subject(index),
             f"time {event.time} is earlier than the previous event's {state.last_time}",
             seq=index,
         )
-    state.last_time = max(state.last_time, event.time)
-    _check_signer(event, index, subject, state, report, vault_id, line if is_canonical else None)
+    if event.time > state.last_time:
+        state.last_time = event.time
+    _check_signer(event, index, state, report, vault_id, line if is_canonical else None)
     try:
         state.custody.check(event, state.authority)
     except EvidenceVaultError as exc:
-        report.fail("log.custody-violation", subject, exc.message, seq=index)
+        report.fail("log.custody-violation", line_subject(index), exc.message, seq=index)
     try:
         state.authority.apply(event)
     except EvidenceVaultError as exc:
-        report.fail("log.bad-key-event", subject, exc.message, seq=index)
+        report.fail("log.bad-key-event", line_subject(index), exc.message, seq=index)
     state.custody.apply(event)
     if event.type != ev.ITEM_INGESTED and isinstance(event.data.get("openings"), str):
         committed = event.data.get("committed")
@@ -256,9 +265,9 @@ def check_event(
             (event.data["openings"], dict(committed) if isinstance(committed, dict) else {}, index)
         )
     if event.type == ev.ITEM_INGESTED:
-        _record_item(event, index, subject, state, report)
+        _record_item(event, index, state, report)
     elif event.type == ev.CHECKPOINT:
-        _check_checkpoint_event(event, index, subject, root_before, state, report, vault_id)
+        _check_checkpoint_event(event, index, line_subject(index), root_before, state, report, vault_id)
 
 
 def checkpoint_text(data: dict[str, Any]) -> bytes:
@@ -315,7 +324,6 @@ def _check_checkpoint_event(
 def _check_signer(
     event: Event,
     index: int,
-    subject: str,
     state: LogState,
     report: Report,
     vault_id: str | None,
@@ -325,7 +333,7 @@ def _check_signer(
     try:
         auth.check(event)
     except EvidenceVaultError as exc:
-        report.fail("log.unauthorized-signer", subject, exc.message, seq=index)
+        report.fail("log.unauthorized-signer", line_subject(index), exc.message, seq=index)
         return
     try:
         key = (
@@ -334,12 +342,18 @@ def _check_signer(
             else auth.public_key(event.actor)
         )
         message = signing_bytes_of(line, event) if line is not None else event.signing_bytes()
-        raw_sig, signed = prepare_verification(event.signature, message, key)
+        prepared = prepare_verification_base64(event.sig, message, key)
+        raw_sig, signed = prepared or prepare_verification(event.signature, message, key)
         state.signatures.add(index, key.raw, raw_sig, signed, report)
     except (EvidenceVaultError, KeyError, TypeError) as exc:
-        report.fail("log.bad-signature", subject, f"signature check failed: {exc}", seq=index)
+        report.fail("log.bad-signature", line_subject(index), f"signature check failed: {exc}", seq=index)
     if event.type == ev.VAULT_CREATED and vault_id is not None and event.data.get("vault_id") != vault_id:
-        report.fail("log.wrong-vault", subject, "genesis names another vault id than vault.json", seq=index)
+        report.fail(
+            "log.wrong-vault",
+            line_subject(index),
+            "genesis names another vault id than vault.json",
+            seq=index,
+        )
 
 
 def signing_bytes_of(line: bytes, event: Event) -> bytes:
@@ -355,20 +369,21 @@ def signing_bytes_of(line: bytes, event: Event) -> bytes:
     return line[:at] + b',"time":' + line[at + len(member) :]
 
 
-def _record_item(event: Event, index: int, subject: str, state: LogState, report: Report) -> None:
+_ITEM_ID = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _record_item(event: Event, index: int, state: LogState, report: Report) -> None:
     data = event.data
     item, size = data.get("item"), data.get("size")
-    if (
-        not isinstance(item, str)
-        or not re.fullmatch(r"sha256:[0-9a-f]{64}", item)
-        or not isinstance(size, int)
-    ):
-        report.fail("log.bad-item", subject, "item.ingested lacks a valid item id or size", seq=index)
+    if not isinstance(item, str) or not _ITEM_ID.fullmatch(item) or not isinstance(size, int):
+        report.fail(
+            "log.bad-item", line_subject(index), "item.ingested lacks a valid item id or size", seq=index
+        )
         return
     if item in state.items:
         report.warn(
             "log.duplicate-ingest",
-            subject,
+            line_subject(index),
             f"item already ingested at seq {state.items[item].seq}",
             seq=index,
             item=item,
