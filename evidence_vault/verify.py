@@ -15,7 +15,7 @@ import re
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -31,6 +31,8 @@ from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
 from .hashing import Digest, chunk_root, hash_file
 from .keystore import TrustStore, utc_now
+from .objects import SMALL
+from .parallel import ordered_map
 from .report import Report
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
@@ -652,17 +654,14 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     return Digest(hex_digest, got)
 
 
-def _bounded_map(
-    pool: ThreadPoolExecutor, fn: Callable[[Job], Any], jobs: Iterable[Job], window: int
-) -> Iterator[Any]:
-    """``pool.map`` with at most ``window`` jobs in flight (a million objects, not a million futures)."""
-    pending: deque[Future[Any]] = deque()
-    for job in jobs:
-        pending.append(pool.submit(fn, job))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+def _progress_of(
+    checked: Iterator[tuple[tuple[Job, Any], bool]], on_progress: Callable[[int], None] | None
+) -> Iterator[tuple[Job, Any]]:
+    """Report the progress of objects checked in worker processes (threads report while they hash)."""
+    for (job, outcome), in_worker in checked:
+        if in_worker and on_progress is not None and not isinstance(outcome, str):
+            on_progress(outcome[0].size)
+        yield job, outcome
 
 
 def _check_objects(
@@ -694,13 +693,14 @@ def _check_objects(
         for hex_obj, uses in openings_at.items():
             yield Job(hex_obj, "openings", None, None, uses=uses)
 
-    def check(job: Job) -> tuple[Job, Any]:
-        """In a worker thread: re-hash; for the small JSON objects also check what they open."""
+    def check(job: Job, in_worker: bool) -> tuple[Job, Any]:
+        """Re-hash one object; for the small JSON objects also check what they open. Runs in a thread,
+        or in a worker process (small objects, see :mod:`evidence_vault.parallel`)."""
         path = store.path(job.hex)
         problems: list[Problem] = []
         try:
             st = os.stat(path)
-            if job.kind == "item":
+            if job.kind == "item" and (job.size is None or job.size > SMALL):
                 digest = _by_chunk_tree(vault, path, job, n_workers) or hash_file(path)
             else:
                 raw = path.read_bytes()
@@ -713,61 +713,58 @@ def _check_objects(
             return job, "missing"
         except OSError as exc:
             return job, f"unreadable: {exc.strerror}"
-        if on_progress is not None:
+        if on_progress is not None and not in_worker:
             on_progress(digest.size)
         return job, (digest, st.st_mode, problems)
+
+    def to_worker(job: Job) -> bool:
+        return job.kind != "item" or (job.size is not None and job.size <= SMALL)
 
     total = 0
     expected = 0
     n_workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for (hex_digest, kind, size, item, _meta, _uses), outcome in _bounded_map(
-            pool, check, jobs(), n_workers * 8
-        ):
-            expected += 1
-            what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
-            subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
-            if isinstance(outcome, str):
-                report.fail(
-                    f"object.{'missing' if outcome == 'missing' else 'unreadable'}",
-                    subject,
-                    f"{what} is {outcome}",
-                    item=item,
-                )
-                continue
-            digest, mode, problems = outcome
-            total += digest.size
-            for code, where, message, seq, about in problems:
-                report.fail(code, where, message, seq=seq, item=about)
-            if digest.sha256 != hex_digest:
-                extra = (
-                    f" (size {digest.size}, recorded {size})"
-                    if size is not None and size != digest.size
-                    else ""
-                )
-                if kind == "item" and item is not None:
-                    # Name the damaged byte ranges from the chunk leaves recorded at ingest (if any).
-                    from .hashing import describe_damage
+    checked = ordered_map(check, jobs(), to_worker=to_worker, threads=n_workers, processes=workers)
+    for (hex_digest, kind, size, item, _meta, _uses), outcome in _progress_of(checked, on_progress):
+        expected += 1
+        what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
+        subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
+        if isinstance(outcome, str):
+            report.fail(
+                f"object.{'missing' if outcome == 'missing' else 'unreadable'}",
+                subject,
+                f"{what} is {outcome}",
+                item=item,
+            )
+            continue
+        digest, mode, problems = outcome
+        total += digest.size
+        for code, where, message, seq, about in problems:
+            report.fail(code, where, message, seq=seq, item=about)
+        if digest.sha256 != hex_digest:
+            extra = (
+                f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
+            )
+            if kind == "item" and item is not None:
+                # Name the damaged byte ranges from the chunk leaves recorded at ingest (if any).
+                from .hashing import describe_damage
 
-                    try:
-                        chunks = vault.metadata_object(state.items[item].metadata or "").get("chunks")
-                    except EvidenceVaultError:
-                        chunks = None
-                    extra += describe_damage(store.path(hex_digest), chunks)
-                report.fail(
-                    "object.hash-mismatch",
-                    subject,
-                    f"{what} content does not match its hash{extra}",
-                    item=item,
-                )
-            elif size is not None and digest.size != size:
-                report.fail(
-                    "object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item
-                )
-            if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-                report.warn(
-                    "object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item
-                )
+                try:
+                    chunks = vault.metadata_object(state.items[item].metadata or "").get("chunks")
+                except EvidenceVaultError:
+                    chunks = None
+                extra += describe_damage(store.path(hex_digest), chunks)
+            report.fail(
+                "object.hash-mismatch",
+                subject,
+                f"{what} content does not match its hash{extra}",
+                item=item,
+            )
+        elif size is not None and digest.size != size:
+            report.fail("object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item)
+        if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            report.warn(
+                "object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item
+            )
     if min_seq:
         return total  # no orphan scan in an incremental run (said in the report)
     expected += sum(1 for b in state.bundles)

@@ -94,3 +94,35 @@ def test_fifo_among_many_is_skipped(cli: Cli, vault: Path, tmp_path: Path) -> No
     }
     assert statuses["f020.fifo"] == "skipped"
     assert sum(s == "added" for s in statuses.values()) == 40
+
+
+def test_verify_in_worker_processes_finds_each_damaged_object(
+    cli: Cli, vault: Path, tmp_path: Path, identity: str
+) -> None:
+    """Enough objects that small ones are checked in worker processes: every damage is still named."""
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:03d}.bin").write_bytes(os.urandom(2000 + i))
+    res = cli("--vault", vault, "add", "-r", "--json", src)
+    assert res.code == 0, res.stderr
+    added = [json.loads(x) for x in res.stdout.splitlines()]
+    objects = vault / "objects" / "sha256"
+    flipped, gone = added[3]["id"][7:], added[30]["id"][7:]
+    path = objects / flipped[:2] / flipped
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+    (objects / gone[:2] / gone).unlink()
+    report = cli("--vault", vault, "verify", "--json", "--trust", identity)
+    assert report.code == 1
+    found = {(f["code"], f["item"]) for f in report.json()["findings"] if f["level"] == "FAIL"}
+    assert found == {("object.hash-mismatch", added[3]["id"]), ("object.missing", added[30]["id"])}
+    warned = {f["code"] for f in report.json()["findings"] if f["level"] == "WARN"}
+    assert "object.writable" in warned
+    assert report.json()["stats"]["bytes_hashed"] == sum(x["size"] for x in added) - added[30]["size"] + sum(
+        (objects / m[:2] / m).stat().st_size
+        for m in (p.name for p in objects.rglob("*") if p.is_file())
+        if m not in {x["id"][7:] for x in added}
+    )
