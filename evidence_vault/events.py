@@ -77,7 +77,12 @@ class Event:
         return {**self.unsigned_dict(), "sig": self.sig}
 
     def signing_bytes(self) -> bytes:
-        return canonical(self.unsigned_dict())
+        """The signed bytes: canonical JSON without ``sig`` (``IntegrityError`` if RFC 8785 cannot
+        serialize it, e.g. an integer beyond +-(2**53 - 1) in a hand-made line)."""
+        try:
+            return canonical(self.unsigned_dict())
+        except (ValueError, TypeError) as exc:
+            raise IntegrityError(f"event has no RFC 8785 canonical form: {exc}") from None
 
     def line(self) -> bytes:
         return canonical(self.to_dict())

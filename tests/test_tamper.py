@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -314,3 +315,20 @@ def test_trusting_another_key_fails(filled_vault: Path, cli: Cli, identity: str)
     report = json.loads(res.stdout)
     assert failures(report) == {("trust.genesis-mismatch", 0)}
     assert report["genesis_pinned"] is False and report["genesis_key"] == identity
+
+
+def test_line_with_an_integer_beyond_rfc8785_is_a_finding_not_a_crash(
+    filled_vault: Path, cli: Cli, verify: Callable[..., tuple[int, Report]]
+) -> None:
+    """A hand-made line with an integer RFC 8785 cannot serialize: FAIL findings, never a traceback."""
+    log = filled_vault / "log.jsonl"
+    lines = log.read_bytes().splitlines()
+    event = json.loads(lines[-1])
+    event.update(seq=len(lines), prev="sha256:" + hashlib.sha256(lines[-1]).hexdigest())
+    event["data"] = {**event["data"], "size": 2**60}
+    log.write_bytes(
+        log.read_bytes() + json.dumps(event, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    )
+    code, report = verify(filled_vault)
+    assert code == 1
+    assert "log.bad-signature" in fail_codes(report)
