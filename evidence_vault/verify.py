@@ -63,7 +63,7 @@ class SignatureChecks:
     """The Ed25519 equations of a log pass, the one costly step: inline for short logs, in worker
     processes on every core for long ones (everything else about a signature is checked inline)."""
 
-    BATCH = 2048
+    BATCH = 256  # small enough that a log of a few thousand events still keeps every core busy
 
     def __init__(self, parallel: bool = False) -> None:
         self.pool: ProcessPoolExecutor | None = None
@@ -489,7 +489,7 @@ def verify_vault(
     pin = pins.get(vault.config.vault_id) or {}
     seen = pin.get("head", {}).get("seq") if isinstance(pin.get("head"), dict) else None
     keep = [seen] if isinstance(seen, int) else []
-    parallel = vault.log.path.stat().st_size > 4 * 1024 * 1024  # about 4,000 events and more
+    parallel = vault.log.path.stat().st_size > 512 * 1024  # about 500 events and more
     resume, saved = None, None
     if incremental:
         saved = inc.load(vault.config.vault_id)
