@@ -9,6 +9,9 @@ Results come back in the order of the items given.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -23,6 +26,47 @@ BATCH = 16  # items per task sent to a worker process
 MIN_FOR_PROCESSES = 32  # fewer items than this: not worth forking
 
 _task: Callable[[Any, bool], Any] | None = None
+
+
+def fork_pool(
+    workers: int, initializer: Callable[..., None] | None = None, *args: Any
+) -> ProcessPoolExecutor:
+    """A pool of forked workers that ignore Ctrl-C (this process stops them) and die with this process
+    (a killed ``add`` or ``verify`` must not leave workers holding its pipes and files)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("fork"),
+        initializer=_worker_setup,
+        initargs=(os.getpid(), initializer, args),
+    )
+
+
+def _worker_setup(parent: int, initializer: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    if initializer is not None:
+        initializer(*args)
+
+
+def _die_with_parent() -> bool:
+    """Linux: have the kernel send SIGKILL to this worker when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return bool(libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _init(fn: Callable[[Any, bool], Any]) -> None:
@@ -61,9 +105,7 @@ def ordered_map(
     n_proc = processes if processes is not None else (os.cpu_count() or 1)
     pool: ProcessPoolExecutor | None = None
     if n_proc > 1 and len(head) >= MIN_FOR_PROCESSES:
-        pool = ProcessPoolExecutor(
-            max_workers=n_proc, mp_context=get_context("fork"), initializer=_init, initargs=(fn,)
-        )
+        pool = fork_pool(n_proc, _init, fn)
         # Fork every worker now, before this process starts threads of its own (a fork pool launches all
         # its workers on the first submit).
         pool.submit(os.getpid).result()

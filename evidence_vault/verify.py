@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +31,7 @@ from .events import Event, line_hash, parse_line
 from .hashing import Digest, chunk_root, hash_file
 from .keystore import TrustStore, utc_now
 from .objects import SMALL
-from .parallel import ordered_map
+from .parallel import fork_pool, ordered_map
 from .report import Report
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
@@ -68,7 +67,7 @@ class SignatureChecks:
     def __init__(self, parallel: bool = False) -> None:
         self.pool: ProcessPoolExecutor | None = None
         if parallel and (os.cpu_count() or 1) > 1:
-            self.pool = ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=get_context("fork"))
+            self.pool = fork_pool(os.cpu_count() or 2)
         self.batch: list[tuple[int, bytes, bytes, bytes]] = []
         self.pending: deque[Future[list[int]]] = deque()
 

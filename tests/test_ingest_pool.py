@@ -126,3 +126,60 @@ def test_verify_in_worker_processes_finds_each_damaged_object(
         for m in (p.name for p in objects.rglob("*") if p.is_file())
         if m not in {x["id"][7:] for x in added}
     )
+
+
+def _children_of(pid: int) -> set[int]:
+    kids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.add(int(entry.name))
+    return kids
+
+
+def test_killed_add_and_verify_leave_no_worker_processes(run: Cli, vault: Path, tmp_path: Path) -> None:
+    """SIGKILL of the main process: its forked workers die with it and release its stderr pipe."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import _command
+
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(1500):
+        (src / f"f{i:04d}.bin").write_bytes(os.urandom(20_000))
+    for args in (["add", "-r", str(src)], ["verify"]):
+        proc = subprocess.Popen(
+            [*_command(), "--vault", str(vault), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        workers: set[int] = set()
+        deadline = time.monotonic() + 30
+        while not workers and proc.poll() is None and time.monotonic() < deadline:
+            workers = _children_of(proc.pid)
+            time.sleep(0.01)
+        assert workers, f"{args[0]} started no worker process"
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=20)  # hangs if a worker still holds the pipe
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = [w for w in workers if Path(f"/proc/{w}/stat").exists() and "Z" not in _state(w)]
+        assert not alive, f"workers of a killed {args[0]} still running: {alive}"
+        if args[0] == "add":
+            assert run("--vault", vault, "doctor", "--repair").code in (0, 1)
+            assert run("--vault", vault, "add", "-r", str(src)).code == 0  # finish it for the verify
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() or ["?"])[0]
+    except OSError:
+        return "Z"
