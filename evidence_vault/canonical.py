@@ -95,17 +95,22 @@ _LONG_RUN = b"0" * 16  # after _DIGITS_ONLY: some run of 16 digits (what _LONG_D
 
 
 def _fast_ok(value: Any) -> bool:
-    if isinstance(value, str) or value is None or isinstance(value, bool):
+    """May ``json.dumps`` serialize ``value`` (RFC 8785 bytes guaranteed)? Exact types only; subclasses
+    and floats go to the reference implementation. ASCII keys are checked with one C call."""
+    t = type(value)
+    if t is str or t is bool or value is None:
         return True
-    if isinstance(value, int):
-        return -_MAX_INT <= value <= _MAX_INT
-    if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and max(map(ord, k), default=0) < 0xD800 and _fast_ok(v)
-            for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return all(_fast_ok(v) for v in value)
+    if t is int:
+        return bool(-_MAX_INT <= value <= _MAX_INT)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or (not k.isascii() and max(map(ord, k)) >= 0xD800):
+                return False
+            if not _fast_ok(v):
+                return False
+        return True
+    if t is list:
+        return all(map(_fast_ok, value))
     return False  # floats and anything else: the reference implementation decides
 
 

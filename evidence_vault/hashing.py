@@ -222,13 +222,20 @@ def chunk_root(path: str | os.PathLike[str], chunk_size: int, *, workers: int = 
     try:
         size = os.fstat(fd).st_size
         count = (size + chunk_size - 1) // chunk_size
+        leaves: list[bytes] = [b""] * count
+        _advise_sequential(fd)
 
-        def leaf(i: int) -> bytes:
-            data = os.pread(fd, chunk_size, i * chunk_size)
-            return _leaf(memoryview(data))
+        def stripe(first: int) -> None:
+            """Chunks first, first + workers, ...: each thread reads into one buffer of its own."""
+            buf = bytearray(chunk_size)
+            view = memoryview(buf)
+            for i in range(first, count, workers):
+                n = os.preadv(fd, [buf], i * chunk_size)
+                leaves[i] = _leaf(view[:n])
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            leaves = list(pool.map(leaf, range(count)))
+            for done in [pool.submit(stripe, k) for k in range(min(workers, count) or 1)]:
+                done.result()
     finally:
         os.close(fd)
     return root_from_leaves(leaves), size
