@@ -31,7 +31,6 @@ from .errors import (
 from .events import Event
 from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
-from .ingest_pool import prepare_all
 from .keystore import TrustStore, utc_now
 from .merkle import root_from_leaves
 from .objects import FileObjectStore, ObjectStore
@@ -307,6 +306,8 @@ class Vault:
             results.append(res)
             if on_result is not None:
                 on_result(res)
+
+        from .ingest_pool import prepare_all  # multiprocessing: imported when files are added
 
         candidates = list(self._expand(paths, options, emit))
         pending: list[_Prepared] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,7 +21,25 @@ if TYPE_CHECKING:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
-def _progress(total: int, label: str) -> Progress:
+class _NoProgress:
+    """Stands in for a progress bar that would not be shown (small total, or stderr not a terminal)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> Any:
+        return 0
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _progress(total: int, label: str) -> Progress | _NoProgress:
+    if total < 64 * 1024 * 1024 or output.plain():
+        return _NoProgress()  # rich.progress costs 60 ms of start-up
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -39,7 +57,6 @@ def _progress(total: int, label: str) -> Progress:
         TimeRemainingColumn(),
         console=output.err,
         transient=True,
-        disable=total < 64 * 1024 * 1024,
     )
 
 
