@@ -28,7 +28,7 @@ from typing import Any
 from . import events as ev
 from . import merkle
 from .atomic import write_atomic
-from .checkpoint import Checkpoint
+from .checkpoint import CHECKPOINTS, Checkpoint, checkpoint_dir, headers_path, list_checkpoints
 from .custody_log import Head
 from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
 from .signing import Signer, armor
@@ -36,15 +36,9 @@ from .timestamps import ots, rfc3161
 from .timestamps.headers import BlockHeader, HeaderStore, fetch_from_bitcoind, fetch_from_explorer
 from .vault import VAULT_FILE, Vault
 
-CHECKPOINTS = "checkpoints"
-
 
 def origin_of(vault_id: str) -> str:
     return f"evidence-vault/{vault_id}"
-
-
-def checkpoint_dir(vault: Vault, size: int) -> Path:
-    return vault.root / CHECKPOINTS / f"{size:012d}"
 
 
 def tsa_slug(url: str) -> str:
@@ -128,13 +122,6 @@ def _last_event(vault: Vault) -> ev.Event | None:
         tail = fh.read(head.size - fh.tell())
     line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
     return ev.parse_line(line)[0]
-
-
-def list_checkpoints(vault: Vault) -> list[int]:
-    base = vault.root / CHECKPOINTS
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -373,10 +360,6 @@ class UpgradeOutcome:
             "stamped": self.stamps.stamped,
             "queued": self.stamps.queued,
         }
-
-
-def headers_path(vault: Vault) -> Path:
-    return vault.root / CHECKPOINTS / "headers.json"
 
 
 def upgrade(

@@ -21,7 +21,6 @@ from .checkpoint import Checkpoint
 from .errors import EvidenceVaultError
 from .report import Report
 from .signing import unarmor, verify_signature
-from .timestamps import ots, rfc3161
 from .timestamps.headers import HeaderStore
 
 if TYPE_CHECKING:
@@ -115,7 +114,7 @@ def check_anchors(
     vault: Vault, state: LogState, report: Report, sizes: Sequence[int], *, tsa_roots: Sequence[bytes] = ()
 ) -> None:
     """Check every checkpoint directory and attach per-item proof times to ``report.items``."""
-    from .anchoring import checkpoint_dir, headers_path
+    from .checkpoint import checkpoint_dir, headers_path
 
     n_lines = len(state.line_hashes)
     try:
@@ -169,6 +168,8 @@ def _check_ots(
     path = d / "checkpoint.ots"
     if not path.exists():
         return []
+    from .timestamps import ots  # opentimestamps (0.1 s to import): only when there is a proof to check
+
     check = ots.verify(path.read_bytes(), digest, store)
     if check.status == "complete" and check.height is not None and check.block_time is not None:
         report.add(
@@ -198,6 +199,8 @@ def _check_tsrs(
     report: Report,
     extra_roots: Sequence[bytes],
 ) -> list[tuple[float, str]]:
+    from .timestamps import rfc3161
+
     out: list[tuple[float, str]] = []
     for tsr_path in sorted(d.glob("tsa-*.tsr")):
         base = tsr_path.name.removesuffix(".tsr")

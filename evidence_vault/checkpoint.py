@@ -14,9 +14,34 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from evidence_vault.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from evidence_vault.vault import Vault
+
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_dir(vault: Vault, size: int) -> Path:
+    """``checkpoints/<size, 12 digits>/``: a checkpoint with its proofs."""
+    return vault.root / CHECKPOINTS / f"{size:012d}"
+
+
+def headers_path(vault: Vault) -> Path:
+    """The Bitcoin block headers kept for offline verification of OpenTimestamps proofs."""
+    return vault.root / CHECKPOINTS / "headers.json"
+
+
+def list_checkpoints(vault: Vault) -> list[int]:
+    """Tree sizes of the checkpoint directories, ascending."""
+    base = vault.root / CHECKPOINTS
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
 
 ROOT_SIZE = 32
 MAX_SIZE = 2**64 - 1  # tree sizes are uint64 in RFC 9162

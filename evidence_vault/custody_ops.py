@@ -225,7 +225,7 @@ def anchor_status(vault: Vault) -> list[tuple[int, str | None, str]]:
     """Per checkpoint size: (size, earliest proven time or None, description), offline."""
     import hashlib
 
-    from .anchoring import checkpoint_dir, headers_path, list_checkpoints
+    from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
     from .timestamps import ots, rfc3161
     from .timestamps.headers import HeaderStore
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import commitments, merkle
 from . import events as ev
-from .anchoring import checkpoint_dir, headers_path, list_checkpoints
+from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .authority import Authority
 from .bagit import bag_to_zip, unique_names, write_bag
 from .bundle_verify import EVIDENCE, is_revealed, key_file_name, withheld_stub

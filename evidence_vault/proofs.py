@@ -16,7 +16,7 @@ from typing import Any
 
 from . import events as ev
 from . import merkle
-from .anchoring import checkpoint_dir, headers_path, list_checkpoints
+from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .anchors_verify import _check_ots, _check_tsrs
 from .atomic import write_atomic
 from .checkpoint import Checkpoint

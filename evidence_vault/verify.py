@@ -479,8 +479,8 @@ def verify_vault(
     say in the report (``INFO incremental.*``) exactly what was not re-checked.
     """
     from . import incremental as inc
-    from .anchoring import list_checkpoints
     from .anchors_verify import check_anchors
+    from .checkpoint import list_checkpoints
 
     report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
     dirs = list_checkpoints(vault)
