@@ -25,11 +25,11 @@ from typing import Any
 
 from . import commitments, merkle
 from . import events as ev
-from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .authority import Authority
 from .bagit import bag_to_zip, unique_names, write_bag
 from .bundle_verify import EVIDENCE, is_revealed, key_file_name, withheld_stub
 from .canonical import canonical
+from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
 from .events import Event, parse_line
 from .keystore import utc_now

@@ -16,10 +16,9 @@ from typing import Any
 
 from . import events as ev
 from . import merkle
-from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .anchors_verify import _check_ots, _check_tsrs
 from .atomic import write_atomic
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
 from .events import Event, parse_line
 from .hashing import hash_file
