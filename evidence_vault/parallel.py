@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import chain, islice
 from multiprocessing import get_context
 from typing import Any, Generic, TypeVar
@@ -79,11 +80,11 @@ def _run_batch(items: list[Any]) -> list[Any]:
     return [_task(item, True) for item in items]
 
 
-class _Work(Generic[R]):
-    """A submitted unit: a future of one or more results, and whether a worker process made them."""
+class _Work(Generic[T, R]):
+    """A submitted unit: a future of one or more results, its items, and whether a worker process runs it."""
 
-    def __init__(self, future: Future[list[R]], in_worker: bool) -> None:
-        self.future, self.in_worker = future, in_worker
+    def __init__(self, future: Future[list[R]], items: list[T], in_worker: bool) -> None:
+        self.future, self.items, self.in_worker = future, items, in_worker
 
 
 def ordered_map(
@@ -111,26 +112,43 @@ def ordered_map(
         pool.submit(os.getpid).result()
     thread_pool = ThreadPoolExecutor(max_workers=threads)
     window = 4 * max(n_proc, threads)
-    pending: deque[_Work[R]] = deque()
+    pending: deque[_Work[T, R]] = deque()
 
     def one(item: T) -> list[R]:
         return [fn(item, False)]
 
+    def results(work: _Work[T, R]) -> Iterator[tuple[R, bool]]:
+        nonlocal pool
+        try:
+            done = work.future.result()
+        except BrokenProcessPool:
+            # A worker died (OOM killer, a signal): this batch runs here instead, and so does the rest.
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+            for item in work.items:
+                yield fn(item, False), False
+            return
+        for result in done:
+            yield result, work.in_worker
+
     try:
         rest = chain(head, stream)
         for batch in iter(lambda: list(islice(rest, BATCH)), []):
+            submitted = False
             if pool is not None and all(to_worker(item) for item in batch):
-                pending.append(_Work(pool.submit(_run_batch, batch), True))
-            else:
-                pending.extend(_Work(thread_pool.submit(one, item), False) for item in batch)
+                try:
+                    pending.append(_Work(pool.submit(_run_batch, batch), batch, True))
+                    submitted = True
+                except BrokenProcessPool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = None
+            if not submitted:
+                pending.extend(_Work(thread_pool.submit(one, item), [item], False) for item in batch)
             while len(pending) > window:
-                work = pending.popleft()
-                for result in work.future.result():
-                    yield result, work.in_worker
+                yield from results(pending.popleft())
         while pending:
-            work = pending.popleft()
-            for result in work.future.result():
-                yield result, work.in_worker
+            yield from results(pending.popleft())
     finally:
         for work in pending:
             work.future.cancel()

@@ -16,6 +16,7 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,7 +70,7 @@ class SignatureChecks:
         if parallel and (os.cpu_count() or 1) > 1:
             self.pool = fork_pool(os.cpu_count() or 2)
         self.batch: list[tuple[int, bytes, bytes, bytes]] = []
-        self.pending: deque[Future[list[int]]] = deque()
+        self.pending: deque[tuple[Future[list[int]], list[tuple[int, bytes, bytes, bytes]]]] = deque()
 
     def add(self, index: int, pub: bytes, sig: bytes, data: bytes, report: Report) -> None:
         if self.pool is None:
@@ -83,31 +84,57 @@ class SignatureChecks:
             return
         self.batch.append((index, pub, sig, data))
         if len(self.batch) >= self.BATCH:
-            self.pending.append(self.pool.submit(_verify_batch, self.batch))
-            self.batch = []
+            self._submit(report)
             while len(self.pending) > 2 * (os.cpu_count() or 1):
-                self._collect(self.pending.popleft().result(), report)
+                self._collect(*self.pending.popleft(), report)
 
     def finish(self, report: Report) -> None:
-        if self.pool is None:
+        if self.pool is None and not self.pending:
             return
         if self.batch:
-            self.pending.append(self.pool.submit(_verify_batch, self.batch))
-            self.batch = []
+            self._submit(report)
         while self.pending:
-            self._collect(self.pending.popleft().result(), report)
-        self.pool.shutdown()
-        self.pool = None
+            self._collect(*self.pending.popleft(), report)
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def _submit(self, report: Report) -> None:
+        batch, self.batch = self.batch, []
+        if self.pool is not None:
+            try:
+                self.pending.append((self.pool.submit(_verify_batch, batch), batch))
+                return
+            except BrokenProcessPool:
+                self._inline()
+        for index in _verify_batch(batch):
+            self._fail(index, report)
+
+    def _collect(
+        self, future: Future[list[int]], batch: list[tuple[int, bytes, bytes, bytes]], report: Report
+    ) -> None:
+        try:
+            failed = future.result()
+        except BrokenProcessPool:  # a worker died (OOM killer, a signal): check this batch here
+            self._inline()
+            failed = _verify_batch(batch)
+        for index in failed:
+            self._fail(index, report)
+
+    def _inline(self) -> None:
+        """Go on without worker processes (the pool is broken)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
     @staticmethod
-    def _collect(failed: list[int], report: Report) -> None:
-        for index in failed:
-            report.fail(
-                "log.bad-signature",
-                line_subject(index),
-                "signature check failed: signature does not verify",
-                seq=index,
-            )
+    def _fail(index: int, report: Report) -> None:
+        report.fail(
+            "log.bad-signature",
+            line_subject(index),
+            "signature check failed: signature does not verify",
+            seq=index,
+        )
 
 
 @dataclass

@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from evidence_vault import ingest_pool
 from evidence_vault.objects import SMALL, FileObjectStore
 
@@ -183,3 +185,61 @@ def _state(pid: int) -> str:
         return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() or ["?"])[0]
     except OSError:
         return "Z"
+
+
+def test_a_worker_that_dies_is_replaced_by_this_process(tmp_path: Path) -> None:
+    """A worker killed mid-batch (OOM killer, a signal): its items run here, every result still comes."""
+    from evidence_vault.parallel import ordered_map
+
+    flag = tmp_path / "died"
+
+    def fn(item: int, in_worker: bool) -> tuple[int, bool]:
+        if in_worker and item == 40 and not flag.exists():
+            flag.touch()
+            os._exit(9)  # the worker dies without a word
+        return item * 2, in_worker
+
+    out = list(ordered_map(fn, range(200), to_worker=lambda _i: True, processes=2))
+    assert [r[0] for r, _ in out] == [i * 2 for i in range(200)]
+    assert flag.exists()
+    assert any(not in_worker for _, in_worker in out)  # the lost batch, and what followed, ran here
+
+
+class _Dying:
+    flag: Path | None = None
+    real: Any = None
+
+
+def _dying_batch(batch: list[tuple[int, bytes, bytes, bytes]]) -> list[int]:
+    """Stands in for verify._verify_batch: the worker given the batch with index 400 dies, once."""
+    assert _Dying.flag is not None
+    if any(i == 400 for i, *_ in batch) and not _Dying.flag.exists():
+        _Dying.flag.touch()
+        os._exit(9)
+    result: list[int] = _Dying.real(batch)
+    return result
+
+
+def test_signature_checks_survive_a_dead_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signature worker that dies mid-pass: its batch is checked here, every bad signature still found."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from evidence_vault import verify
+    from evidence_vault.report import Report
+
+    flag = tmp_path / "died"
+    monkeypatch.setattr(_Dying, "flag", flag)
+    monkeypatch.setattr(_Dying, "real", staticmethod(verify._verify_batch))
+    monkeypatch.setattr(verify, "_verify_batch", _dying_batch)  # before the pool forks: workers run it
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes_raw()
+    checks = verify.SignatureChecks(parallel=True)
+    assert checks.pool is not None
+    report = Report(target="t", vault_id=None, started="")
+    bad = {5, 300, 400, 777}
+    for i in range(1000):
+        data = f"event {i}".encode()
+        checks.add(i, pub, key.sign(data if i not in bad else b"something else"), data, report)
+    checks.finish(report)
+    assert flag.exists()
+    assert sorted(f.seq for f in report.failures if f.code == "log.bad-signature") == sorted(bad)
