@@ -155,16 +155,7 @@ class Event:
         for ok, why in checks:
             if not ok:
                 raise IntegrityError(why)
-        return cls(
-            v=d["v"],
-            seq=d["seq"],
-            prev=d["prev"],
-            time=d["time"],
-            type=d["type"],
-            actor=d["actor"],
-            data=d["data"],
-            sig=d["sig"],
-        )
+        return cls(**d)  # exactly the fields, each of its type
 
 
 def parse_line(line: bytes) -> tuple[Event, bool]:
