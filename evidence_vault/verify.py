@@ -680,6 +680,17 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     return Digest(hex_digest, got)
 
 
+def _read_all(fd: int, size: int) -> bytes:
+    """The content of a small open file, also what it grew by while read, up to just over ``SMALL`` (a
+    file growing without end then reads as a prefix, whose hash does not match)."""
+    parts = []
+    got = 0
+    while got <= SMALL and (chunk := os.read(fd, max(size - got, 1 << 16))):
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _progress_of(
     checked: Iterator[tuple[tuple[Job, Any], bool]], on_progress: Callable[[int], None] | None
 ) -> Iterator[tuple[Job, Any]]:
@@ -722,14 +733,22 @@ def _check_objects(
     def check(job: Job, in_worker: bool) -> tuple[Job, Any]:
         """Re-hash one object; for the small JSON objects also check what they open. Runs in a thread,
         or in a worker process (small objects, see :mod:`evidence_vault.parallel`)."""
-        path = store.path(job.hex)
+        path = fspath(job.hex)
         problems: list[Problem] = []
         try:
-            st = os.stat(path)
-            if job.kind == "item" and (job.size is None or job.size > SMALL):
-                digest = _by_chunk_tree(vault, path, job, n_workers) or hash_file(path)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                st = os.fstat(fd)
+                # Streamed (flat memory) when big, whatever size the log recorded for it.
+                big = st.st_size > SMALL or (job.kind == "item" and (job.size is None or job.size > SMALL))
+                raw = b"" if big else _read_all(fd, st.st_size)
+            finally:
+                os.close(fd)
+            if big:
+                digest = (
+                    _by_chunk_tree(vault, Path(path), job, n_workers) if job.kind == "item" else None
+                ) or hash_file(path)
             else:
-                raw = path.read_bytes()
                 digest = Digest(hashlib.sha256(raw).hexdigest(), len(raw))
                 if digest.sha256 == job.hex and job.kind == "metadata" and job.item is not None:
                     problems = _metadata_problems(job.item, job.uses or {}, raw)
@@ -742,6 +761,14 @@ def _check_objects(
         if on_progress is not None and not in_worker:
             on_progress(digest.size)
         return job, (digest, st.st_mode, problems)
+
+    base = getattr(store, "base", None)
+
+    def fspath(hex_digest: str) -> str:
+        """The object's path as a string (pathlib costs more than the hashing of a 200 KB object)."""
+        if isinstance(base, Path):
+            return os.path.join(base, hex_digest[:2], hex_digest)
+        return os.fspath(store.path(hex_digest))
 
     def to_worker(job: Job) -> bool:
         return job.kind != "item" or (job.size is not None and job.size <= SMALL)

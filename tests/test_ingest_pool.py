@@ -243,3 +243,22 @@ def test_signature_checks_survive_a_dead_worker(tmp_path: Path, monkeypatch: pyt
     checks.finish(report)
     assert flag.exists()
     assert sorted(f.seq for f in report.failures if f.code == "log.bad-signature") == sorted(bad)
+
+
+def test_small_object_replaced_by_a_big_file_is_streamed_and_reported(
+    cli: Cli, vault: Path, tmp_path: Path, identity: str
+) -> None:
+    """A 3 KB original swapped for a file above SMALL: hashed streaming (not read whole), size named."""
+    f = tmp_path / "small.bin"
+    f.write_bytes(os.urandom(3000))
+    res = cli("--vault", vault, "add", "--json", f)
+    assert res.code == 0, res.stderr
+    item = json.loads(res.stdout)["id"]
+    obj = vault / "objects" / "sha256" / item[7:9] / item[7:]
+    obj.chmod(0o644)
+    obj.write_bytes(os.urandom(SMALL + 1000))
+    report = cli("--vault", vault, "verify", "--json", "--trust", identity)
+    assert report.code == 1
+    (finding,) = [x for x in report.json()["findings"] if x["level"] == "FAIL"]
+    assert finding["code"] == "object.hash-mismatch" and finding["item"] == item
+    assert f"size {SMALL + 1000}, recorded 3000" in finding["message"]
