@@ -311,7 +311,8 @@ _libc: ctypes.CDLL | bool | None = False
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _c() -> ctypes.CDLL | None:
+def libc() -> ctypes.CDLL | None:
+    """The C library (loaded once), for the Linux calls Python lacks; None where it cannot be loaded."""
     global _libc
     if _libc is False:
         try:
@@ -323,8 +324,8 @@ def _c() -> ctypes.CDLL | None:
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a file range to disk now (asynchronous; a no-op where unsupported)."""
-    libc = _c()
-    fn = getattr(libc, "sync_file_range", None) if libc is not None else None
+    lib = libc()
+    fn = getattr(lib, "sync_file_range", None) if lib is not None else None
     if fn is None:
         return
     with contextlib.suppress(Exception):
@@ -338,8 +339,8 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 def syncfs(fd: int) -> bool:
     """``syncfs(2)`` of the file system holding ``fd``: True if it ran and reported success."""
-    libc = _c()
-    fn = getattr(libc, "syncfs", None) if libc is not None else None
+    lib = libc()
+    fn = getattr(lib, "syncfs", None) if lib is not None else None
     if fn is None:
         return False
     try:

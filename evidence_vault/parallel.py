@@ -20,6 +20,8 @@ from itertools import chain, islice
 from multiprocessing import get_context
 from typing import Any, Generic, TypeVar
 
+from .hashing import libc
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -34,6 +36,7 @@ def fork_pool(
 ) -> ProcessPoolExecutor:
     """A pool of forked workers that ignore Ctrl-C (this process stops them) and die with this process
     (a killed ``add`` or ``verify`` must not leave workers holding its pipes and files)."""
+    libc()  # loaded here once (find_library runs ldconfig), inherited by every forked worker
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("fork"),
@@ -54,14 +57,9 @@ def _worker_setup(parent: int, initializer: Callable[..., None] | None, args: tu
 
 def _die_with_parent() -> bool:
     """Linux: have the kernel send SIGKILL to this worker when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return bool(libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return False
+    lib = libc()
+    prctl = getattr(lib, "prctl", None) if lib is not None else None
+    return prctl is not None and prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
 
 
 def _watch_parent(parent: int) -> None:
