@@ -188,24 +188,29 @@ def copy_and_hash(
     return digest
 
 
+def read_upto(fd: int, size: int, limit: int) -> bytes:
+    """Read an open file of ``size`` bytes to its end, also what it grew by while read, but stop once more
+    than ``limit`` bytes were read (a file growing without end)."""
+    parts = []
+    got = 0
+    while got <= limit and (chunk := os.read(fd, max(size - got, 1 << 16))):
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def read_small(src_fd: int, expected_size: int, name: str) -> bytes:
     """Read a small open file whole; reject it if it changed size while read (``IngestError``)."""
     _advise_sequential(src_fd)
-    parts = []
-    got = 0
-    while chunk := os.read(src_fd, expected_size - got + 1):
-        parts.append(chunk)
-        got += len(chunk)
-        if got > expected_size:
-            break
+    data = read_upto(src_fd, expected_size, expected_size)
     after = os.fstat(src_fd).st_size
-    if got != expected_size or after != expected_size:
+    if len(data) != expected_size or after != expected_size:
         raise IngestError(
-            f"file changed while being read ({expected_size} bytes before, {got} read, "
+            f"file changed while being read ({expected_size} bytes before, {len(data)} read, "
             f"{after} after); nothing recorded",
             path=name,
         )
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return data
 
 
 def chunk_root(path: str | os.PathLike[str], chunk_size: int, *, workers: int = 2) -> tuple[bytes, int]:

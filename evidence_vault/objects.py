@@ -55,6 +55,10 @@ class ObjectStore(Protocol):
 
     def path(self, hex_digest: str) -> Path: ...
 
+    def fspath(self, hex_digest: str) -> str:
+        """``path`` as a string (pathlib costs more than hashing a small object)."""
+        ...
+
     def list(self) -> Iterator[str]: ...
 
     def verify(self, hex_digest: str) -> Digest:
@@ -102,11 +106,17 @@ class FileObjectStore:
                 for obj in sorted(sub.iterdir()):
                     yield obj.name
 
-    def _tempfile(self) -> tuple[int, str]:
+    def fspath(self, hex_digest: str) -> str:
+        return os.path.join(self.base, hex_digest[:2], hex_digest)
+
+    def _tmp_dir(self) -> Path:
         if not self._tmp_ready:
             self.tmp.mkdir(parents=True, exist_ok=True)
             self._tmp_ready = True
-        return tempfile.mkstemp(prefix="put-", dir=self.tmp)
+        return self.tmp
+
+    def _tempfile(self) -> tuple[int, str]:
+        return tempfile.mkstemp(prefix="put-", dir=self._tmp_dir())
 
     def put_file(
         self,
@@ -146,16 +156,13 @@ class FileObjectStore:
     def put_bytes(self, data: bytes, *, sync: bool = True) -> tuple[Digest, bool]:
         digest = Digest(hashlib.sha256(data).hexdigest(), len(data))
         hex_digest = digest.sha256
-        final = os.path.join(self.base, hex_digest[:2], hex_digest)
+        final = self.fspath(hex_digest)
         try:
             present = os.stat(final).st_size == digest.size  # another size: a torn leftover, replaced
         except FileNotFoundError:
             present = False
         if not present:
-            if not self._tmp_ready:
-                self.tmp.mkdir(parents=True, exist_ok=True)
-                self._tmp_ready = True
-            tmp = os.path.join(self.tmp, f"put-{os.getpid()}-{secrets.token_hex(8)}")
+            tmp = os.path.join(self._tmp_dir(), f"put-{os.getpid()}-{secrets.token_hex(8)}")
             # Created read-only (0444) at once: the mode binds later opens, not this descriptor.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
             try:

@@ -29,7 +29,7 @@ from .custody import Custody
 from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
-from .hashing import Digest, chunk_root, hash_file
+from .hashing import Digest, chunk_root, hash_file, read_upto
 from .keystore import TrustStore, utc_now
 from .objects import SMALL
 from .parallel import fork_pool, ordered_map
@@ -680,17 +680,6 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     return Digest(hex_digest, got)
 
 
-def _read_all(fd: int, size: int) -> bytes:
-    """The content of a small open file, also what it grew by while read, up to just over ``SMALL`` (a
-    file growing without end then reads as a prefix, whose hash does not match)."""
-    parts = []
-    got = 0
-    while got <= SMALL and (chunk := os.read(fd, max(size - got, 1 << 16))):
-        parts.append(chunk)
-        got += len(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 def _progress_of(
     checked: Iterator[tuple[tuple[Job, Any], bool]], on_progress: Callable[[int], None] | None
 ) -> Iterator[tuple[Job, Any]]:
@@ -733,7 +722,7 @@ def _check_objects(
     def check(job: Job, in_worker: bool) -> tuple[Job, Any]:
         """Re-hash one object; for the small JSON objects also check what they open. Runs in a thread,
         or in a worker process (small objects, see :mod:`evidence_vault.parallel`)."""
-        path = fspath(job.hex)
+        path = store.fspath(job.hex)
         problems: list[Problem] = []
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -741,7 +730,7 @@ def _check_objects(
                 st = os.fstat(fd)
                 # Streamed (flat memory) when big, whatever size the log recorded for it.
                 big = st.st_size > SMALL or (job.kind == "item" and (job.size is None or job.size > SMALL))
-                raw = b"" if big else _read_all(fd, st.st_size)
+                raw = b"" if big else read_upto(fd, st.st_size, SMALL)
             finally:
                 os.close(fd)
             if big:
@@ -761,14 +750,6 @@ def _check_objects(
         if on_progress is not None and not in_worker:
             on_progress(digest.size)
         return job, (digest, st.st_mode, problems)
-
-    base = getattr(store, "base", None)
-
-    def fspath(hex_digest: str) -> str:
-        """The object's path as a string (pathlib costs more than the hashing of a 200 KB object)."""
-        if isinstance(base, Path):
-            return os.path.join(base, hex_digest[:2], hex_digest)
-        return os.fspath(store.path(hex_digest))
 
     def to_worker(job: Job) -> bool:
         return job.kind != "item" or (job.size is not None and job.size <= SMALL)
