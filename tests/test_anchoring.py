@@ -20,6 +20,7 @@ from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
 from tests.servers.tsa import LocalTSA
+from tests.stamping import stamp_vault
 
 OTS = CORPUS / "timestamps" / "opentimestamps"
 
@@ -52,24 +53,8 @@ def tsa() -> Any:
 @pytest.fixture
 def stamped(cli: Cli, filled_vault: Path, calendars: Any, tsa: Any, tmp_path: Path) -> Path:
     """A vault stamped through two stand-in calendars and the local TSA."""
-    ca = tmp_path / "tsa-ca.pem"
-    ca.write_bytes(tsa.ca_pem)
     a, b = calendars
-    res = cli(
-        "--vault",
-        filled_vault,
-        "stamp",
-        "--calendar",
-        a.url,
-        "--calendar",
-        b.url,
-        "--tsa",
-        tsa.url,
-        "--tsa-ca",
-        ca,
-        "--json",
-    )
-    assert res.code == 0, res.stderr
+    res = stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path, "--json")
     out = res.json()
     assert out["checkpoint"]["size"] == 5 and out["queued"] == []
     assert {s["service"] for s in out["stamped"]} == {"opentimestamps", "rfc3161"}
@@ -90,6 +75,11 @@ def test_checkpoint_root_is_rfc9162_over_log_lines(cli: Cli, filled_vault: Path)
     assert "anchors.unstamped" in _codes(report, "WARN")
 
 
+def _ssh_keygen_verify(allowed: Path, sig: Path, data: bytes) -> subprocess.CompletedProcess[bytes]:
+    cmd = ["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "custodian", "-n", "evidence-vault", "-s", sig]
+    return subprocess.run(cmd, input=data, capture_output=True)
+
+
 def test_checkpoint_signature_checks_with_ssh_keygen(
     cli: Cli, filled_vault: Path, identity: str, tmp_path: Path
 ) -> None:
@@ -98,41 +88,10 @@ def test_checkpoint_signature_checks_with_ssh_keygen(
     pub = cli("key", "export-public").stdout.strip()
     allowed = tmp_path / "allowed"
     allowed.write_text(f"custodian {pub}\n")
-    ok = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            allowed,
-            "-I",
-            "custodian",
-            "-n",
-            "evidence-vault",
-            "-s",
-            d / "checkpoint.sig",
-        ],
-        input=(d / "checkpoint").read_bytes(),
-        capture_output=True,
-    )
+    sig = d / "checkpoint.sig"
+    ok = _ssh_keygen_verify(allowed, sig, (d / "checkpoint").read_bytes())
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            allowed,
-            "-I",
-            "custodian",
-            "-n",
-            "evidence-vault",
-            "-s",
-            d / "checkpoint.sig",
-        ],
-        input=b"tampered\n",
-        capture_output=True,
-    )
+    bad = _ssh_keygen_verify(allowed, sig, b"tampered\n")
     assert bad.returncode != 0
 
 

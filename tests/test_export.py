@@ -19,6 +19,7 @@ from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
 from tests.servers.tsa import LocalTSA
+from tests.stamping import stamp_vault
 
 GPS_IMAGES = (CORPUS / "images" / "Apple iPhone 4.jpg", CORPUS / "images" / "DSCN0010.jpg")
 GPS_VIDEO = CORPUS / "video" / "with-gps.mov"
@@ -237,22 +238,7 @@ def _run_block(body: str, bag: Path, env: dict[str, str] | None = None) -> subpr
 
 def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
-        ca = tmp_path / "tsa-ca.pem"
-        ca.write_bytes(tsa.ca_pem)
-        res = cli(
-            "--vault",
-            filled_vault,
-            "stamp",
-            "--calendar",
-            a.url,
-            "--calendar",
-            b.url,
-            "--tsa",
-            tsa.url,
-            "--tsa-ca",
-            ca,
-        )
-        assert res.code == 0, res.stderr
+        stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path)
     cli("--vault", filled_vault, "add", CORPUS / "images" / "Canon_40D.jpg")  # already in: nothing recorded
     ids = ids_by_name(cli, filled_vault)
     bag = tmp_path / "bag with space"

@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import SAMPLE_FILES, Cli
 from tests.servers.ots_calendar import CalendarServer
 from tests.servers.tsa import LocalTSA
+from tests.stamping import stamp_vault
 
 
 class NetworkUsed(AssertionError):
@@ -32,23 +33,8 @@ class NetworkUsed(AssertionError):
 def stamped(cli: Cli, filled_vault: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     """A vault stamped by a stand-in calendar and the local TSA, plus a `prove` output of one item."""
     with CalendarServer() as cal, LocalTSA() as tsa:
+        stamp_vault(cli, filled_vault, [cal.url], tsa, tmp_path, "--min-calendars", "1", "--json")
         ca = tmp_path / "tsa-ca.pem"
-        ca.write_bytes(tsa.ca_pem)
-        res = cli(
-            "--vault",
-            filled_vault,
-            "stamp",
-            "--calendar",
-            cal.url,
-            "--min-calendars",
-            "1",
-            "--tsa",
-            tsa.url,
-            "--tsa-ca",
-            ca,
-            "--json",
-        )
-        assert res.code == 0, res.stderr
     proof = tmp_path / "proof"
     res = cli("--vault", filled_vault, "prove", SAMPLE_FILES[1], "--out", proof, "--json")
     assert res.code == 0, res.stderr
