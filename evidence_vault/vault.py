@@ -324,7 +324,6 @@ class Vault:
             if isinstance(outcome, AddResult):
                 emit(outcome)
                 continue
-            self._names[str(outcome.data["metadata"])] = outcome.name
             pending.append(outcome)
             if len(pending) >= 512 or time.monotonic() - last_flush > batch_seconds:
                 for res in self._commit(pending, actor, options, on_wait):
@@ -458,7 +457,6 @@ class Vault:
             meta_digest, _ = self.objects.put_bytes(canonical(doc), sync=False)
         except OSError as exc:
             return AddResult(shown, "failed", message=f"cannot write metadata object: {exc.strerror}")
-        self._names[meta_digest.id] = name
         data: dict[str, Any] = {
             "item": digest.id,
             "size": digest.size,
@@ -482,6 +480,8 @@ class Vault:
     ) -> list[AddResult]:
         """Append the ingest events of a batch, skipping content the log already holds."""
         dup: dict[int, bool] = {}
+        for prep in batch:  # the index names items from this, without re-reading their metadata objects
+            self._names[str(prep.data["metadata"])] = prep.name
 
         def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
             self.require_authorized(signer, head)
