@@ -20,13 +20,16 @@ import struct
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evidence_vault.errors import IntegrityError, NetworkError, TimestampError, VaultFormatError
+from evidence_vault.timestamps import http
+
+if TYPE_CHECKING:
+    from urllib.request import Request
 
 HEADER_SIZE = 80
 
@@ -248,17 +251,9 @@ class HeaderStore:
             raise
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # never follow a redirect to a host nobody named
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect())
-
-
-def _http(req: urllib.request.Request, timeout: float, what: str, limit: int = 100_000) -> bytes:
+def _http(req: Request, timeout: float, what: str, limit: int = 100_000) -> bytes:
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with http.opener().open(req, timeout=timeout) as resp:
             body: bytes = resp.read(limit + 1)
     except urllib.error.HTTPError as exc:
         raise TimestampError(f"{what}: HTTP {exc.code}") from None
@@ -291,9 +286,9 @@ def _rpc(url: str, auth: str | None, method: str, params: list[Any], timeout: fl
     headers = {"Content-Type": "application/json", "User-Agent": "evidence-vault"}
     if auth:
         headers["Authorization"] = auth
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    req = http.request(url, data=body, headers=headers, method="POST")
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with http.opener().open(req, timeout=timeout) as resp:
             raw = resp.read(1_000_001)
     except urllib.error.HTTPError as exc:
         # bitcoind answers RPC errors with HTTP 500/404 and a JSON body
@@ -358,7 +353,7 @@ def fetch_from_explorer(url_template: str, height: int, *, timeout: float = 10) 
         headers["Authorization"] = auth
 
     def get(path: str) -> str:
-        req = urllib.request.Request(base + path, headers=headers)
+        req = http.request(base + path, headers=headers)
         return _http(req, timeout, f"explorer {base}", limit=10_000).decode("ascii", "replace")
 
     block_hash = _check_hash(get(f"/block-height/{height}"), height, "explorer")

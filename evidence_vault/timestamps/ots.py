@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +30,7 @@ from opentimestamps.core.serialize import (
 from opentimestamps.core.timestamp import DetachedTimestampFile, Timestamp
 
 from evidence_vault.errors import NetworkError, TimestampError, UsageError
+from evidence_vault.timestamps import http
 from evidence_vault.timestamps.headers import HeaderStore
 
 log = logging.getLogger(__name__)
@@ -148,21 +148,11 @@ def _parse_answer(body: bytes, msg: bytes) -> Any:
     return stamp
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a redirect would let a calendar send us to a host not on the allow-list
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect())
-
-
 def _request(url: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
     """(status, body); 404 and other HTTP errors are returned, not raised; NetworkError if unreachable."""
-    req = urllib.request.Request(
-        url, data=data, headers=_HEADERS, method="POST" if data is not None else "GET"
-    )
+    req = http.request(url, data=data, headers=_HEADERS, method="POST" if data is not None else "GET")
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with http.opener().open(req, timeout=timeout) as resp:
             return int(resp.status), resp.read(MAX_ANSWER + 1)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(200)
