@@ -35,11 +35,11 @@ from .events import Event, line_hash, parse_line
 from .hashing import hash_file
 from .index import items_of
 from .keystore import utc_now
-from .report import Report
+from .report import Report, line_subject
 from .safezip import safe_extract
 from .signing import PublicKey, unarmor
 from .timestamps.headers import HeaderStore
-from .verify import LogState, check_event, line_subject
+from .verify import LogState, check_event
 
 EVIDENCE = "evidence"
 #: Events revealed in every export whatever items it holds: they carry no item data.

@@ -78,6 +78,56 @@ def _run_batch(items: list[Any]) -> list[Any]:
     return [_task(item, True) for item in items]
 
 
+class Workers:
+    """A pool of forked workers shared by the passes of one command, forked on first use.
+
+    ``task`` (given before the fork, so it may be a closure) is what :func:`ordered_map` runs on the
+    items it sends here; other work is submitted as picklable module-level functions. A worker that
+    dies (OOM killer, a signal) breaks the pool: :meth:`lost` drops it and the command goes on in
+    this process.
+    """
+
+    def __init__(self, task: Callable[[Any, bool], Any] | None = None, processes: int | None = None) -> None:
+        self.task = task
+        self.processes = processes if processes is not None else (os.cpu_count() or 1)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lost = False
+
+    def pool(self) -> ProcessPoolExecutor | None:
+        """The pool (forked now if not yet: call this before starting threads), or None on one core."""
+        if self._pool is None and not self._lost and self.processes > 1:
+            self._pool = fork_pool(self.processes, _init, self.task)
+            # Fork every worker now, before this process starts threads of its own (a fork pool
+            # launches all its workers on the first submit).
+            self._pool.submit(os.getpid).result()
+        return self._pool
+
+    def submit_batch(self, items: list[Any]) -> Future[list[Any]]:
+        """Run ``task`` on each item in a worker (raises ``BrokenProcessPool`` if a worker died)."""
+        pool = self.pool()
+        if pool is None:
+            raise BrokenProcessPool("no worker processes")
+        return pool.submit(_run_batch, items)
+
+    def lost(self) -> None:
+        """A worker died: stop using the pool (what was queued on it is redone by the caller)."""
+        self._lost = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class _Work(Generic[T, R]):
     """A submitted unit: a future of one or more results, its items, and whether a worker process runs it."""
 
@@ -92,24 +142,22 @@ def ordered_map(
     to_worker: Callable[[T], bool],
     threads: int = 2,
     processes: int | None = None,
+    workers: Workers | None = None,
 ) -> Iterator[tuple[R, bool]]:
     """Yield ``(fn(item, in_worker), in_worker)`` for each item, in order.
 
     Items for which ``to_worker(item)`` holds go, in batches, to forked worker processes (when there are
     at least ``MIN_FOR_PROCESSES`` items and more than one core); the rest run in threads here.
     ``fn`` must not rely on state changed in this process after the call (workers are forked at once).
+    With ``workers`` (a shared pool, left open), its ``task`` must do in a worker what ``fn`` does.
     """
     stream = iter(items)
     head = list(islice(stream, MIN_FOR_PROCESSES))  # streamed: a million items are never all in memory
-    n_proc = processes if processes is not None else (os.cpu_count() or 1)
-    pool: ProcessPoolExecutor | None = None
-    if n_proc > 1 and len(head) >= MIN_FOR_PROCESSES:
-        pool = fork_pool(n_proc, _init, fn)
-        # Fork every worker now, before this process starts threads of its own (a fork pool launches all
-        # its workers on the first submit).
-        pool.submit(os.getpid).result()
+    own = workers is None
+    shared = workers if workers is not None else Workers(fn, processes)
+    pool = shared.pool() if len(head) >= MIN_FOR_PROCESSES else None
     thread_pool = ThreadPoolExecutor(max_workers=threads)
-    window = 4 * max(n_proc, threads)
+    window = 4 * max(shared.processes, threads)
     pending: deque[_Work[T, R]] = deque()
 
     def one(item: T) -> list[R]:
@@ -121,9 +169,8 @@ def ordered_map(
             done = work.future.result()
         except BrokenProcessPool:
             # A worker died (OOM killer, a signal): this batch runs here instead, and so does the rest.
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = None
+            shared.lost()
+            pool = None
             for item in work.items:
                 yield fn(item, False), False
             return
@@ -139,7 +186,7 @@ def ordered_map(
                     pending.append(_Work(pool.submit(_run_batch, batch), batch, True))
                     submitted = True
                 except BrokenProcessPool:
-                    pool.shutdown(wait=False, cancel_futures=True)
+                    shared.lost()
                     pool = None
             if not submitted:
                 pending.extend(_Work(thread_pool.submit(one, item), [item], False) for item in batch)
@@ -151,5 +198,5 @@ def ordered_map(
         for work in pending:
             work.future.cancel()
         thread_pool.shutdown(wait=True)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if own:
+            shared.close()

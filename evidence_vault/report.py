@@ -14,6 +14,11 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def line_subject(seq: int) -> str:
+    """How a finding names a log line."""
+    return f"log.jsonl line {seq + 1} (seq {seq})"
+
+
 @dataclass(frozen=True)
 class Finding:
     """One thing verification found; ``subject`` names the log line, item, object or file."""

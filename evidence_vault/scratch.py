@@ -160,10 +160,14 @@ class ItemTable(MutableMapping[str, ItemRecord]):
     def __len__(self) -> int:
         return self._n
 
-    def records_by_size(self, min_seq: int = 0) -> Iterator[tuple[str, ItemRecord]]:
-        """(id, record) of items from ``min_seq`` on, biggest first: keeps every core busy to the end."""
-        query = "SELECT id, seq, size, metadata, committed FROM items WHERE seq >= ? ORDER BY size DESC"
-        for key, seq, size, meta, committed in self._db.conn.execute(query, (min_seq,)):
+    def records_by_size(self, min_seq: int = 0, above: int = -1) -> Iterator[tuple[str, ItemRecord]]:
+        """(id, record) of items from ``min_seq`` on bigger than ``above`` bytes, biggest first: keeps
+        every core busy to the end."""
+        query = (
+            "SELECT id, seq, size, metadata, committed FROM items WHERE seq >= ? AND size > ? "
+            "ORDER BY size DESC"
+        )
+        for key, seq, size, meta, committed in self._db.conn.execute(query, (min_seq, above)):
             yield str(key), ItemRecord(seq, size, meta, json.loads(committed))
 
     def references(self, hex_digest: str) -> bool:

@@ -9,37 +9,34 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
-import stat
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from . import commitments, merkle
 from . import events as ev
+from . import merkle
 from .authority import Authority
 from .checkpoint import Checkpoint
 from .custody import Custody
 from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
-from .hashing import Digest, chunk_root, hash_file, read_upto
 from .keystore import TrustStore, utc_now
-from .objects import SMALL
-from .parallel import fork_pool, ordered_map
-from .report import Report
+from .object_checks import ObjectPass, object_checker
+from .parallel import Workers
+from .report import Finding, Report, line_subject
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
     PublicKey,
     ed25519_ok,
     prepare_verification,
     prepare_verification_base64,
+    sodium_verify,
     verify_signature,
 )
 from .vault import Vault
@@ -61,45 +58,54 @@ def _verify_batch(batch: list[tuple[int, bytes, bytes, bytes]]) -> list[int]:
 
 class SignatureChecks:
     """The Ed25519 equations of a log pass, the one costly step: inline for short logs, in worker
-    processes on every core for long ones (everything else about a signature is checked inline)."""
+    processes on every core for long ones (everything else about a signature is checked inline).
+
+    With workers, :meth:`finish` may come after other passes have queued their own work behind the
+    signatures (the cores never wait for the log pass to end); the failures it finds are placed in the
+    report where the log pass ended (:meth:`mark`).
+    """
 
     BATCH = 256  # small enough that a log of a few thousand events still keeps every core busy
 
-    def __init__(self, parallel: bool = False) -> None:
-        self.pool: ProcessPoolExecutor | None = None
-        if parallel and (os.cpu_count() or 1) > 1:
-            self.pool = fork_pool(os.cpu_count() or 2)
+    def __init__(self, workers: Workers | None = None) -> None:
+        self.workers = workers
+        if workers is not None:
+            sodium_verify()  # loaded before the workers fork
+        self.pool: ProcessPoolExecutor | None = workers.pool() if workers is not None else None
         self.batch: list[tuple[int, bytes, bytes, bytes]] = []
         self.pending: deque[tuple[Future[list[int]], list[tuple[int, bytes, bytes, bytes]]]] = deque()
+        self.failed: list[int] = []
+        self.at: int | None = None  # where in the report's findings the failures go
 
     def add(self, index: int, pub: bytes, sig: bytes, data: bytes, report: Report) -> None:
         if self.pool is None:
             if not ed25519_ok(pub, sig, data):
-                report.fail(
-                    "log.bad-signature",
-                    line_subject(index),
-                    "signature check failed: signature does not verify",
-                    seq=index,
-                )
+                self._fail(index, report)
             return
         self.batch.append((index, pub, sig, data))
         if len(self.batch) >= self.BATCH:
-            self._submit(report)
+            self._submit()
             while len(self.pending) > 2 * (os.cpu_count() or 1):
-                self._collect(*self.pending.popleft(), report)
+                self._collect(*self.pending.popleft())
+
+    def mark(self, report: Report) -> None:
+        """The log pass ended: queue the last batch; failures found later go here in the report."""
+        if self.batch:
+            self._submit()
+        self.at = len(report.findings)
 
     def finish(self, report: Report) -> None:
-        if self.pool is None and not self.pending:
-            return
-        if self.batch:
-            self._submit(report)
+        """Wait for every check; add a ``log.bad-signature`` finding for each that failed."""
+        if self.at is None:
+            self.mark(report)
         while self.pending:
-            self._collect(*self.pending.popleft(), report)
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
+            self._collect(*self.pending.popleft())
+        findings = [_bad_signature(index) for index in sorted(self.failed)]
+        at = self.at if self.at is not None else len(report.findings)
+        report.findings[at:at] = findings
+        self.failed = []
 
-    def _submit(self, report: Report) -> None:
+    def _submit(self) -> None:
         batch, self.batch = self.batch, []
         if self.pool is not None:
             try:
@@ -107,34 +113,35 @@ class SignatureChecks:
                 return
             except BrokenProcessPool:
                 self._inline()
-        for index in _verify_batch(batch):
-            self._fail(index, report)
+        self.failed.extend(_verify_batch(batch))
 
-    def _collect(
-        self, future: Future[list[int]], batch: list[tuple[int, bytes, bytes, bytes]], report: Report
-    ) -> None:
+    def _collect(self, future: Future[list[int]], batch: list[tuple[int, bytes, bytes, bytes]]) -> None:
         try:
             failed = future.result()
         except BrokenProcessPool:  # a worker died (OOM killer, a signal): check this batch here
             self._inline()
             failed = _verify_batch(batch)
-        for index in failed:
-            self._fail(index, report)
+        self.failed.extend(failed)
 
     def _inline(self) -> None:
         """Go on without worker processes (the pool is broken)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+        if self.workers is not None:
+            self.workers.lost()
+        self.pool = None
 
     @staticmethod
     def _fail(index: int, report: Report) -> None:
-        report.fail(
-            "log.bad-signature",
-            line_subject(index),
-            "signature check failed: signature does not verify",
-            seq=index,
-        )
+        report.findings.append(_bad_signature(index))
+
+
+def _bad_signature(index: int) -> Finding:
+    return Finding(
+        "FAIL",
+        "log.bad-signature",
+        line_subject(index),
+        "signature check failed: signature does not verify",
+        index,
+    )
 
 
 @dataclass
@@ -155,14 +162,11 @@ class LogState:
     end_offset: int = 0  # byte offset just after the last complete line checked
     acc: merkle.MerkleAccumulator | None = None  # the Merkle accumulator after that line
     prefix: Any = None  # (running SHA-256, length) of a verified prefix, in an incremental run
+    on_item: Callable[[str, ItemRecord], None] | None = None  # told of each item as it is recorded
 
     def __post_init__(self) -> None:
         # Per-item state lives in a temporary on-disk table: memory stays flat in the log length.
         self.custody = Custody(holders=HolderTable(self.items.db))
-
-
-def line_subject(seq: int) -> str:
-    return f"log.jsonl line {seq + 1} (seq {seq})"
 
 
 def verify_log(
@@ -173,20 +177,25 @@ def verify_log(
     on_event: Callable[[Event, bytes], None] | None = None,
     root_sizes: Iterable[int] = (),
     keep_hashes: Iterable[int] = (),
-    parallel: bool = False,
+    workers: Workers | None = None,
     resume: tuple[LogState, merkle.MerkleAccumulator] | None = None,
+    wait_for_signatures: bool = True,
+    on_item: Callable[[str, ItemRecord], None] | None = None,
 ) -> LogState:
     """Check every line of a custody log; add findings to ``report``; return what it learned.
 
     Also recomputes the RFC 9162 Merkle root at every checkpoint and at each size in ``root_sizes``.
     With ``resume`` (the state and accumulator after a verified prefix), ``lines`` are the lines after it.
+    With ``workers``, signatures are checked there; without ``wait_for_signatures`` the caller must
+    call ``state.signatures.finish(report)`` (other work may run on the workers meanwhile).
     """
     if resume is None:
-        state = LogState(line_hashes=LineHashes(set(keep_hashes)), signatures=SignatureChecks(parallel))
+        state = LogState(line_hashes=LineHashes(set(keep_hashes)), signatures=SignatureChecks(workers))
         acc = merkle.MerkleAccumulator()
     else:
         state, acc = resume
-        state.signatures = SignatureChecks(parallel)
+        state.signatures = SignatureChecks(workers)
+    state.on_item = on_item
     prev: str | None = state.line_hashes.last
     wanted = set(root_sizes)
     for index, raw in enumerate(lines, start=len(state.line_hashes)):
@@ -221,7 +230,9 @@ def verify_log(
     if acc.size in wanted:
         state.roots_at[acc.size] = acc.root()
     state.acc = acc
-    state.signatures.finish(report)
+    state.signatures.mark(report)
+    if wait_for_signatures:
+        state.signatures.finish(report)
     return state
 
 
@@ -422,9 +433,10 @@ def _record_item(event: Event, index: int, state: LogState, report: Report) -> N
         state.bundles.add(prov["bundle_object"])
     meta = data.get("metadata")
     committed = data.get("committed") if isinstance(data.get("committed"), dict) else {}
-    state.items[item] = ItemRecord(
-        index, size, meta if isinstance(meta, str) else None, dict(committed or {})
-    )
+    record = ItemRecord(index, size, meta if isinstance(meta, str) else None, dict(committed or {}))
+    state.items[item] = record
+    if state.on_item is not None:
+        state.on_item(item, record)
 
 
 def check_trust(
@@ -529,19 +541,32 @@ def verify_vault(
             )
     start_seq = len(resume[0].line_hashes) if resume else 0
     lines = vault.log.iter_raw(saved.bytes if resume and saved else 0)
-    state = verify_log(
-        lines,
-        report,
-        vault_id=vault.config.vault_id,
-        root_sizes=dirs,
-        keep_hashes=keep,
-        parallel=parallel,
-        resume=resume,
-    )
-    check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
-    if state.line_hashes:
-        report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
-    bytes_hashed = _check_objects(vault, state, report, workers, on_progress, min_seq=start_seq)
+    n_threads = workers or os.cpu_count() or 1
+    # One pool of workers for both passes: small objects are checked as the log pass records them, in
+    # between its batches of signature checks, so no core waits for the log pass to end.
+    check = object_checker(vault, n_threads, on_progress)
+    if parallel:
+        sodium_verify()  # loaded before the workers fork
+    with Workers(check, processes=workers) as shared:
+        objects = ObjectPass(vault, check, shared, n_threads, on_progress, min_seq=start_seq)
+        if parallel:
+            objects.start_early()
+        state = verify_log(
+            lines,
+            report,
+            vault_id=vault.config.vault_id,
+            root_sizes=dirs,
+            keep_hashes=keep,
+            workers=shared if parallel else None,
+            resume=resume,
+            wait_for_signatures=False,
+            on_item=objects.item_recorded,
+        )
+        check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
+        if state.line_hashes:
+            report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
+        state.signatures.finish(report)
+        bytes_hashed = objects.run(state, report)
     check_anchors(vault, state, report, dirs, tsa_roots=tsa_roots)
     report.stats = {
         "events": state.events,
@@ -642,262 +667,3 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
         state.items.db.save_to(str(db_path))
     except (OSError, ValueError):
         return
-
-
-class Job(NamedTuple):
-    """One object to re-hash: its digest, kind, recorded size, item, and what checks its contents."""
-
-    hex: str
-    kind: str  # item | metadata | openings
-    size: int | None
-    item: str | None
-    meta: str | None = None  # an item's metadata object id (for its chunk tree)
-    uses: Any = None  # metadata: the ingest's commitments; openings: [(commitments, seq), ...]
-
-
-BIG = 64 << 20  # from this size on, an original is re-hashed through its chunk tree, on every core
-
-
-def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest | None:
-    """Re-hash a big original on every core through the chunk tree recorded in its metadata object.
-
-    Sound because the metadata object is itself checked against the hash its signed ingest event
-    names before its root is used; every byte is still read and hashed. None: use the whole-file hash.
-    """
-    hex_digest, kind, size, _item, meta, _uses = job
-    if kind != "item" or size is None or size < BIG or not meta or workers < 2:
-        return None
-    try:
-        raw = vault.objects.path(meta.removeprefix("sha256:")).read_bytes()
-        if hashlib.sha256(raw).hexdigest() != meta.removeprefix("sha256:"):
-            return None
-        chunks = json.loads(raw).get("chunks")
-        root, got = chunk_root(path, int(chunks["chunk_size"]), workers=workers)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    if got != size or root.hex() != chunks.get("root"):
-        return None  # the whole-file hash then reports it (and names the damaged ranges)
-    return Digest(hex_digest, got)
-
-
-def _progress_of(
-    checked: Iterator[tuple[tuple[Job, Any], bool]], on_progress: Callable[[int], None] | None
-) -> Iterator[tuple[Job, Any]]:
-    """Report the progress of objects checked in worker processes (threads report while they hash)."""
-    for (job, outcome), in_worker in checked:
-        if in_worker and on_progress is not None and not isinstance(outcome, str):
-            on_progress(outcome[0].size)
-        yield job, outcome
-
-
-def _check_objects(
-    vault: Vault,
-    state: LogState,
-    report: Report,
-    workers: int | None,
-    on_progress: Callable[[int], None] | None,
-    min_seq: int = 0,
-) -> int:
-    """Re-hash every referenced object (all cores, biggest first), open commitments, find orphans.
-
-    With ``min_seq`` (an incremental run), objects of items ingested before it are only size-checked.
-    """
-    store = vault.objects
-    openings_at: dict[str, list[tuple[dict[str, str], int]]] = {}
-    for obj, committed, seq in state.openings:
-        openings_at.setdefault(obj.removeprefix("sha256:"), []).append((committed, seq))
-    small = {b.removeprefix("sha256:") for b in state.bundles} | set(openings_at)
-
-    if min_seq:
-        _size_check(vault, state, report, min_seq)
-
-    def jobs() -> Iterator[Job]:
-        for item, rec in state.items.records_by_size(min_seq):
-            yield Job(item.removeprefix("sha256:"), "item", rec.size, item, rec.metadata)
-            if rec.metadata:
-                yield Job(rec.metadata.removeprefix("sha256:"), "metadata", None, item, uses=rec.committed)
-        for hex_obj, uses in openings_at.items():
-            yield Job(hex_obj, "openings", None, None, uses=uses)
-
-    def check(job: Job, in_worker: bool) -> tuple[Job, Any]:
-        """Re-hash one object; for the small JSON objects also check what they open. Runs in a thread,
-        or in a worker process (small objects, see :mod:`evidence_vault.parallel`)."""
-        path = store.fspath(job.hex)
-        problems: list[Problem] = []
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                st = os.fstat(fd)
-                # Streamed (flat memory) when big, whatever size the log recorded for it.
-                big = st.st_size > SMALL or (job.kind == "item" and (job.size is None or job.size > SMALL))
-                raw = b"" if big else read_upto(fd, st.st_size, SMALL)
-            finally:
-                os.close(fd)
-            if big:
-                digest = (
-                    _by_chunk_tree(vault, Path(path), job, n_workers) if job.kind == "item" else None
-                ) or hash_file(path)
-            else:
-                digest = Digest(hashlib.sha256(raw).hexdigest(), len(raw))
-                if digest.sha256 == job.hex and job.kind == "metadata" and job.item is not None:
-                    problems = _metadata_problems(job.item, job.uses or {}, raw)
-                elif digest.sha256 == job.hex and job.kind == "openings":
-                    problems = _openings_problems(job.uses or [], raw)
-        except FileNotFoundError:
-            return job, "missing"
-        except OSError as exc:
-            return job, f"unreadable: {exc.strerror}"
-        if on_progress is not None and not in_worker:
-            on_progress(digest.size)
-        return job, (digest, st.st_mode, problems)
-
-    def to_worker(job: Job) -> bool:
-        return job.kind != "item" or (job.size is not None and job.size <= SMALL)
-
-    total = 0
-    expected = 0
-    n_workers = workers or os.cpu_count() or 1
-    checked = ordered_map(check, jobs(), to_worker=to_worker, threads=n_workers, processes=workers)
-    for (hex_digest, kind, size, item, _meta, _uses), outcome in _progress_of(checked, on_progress):
-        expected += 1
-        what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
-        subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
-        if isinstance(outcome, str):
-            report.fail(
-                f"object.{'missing' if outcome == 'missing' else 'unreadable'}",
-                subject,
-                f"{what} is {outcome}",
-                item=item,
-            )
-            continue
-        digest, mode, problems = outcome
-        total += digest.size
-        for code, where, message, seq, about in problems:
-            report.fail(code, where, message, seq=seq, item=about)
-        if digest.sha256 != hex_digest:
-            extra = (
-                f" (size {digest.size}, recorded {size})" if size is not None and size != digest.size else ""
-            )
-            if kind == "item" and item is not None:
-                # Name the damaged byte ranges from the chunk leaves recorded at ingest (if any).
-                from .hashing import describe_damage
-
-                try:
-                    chunks = vault.metadata_object(state.items[item].metadata or "").get("chunks")
-                except EvidenceVaultError:
-                    chunks = None
-                extra += describe_damage(store.path(hex_digest), chunks)
-            report.fail(
-                "object.hash-mismatch",
-                subject,
-                f"{what} content does not match its hash{extra}",
-                item=item,
-            )
-        elif size is not None and digest.size != size:
-            report.fail("object.size-mismatch", subject, f"size {digest.size}, recorded {size}", item=item)
-        if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-            report.warn(
-                "object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item
-            )
-    if min_seq:
-        return total  # no orphan scan in an incremental run (said in the report)
-    expected += sum(1 for b in state.bundles)
-    missing = sum(1 for f in report.failures if f.code == "object.missing")
-    stored = sum(1 for _ in store.list())
-    if stored + missing != expected:
-        # Some stored object is referenced by no event: find which (only then, as it costs a look-up each).
-        for hex_digest in store.list():
-            if hex_digest not in small and not state.items.references(hex_digest):
-                report.warn(
-                    "object.orphan",
-                    f"object {hex_digest[:12]}…",
-                    "object not referenced by any log event (left by an interrupted add?)",
-                )
-    return total
-
-
-def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> None:
-    """Objects of items verified earlier: still there, still of their recorded size."""
-    for item, rec in state.items.records():
-        if rec.seq >= min_seq:
-            break
-        try:
-            size = os.stat(vault.objects.path(item.removeprefix("sha256:"))).st_size
-        except FileNotFoundError:
-            report.fail(
-                "object.missing", f"original {item[7:19]}… of item {item}", "original is missing", item=item
-            )
-            continue
-        if size != rec.size:
-            report.fail(
-                "object.size-mismatch",
-                f"original {item[7:19]}… of item {item}",
-                f"size {size}, recorded {rec.size}",
-                item=item,
-            )
-
-
-Problem = tuple[str, str, str, "int | None", "str | None"]  # (code, subject, message, seq, item)
-
-
-def _parse_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _metadata_problems(item: str, committed: dict[str, str], raw: bytes) -> list[Problem]:
-    """An item's metadata object: it names the item and opens every signed commitment of its ingest."""
-    subject = f"metadata of item {item}"
-    doc = _parse_object(raw)
-    if doc is None:
-        return [("metadata.unreadable", subject, "metadata object is not a JSON object", None, item)]
-    out: list[Problem] = []
-    if doc.get("item") != item:
-        out.append(("metadata.wrong-item", subject, "metadata object names another item", None, item))
-    fields: dict[str, Any] = doc["fields"] if isinstance(doc.get("fields"), dict) else {}
-    for name, commitment in committed.items():
-        opening = fields.get(name)
-        if opening is None:
-            out.append(
-                ("metadata.opening-missing", subject, f"no value for committed field {name!r}", None, item)
-            )
-        elif not commitments.opens(commitment, opening):
-            out.append(
-                (
-                    "metadata.commitment-mismatch",
-                    subject,
-                    f"value of {name!r} does not match its signed commitment",
-                    None,
-                    item,
-                )
-            )
-    return out
-
-
-def _openings_problems(uses: list[tuple[dict[str, str], int]], raw: bytes) -> list[Problem]:
-    """An openings object (notes, reasons, ...) opens the commitments of every event that names it."""
-    doc = _parse_object(raw)
-    out: list[Problem] = []
-    for committed, seq in uses:
-        if doc is None:
-            out.append(
-                ("metadata.unreadable", line_subject(seq), "openings object is not a JSON object", seq, None)
-            )
-            continue
-        fields: dict[str, Any] = doc["fields"] if isinstance(doc.get("fields"), dict) else {}
-        for name, commitment in committed.items():
-            opening = fields.get(name)
-            if opening is None or not commitments.opens(commitment, opening):
-                out.append(
-                    (
-                        "metadata.commitment-mismatch",
-                        line_subject(seq),
-                        f"value of {name!r} does not match its signed commitment",
-                        seq,
-                        None,
-                    )
-                )
-    return out

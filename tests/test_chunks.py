@@ -97,21 +97,22 @@ def test_small_files_have_no_chunk_tree(vault: Path, cli: Cli, tmp_path: Path, s
 def test_big_original_is_rehashed_through_its_chunk_tree_on_all_cores(
     cli: Cli, vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import evidence_vault.object_checks as object_checks
     import evidence_vault.verify as verify_module
     from evidence_vault.vault import Vault
 
     big = tmp_path / "livestream.bin"
     big.write_bytes(os.urandom(5 * MIB + 99))
     assert cli("--vault", vault, "add", big).code == 0
-    monkeypatch.setattr(verify_module, "BIG", MIB)  # the threshold is 64 MiB; a 5 MiB file keeps this fast
+    monkeypatch.setattr(object_checks, "BIG", MIB)  # the threshold is 64 MiB; a 5 MiB file keeps this fast
     calls: list[Path] = []
-    real = verify_module.chunk_root
+    real = object_checks.chunk_root
 
     def spy(path: Path, chunk_size: int, *, workers: int = 2) -> tuple[bytes, int]:
         calls.append(path)
         return real(path, chunk_size, workers=workers)
 
-    monkeypatch.setattr(verify_module, "chunk_root", spy)
+    monkeypatch.setattr(object_checks, "chunk_root", spy)
     report = verify_module.verify_vault(Vault(vault), workers=2)
     assert report.outcome != "FAIL" and len(calls) == 1, [f.to_dict() for f in report.failures]
     # A changed byte: the chunk root no longer matches, the whole-file hash reports it with its range.
