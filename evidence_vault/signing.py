@@ -11,6 +11,7 @@ import binascii
 import functools
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -77,6 +78,7 @@ class PublicKey:
             raise KeyStoreError(f"unreadable OpenSSH public key: {exc}") from None
         if not isinstance(key, Ed25519PublicKey):
             raise KeyStoreError("only Ed25519 keys are supported")
+        _refuse_weak(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
         return cls(key)
 
     @classmethod
@@ -88,7 +90,29 @@ class PublicKey:
             raise KeyStoreError("truncated public key blob") from None
         if kind != _KEY_TYPE or len(raw) != 32 or pos != len(blob):
             raise KeyStoreError("not an Ed25519 public key blob")
+        _refuse_weak(raw)
         return cls(Ed25519PublicKey.from_public_bytes(raw))
+
+
+def _refuse_weak(raw: bytes) -> None:
+    """Refuse a public key no key generator makes: a point of small order (a signature that verifies
+    for every message exists, so anyone could sign as it; OpenSSL and OpenSSH accept such signatures),
+    or a point outside the prime-order group or not canonically encoded (libsodium's check)."""
+    valid = _valid_point()
+    if valid is not None and not valid(raw):
+        raise KeyStoreError(
+            "not a usable Ed25519 public key: a point of small order or outside the prime-order group "
+            "(anyone could sign as it)"
+        )
+
+
+@functools.cache
+def _valid_point() -> Callable[[bytes], bool] | None:
+    try:
+        from nacl.bindings import crypto_core_ed25519_is_valid_point
+    except ImportError:
+        return None
+    return crypto_core_ed25519_is_valid_point
 
 
 @dataclass(frozen=True)
@@ -249,12 +273,47 @@ def _expected_head(public_blob: bytes, namespace: str) -> tuple[bytes, bytes, st
 
 
 def ed25519_ok(public_raw: bytes, signature: bytes, data: bytes) -> bool:
-    """The Ed25519 equation alone (what :func:`prepare_verification` leaves to do)."""
+    """The Ed25519 equation alone (what :func:`prepare_verification` leaves to do): OpenSSL's verdict.
+
+    libsodium checks first (about twice as fast). What it accepts, OpenSSL accepts too: both check the
+    same cofactorless equation and reject a non-canonical S, and libsodium also rejects small-order
+    or non-canonical points. So only a signature libsodium rejects needs OpenSSL to decide.
+    """
+    sodium = sodium_verify()
+    if (
+        sodium is not None
+        and len(public_raw) == 32
+        and len(signature) == 64
+        and sodium(public_raw, signature, data)
+    ):
+        return True
     try:
         Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
-    except InvalidSignature:
+    except (InvalidSignature, ValueError):
         return False
     return True
+
+
+@functools.cache
+def sodium_verify() -> Callable[[bytes, bytes, bytes], bool] | None:
+    """libsodium's Ed25519 verification (PyNaCl), loaded on first use; None where PyNaCl is missing.
+
+    Call it before forking workers, so that they inherit the loaded library.
+    """
+    try:
+        from nacl.bindings import crypto_sign_open
+        from nacl.exceptions import BadSignatureError
+    except ImportError:
+        return None
+
+    def verify(public_raw: bytes, signature: bytes, data: bytes) -> bool:
+        try:
+            crypto_sign_open(signature + data, public_raw)
+        except BadSignatureError:
+            return False
+        return True
+
+    return verify
 
 
 def verify_signature(blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE) -> None:

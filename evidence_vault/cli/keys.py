@@ -128,9 +128,16 @@ def add(
     from pathlib import Path
 
     from ..custody_ops import key_add
+    from ..errors import KeyStoreError
+    from ..signing import PublicKey
 
     st = state(ctx)
-    line = Path(pubkey).read_text("utf-8").strip() if Path(pubkey).is_file() else pubkey
+    source = Path(pubkey) if Path(pubkey).is_file() else None
+    line = source.read_text("utf-8").strip() if source is not None else pubkey
+    try:
+        PublicKey.from_openssh(line)
+    except KeyStoreError as exc:
+        raise KeyStoreError(exc.message, path=source) from None
     vault = st.open_vault()
     event = key_add(vault, st.signer(), line, role=role, name=name)
     if json_out:
