@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 from pathlib import Path
@@ -273,10 +274,11 @@ def verify(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     vault = state(ctx).open_vault()
-    try:
-        total = sum(i.size for i in vault.items())  # only sizes the progress bar
-    except (OSError, sqlite3.Error, EvidenceVaultError):
-        total = 0  # no usable cache (disk full, read-only medium, damaged log): verify needs none
+    total = 0  # only sizes the progress bar, shown on a terminal
+    if not output.plain():
+        # No usable cache (disk full, read-only medium, damaged log): no total; verify needs none.
+        with contextlib.suppress(OSError, sqlite3.Error, EvidenceVaultError):
+            total = sum(i.size for i in vault.items())
     roots = read_files(tsa_ca)
     with _progress(total, "verifying") as progress:
         task = progress.add_task("verify", total=total or None)
@@ -306,10 +308,11 @@ def verify(
 
 
 def print_report(report: Report) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
+    """The report on stderr: findings as a table, then the summary (rich imported only for a table)."""
     if report.findings:
+        from rich.markup import escape
+        from rich.table import Table
+
         table = Table("level", "code", "where", "finding")
         for f in report.findings:
             color = {"FAIL": "red", "WARN": "yellow"}.get(f.level, "white")
@@ -318,12 +321,16 @@ def print_report(report: Report) -> None:
             )
         output.err.print(table)
     stats = report.stats
-    color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[report.outcome]
-    output.err.print(
-        f"[bold {color}]{report.outcome}[/]  {stats.get('events', 0)} events, {stats.get('items', 0)} items, "
+    summary = (
+        f"{stats.get('events', 0)} events, {stats.get('items', 0)} items, "
         f"{output.human_size(stats.get('bytes_hashed', 0))} re-hashed; "
         f"{len(report.failures)} failures, {len(report.warnings)} warnings"
     )
+    if output.plain():
+        sys.stderr.write(f"{report.outcome}  {summary}\n")
+    else:
+        color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[report.outcome]
+        output.err.print(f"[bold {color}]{report.outcome}[/]  {summary}")
     if report.genesis_key:
         pinned = "pinned" if report.genesis_pinned else "NOT pinned"
         output.info(f"genesis key {report.genesis_key} ({pinned})")
