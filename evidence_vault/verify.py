@@ -1,8 +1,9 @@
 """Verification of a vault: returns a :class:`Report` listing every finding; never prints.
 
 Checks, in one streaming pass over the log: line completeness, JSON, canonical form, seq, the hash
-chain, that each signer was authorized at that point, each signature; then every object re-hashed
-(in parallel), every metadata commitment opened, orphans, and the trust pins of this machine.
+chain, that each signer was authorized at that point, each signature; every object re-hashed (see
+:mod:`evidence_vault.object_checks`: small originals while the log pass runs, the rest after it), every
+metadata commitment opened, orphans, and the trust pins of this machine.
 """
 
 from __future__ import annotations
