@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
 import stat
+import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -265,3 +268,77 @@ def test_hostile_zip_rejected_before_anything_is_written(
     code, found = check(cli, z)
     assert code == 1 and found == {"bundle.unsafe-zip"}
     assert list(tmpdir.iterdir()) == []
+
+
+def _stdlib_script(bag: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(bag / "verify_bundle.py"), str(bag)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_stdlib_script_flags_a_small_order_key_in_allowed_signers(bag: Path) -> None:
+    """ssh-keygen accepts a signature that verifies for every message under a small-order key: the
+    stdlib-only script, which cannot check signatures, at least refuses such a key."""
+    assert _stdlib_script(bag).returncode == 0
+    weak = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\x01" + bytes(31)).decode()
+    allowed = bag / "evidence" / "keys" / "allowed_signers"
+    allowed.write_text(
+        allowed.read_text() + f'SHA256:nobody namespaces="evidence-vault" ssh-ed25519 {weak}\n'
+    )
+    rewrite_tagmanifest(bag)
+    res = _stdlib_script(bag)
+    assert res.returncode == 1
+    assert "allowed_signers: SHA256:nobody: the key is an Ed25519 point of small order" in res.stdout
+
+
+def test_stdlib_script_small_order_list_matches_libsodium() -> None:
+    """The script's hand-written list: every entry, with either sign bit, is a point libsodium refuses,
+    and the order-1 point makes the any-message signature; real keys are not on it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from nacl.bindings import crypto_core_ed25519_is_valid_point
+
+    from evidence_vault.bundle_templates import verify_bundle as script
+
+    def blob(raw: bytes) -> str:
+        return base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + raw).decode()
+
+    assert len(script.SMALL_ORDER) == 7
+    for raw in script.SMALL_ORDER:
+        assert _times_8_is_identity(raw), raw.hex()
+        for variant in (raw, raw[:31] + bytes([raw[31] | 0x80])):
+            assert not crypto_core_ed25519_is_valid_point(variant)
+            assert script.small_order_key(blob(variant))
+    for _ in range(50):
+        real = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        assert not script.small_order_key(blob(real))
+
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+
+
+def _times_8_is_identity(enc: bytes) -> bool:
+    """Decode an Ed25519 point (y reduced mod p, as the non-canonical entries mean) and check [8]P = O,
+    on the affine twisted Edwards curve -x^2 + y^2 = 1 + d x^2 y^2 (RFC 8032, 5.1)."""
+    y = int.from_bytes(enc, "little") & (2**255 - 1)
+    y %= _P
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    if (x * x - x2) % _P:
+        return False  # not on the curve
+    if (x & 1) != enc[31] >> 7:
+        x = (_P - x) % _P
+
+    def add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+        t = _D * a[0] * b[0] * a[1] * b[1] % _P
+        return (
+            (a[0] * b[1] + a[1] * b[0]) * pow(1 + t, _P - 2, _P) % _P,
+            (a[1] * b[1] + a[0] * b[0]) * pow(1 - t, _P - 2, _P) % _P,
+        )
+
+    point = (x, y)
+    for _ in range(3):
+        point = add(point, point)
+    return point == (0, 1)

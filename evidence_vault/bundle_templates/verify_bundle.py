@@ -6,7 +6,9 @@
 Checks: (1) every file against manifest-sha256.txt and tagmanifest-sha256.txt; (2) the hash chain of
 evidence/log.jsonl, through withheld lines (given as their hashes); (3) each checkpoint's Merkle root
 recomputed from the leaf hashes (RFC 9162); (4) the inclusion proofs of the revealed lines and the
-consistency proofs between checkpoints; (5) that every file in data/ is an item ingested in the log.
+consistency proofs between checkpoints; (5) that every file in data/ is an item ingested in the log;
+(6) that no key in evidence/keys/allowed_signers or in a revealed key event is an Ed25519 point of small
+order (with such a key one signature verifies for every message, and ssh-keygen accepts it).
 
 It does NOT check signatures (the standard library has no Ed25519): use the ssh-keygen commands in
 VERIFY.md, or `evidence-vault verify-bundle`. Exit code 0 = all checks passed, 1 = a check failed.
@@ -26,6 +28,55 @@ problems: list[str] = []
 def fail(msg: str) -> None:
     problems.append(msg)
     print("FAIL", msg)
+
+
+# Ed25519 points of small order, as libsodium lists them (compared without the sign bit): 0, 1, the two
+# points of order 8, and p-1, p, p+1. With such a public key anyone can sign as it.
+SMALL_ORDER = {
+    bytes.fromhex(h)
+    for h in (
+        "00" * 32,
+        "01" + "00" * 31,
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ec" + "ff" * 30 + "7f",
+        "ed" + "ff" * 30 + "7f",
+        "ee" + "ff" * 30 + "7f",
+    )
+}
+
+
+def small_order_key(b64: str) -> bool:
+    """Is this OpenSSH ssh-ed25519 key blob (base64) a point of small order?"""
+    try:
+        blob = base64.b64decode(b64, validate=True)
+    except ValueError:
+        return False
+    n = int.from_bytes(blob[:4], "big")
+    raw = blob[8 + n : 8 + n + 32]
+    return len(raw) == 32 and raw[:31] + bytes([raw[31] & 0x7F]) in SMALL_ORDER
+
+
+def check_keys(ev: str, revealed: dict[int, bytes]) -> None:
+    """No key ssh-keygen would be told to trust, and no key the log brings in, may be of small order."""
+    keys: list[tuple[str, str]] = []
+    path = os.path.join(ev, "keys", "allowed_signers")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for entry in f:
+                parts = entry.split()
+                if len(parts) >= 3 and not parts[0].startswith("#"):
+                    keys.append((f"allowed_signers: {parts[0]}", parts[-1]))
+    for seq, line in revealed.items():
+        doc = json.loads(line)
+        key = doc.get("data", {}).get("key") if doc.get("type") in ("vault.created", "key.added") else None
+        if isinstance(key, dict) and isinstance(key.get("public_key"), str):
+            parts = key["public_key"].split()
+            if len(parts) >= 2:
+                keys.append((f"log line {seq + 1}", parts[1]))
+    for where, b64 in keys:
+        if small_order_key(b64):
+            fail(f"{where}: the key is an Ed25519 point of small order (anyone can sign as it)")
 
 
 def sha256_file(path: str) -> str:
@@ -188,6 +239,7 @@ def main(bag: str) -> int:
                 fail(f"no valid consistency proof from checkpoint {old} to {new}")
         print(f"inclusion proofs in checkpoint {latest} and consistency proofs checked")
 
+    check_keys(ev, revealed)
     for rel in sorted(payload):
         if "sha256:" + sha256_file(os.path.join(bag, *rel.split("/"))) not in items:
             fail(f"{rel} is not an item ingested in the revealed log")
