@@ -16,7 +16,6 @@ import stat
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,7 +23,7 @@ from . import commitments
 from .errors import EvidenceVaultError
 from .hashing import Digest, chunk_root, hash_file, read_upto
 from .objects import SMALL
-from .parallel import BATCH, Workers, ordered_map
+from .parallel import BATCH, LOST, REFUSED, Workers, ordered_map
 from .report import Report, line_subject
 from .scratch import ItemRecord
 
@@ -204,7 +203,7 @@ class ObjectPass:
             try:
                 self.pending.append((self.shared.submit_batch(batch), batch))
                 return
-            except BrokenProcessPool:
+            except REFUSED:
                 self.shared.lost()
         for job in batch:
             self._take(*self.check(job, False), False)
@@ -212,7 +211,7 @@ class ObjectPass:
     def _collect(self, future: Future[list[tuple[Job, Any]]], batch: list[Job]) -> None:
         try:
             done = [(result, True) for result in future.result()]
-        except BrokenProcessPool:  # a worker died (OOM killer, a signal): check this batch here
+        except LOST:  # a worker died (OOM killer, a signal): check this batch here
             self.shared.lost()
             done = [(self.check(job, False), False) for job in batch]
         for (job, outcome), in_worker in done:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import chain, islice
 from multiprocessing import get_context
@@ -26,6 +26,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BATCH = 16  # items per task sent to a worker process
+# What a future of a pool that broke raises (a worker died; the futures not yet failed by the executor
+# may be cancelled by the shutdown that follows): its work is redone in this process.
+LOST = (BrokenProcessPool, CancelledError)
+# What submitting to such a pool raises.
+REFUSED = (BrokenProcessPool, RuntimeError)
 MIN_FOR_PROCESSES = 32  # fewer items than this: not worth forking
 
 _task: Callable[[Any, bool], Any] | None = None
@@ -91,11 +96,12 @@ class Workers:
         self.task = task
         self.processes = processes if processes is not None else (os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
-        self._lost = False
+        self._done = False  # lost or closed: never forked again
 
     def pool(self) -> ProcessPoolExecutor | None:
-        """The pool (forked now if not yet: call this before starting threads), or None on one core."""
-        if self._pool is None and not self._lost and self.processes > 1:
+        """The pool (forked now if not yet: call this before starting threads), or None on one core
+        and once the pool was lost or closed."""
+        if self._pool is None and not self._done and self.processes > 1:
             self._pool = fork_pool(self.processes, _init, self.task)
             # Fork every worker now, before this process starts threads of its own (a fork pool
             # launches all its workers on the first submit).
@@ -111,12 +117,13 @@ class Workers:
 
     def lost(self) -> None:
         """A worker died: stop using the pool (what was queued on it is redone by the caller)."""
-        self._lost = True
+        self._done = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def close(self) -> None:
+        self._done = True
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -167,7 +174,7 @@ def ordered_map(
         nonlocal pool
         try:
             done = work.future.result()
-        except BrokenProcessPool:
+        except LOST:
             # A worker died (OOM killer, a signal): this batch runs here instead, and so does the rest.
             shared.lost()
             pool = None
@@ -185,7 +192,7 @@ def ordered_map(
                 try:
                     pending.append(_Work(pool.submit(_run_batch, batch), batch, True))
                     submitted = True
-                except BrokenProcessPool:
+                except REFUSED:
                     shared.lost()
                     pool = None
             if not submitted:

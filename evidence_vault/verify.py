@@ -15,7 +15,6 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
 from .keystore import TrustStore, utc_now
 from .object_checks import ObjectPass, object_checker
-from .parallel import Workers
+from .parallel import LOST, REFUSED, Workers
 from .report import Finding, Report, line_subject
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
@@ -72,14 +71,19 @@ class SignatureChecks:
         self.workers = workers
         if workers is not None:
             sodium_verify()  # loaded before the workers fork
-        self.pool: ProcessPoolExecutor | None = workers.pool() if workers is not None else None
+            workers.pool()  # forked now, before anything starts a thread
         self.batch: list[tuple[int, bytes, bytes, bytes]] = []
         self.pending: deque[tuple[Future[list[int]], list[tuple[int, bytes, bytes, bytes]]]] = deque()
         self.failed: list[int] = []
         self.at: int | None = None  # where in the report's findings the failures go
 
+    @property
+    def pool(self) -> ProcessPoolExecutor | None:
+        """The workers' pool; None without workers, or once it was lost (by any pass sharing it)."""
+        return self.workers.pool() if self.workers is not None else None
+
     def add(self, index: int, pub: bytes, sig: bytes, data: bytes, report: Report) -> None:
-        if self.pool is None:
+        if self.workers is None:
             if not ed25519_ok(pub, sig, data):
                 self._fail(index, report)
             return
@@ -108,18 +112,19 @@ class SignatureChecks:
 
     def _submit(self) -> None:
         batch, self.batch = self.batch, []
-        if self.pool is not None:
+        pool = self.pool
+        if pool is not None:
             try:
-                self.pending.append((self.pool.submit(_verify_batch, batch), batch))
+                self.pending.append((pool.submit(_verify_batch, batch), batch))
                 return
-            except BrokenProcessPool:
+            except REFUSED:
                 self._inline()
         self.failed.extend(_verify_batch(batch))
 
     def _collect(self, future: Future[list[int]], batch: list[tuple[int, bytes, bytes, bytes]]) -> None:
         try:
             failed = future.result()
-        except BrokenProcessPool:  # a worker died (OOM killer, a signal): check this batch here
+        except LOST:  # a worker died (OOM killer, a signal): check this batch here
             self._inline()
             failed = _verify_batch(batch)
         self.failed.extend(failed)
@@ -128,7 +133,6 @@ class SignatureChecks:
         """Go on without worker processes (the pool is broken)."""
         if self.workers is not None:
             self.workers.lost()
-        self.pool = None
 
     @staticmethod
     def _fail(index: int, report: Report) -> None:
