@@ -127,8 +127,9 @@ class ObjectPass:
     worker processes), then the rest, biggest first. Its findings are kept apart and added to the
     report by :meth:`run`, after the log's own.
 
-    ``check`` comes from :func:`object_checker`; ``shared`` must run it as its task. With ``min_seq``
-    (an incremental run), items ingested before it are only size-checked.
+    ``shared`` is its pool of worker processes (``processes`` of them, forked on first use), which the
+    log pass may use too; closed with this pass. With ``min_seq`` (an incremental run), items ingested
+    before it are only size-checked.
     """
 
     WINDOW = 8  # batches in flight during the log pass: bounded memory, the workers never idle
@@ -136,20 +137,27 @@ class ObjectPass:
     def __init__(
         self,
         vault: Vault,
-        check: Check,
-        shared: Workers,
         n_threads: int,
         on_progress: Callable[[int], None] | None,
+        *,
+        processes: int | None = None,
         min_seq: int = 0,
     ) -> None:
-        self.vault, self.check, self.shared = vault, check, shared
-        self.n_threads, self.on_progress, self.min_seq = n_threads, on_progress, min_seq
+        self.vault, self.n_threads, self.on_progress, self.min_seq = vault, n_threads, on_progress, min_seq
+        self.check = object_checker(vault, n_threads, on_progress)
+        self.shared = Workers(self.check, processes)
         self.out = Report(target=str(vault.root))
         self.total = 0  # bytes re-hashed
         self.expected = 0  # objects the log references
         self.early = False  # small originals checked as the log pass records them
         self.batch: list[Job] = []
         self.pending: deque[tuple[Future[list[tuple[Job, Any]]], list[Job]]] = deque()
+
+    def __enter__(self) -> ObjectPass:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shared.close()
 
     def start_early(self) -> None:
         """Check small originals while the log pass runs (forks the workers now, if not yet)."""
@@ -198,13 +206,11 @@ class ObjectPass:
 
     def _submit(self) -> None:
         batch, self.batch = self.batch, []
-        pool = self.shared.pool()
-        if pool is not None:
-            try:
-                self.pending.append((self.shared.submit_batch(batch), batch))
-                return
-            except REFUSED:
-                self.shared.lost()
+        try:
+            self.pending.append((self.shared.submit_batch(batch), batch))
+            return
+        except REFUSED:  # no workers left (one died): check the batch here
+            self.shared.lost()
         for job in batch:
             self._take(*self.check(job, False), False)
 

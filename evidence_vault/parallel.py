@@ -26,12 +26,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BATCH = 16  # items per task sent to a worker process
+MIN_FOR_PROCESSES = 32  # fewer items than this: not worth forking
 # What a future of a pool that broke raises (a worker died; the futures not yet failed by the executor
 # may be cancelled by the shutdown that follows): its work is redone in this process.
 LOST = (BrokenProcessPool, CancelledError)
-# What submitting to such a pool raises.
+# What submitting to such a pool (or to no pool) raises.
 REFUSED = (BrokenProcessPool, RuntimeError)
-MIN_FOR_PROCESSES = 32  # fewer items than this: not worth forking
 
 _task: Callable[[Any, bool], Any] | None = None
 
@@ -109,7 +109,8 @@ class Workers:
         return self._pool
 
     def submit_batch(self, items: list[Any]) -> Future[list[Any]]:
-        """Run ``task`` on each item in a worker (raises ``BrokenProcessPool`` if a worker died)."""
+        """Run ``task`` on each item in a worker; raises what :data:`REFUSED` names when there are no
+        workers (lost, closed, or one core)."""
         pool = self.pool()
         if pool is None:
             raise BrokenProcessPool("no worker processes")
@@ -162,7 +163,7 @@ def ordered_map(
     head = list(islice(stream, MIN_FOR_PROCESSES))  # streamed: a million items are never all in memory
     own = workers is None
     shared = workers if workers is not None else Workers(fn, processes)
-    pool = shared.pool() if len(head) >= MIN_FOR_PROCESSES else None
+    use_workers = len(head) >= MIN_FOR_PROCESSES and shared.pool() is not None  # forks now if so
     thread_pool = ThreadPoolExecutor(max_workers=threads)
     window = 4 * max(shared.processes, threads)
     pending: deque[_Work[T, R]] = deque()
@@ -171,13 +172,11 @@ def ordered_map(
         return [fn(item, False)]
 
     def results(work: _Work[T, R]) -> Iterator[tuple[R, bool]]:
-        nonlocal pool
         try:
             done = work.future.result()
         except LOST:
             # A worker died (OOM killer, a signal): this batch runs here instead, and so does the rest.
             shared.lost()
-            pool = None
             for item in work.items:
                 yield fn(item, False), False
             return
@@ -188,13 +187,12 @@ def ordered_map(
         rest = chain(head, stream)
         for batch in iter(lambda: list(islice(rest, BATCH)), []):
             submitted = False
-            if pool is not None and all(to_worker(item) for item in batch):
+            if use_workers and shared.pool() is not None and all(to_worker(item) for item in batch):
                 try:
-                    pending.append(_Work(pool.submit(_run_batch, batch), batch, True))
+                    pending.append(_Work(shared.submit_batch(batch), batch, True))
                     submitted = True
                 except REFUSED:
                     shared.lost()
-                    pool = None
             if not submitted:
                 pending.extend(_Work(thread_pool.submit(one, item), [item], False) for item in batch)
             while len(pending) > window:

@@ -78,8 +78,9 @@ class PublicKey:
             raise KeyStoreError(f"unreadable OpenSSH public key: {exc}") from None
         if not isinstance(key, Ed25519PublicKey):
             raise KeyStoreError("only Ed25519 keys are supported")
-        _refuse_weak(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-        return cls(key)
+        public = cls(key)
+        _refuse_weak(public.raw)
+        return public
 
     @classmethod
     def from_blob(cls, blob: bytes) -> PublicKey:

@@ -27,7 +27,7 @@ from .custody_log import RawLine
 from .errors import EvidenceVaultError
 from .events import Event, line_hash, parse_line
 from .keystore import TrustStore, utc_now
-from .object_checks import ObjectPass, object_checker
+from .object_checks import ObjectPass
 from .parallel import LOST, REFUSED, Workers
 from .report import Finding, Report, line_subject
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
@@ -59,11 +59,7 @@ def _verify_batch(batch: list[tuple[int, bytes, bytes, bytes]]) -> list[int]:
 class SignatureChecks:
     """The Ed25519 equations of a log pass, the one costly step: inline for short logs, in worker
     processes on every core for long ones (everything else about a signature is checked inline).
-
-    With workers, :meth:`finish` may come after other passes have queued their own work behind the
-    signatures (the cores never wait for the log pass to end); the failures it finds are placed in the
-    report where the log pass ended (:meth:`mark`).
-    """
+    The workers may be shared with the object pass, whose batches go in between these."""
 
     BATCH = 256  # small enough that a log of a few thousand events still keeps every core busy
 
@@ -75,7 +71,6 @@ class SignatureChecks:
         self.batch: list[tuple[int, bytes, bytes, bytes]] = []
         self.pending: deque[tuple[Future[list[int]], list[tuple[int, bytes, bytes, bytes]]]] = deque()
         self.failed: list[int] = []
-        self.at: int | None = None  # where in the report's findings the failures go
 
     @property
     def pool(self) -> ProcessPoolExecutor | None:
@@ -93,21 +88,13 @@ class SignatureChecks:
             while len(self.pending) > 2 * (os.cpu_count() or 1):
                 self._collect(*self.pending.popleft())
 
-    def mark(self, report: Report) -> None:
-        """The log pass ended: queue the last batch; failures found later go here in the report."""
-        if self.batch:
-            self._submit()
-        self.at = len(report.findings)
-
     def finish(self, report: Report) -> None:
         """Wait for every check; add a ``log.bad-signature`` finding for each that failed."""
-        if self.at is None:
-            self.mark(report)
+        if self.batch:
+            self._submit()
         while self.pending:
             self._collect(*self.pending.popleft())
-        findings = [_bad_signature(index) for index in sorted(self.failed)]
-        at = self.at if self.at is not None else len(report.findings)
-        report.findings[at:at] = findings
+        report.findings.extend(_bad_signature(index) for index in sorted(self.failed))
         self.failed = []
 
     def _submit(self) -> None:
@@ -184,15 +171,13 @@ def verify_log(
     keep_hashes: Iterable[int] = (),
     workers: Workers | None = None,
     resume: tuple[LogState, merkle.MerkleAccumulator] | None = None,
-    wait_for_signatures: bool = True,
     on_item: Callable[[str, ItemRecord], None] | None = None,
 ) -> LogState:
     """Check every line of a custody log; add findings to ``report``; return what it learned.
 
     Also recomputes the RFC 9162 Merkle root at every checkpoint and at each size in ``root_sizes``.
     With ``resume`` (the state and accumulator after a verified prefix), ``lines`` are the lines after it.
-    With ``workers``, signatures are checked there; without ``wait_for_signatures`` the caller must
-    call ``state.signatures.finish(report)`` (other work may run on the workers meanwhile).
+    With ``workers``, signatures are checked there; ``on_item`` is told of each item as it is recorded.
     """
     if resume is None:
         state = LogState(line_hashes=LineHashes(set(keep_hashes)), signatures=SignatureChecks(workers))
@@ -235,9 +220,7 @@ def verify_log(
     if acc.size in wanted:
         state.roots_at[acc.size] = acc.root()
     state.acc = acc
-    state.signatures.mark(report)
-    if wait_for_signatures:
-        state.signatures.finish(report)
+    state.signatures.finish(report)
     return state
 
 
@@ -547,13 +530,11 @@ def verify_vault(
     start_seq = len(resume[0].line_hashes) if resume else 0
     lines = vault.log.iter_raw(saved.bytes if resume and saved else 0)
     n_threads = workers or os.cpu_count() or 1
-    # One pool of workers for both passes: small objects are checked as the log pass records them, in
-    # between its batches of signature checks, so no core waits for the log pass to end.
-    check = object_checker(vault, n_threads, on_progress)
     if parallel:
         sodium_verify()  # loaded before the workers fork
-    with Workers(check, processes=workers) as shared:
-        objects = ObjectPass(vault, check, shared, n_threads, on_progress, min_seq=start_seq)
+    # One pool of workers for both passes: small objects are checked as the log pass records them, in
+    # between its batches of signature checks, so no core waits for the log pass to end.
+    with ObjectPass(vault, n_threads, on_progress, processes=workers, min_seq=start_seq) as objects:
         if parallel:
             objects.start_early()
         state = verify_log(
@@ -562,15 +543,13 @@ def verify_vault(
             vault_id=vault.config.vault_id,
             root_sizes=dirs,
             keep_hashes=keep,
-            workers=shared if parallel else None,
+            workers=objects.shared if parallel else None,
             resume=resume,
-            wait_for_signatures=False,
             on_item=objects.item_recorded,
         )
         check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
         if state.line_hashes:
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
-        state.signatures.finish(report)
         bytes_hashed = objects.run(state, report)
     check_anchors(vault, state, report, dirs, tsa_roots=tsa_roots)
     report.stats = {

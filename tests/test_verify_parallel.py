@@ -169,8 +169,6 @@ def test_a_worker_dying_during_the_early_object_pass_loses_nothing(
 ) -> None:
     """A worker killed while it re-hashes objects queued during the log pass (OOM killer, a signal):
     its batch is checked here, and the run still finds every damaged object."""
-    from evidence_vault import verify
-
     originals = sorted(p for p in (big_vault / "objects" / "sha256").glob("*/*") if p.stat().st_size == 68)
     damaged = originals[100]
     damaged.chmod(0o644)
@@ -197,7 +195,7 @@ def test_a_worker_dying_during_the_early_object_pass_loses_nothing(
 
         return maybe_die
 
-    monkeypatch.setattr(verify, "object_checker", dying_checker)
+    monkeypatch.setattr(object_checks, "object_checker", dying_checker)
     report = verify_vault(Vault(big_vault), trusted=[identity], record_head=False)
     assert flag.exists()
     codes = [f.code for f in report.failures]
