@@ -155,13 +155,9 @@ class FileObjectStore:
 
     def put_bytes(self, data: bytes, *, sync: bool = True) -> tuple[Digest, bool]:
         digest = Digest(hashlib.sha256(data).hexdigest(), len(data))
-        hex_digest = digest.sha256
-        final = self.fspath(hex_digest)
-        try:
-            present = os.stat(final).st_size == digest.size  # another size: a torn leftover, replaced
-        except FileNotFoundError:
-            present = False
-        if not present:
+        final = self.fspath(digest.sha256)
+        new = not self._present(final, digest.size)
+        if new:
             tmp = os.path.join(self._tmp_dir(), f"put-{os.getpid()}-{secrets.token_hex(8)}")
             # Created read-only (0444) at once: the mode binds later opens, not this descriptor.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
@@ -174,19 +170,13 @@ class FileObjectStore:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-                try:
-                    os.replace(tmp, final)
-                except FileNotFoundError:
-                    os.makedirs(os.path.dirname(final), exist_ok=True)
-                    os.replace(tmp, final)
+                self._install(tmp, final, sync)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            if self.durable and sync:
-                fsync_dir(Path(final).parent)
         self._note_unsynced(Path(final), sync)
-        return digest, not present
+        return digest, new
 
     def _flush(self, out: BinaryIO, sync: bool) -> None:
         out.flush()
@@ -197,26 +187,35 @@ class FileObjectStore:
         """Rename a complete temp file to its final name (unless the content is there).
 
         With ``sync`` the file was fsynced and its directory is fsynced here; without, the final name is
-        remembered for :meth:`sync`. An object already under its final name with the wrong size is the torn
-        leftover of a crash before its batch was synced (no event can reference it): it is replaced.
+        remembered for :meth:`sync`.
         """
-        final = self.path(digest.sha256)
-        try:
-            existing: int | None = os.stat(final).st_size
-        except FileNotFoundError:
-            existing = None
-        new = existing != digest.size
+        final = self.fspath(digest.sha256)
+        new = not self._present(final, digest.size)
         if new:
             os.chmod(tmp, 0o444)
-            try:
-                os.replace(tmp, final)
-            except FileNotFoundError:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-        if self.durable and sync and new:
-            fsync_dir(final.parent)
-        self._note_unsynced(final, sync)
+            self._install(tmp, final, sync)
+        self._note_unsynced(Path(final), sync)
         return new
+
+    @staticmethod
+    def _present(final: str, size: int) -> bool:
+        """Is the object already stored? One under its final name with another size is the torn leftover
+        of a crash before its batch was synced (no event can reference it): it is replaced."""
+        try:
+            return os.stat(final).st_size == size
+        except FileNotFoundError:
+            return False
+
+    def _install(self, tmp: str, final: str, sync: bool) -> None:
+        """Rename a complete read-only temp file to its final name (making its directory if needed);
+        with ``sync``, fsync that directory."""
+        try:
+            os.replace(tmp, final)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(tmp, final)
+        if self.durable and sync:
+            fsync_dir(Path(final).parent)
 
     def _note_unsynced(self, final: Path, sync: bool) -> None:
         """Remember an object for :meth:`sync` (also an existing one: its writer may not have synced it)."""
