@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from evidence_vault import hashing
+from evidence_vault.objects import SMALL
 from tests.conftest import Cli, CliResult, object_path
 
 
@@ -173,7 +174,8 @@ def test_file_appended_by_a_thread_during_a_chunked_read(
     cli: Cli, vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "live.bin"
-    target.write_bytes(os.urandom(256 * 1024))
+    # Above SMALL, so it is streamed in chunks (smaller files are read whole: the test above covers them).
+    target.write_bytes(os.urandom(SMALL + 256 * 1024))
     monkeypatch.setattr(hashing, "CHUNK", 512)  # many small reads: the writer gets in between
     stop = threading.Event()
 
