@@ -168,7 +168,21 @@ class Index:
                 self._consume(0, None)
                 return
             first = False
-            self._apply(event, raw.offset, auth)
+            if not _int64(event.seq):
+                raise IntegrityError(
+                    f"the line at byte {raw.offset} has an impossible seq; "
+                    "run `evidence-vault verify` for details",
+                    path=self.log.path,
+                )
+            try:
+                self._apply(event, raw.offset, auth)
+            except (sqlite3.InterfaceError, sqlite3.ProgrammingError, UnicodeEncodeError, OverflowError):
+                # What only a hand-made line holds (a lone surrogate, a value SQLite cannot bind).
+                raise IntegrityError(
+                    f"the line at byte {raw.offset} cannot be indexed; "
+                    "run `evidence-vault verify` for details",
+                    path=self.log.path,
+                ) from None
             head = line_hash(raw.data)
             offset = raw.offset + len(raw.data) + 1
         self._set("offset", str(offset))
@@ -190,11 +204,11 @@ class Index:
                     event.seq,
                     event.time,
                     event.actor,
-                    int(data.get("size", 0)),
-                    data.get("media_type"),
+                    data["size"] if _int64(data.get("size")) else 0,  # verify reports a bad size
+                    _text(data.get("media_type")),
                     meta,
                     self.names(meta) if meta else None,
-                    data.get("derived_from"),
+                    _text(data.get("derived_from")),
                     event.actor,
                 ),
             )
@@ -335,3 +349,12 @@ class Index:
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+
+def _int64(value: object) -> bool:
+    """An int SQLite can store (a bigger one, only in a hand-made line, makes it raise)."""
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -23,7 +23,7 @@ from . import commitments
 from .errors import EvidenceVaultError
 from .hashing import Digest, chunk_root, hash_file, read_upto
 from .objects import SMALL
-from .parallel import BATCH, LOST, REFUSED, Workers, ordered_map
+from .parallel import LOST, REFUSED, Workers, ordered_map
 from .report import Report, line_subject
 from .scratch import ItemRecord
 
@@ -68,9 +68,9 @@ def object_checker(vault: Vault, n_threads: int, on_progress: Callable[[int], No
     store = vault.objects
 
     def check(job: Job, in_worker: bool) -> tuple[Job, Any]:
-        path = store.fspath(job.hex)
         problems: list[Problem] = []
         try:
+            path = store.fspath(job.hex)  # FileNotFoundError for what is no object id
             fd = os.open(path, os.O_RDONLY)
             try:
                 st = os.fstat(fd)
@@ -133,6 +133,7 @@ class ObjectPass:
     """
 
     WINDOW = 8  # batches in flight during the log pass: bounded memory, the workers never idle
+    EARLY_BATCH = 64  # objects per batch during the log pass (fewer hand-offs to the workers' threads)
 
     def __init__(
         self,
@@ -168,7 +169,7 @@ class ObjectPass:
         if not self.early or rec.size > SMALL or rec.seq < self.min_seq:
             return
         self.batch.extend(jobs_of(item, rec))
-        if len(self.batch) >= BATCH:
+        if len(self.batch) >= self.EARLY_BATCH:
             self._submit()
         while len(self.pending) > self.WINDOW:
             self._collect(*self.pending.popleft())

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -70,6 +72,18 @@ class ObjectStore(Protocol):
         ...
 
 
+_OBJECT_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def object_id(hex_digest: str) -> str:
+    """``hex_digest`` if it is one (64 lowercase hex digits), else ``FileNotFoundError``: no object has
+    that name. Ids come from the log, which anyone who can write to the vault can edit: an id such as
+    ``/dev/zero`` or ``../../x`` must never become a path outside the store."""
+    if type(hex_digest) is str and len(hex_digest) == 64 and _OBJECT_ID.fullmatch(hex_digest):
+        return hex_digest
+    raise FileNotFoundError(errno.ENOENT, "not an object id (64 hex digits)", ascii(hex_digest)[:80])
+
+
 class FileObjectStore:
     """Objects as read-only files in a directory tree."""
 
@@ -83,10 +97,13 @@ class FileObjectStore:
         self._tmp_ready = False
 
     def path(self, hex_digest: str) -> Path:
-        return self.base / hex_digest[:2] / hex_digest
+        return self.base / hex_digest[:2] / object_id(hex_digest)
 
     def exists(self, hex_digest: str) -> bool:
-        return self.path(hex_digest).is_file()
+        try:
+            return self.path(hex_digest).is_file()
+        except FileNotFoundError:  # not an object id
+            return False
 
     def open(self, hex_digest: str) -> BinaryIO:
         return open(self.path(hex_digest), "rb")
@@ -107,7 +124,7 @@ class FileObjectStore:
                     yield obj.name
 
     def fspath(self, hex_digest: str) -> str:
-        return os.path.join(self.base, hex_digest[:2], hex_digest)
+        return os.path.join(self.base, hex_digest[:2], object_id(hex_digest))
 
     def _tmp_dir(self) -> Path:
         if not self._tmp_ready:

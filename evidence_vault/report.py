@@ -19,6 +19,15 @@ def line_subject(seq: int) -> str:
     return f"log.jsonl line {seq + 1} (seq {seq})"
 
 
+def printable(text: str) -> str:
+    """``text``, with what UTF-8 cannot encode (lone surrogates) written as ``\\udXXX`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass(frozen=True)
 class Finding:
     """One thing verification found; ``subject`` names the log line, item, object or file."""
@@ -29,6 +38,14 @@ class Finding:
     message: str
     seq: int | None = None
     item: str | None = None
+
+    def __post_init__(self) -> None:
+        # A hand-made line can put a lone surrogate (valid JSON, not UTF-8) into a message: kept as its
+        # escape, so that every output (JSON, text, HTML) can still be written.
+        for name in ("subject", "message", "item"):
+            text = getattr(self, name)
+            if type(text) is str and not text.isascii():
+                object.__setattr__(self, name, printable(text))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,13 +8,15 @@ outlives the verification that wrote it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import operator
 import os
 import shutil
 import sqlite3
 import tempfile
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -44,9 +46,29 @@ class _Db:
         )
         self.conn.execute("CREATE TABLE IF NOT EXISTS holders (id TEXT PRIMARY KEY, holder TEXT NOT NULL)")
         self.conn.execute("BEGIN")
+        self.pending: list[tuple[str, tuple[str | int | None, ...]]] = []
+
+    def defer(self, sql: str, params: tuple[str | int | None, ...]) -> None:
+        """A write of plain values (nothing SQLite could refuse), run in order with the next ones by
+        one ``executemany`` before anything reads: a row at a time costs about 5x more."""
+        self.pending.append((sql, params))
+        if len(self.pending) >= DEFER_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for sql, group in itertools.groupby(pending, key=operator.itemgetter(0)):
+            self.conn.executemany(sql, [params for _sql, params in group])
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        """Run a statement after the deferred writes."""
+        if self.pending:
+            self.flush()
+        return self.conn.execute(sql, params)
 
     def save_to(self, path: str) -> None:
         """Copy the state to ``path`` (atomically: a temporary file renamed into place)."""
+        self.flush()
         self.conn.execute("COMMIT")
         tmp = path + ".tmp"
         with contextlib.suppress(FileNotFoundError):
@@ -72,6 +94,7 @@ def restore(path: str) -> ItemTable:
 
 # Ids (and holders) kept in memory in front of the tables: a bounded cache, so memory stays flat.
 CACHE_MAX = 50_000
+DEFER_MAX = 4096  # deferred writes held at most
 
 
 class _Known:
@@ -105,12 +128,42 @@ def _plain(key: object) -> TypeGuard[str]:
     return type(key) is str and key.isascii()
 
 
+def _plain_or_none(value: object) -> bool:
+    return value is None or _plain(value)
+
+
+def _int64(value: object) -> bool:
+    """An int SQLite stores (a bigger one makes it raise)."""
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
+def _bind(text: str | None) -> str | bytes | None:
+    """What SQLite stores for a str: the str itself, or, for one UTF-8 cannot encode (a lone surrogate:
+    only in a hand-made line), its bytes with the surrogates kept, a BLOB no TEXT value equals."""
+    if text is None:
+        return None
+    if type(text) is not str:
+        raise TypeError(f"expected a str, not {type(text).__name__}")
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _unbind(value: object) -> str:
+    """The str :func:`_bind` stored."""
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
 class ItemTable(MutableMapping[str, ItemRecord]):
     """Item id -> what its ingest event recorded, in seq order when iterated."""
 
     def __init__(self, db: _Db | None = None) -> None:
         self._db = db or _Db()
-        self._n = int(self._db.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+        self._n = int(self._db.execute("SELECT count(*) FROM items").fetchone()[0])
         self._known = _Known(complete=self._n == 0)
 
     @property
@@ -118,27 +171,33 @@ class ItemTable(MutableMapping[str, ItemRecord]):
         return self._db
 
     def __getitem__(self, key: str) -> ItemRecord:
-        row = self._db.conn.execute(
-            "SELECT seq, size, metadata, committed FROM items WHERE id=?", (key,)
+        if not isinstance(key, str):
+            raise KeyError(key)
+        row = self._db.execute(
+            "SELECT seq, size, metadata, committed FROM items WHERE id=?", (_bind(key),)
         ).fetchone()
         if row is None:
             raise KeyError(key)
-        return ItemRecord(row[0], row[1], row[2], json.loads(row[3]))
+        return _record(row[0], row[1], row[2], row[3])
 
     def __setitem__(self, key: str, rec: ItemRecord) -> None:
         existed = key in self
-        self._db.conn.execute(
-            "INSERT OR REPLACE INTO items (id, seq, size, metadata, committed) VALUES (?, ?, ?, ?, ?)",
-            (key, rec.seq, rec.size, rec.metadata, json.dumps(rec.committed, separators=(",", ":"))),
-        )
+        sql = "INSERT OR REPLACE INTO items (id, seq, size, metadata, committed) VALUES (?, ?, ?, ?, ?)"
+        committed = json.dumps(rec.committed, separators=(",", ":"))  # ASCII: surrogates escaped
+        if _plain(key) and _int64(rec.seq) and _int64(rec.size) and _plain_or_none(rec.metadata):
+            self._db.defer(sql, (key, rec.seq, rec.size, rec.metadata, committed))
+        else:
+            self._db.execute(sql, (_bind(key), rec.seq, rec.size, _bind(rec.metadata), committed))
         self._known.put(key)
         self._n += 0 if existed else 1
 
     def _count(self) -> int:
-        return int(self._db.conn.execute("SELECT count(*) FROM items").fetchone()[0])
+        return int(self._db.execute("SELECT count(*) FROM items").fetchone()[0])
 
     def __delitem__(self, key: str) -> None:
-        self._db.conn.execute("DELETE FROM items WHERE id=?", (key,))
+        if key not in self:
+            raise KeyError(key)
+        self._db.execute("DELETE FROM items WHERE id=?", (_bind(key),))
         if _plain(key):
             self._known.values.pop(key, None)
         else:
@@ -148,14 +207,16 @@ class ItemTable(MutableMapping[str, ItemRecord]):
     def __contains__(self, key: object) -> bool:
         if _plain(key) and (key in self._known.values or self._known.complete):
             return key in self._known.values
-        found = self._db.conn.execute("SELECT 1 FROM items WHERE id=?", (key,)).fetchone() is not None
+        if not isinstance(key, str):
+            return False
+        found = self._db.execute("SELECT 1 FROM items WHERE id=?", (_bind(key),)).fetchone() is not None
         if found:
             self._known.put(key)
         return found
 
     def __iter__(self) -> Iterator[str]:
-        for (key,) in self._db.conn.execute("SELECT id FROM items ORDER BY seq"):
-            yield str(key)
+        for (key,) in self._db.execute("SELECT id FROM items ORDER BY seq"):
+            yield _unbind(key)
 
     def __len__(self) -> int:
         return self._n
@@ -167,26 +228,30 @@ class ItemTable(MutableMapping[str, ItemRecord]):
             "SELECT id, seq, size, metadata, committed FROM items WHERE seq >= ? AND size > ? "
             "ORDER BY size DESC"
         )
-        for key, seq, size, meta, committed in self._db.conn.execute(query, (min_seq, above)):
-            yield str(key), ItemRecord(seq, size, meta, json.loads(committed))
+        for key, seq, size, meta, committed in self._db.execute(query, (min_seq, above)):
+            yield _unbind(key), _record(seq, size, meta, committed)
 
     def references(self, hex_digest: str) -> bool:
         """Is this object an item's original or its metadata object?"""
-        conn = self._db.conn
-        if conn.execute("SELECT 1 FROM items WHERE id=?", ("sha256:" + hex_digest,)).fetchone():
+        db = self._db
+        if db.execute("SELECT 1 FROM items WHERE id=?", ("sha256:" + hex_digest,)).fetchone():
             return True
-        conn.execute("CREATE INDEX IF NOT EXISTS items_by_metadata ON items (metadata)")
+        db.execute("CREATE INDEX IF NOT EXISTS items_by_metadata ON items (metadata)")
         return (
-            conn.execute("SELECT 1 FROM items WHERE metadata=?", ("sha256:" + hex_digest,)).fetchone()
+            db.execute("SELECT 1 FROM items WHERE metadata=?", ("sha256:" + hex_digest,)).fetchone()
             is not None
         )
 
     def records(self) -> Iterator[tuple[str, ItemRecord]]:
         """(id, record) in seq order, streamed."""
-        for key, seq, size, meta, committed in self._db.conn.execute(
+        for key, seq, size, meta, committed in self._db.execute(
             "SELECT id, seq, size, metadata, committed FROM items ORDER BY seq"
         ):
-            yield str(key), ItemRecord(seq, size, meta, json.loads(committed))
+            yield _unbind(key), _record(seq, size, meta, committed)
+
+
+def _record(seq: int, size: int, metadata: str | bytes | None, committed: str) -> ItemRecord:
+    return ItemRecord(seq, size, None if metadata is None else _unbind(metadata), json.loads(committed))
 
 
 class HolderTable(MutableMapping[str, str]):
@@ -194,7 +259,7 @@ class HolderTable(MutableMapping[str, str]):
 
     def __init__(self, db: _Db) -> None:
         self._db = db
-        empty = db.conn.execute("SELECT 1 FROM holders LIMIT 1").fetchone() is None
+        empty = db.execute("SELECT 1 FROM holders LIMIT 1").fetchone() is None
         self._known = _Known(complete=empty)
 
     def __getitem__(self, key: str) -> str:
@@ -204,19 +269,27 @@ class HolderTable(MutableMapping[str, str]):
                 return cached
             if self._known.complete:
                 raise KeyError(key)
-        row = self._db.conn.execute("SELECT holder FROM holders WHERE id=?", (key,)).fetchone()
+        if not isinstance(key, str):
+            raise KeyError(key)
+        row = self._db.execute("SELECT holder FROM holders WHERE id=?", (_bind(key),)).fetchone()
         if row is None:
             raise KeyError(key)
         if _plain(key) and _plain(row[0]):
             self._known.put(key, row[0])
-        return str(row[0])
+        return _unbind(row[0])
 
     def __setitem__(self, key: str, value: str) -> None:
-        self._db.conn.execute("INSERT OR REPLACE INTO holders (id, holder) VALUES (?, ?)", (key, value))
+        sql = "INSERT OR REPLACE INTO holders (id, holder) VALUES (?, ?)"
+        if _plain(key) and _plain(value):
+            self._db.defer(sql, (key, value))
+        else:
+            self._db.execute(sql, (_bind(key), _bind(value)))
         self._known.put(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self._db.conn.execute("DELETE FROM holders WHERE id=?", (key,))
+        if key not in self:
+            raise KeyError(key)
+        self._db.execute("DELETE FROM holders WHERE id=?", (_bind(key),))
         if _plain(key):
             self._known.values.pop(key, None)
         else:
@@ -225,20 +298,27 @@ class HolderTable(MutableMapping[str, str]):
     def __contains__(self, key: object) -> bool:
         if _plain(key) and (key in self._known.values or self._known.complete):
             return key in self._known.values
-        return self._db.conn.execute("SELECT 1 FROM holders WHERE id=?", (key,)).fetchone() is not None
+        if not isinstance(key, str):
+            return False
+        return self._db.execute("SELECT 1 FROM holders WHERE id=?", (_bind(key),)).fetchone() is not None
 
     def __iter__(self) -> Iterator[str]:
-        for (key,) in self._db.conn.execute("SELECT id FROM holders"):
-            yield str(key)
+        for (key,) in self._db.execute("SELECT id FROM holders"):
+            yield _unbind(key)
 
     def __len__(self) -> int:
-        return int(self._db.conn.execute("SELECT count(*) FROM holders").fetchone()[0])
+        return int(self._db.execute("SELECT count(*) FROM holders").fetchone()[0])
 
     def setdefault(self, key: str, default: str = "") -> str:
         if _plain(key) and key in self._known.values:
             return self._known.values[key]
         complete = self._known.complete  # then it was not there: the row is the one inserted now
-        self._db.conn.execute("INSERT OR IGNORE INTO holders (id, holder) VALUES (?, ?)", (key, default))
+        sql = "INSERT OR IGNORE INTO holders (id, holder) VALUES (?, ?)"
+        if complete and _plain(key) and _plain(default):
+            self._db.defer(sql, (key, default))
+            self._known.put(key, default)
+            return default
+        self._db.execute(sql, (_bind(key), _bind(default)))
         if complete and _plain(key) and _plain(default):
             self._known.put(key, default)
             return default

@@ -402,7 +402,12 @@ _ITEM_ID = re.compile(r"sha256:[0-9a-f]{64}")
 def _record_item(event: Event, index: int, state: LogState, report: Report) -> None:
     data = event.data
     item, size = data.get("item"), data.get("size")
-    if not isinstance(item, str) or not _ITEM_ID.fullmatch(item) or not isinstance(size, int):
+    if (
+        not isinstance(item, str)
+        or not _ITEM_ID.fullmatch(item)
+        or type(size) is not int
+        or not 0 <= size < 2**63
+    ):
         report.fail(
             "log.bad-item", line_subject(index), "item.ingested lacks a valid item id or size", seq=index
         )
