@@ -32,6 +32,15 @@ def parse_canonical(line: bytes) -> tuple[Any, bool]:
 
     Raises ``ValueError`` if the bytes are not valid UTF-8 JSON.
     """
+    value = parse_json(line)
+    return value, _is_canonical(value, line, _dumps)
+
+
+def parse_json(line: bytes) -> Any:
+    """Parse a JSON text (no floats allowed), without the canonical-form check.
+
+    Raises ``ValueError`` if the bytes are not valid UTF-8 JSON.
+    """
     text = line.decode("utf-8")
     if text.startswith("\ufeff"):  # what json.loads refuses before decoding
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
@@ -41,7 +50,7 @@ def parse_canonical(line: bytes) -> tuple[Any, bool]:
         end = -1
     if end != len(text):
         value = _DECODER.decode(text)  # raises the error json.loads would
-    return value, _is_canonical(value, line, _dumps)
+    return value
 
 
 def is_canonical_form(value: Any, line: bytes) -> bool:

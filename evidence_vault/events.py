@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .canonical import canonical, parse_canonical
+from .canonical import canonical, parse_canonical, parse_json
 from .errors import IntegrityError
 
 FORMAT_VERSION = 1
@@ -156,6 +156,15 @@ class Event:
             if not ok:
                 raise IntegrityError(why)
         return cls(**d)  # exactly the fields, each of its type
+
+
+def parse_event(line: bytes) -> Event:
+    """Parse one log line without checking its canonical form (what ``verify`` does): for the index."""
+    try:
+        value = parse_json(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"not valid JSON: {exc}") from None
+    return Event.from_dict(value)
 
 
 def parse_line(line: bytes) -> tuple[Event, bool]:

@@ -19,7 +19,7 @@ from .authority import Authority
 from .custody import Custody, PendingTransfer
 from .custody_log import CustodyLog
 from .errors import IntegrityError
-from .events import Event, line_hash, parse_line
+from .events import Event, line_hash, parse_event
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -84,6 +84,9 @@ def items_of(event: Event) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+_ITEM_EVENT = "INSERT OR IGNORE INTO item_events (item, seq, offset) VALUES (?, ?, ?)"
+
+
 class Index:
     """The SQLite cache of one vault."""
 
@@ -91,6 +94,7 @@ class Index:
         self.path = path
         self.log = log
         self.names = names
+        self._event_rows: list[tuple[str, int, int]] = []  # item_events rows not yet written
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -140,7 +144,12 @@ class Index:
                 self.db.execute("ROLLBACK")
             raise
 
+    def _flush_events(self) -> None:
+        rows, self._event_rows = self._event_rows, []
+        self.db.executemany(_ITEM_EVENT, rows)
+
     def _clear(self) -> None:
+        self._event_rows = []
         for table in ("meta", "items", "item_events", "tags", "transfers"):
             self.db.execute(f"DELETE FROM {table}")
         self._set("version", _VERSION)
@@ -152,7 +161,7 @@ class Index:
             if not raw.complete:
                 break
             try:
-                event, _ = parse_line(raw.data)
+                event = parse_event(raw.data)
             except IntegrityError:
                 if first and offset:
                     self._clear()  # the log changed below our mark: start over (and report it there)
@@ -185,6 +194,9 @@ class Index:
                 ) from None
             head = line_hash(raw.data)
             offset = raw.offset + len(raw.data) + 1
+            if len(self._event_rows) >= 10_000:
+                self._flush_events()
+        self._flush_events()
         self._set("offset", str(offset))
         if head is not None:
             self._set("head", head)
@@ -235,10 +247,10 @@ class Index:
                 )
                 self.db.execute("UPDATE items SET holder=? WHERE id=?", (event.actor, key[1]))
         for item in items_of(event):
-            self.db.execute(
-                "INSERT OR IGNORE INTO item_events (item, seq, offset) VALUES (?, ?, ?)",
-                (item, event.seq, offset),
-            )
+            if item.isascii():  # nothing SQLite could refuse: written in batches by _flush_events
+                self._event_rows.append((item, event.seq, offset))
+            else:
+                self.db.execute(_ITEM_EVENT, (item, event.seq, offset))
         tags = data.get("tags")
         if isinstance(tags, list):
             for item in items_of(event):

@@ -291,6 +291,31 @@ def test_stdlib_script_flags_a_small_order_key_in_allowed_signers(bag: Path) -> 
     assert "allowed_signers: SHA256:nobody: the key is an Ed25519 point of small order" in res.stdout
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "withheld without hashes", "lone surrogate seq", "inclusion proofs without a list"],
+)
+def test_stdlib_script_reports_a_damaged_bundle_without_a_traceback(bag: Path, damage: str) -> None:
+    """A lawyer runs the script on what they were given: damage is a FAIL line and exit 1, never a
+    Python traceback."""
+    log = bag / "evidence" / "log.jsonl"
+    lines = log.read_bytes().splitlines()
+    if damage == "not json":
+        lines[1] = b"{not json"
+    elif damage == "withheld without hashes":
+        lines[1] = b'{"seq":1,"withheld":true}'
+    elif damage == "lone surrogate seq":
+        lines[1] = b'{"seq":"\\ud800","prev":null}'
+    else:
+        (bag / "evidence" / "proofs" / "inclusion.json").write_text("{}")
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    rewrite_tagmanifest(bag)
+    res = _stdlib_script(bag)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and res.stderr == "", res.stderr
+    assert res.stdout.rstrip().splitlines()[-1].startswith("FAIL ("), res.stdout
+
+
 def test_stdlib_script_small_order_list_matches_libsodium() -> None:
     """The script's hand-written list: every entry, with either sign bit, is a point libsodium refuses,
     and the order-1 point makes the any-message signature; real keys are not on it."""

@@ -314,3 +314,18 @@ def test_no_identity_on_add_exit_2(run: Cli, filled_vault: Path, tmp_path: Path)
     )
     assert res.code == 2
     assert "no identity" in one_error_line(res.stderr)
+
+
+def test_index_rebuilt_from_the_log_equals_the_one_kept_current(cli: Cli, filled_vault: Path) -> None:
+    """The index cache is derived data: deleted, it is rebuilt from the log (item events written in
+    batches) with exactly what the commands had kept current, event by event."""
+    items = cli("--vault", filled_vault, "ls", "--json").json()
+    first = items[0]["id"][7:19]
+    assert cli("--vault", filled_vault, "annotate", first, "--tag", "scene", "--note", "n").code == 0
+    assert cli("--vault", filled_vault, "access", first, "--purpose", "review").code == 0
+    views = [("ls", "--json"), ("ls", "--tag", "scene", "--json"), ("show", first, "--json")]
+    before = [cli("--vault", filled_vault, *v).stdout for v in views]
+    (filled_vault / "cache" / "index.sqlite").unlink()
+    after = [cli("--vault", filled_vault, *v).stdout for v in views]
+    assert after == before and len(json.loads(before[1])) == 1
+    assert len(json.loads(before[2])["events"]) == 3

@@ -26,6 +26,7 @@ problems: list[str] = []
 
 
 def fail(msg: str) -> None:
+    msg = msg.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates from hand-made JSON
     problems.append(msg)
     print("FAIL", msg)
 
@@ -248,5 +249,16 @@ def main(bag: str) -> int:
     return 1 if problems else 0
 
 
+def run(bag: str) -> int:
+    """``main``, with a bundle too damaged to read (a missing file, a line that is not JSON, a field of
+    the wrong type) reported as one more problem, not a traceback."""
+    try:
+        return main(bag)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        fail(f"the bundle is damaged or incomplete ({type(exc).__name__}: {exc}); the checks stopped here")
+        print("FAIL", f"({len(problems)} problems)")
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "."))
+    sys.exit(run(sys.argv[1] if len(sys.argv) > 1 else "."))
