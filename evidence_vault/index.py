@@ -18,7 +18,7 @@ from . import events as ev
 from .authority import Authority
 from .custody import Custody, PendingTransfer
 from .custody_log import CustodyLog
-from .errors import IntegrityError
+from .errors import EvidenceVaultError, IntegrityError
 from .events import Event, line_hash, parse_event
 
 _SCHEMA = """
@@ -189,6 +189,12 @@ class Index:
                 # What only a hand-made line holds (a lone surrogate, a value SQLite cannot bind).
                 raise IntegrityError(
                     f"the line at byte {raw.offset} cannot be indexed; "
+                    "run `evidence-vault verify` for details",
+                    path=self.log.path,
+                ) from None
+            except EvidenceVaultError as exc:  # a key event the authorization rules refuse
+                raise IntegrityError(
+                    f"the line at byte {raw.offset} cannot be indexed ({exc.message}); "
                     "run `evidence-vault verify` for details",
                     path=self.log.path,
                 ) from None

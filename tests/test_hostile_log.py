@@ -9,12 +9,20 @@ The index behind `ls` and `add` lists such lines or refuses them with one line.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from evidence_vault import events as ev
+from evidence_vault.errors import EvidenceVaultError
 from evidence_vault.events import line_hash
+from evidence_vault.vault import Vault
+from evidence_vault.verify import verify_vault
 from tests.conftest import Cli
 
 ITEM = "sha256:" + "c" * 64
@@ -104,3 +112,82 @@ def test_seq_beyond_64_bits_is_reported(cli: Cli, filled_vault: Path) -> None:
     assert "log.seq-mismatch" in {f["code"] for f in res.json()["findings"]}
     listing = cli("--vault", filled_vault, "ls")
     assert listing.code == 1 and "impossible seq" in listing.stderr and "log.jsonl" in listing.stderr
+
+
+# -- fuzzed: any JSON in any field of any event type ----------------------------------------------------
+
+_FIELDS = (
+    "item", "size", "metadata", "committed", "openings", "derived_from", "original", "derived", "items",
+    "to", "transfer_id", "key", "role", "fingerprint", "rotates", "tags", "origin", "root", "signature",
+    "provenance", "reason", "vault_id", "purpose", "note",
+)  # fmt: skip
+_ODD_TEXT = st.sampled_from(
+    ["\ud800", "x\udfff", "é", "a\x00b", "../../x", "/dev/zero", "sha256:/dev/zero", ""]
+)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.text(max_size=8)
+    | _ODD_TEXT
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4) | _ODD_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.fixture
+def fuzz_base(cli: Cli, filled_vault: Path, identity: str) -> tuple[Path, str, list[str]]:
+    items = [i["id"] for i in cli("--vault", filled_vault, "ls", "--json").json()]
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    return filled_vault, identity, items
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")),  # FUZZ_EXAMPLES=600 ran clean too
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_fuzzed_events_are_reported_never_raised(
+    data: st.DataObject, fuzz_base: tuple[Path, str, list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever an appended line holds, verify returns a report with a FAIL, and the index either
+    takes the line or refuses it with an EvidenceVaultError (one line in the CLI)."""
+    src, fp, items = fuzz_base
+    copy = tmp_path_factory.mktemp("fuzz") / "vault"
+    shutil.copytree(src, copy)
+    known = st.sampled_from([*items, fp, "sha256:" + "c" * 64])
+    log = copy / "log.jsonl"
+    lines = log.read_bytes().splitlines()
+    event = json.loads(lines[-1])
+    for seq in range(len(lines), len(lines) + data.draw(st.integers(1, 3))):
+        last = log.read_bytes().splitlines()[-1]
+        fields = data.draw(st.lists(st.sampled_from(_FIELDS), max_size=5, unique=True))
+        event.update(
+            seq=data.draw(st.sampled_from([seq, 2**70, -1, "1"])),
+            prev=data.draw(st.sampled_from([line_hash(last), None, "\ud800"])),
+            type=data.draw(st.sampled_from([*sorted(ev.EVENT_TYPES), "x"])),
+            actor=data.draw(st.sampled_from([fp, "\ud800", ""])),
+            time=data.draw(
+                st.sampled_from(["2026-01-01T00:00:00.000Z", "2030-01-01T00:00:00.000Z", "\udfff"])
+            ),
+            data={f: data.draw(known | _JSON) for f in fields},
+        )
+        with open(log, "ab") as fh:
+            fh.write(json.dumps(event, separators=(",", ":"), sort_keys=True).encode() + b"\n")
+    vault = Vault(copy)
+    try:
+        report = verify_vault(vault, trusted=[fp], record_head=False)
+        assert report.failures, "a hand-made line must fail verification"
+        json.dumps(report.to_dict()).encode("utf-8")  # every output can be written
+        try:
+            list(vault.items())
+        except EvidenceVaultError as exc:
+            assert "log.jsonl" in str(exc)
+    finally:
+        vault.close()
