@@ -154,7 +154,10 @@ def fuzz_base(cli: Cli, filled_vault: Path, identity: str) -> tuple[Path, str, l
 )
 @given(data=st.data())
 def test_fuzzed_events_are_reported_never_raised(
-    data: st.DataObject, fuzz_base: tuple[Path, str, list[str]], tmp_path_factory: pytest.TempPathFactory
+    data: st.DataObject,
+    fuzz_base: tuple[Path, str, list[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+    cli: Cli,
 ) -> None:
     """Whatever an appended line holds, verify returns a report with a FAIL, and the index either
     takes the line or refuses it with an EvidenceVaultError (one line in the CLI)."""
@@ -191,3 +194,16 @@ def test_fuzzed_events_are_reported_never_raised(
             assert "log.jsonl" in str(exc)
     finally:
         vault.close()
+    # What a user runs on such a vault: a result or one line, never an exception (cli re-raises them).
+    item = items[0][7:19]
+    for args in (
+        ("ls", "--json"),
+        ("show", item, "--json"),
+        ("log", "--json"),
+        ("timeline", item),
+        ("find", "x"),
+    ):
+        res = cli("--vault", copy, *args)
+        assert res.code in (0, 1, 2) and "internal error" not in res.stderr, (args, res.stderr)
+        if res.code:
+            assert res.stderr.count("\n") == 1, (args, res.stderr)

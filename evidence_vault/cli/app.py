@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -21,6 +22,7 @@ class ErrorHandlingGroup(TyperGroup):
     """Turns library errors into one line and a documented exit code; never a traceback."""
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        _escape_unencodable()
         try:
             return super().invoke(ctx)
         except EvidenceVaultError as exc:
@@ -46,6 +48,16 @@ class ErrorHandlingGroup(TyperGroup):
                 f"internal error: {type(exc).__name__}: {exc} (set EVIDENCE_VAULT_DEBUG=1 for details)"
             )
             raise typer.Exit(2) from None
+
+
+def _escape_unencodable() -> None:
+    """Write what the terminal's encoding cannot hold (a lone surrogate from a hand-made log line) as a
+    backslash escape: inside JSON output that is the same escape JSON itself uses."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def _new_app() -> typer.Typer:

@@ -133,7 +133,7 @@ def report_cmd(
         typer.echo(html, nl=False)
         return
     try:
-        out.write_text(html, encoding="utf-8")
+        out.write_text(html, encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
         raise UsageError(f"cannot write: {exc.strerror}", path=out) from None
     output.info(f"custody report of {len(ids)} item(s) written to {out}")

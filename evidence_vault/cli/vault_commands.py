@@ -292,7 +292,7 @@ def verify(
     vault.close()
     if out_file is not None:
         try:
-            out_file.write_text(render_report(report, fmt), encoding="utf-8")
+            out_file.write_text(render_report(report, fmt), encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
             raise UsageError(f"cannot write the report: {exc.strerror}", path=out_file) from None
         print_report(report)
