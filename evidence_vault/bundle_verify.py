@@ -227,7 +227,13 @@ def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> No
         except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
             report.fail("bundle.event-file-mismatch", subject, f"missing or unreadable: {exc}", seq=seq)
             continue
-        if body != event.signing_bytes() or sig != event.signature:
+        try:
+            same = body == event.signing_bytes() and sig == event.signature
+        except EvidenceVaultError as exc:  # the log line itself is bad (reported by the log pass too)
+            message = f"its log line cannot be signed: {exc}"
+            report.fail("bundle.event-file-mismatch", subject, message, seq=seq)
+            continue
+        if not same:
             report.fail(
                 "bundle.event-file-mismatch",
                 subject,

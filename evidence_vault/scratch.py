@@ -83,7 +83,8 @@ class _Db:
 
 
 def _cleanup(conn: sqlite3.Connection, directory: str) -> None:
-    conn.close()
+    with contextlib.suppress(sqlite3.ProgrammingError):  # finalized in another thread: closed at exit
+        conn.close()
     shutil.rmtree(directory, ignore_errors=True)
 
 

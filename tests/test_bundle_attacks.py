@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -16,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from evidence_vault.bundle_verify import verify_bundle
 from tests.conftest import Cli
+from tests.hostile_json import FIELDS, JSON
 from tests.paths import CORPUS
 
 
@@ -367,3 +371,42 @@ def _times_8_is_identity(enc: bytes) -> bool:
     for _ in range(3):
         point = add(point, point)
     return point == (0, 1)
+
+
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_fuzzed_lines_in_a_bag_are_reported_never_raised(
+    data: st.DataObject, bag: Path, cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """What a lawyer receives may hold any hand-made line (manifests made to match): verify-bundle
+    answers FAIL with a report, the stdlib script with FAIL lines; neither raises."""
+    copy = tmp_path_factory.mktemp("bagfuzz") / "bag"
+    shutil.copytree(bag, copy)
+    log = copy / "evidence" / "log.jsonl"
+    lines = log.read_bytes().splitlines()
+    at = data.draw(st.integers(0, len(lines)))  # replace a line, or append one
+    event = json.loads(lines[min(at, len(lines) - 1)])
+    if event.get("withheld"):
+        event = {"seq": at, "withheld": data.draw(JSON), "leaf_hash": data.draw(JSON)}
+    else:
+        fields = data.draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True))
+        event.update(
+            type=data.draw(st.sampled_from([event["type"], "item.ingested", "key.added", "checkpoint"])),
+            data={**event["data"], **{f: data.draw(JSON) for f in fields}},
+        )
+    line = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    assume(at == len(lines) or line != lines[at])  # an unchanged line is no attack
+    lines[at : at + 1] = [line]
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    rewrite_tagmanifest(copy)
+    res = cli("verify-bundle", copy, "--json")  # an exception here fails the test
+    assert res.code == 1, res.stdout + res.stderr
+    assert res.stdout.startswith("{"), res.stderr
+    assert codes(res.json())
+    script = _stdlib_script(copy)
+    assert "Traceback" not in script.stderr, script.stderr
+    assert script.returncode in (0, 1)  # it cannot check signatures: a re-signed-looking line may pass

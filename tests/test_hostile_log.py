@@ -24,6 +24,7 @@ from evidence_vault.events import line_hash
 from evidence_vault.vault import Vault
 from evidence_vault.verify import verify_vault
 from tests.conftest import Cli
+from tests.hostile_json import FIELDS, JSON
 
 ITEM = "sha256:" + "c" * 64
 CASES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
@@ -116,29 +117,6 @@ def test_seq_beyond_64_bits_is_reported(cli: Cli, filled_vault: Path) -> None:
 
 # -- fuzzed: any JSON in any field of any event type ----------------------------------------------------
 
-_FIELDS = (
-    "item", "size", "metadata", "committed", "openings", "derived_from", "original", "derived", "items",
-    "to", "transfer_id", "key", "role", "fingerprint", "rotates", "tags", "origin", "root", "signature",
-    "provenance", "reason", "vault_id", "purpose", "note",
-)  # fmt: skip
-_ODD_TEXT = st.sampled_from(
-    ["\ud800", "x\udfff", "é", "a\x00b", "../../x", "/dev/zero", "sha256:/dev/zero", ""]
-)
-_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.text(max_size=8)
-    | _ODD_TEXT
-)
-_JSON = st.recursive(
-    _SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4) | _ODD_TEXT, inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-
 
 @pytest.fixture
 def fuzz_base(cli: Cli, filled_vault: Path, identity: str) -> tuple[Path, str, list[str]]:
@@ -170,7 +148,7 @@ def test_fuzzed_events_are_reported_never_raised(
     event = json.loads(lines[-1])
     for seq in range(len(lines), len(lines) + data.draw(st.integers(1, 3))):
         last = log.read_bytes().splitlines()[-1]
-        fields = data.draw(st.lists(st.sampled_from(_FIELDS), max_size=5, unique=True))
+        fields = data.draw(st.lists(st.sampled_from(FIELDS), max_size=5, unique=True))
         event.update(
             seq=data.draw(st.sampled_from([seq, 2**70, -1, "1"])),
             prev=data.draw(st.sampled_from([line_hash(last), None, "\ud800"])),
@@ -179,7 +157,7 @@ def test_fuzzed_events_are_reported_never_raised(
             time=data.draw(
                 st.sampled_from(["2026-01-01T00:00:00.000Z", "2030-01-01T00:00:00.000Z", "\udfff"])
             ),
-            data={f: data.draw(known | _JSON) for f in fields},
+            data={f: data.draw(known | JSON) for f in fields},
         )
         with open(log, "ab") as fh:
             fh.write(json.dumps(event, separators=(",", ":"), sort_keys=True).encode() + b"\n")
