@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -59,14 +60,37 @@ class Run:
     max_rss_mb: float
 
 
+# Linux counts the RSS of the process that spawned a command in the command's ru_maxrss (exec records
+# the old address space's high-water mark): spawned straight from a big pytest process, every `add`
+# looked as big as pytest. This small launcher forks the command itself, waits for it and writes its
+# rusage peak (KB) to the file named first.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_bounded(*args: str | os.PathLike[str], timeout: float = FILE_TIMEOUT) -> Run:
-    """Run evidence-vault; kill it after ``timeout`` (a hang fails the test); peak RSS of this child."""
+    """Run evidence-vault; kill it after ``timeout`` (a hang fails the test); peak RSS of that command
+    (and of the workers it waited for), measured by a small launcher process."""
     t0 = time.monotonic()
+    command = _command()
+    command[0] = shutil.which(command[0]) or command[0]
+    with tempfile.NamedTemporaryFile(prefix="rss-", delete=False) as f:
+        rss_file = f.name
     proc = subprocess.Popen(
-        [*_command(), *(os.fspath(a) for a in args)],
+        [sys.executable, "-c", _LAUNCHER, rss_file, *command, *(os.fspath(a) for a in args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # a kill on timeout reaches the launcher and the command
     )
     out: list[bytes] = []
     err: list[bytes] = []
@@ -76,18 +100,21 @@ def run_bounded(*args: str | os.PathLike[str], timeout: float = FILE_TIMEOUT) ->
     ]
     for r in readers:
         r.start()
-    timer = threading.Timer(timeout, lambda: os.kill(proc.pid, signal.SIGKILL))
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
     try:
-        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
     finally:
         timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     for r in readers:
         r.join()
     seconds = time.monotonic() - t0
     assert proc.returncode != -signal.SIGKILL, f"evidence-vault {args} hung (killed after {timeout}s)"
-    return Run(proc.returncode, out[0].decode(), err[0].decode(), seconds, usage.ru_maxrss / 1024)
+    try:
+        max_rss_kb = int(Path(rss_file).read_text() or 0)
+    finally:
+        os.unlink(rss_file)
+    return Run(proc.returncode, out[0].decode(), err[0].decode(), seconds, max_rss_kb / 1024)
 
 
 def _assert_clean_failure_or_success(res: Run, what: str) -> None:
