@@ -50,7 +50,7 @@ class _Db:
 
     def defer(self, sql: str, params: tuple[str | int | None, ...]) -> None:
         """A write of plain values (nothing SQLite could refuse), run in order with the next ones by
-        one ``executemany`` before anything reads: a row at a time costs about 5x more."""
+        one ``executemany`` before anything reads (an item and its holder: about 15 us instead of 22)."""
         self.pending.append((sql, params))
         if len(self.pending) >= DEFER_MAX:
             self.flush()
