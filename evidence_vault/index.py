@@ -20,6 +20,7 @@ from .custody import Custody, PendingTransfer
 from .custody_log import CustodyLog
 from .errors import EvidenceVaultError, IntegrityError
 from .events import Event, line_hash, parse_event
+from .sqlvalues import int64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -144,6 +145,12 @@ class Index:
                 self.db.execute("ROLLBACK")
             raise
 
+    def _refused(self, offset: int, why: str) -> IntegrityError:
+        """A hand-made line the index cannot take: one line naming the log and where."""
+        return IntegrityError(
+            f"the line at byte {offset} {why}; run `evidence-vault verify` for details", path=self.log.path
+        )
+
     def _flush_events(self) -> None:
         rows, self._event_rows = self._event_rows, []
         self.db.executemany(_ITEM_EVENT, rows)
@@ -177,27 +184,15 @@ class Index:
                 self._consume(0, None)
                 return
             first = False
-            if not _int64(event.seq):
-                raise IntegrityError(
-                    f"the line at byte {raw.offset} has an impossible seq; "
-                    "run `evidence-vault verify` for details",
-                    path=self.log.path,
-                )
+            if not int64(event.seq):
+                raise self._refused(raw.offset, "has an impossible seq")
             try:
                 self._apply(event, raw.offset, auth)
             except (sqlite3.InterfaceError, sqlite3.ProgrammingError, UnicodeEncodeError, OverflowError):
                 # What only a hand-made line holds (a lone surrogate, a value SQLite cannot bind).
-                raise IntegrityError(
-                    f"the line at byte {raw.offset} cannot be indexed; "
-                    "run `evidence-vault verify` for details",
-                    path=self.log.path,
-                ) from None
+                raise self._refused(raw.offset, "cannot be indexed") from None
             except EvidenceVaultError as exc:  # a key event the authorization rules refuse
-                raise IntegrityError(
-                    f"the line at byte {raw.offset} cannot be indexed ({exc.message}); "
-                    "run `evidence-vault verify` for details",
-                    path=self.log.path,
-                ) from None
+                raise self._refused(raw.offset, f"cannot be indexed ({exc.message})") from None
             head = line_hash(raw.data)
             offset = raw.offset + len(raw.data) + 1
             if len(self._event_rows) >= 10_000:
@@ -222,7 +217,7 @@ class Index:
                     event.seq,
                     event.time,
                     event.actor,
-                    data["size"] if _int64(data.get("size")) else 0,  # verify reports a bad size
+                    data["size"] if int64(data.get("size")) else 0,  # verify reports a bad size
                     _text(data.get("media_type")),
                     meta,
                     self.names(meta) if meta else None,
@@ -367,11 +362,6 @@ class Index:
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM items").fetchone()[0])
-
-
-def _int64(value: object) -> bool:
-    """An int SQLite can store (a bigger one, only in a hand-made line, makes it raise)."""
-    return type(value) is int and -(2**63) <= value < 2**63
 
 
 def _text(value: object) -> str | None:

@@ -20,6 +20,8 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
+from .sqlvalues import int64
+
 
 @dataclass
 class ItemRecord:
@@ -133,11 +135,6 @@ def _plain_or_none(value: object) -> bool:
     return value is None or _plain(value)
 
 
-def _int64(value: object) -> bool:
-    """An int SQLite stores (a bigger one makes it raise)."""
-    return type(value) is int and -(2**63) <= value < 2**63
-
-
 def _bind(text: str | None) -> str | bytes | None:
     """What SQLite stores for a str: the str itself, or, for one UTF-8 cannot encode (a lone surrogate:
     only in a hand-made line), its bytes with the surrogates kept, a BLOB no TEXT value equals."""
@@ -185,7 +182,7 @@ class ItemTable(MutableMapping[str, ItemRecord]):
         existed = key in self
         sql = "INSERT OR REPLACE INTO items (id, seq, size, metadata, committed) VALUES (?, ?, ?, ?, ?)"
         committed = json.dumps(rec.committed, separators=(",", ":"))  # ASCII: surrogates escaped
-        if _plain(key) and _int64(rec.seq) and _int64(rec.size) and _plain_or_none(rec.metadata):
+        if _plain(key) and int64(rec.seq) and int64(rec.size) and _plain_or_none(rec.metadata):
             self._db.defer(sql, (key, rec.seq, rec.size, rec.metadata, committed))
         else:
             self._db.execute(sql, (_bind(key), rec.seq, rec.size, _bind(rec.metadata), committed))
@@ -320,9 +317,6 @@ class HolderTable(MutableMapping[str, str]):
             self._known.put(key, default)
             return default
         self._db.execute(sql, (_bind(key), _bind(default)))
-        if complete and _plain(key) and _plain(default):
-            self._known.put(key, default)
-            return default
         if not (_plain(key) and _plain(default)):
             self._known.forget()
         return self[key]

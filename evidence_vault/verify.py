@@ -39,6 +39,7 @@ from .signing import (
     sodium_verify,
     verify_signature,
 )
+from .sqlvalues import int64
 from .vault import Vault
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -402,12 +403,7 @@ _ITEM_ID = re.compile(r"sha256:[0-9a-f]{64}")
 def _record_item(event: Event, index: int, state: LogState, report: Report) -> None:
     data = event.data
     item, size = data.get("item"), data.get("size")
-    if (
-        not isinstance(item, str)
-        or not _ITEM_ID.fullmatch(item)
-        or type(size) is not int
-        or not 0 <= size < 2**63
-    ):
+    if not isinstance(item, str) or not _ITEM_ID.fullmatch(item) or not int64(size) or size < 0:
         report.fail(
             "log.bad-item", line_subject(index), "item.ingested lacks a valid item id or size", seq=index
         )
