@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import events as ev
-from .errors import IntegrityError, NotAuthorizedError
-from .signing import PublicKey
+from .errors import EvidenceVaultError, IntegrityError, NotAuthorizedError
+from .signing import PublicKey, verify_signature
 
 ROLES = ("admin", "custodian")
 
@@ -84,6 +84,17 @@ class Authority:
         if event.type == ev.KEY_REVOKED and (target == event.actor or grant.rotates == target):
             return  # revoking oneself, or the key one was rotated from
         raise NotAuthorizedError(f"key {event.actor} ({grant.role}) may not add or revoke keys")
+
+    def check_signature(self, event: ev.Event) -> None:
+        """Raise ``IntegrityError`` unless ``event`` is signed by its signer's key (the genesis key for
+        seq 0): one Ed25519 check, for single lines (``verify`` checks a log's signatures in batches)."""
+        try:
+            key = PublicKey.from_openssh(_key_of(event.data).public_key) if event.seq == 0 else None
+            verify_signature(event.signature, event.signing_bytes(), key or self.public_key(event.actor))
+        except KeyError:
+            raise IntegrityError(f"key {event.actor} was never authorized in this vault") from None
+        except EvidenceVaultError as exc:
+            raise IntegrityError(f"signature check failed: {exc.message}") from None
 
     def apply(self, event: ev.Event) -> None:
         """Update the state after an accepted event."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,15 @@ class RawLine:
 
 @dataclass(frozen=True)
 class Head:
+    """The last complete line of the log: its seq and hash, and what the append guard checks."""
+
     seq: int
     hash: str
     size: int  # bytes of the log up to and including the head line's newline
+    line: bytes = field(default=b"", repr=False, compare=False)  # without its newline
+    event: Event | None = field(default=None, repr=False, compare=False)
+    canonical: bool = field(default=True, repr=False, compare=False)
+    before: bytes | None = field(default=None, repr=False, compare=False)  # the line before (None: first)
 
 
 class TornLineError(IntegrityError):
@@ -50,9 +56,10 @@ class TornLineError(IntegrityError):
 class CustodyLog:
     """The append-only custody log of one vault."""
 
-    def __init__(self, path: Path, lock_path: Path) -> None:
+    def __init__(self, path: Path, lock_path: Path, guard: Callable[[Head], None] | None = None) -> None:
         self.path = path
         self.lock_path = lock_path
+        self.guard = guard  # runs under the lock on the head before anything is chained onto it
 
     def iter_raw(self, start: int = 0) -> Iterator[RawLine]:
         """Yield every line from byte ``start``, streaming (memory flat in the log length)."""
@@ -83,11 +90,9 @@ class CustodyLog:
             if raw.complete:
                 yield parse_line(raw.data)[0]
 
-    def tail_state(self) -> tuple[Head | None, int]:
-        """The last complete line's head and the length of an incomplete trailing fragment.
-
-        Reads backwards from the end of the file: O(1) in the log length.
-        """
+    def last_lines(self) -> tuple[bytes | None, bytes | None, int, int]:
+        """The last complete line and the one before it (None where there is none), without their
+        newlines; the file's size; the length of an incomplete trailing fragment. Reads backwards: O(1)."""
         with open(self.path, "rb") as fh:
             end = fh.seek(0, os.SEEK_END)
             pos, buf = end, b""
@@ -100,19 +105,30 @@ class CustodyLog:
                 if last_nl < 0:
                     continue
                 prev_nl = buf.rfind(b"\n", 0, last_nl)
-                if prev_nl < 0 and pos > 0:
-                    continue
-                torn = len(buf) - last_nl - 1
-                line = buf[prev_nl + 1 : last_nl]
-                try:
-                    event, _ = parse_line(line)
-                except IntegrityError as exc:
-                    raise IntegrityError(
-                        f"last complete log line is damaged ({exc.message}); run `evidence-vault verify`",
-                        path=self.path,
-                    ) from None
-                return Head(event.seq, line_hash(line), end - torn), torn
-            return None, len(buf)
+                first_nl = buf.rfind(b"\n", 0, prev_nl) if prev_nl >= 0 else -1
+                if first_nl < 0 and pos > 0:
+                    continue  # the line before the last (or the last itself) starts further back
+                before = buf[first_nl + 1 : prev_nl] if prev_nl >= 0 else None
+                return buf[prev_nl + 1 : last_nl], before, end, len(buf) - last_nl - 1
+            return None, None, end, len(buf)
+
+    def tail_state(self) -> tuple[Head | None, int]:
+        """The last complete line's head and the length of an incomplete trailing fragment.
+
+        O(1) in the log length. The head also holds the line before it, for the append guard
+        (:mod:`evidence_vault.append_guard`).
+        """
+        line, before, end, torn = self.last_lines()
+        if line is None:
+            return None, torn
+        try:
+            event, canonical = parse_line(line)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"last complete log line is damaged ({exc.message}); run `evidence-vault verify`",
+                path=self.path,
+            ) from None
+        return Head(event.seq, line_hash(line), end - torn, line, event, canonical, before), torn
 
     def require_clean_end(self) -> None:
         """Raise ``TornLineError`` now, before any work, if the log ends with a torn line."""
@@ -137,6 +153,8 @@ class CustodyLog:
             head, torn = self.tail_state()
             if torn:
                 raise TornLineError(self.path)
+            if head is not None and self.guard is not None:
+                self.guard(head)
             entries = build(head)
             if not entries:
                 return []

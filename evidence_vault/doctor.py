@@ -1,7 +1,11 @@
-"""``doctor``: find (and with ``repair`` set aside) what an interrupted write left behind.
+"""``doctor``: find (and with ``repair`` set aside) what an interrupted write or a hand-made line left
+at the end of the log.
 
-A torn last log line is copied to ``<vault>/quarantine/`` and then cut from the log; complete lines
-are never touched. Leftover temporary files of interrupted object writes are removed.
+A torn last log line is copied to ``<vault>/quarantine/`` and then cut from the log. So is a complete
+last line that no authorized key wrote there (see :mod:`evidence_vault.append_guard`): the writing
+commands refuse to chain onto it. Such lines are set aside one at a time from the end, and never a line
+at or below the head this machine last saw, nor the genesis line. Leftover temporary files of
+interrupted object writes are removed.
 """
 
 from __future__ import annotations
@@ -11,10 +15,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .append_guard import seen_problem, tail_problem, unwritten
 from .atomic import fsync_dir, write_atomic
-from .keystore import utc_now
+from .custody_log import Head
+from .errors import IntegrityError
+from .events import line_hash, parse_event, parse_line
+from .index import UnindexableLineError
+from .keystore import TrustStore, utc_now
 from .locking import exclusive_lock
 from .vault import Vault
+
+
+@dataclass
+class UnsoundLine:
+    """A complete last line the writing commands refuse to chain onto."""
+
+    offset: int
+    seq: int | None
+    problem: str
+    repairable: bool  # doctor --repair may set it aside
+    saved_to: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -22,11 +45,17 @@ class DoctorResult:
     torn_bytes: int = 0
     torn_saved_to: str | None = None
     temp_files: list[str] = field(default_factory=list)
+    unsound_lines: list[UnsoundLine] = field(default_factory=list)
     repaired: bool = False
 
     @property
     def healthy(self) -> bool:
-        return not self.torn_bytes and not self.temp_files
+        return not self.torn_bytes and not self.temp_files and not self.unsound_lines
+
+    @property
+    def unrepaired(self) -> bool:
+        """Something found that ``--repair`` may not touch (or was not asked to)."""
+        return not self.healthy and (not self.repaired or any(u.saved_to is None for u in self.unsound_lines))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +63,7 @@ class DoctorResult:
             "torn_bytes": self.torn_bytes,
             "torn_saved_to": self.torn_saved_to,
             "temp_files": self.temp_files,
+            "unsound_lines": [u.to_dict() for u in self.unsound_lines],
             "repaired": self.repaired,
         }
 
@@ -41,7 +71,7 @@ class DoctorResult:
 def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorResult:
     result = DoctorResult()
     with exclusive_lock(vault.log.lock_path, wait=wait):
-        _head, torn = vault.log.tail_state()
+        _line, _before, end, torn = vault.log.last_lines()
         tmpdir = vault.root / "objects" / "tmp"
         # Only files no running writer can still own: older than a minute.
         cutoff = time.time() - 60
@@ -49,26 +79,72 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
             sorted(p.name for p in tmpdir.iterdir() if p.stat().st_mtime < cutoff) if tmpdir.is_dir() else []
         )
         result.torn_bytes = torn
+        if repair and torn:
+            result.torn_saved_to = _set_aside(vault, end - torn, "torn-line", ".bin")
+        pin = TrustStore().get(vault.config.vault_id)
+        seen = pin.get("head") if pin else None
+        while (found := _unsound_tail(vault, seen)) is not None:
+            result.unsound_lines.append(found)
+            if not repair or not found.repairable:
+                break
+            found.saved_to = _set_aside(vault, found.offset, f"unsound-line-{found.seq}", ".jsonl")
         if not repair:
             return result
-        if torn:
-            with open(vault.log.path, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(size - torn)
-                fragment = fh.read()
-            stamp = utc_now().replace(":", "").replace(".", "")
-            saved = vault.root / "quarantine" / f"log-torn-line-{stamp}.bin"
-            write_atomic(saved, fragment, mode=0o444)
-            fd = os.open(vault.log.path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, size - torn)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            result.torn_saved_to = str(saved)
         for name in result.temp_files:
             os.unlink(tmpdir / name)
         if result.temp_files:
             fsync_dir(tmpdir)
         result.repaired = True
     return result
+
+
+def _unsound_tail(vault: Vault, seen: dict[str, Any] | None) -> UnsoundLine | None:
+    """The last complete line, if the writing commands would refuse to chain onto it."""
+    line, before, end, torn = vault.log.last_lines()
+    if line is None:
+        return None
+    offset = end - torn - len(line) - 1
+    repairable = before is not None and _after_seen(before, seen)
+    try:
+        event, canonical = parse_line(line)
+    except IntegrityError as exc:
+        return UnsoundLine(offset, None, unwritten(f"damaged: {exc.message}"), repairable)
+    head = Head(event.seq, line_hash(line), end - torn, line, event, canonical, before)
+    problem = seen_problem(head, seen)
+    if problem:
+        return UnsoundLine(offset, event.seq, problem, False)
+    try:
+        authority = vault.index.authority()
+    except UnindexableLineError as exc:
+        if exc.offset != offset:
+            raise  # a line further back: `verify` says what, `doctor` does not cut into the log
+        return UnsoundLine(offset, event.seq, unwritten(exc.why), repairable)
+    problem = tail_problem(head, authority)
+    return UnsoundLine(offset, event.seq, problem, repairable) if problem else None
+
+
+def _after_seen(before: bytes, seen: dict[str, Any] | None) -> bool:
+    """Does the line after ``before`` come after everything this machine saw of the log?"""
+    if not isinstance(seen, dict) or not isinstance(seen.get("seq"), int):
+        return True
+    try:
+        return bool(parse_event(before).seq >= seen["seq"])
+    except IntegrityError:
+        return False
+
+
+def _set_aside(vault: Vault, start: int, what: str, suffix: str) -> str:
+    """Copy the log's bytes from ``start`` on to ``quarantine/``, then cut them from the log."""
+    with open(vault.log.path, "rb") as fh:
+        fh.seek(start)
+        fragment = fh.read()
+    stamp = utc_now().replace(":", "").replace(".", "")
+    saved = vault.root / "quarantine" / f"log-{what}-{stamp}{suffix}"
+    write_atomic(saved, fragment, mode=0o444)
+    fd = os.open(vault.log.path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return str(saved)

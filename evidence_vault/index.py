@@ -71,6 +71,15 @@ class IndexedItem:
         }
 
 
+class UnindexableLineError(IntegrityError):
+    """A log line the index cannot take (damaged, or a hand-made key event the rules refuse)."""
+
+    def __init__(self, message: str, *, path: str | Path, offset: int, why: str) -> None:
+        super().__init__(message, path=path)
+        self.offset = offset  # where the line starts in log.jsonl
+        self.why = why  # what is wrong with it
+
+
 def items_of(event: Event) -> list[str]:
     """Item ids an event is about."""
     data = event.data
@@ -145,10 +154,14 @@ class Index:
                 self.db.execute("ROLLBACK")
             raise
 
-    def _refused(self, offset: int, why: str) -> IntegrityError:
+    def _refused(self, offset: int, what: str, reason: str | None = None) -> UnindexableLineError:
         """A hand-made line the index cannot take: one line naming the log and where."""
-        return IntegrityError(
-            f"the line at byte {offset} {why}; run `evidence-vault verify` for details", path=self.log.path
+        detail = f" ({reason})" if reason else ""
+        return UnindexableLineError(
+            f"the line at byte {offset} {what}{detail}; run `evidence-vault verify` for details",
+            path=self.log.path,
+            offset=offset,
+            why=reason or what,
         )
 
     def _flush_events(self) -> None:
@@ -174,10 +187,7 @@ class Index:
                     self._clear()  # the log changed below our mark: start over (and report it there)
                     self._consume(0, None)
                     return
-                raise IntegrityError(
-                    f"a line at byte {raw.offset} is damaged; run `evidence-vault verify` for details",
-                    path=self.log.path,
-                ) from None
+                raise self._refused(raw.offset, "is damaged") from None
             if first and event.prev != head:
                 # The log was rewritten below our mark: start over from the beginning.
                 self._clear()
@@ -192,7 +202,7 @@ class Index:
                 # What only a hand-made line holds (a lone surrogate, a value SQLite cannot bind).
                 raise self._refused(raw.offset, "cannot be indexed") from None
             except EvidenceVaultError as exc:  # a key event the authorization rules refuse
-                raise self._refused(raw.offset, f"cannot be indexed ({exc.message})") from None
+                raise self._refused(raw.offset, "is a key event that cannot be taken", exc.message) from None
             head = line_hash(raw.data)
             offset = raw.offset + len(raw.data) + 1
             if len(self._event_rows) >= 10_000:
@@ -205,6 +215,10 @@ class Index:
 
     def _apply(self, event: Event, offset: int, auth: Authority) -> None:
         if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
+            # The authority the append guard trusts: a key event is taken only where its signer may
+            # sign it and only with a valid signature (rare events: one Ed25519 check each).
+            auth.check(event)
+            auth.check_signature(event)
             auth.apply(event)
         data = event.data
         if event.type == ev.ITEM_INGESTED and isinstance(data.get("item"), str):

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import commitments
 from . import events as ev
+from .append_guard import refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
 from .canonical import canonical
@@ -184,7 +185,7 @@ class Vault:
         self.root = root
         self.config = VaultConfig.load(root / VAULT_FILE)
         self.objects: ObjectStore = FileObjectStore(root / "objects", durable=durable)
-        self.log = CustodyLog(root / "log.jsonl", root / ".lock")
+        self.log = CustodyLog(root / "log.jsonl", root / ".lock", guard=self.require_sound_tail)
         self._index: Index | None = None
         self._names: dict[str, str] = {}
 
@@ -541,6 +542,17 @@ class Vault:
         if last is not None:
             self._record_head(last)
         return results
+
+    def require_sound_tail(self, head: Head) -> None:
+        """Refuse (:class:`~evidence_vault.append_guard.UnsoundTailError`) to chain a signed event onto
+        a last line no authorized key wrote there, or onto a log older than this machine saw."""
+        pin = TrustStore().get(self.config.vault_id)
+        problem = seen_problem(head, pin.get("head") if pin else None)
+        if problem:
+            raise refusal(head, problem, self.log.path, repairable=False)
+        problem = tail_problem(head, self.index.authority())
+        if problem:
+            raise refusal(head, problem, self.log.path, repairable=True)
 
     def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
         """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""

@@ -220,6 +220,7 @@ def test_doctor_clean_vault(cli: Cli, filled_vault: Path) -> None:
         "torn_bytes": 0,
         "torn_saved_to": None,
         "temp_files": [],
+        "unsound_lines": [],
         "repaired": False,
     }
     res = cli("--vault", filled_vault, "doctor")

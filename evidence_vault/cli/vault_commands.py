@@ -348,11 +348,16 @@ def print_report(report: Report) -> None:
 def doctor(
     ctx: typer.Context,
     repair: Annotated[
-        bool, typer.Option("--repair", help="Set aside a torn last line (a copy is kept).")
+        bool,
+        typer.Option(
+            "--repair",
+            help="Set aside a torn last line, and last lines no authorized key wrote (a copy is kept).",
+        ),
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Find what an interrupted write left behind; with --repair, set it aside."""
+    """Find what an interrupted write or a hand-made line left at the end of the log; with --repair,
+    set it aside."""
     from ..doctor import doctor as run_doctor
 
     vault = state(ctx).open_vault()
@@ -369,11 +374,26 @@ def doctor(
         if result.temp_files:
             verb = "removed" if repair else "found"
             output.info(f"{verb} {len(result.temp_files)} leftover temporary object file(s)")
+        for line in result.unsound_lines:
+            where = (
+                f"log line seq {line.seq}" if line.seq is not None else f"the log line at byte {line.offset}"
+            )
+            if line.saved_to:
+                output.warn(f"set aside {where}: it {line.problem}; copy kept at {line.saved_to}")
+            elif line.repairable:
+                output.warn(f"found {where}: it {line.problem}")
+            else:
+                output.warn(
+                    f"{where} {line.problem}; `doctor --repair` never cuts the first line or a line this "
+                    "machine saw: run `evidence-vault verify`, and restore the vault from a copy"
+                )
         if result.healthy:
             output.info("the log ends cleanly; nothing to repair")
         elif not repair:
-            output.info("run `evidence-vault doctor --repair` to fix")
-    if not result.healthy and not repair:
+            output.info(
+                "run `evidence-vault verify` for the whole log; `evidence-vault doctor --repair` to fix"
+            )
+    if result.unrepaired:
         raise typer.Exit(1)
 
 

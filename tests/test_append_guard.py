@@ -1,0 +1,239 @@
+"""The append guard: no signed event is chained onto a last line no authorized key wrote there, and
+`doctor --repair` sets such lines aside (a copy kept) without touching what this machine saw.
+
+Anyone who can write the vault can append a line without a key. Before the guard, `add` chained the
+next signed event onto it, so the custodian's signature vouched for the hand-made line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from evidence_vault import events as ev
+from evidence_vault.events import Event, line_hash
+from evidence_vault.keystore import KeyStore
+from evidence_vault.signing import Signer, generate
+from tests.conftest import PASSPHRASE, Cli, CliResult
+from tests.paths import CORPUS
+
+NEW_FILE = CORPUS / "images" / "DSCN0010.jpg"  # not among the filled vault's files
+
+
+def _log(vault: Path) -> Path:
+    return vault / "log.jsonl"
+
+
+def _line(vault: Path, signer: Signer | None, etype: str, data: dict[str, Any], **change: Any) -> bytes:
+    """The next line of the log, chained and in canonical form; signed by ``signer``, or carrying the
+    last line's signature (which does not verify for it) when ``signer`` is None."""
+    last = _log(vault).read_bytes().splitlines()[-1]
+    previous = json.loads(last)
+    fields = {
+        "seq": previous["seq"] + 1,
+        "prev": line_hash(last),
+        "time": "2030-01-01T00:00:00.000Z",
+        "type": etype,
+        "actor": signer.fingerprint if signer else previous["actor"],
+        "data": data,
+    }
+    fields.update(change)
+    event = Event(**fields)
+    sig = base64.b64encode(signer.sign(event.signing_bytes())).decode() if signer else previous["sig"]
+    return Event(**{**event.__dict__, "sig": sig}).line() + b"\n"
+
+
+def _append(vault: Path, line: bytes) -> None:
+    with open(_log(vault), "ab") as fh:
+        fh.write(line)
+
+
+def _signer(home: Path, fp: str) -> Signer:
+    store = KeyStore(home)
+    return store.signer(store.find(fp), lambda _: PASSPHRASE.encode())
+
+
+def _annotation(cli: Cli, vault: Path) -> dict[str, Any]:
+    item = cli("--vault", vault, "ls", "--json").json()[0]["id"]
+    return {"item": item, "tags": ["forged"]}
+
+
+def _refused(res: CliResult, log: Path, before: bytes, needle: str) -> None:
+    """One line naming the log and the problem, exit 2, nothing written."""
+    assert res.code == 2, (res.stdout, res.stderr)
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert str(log) in res.stderr and needle in res.stderr and "nothing recorded" in res.stderr, res.stderr
+    assert log.read_bytes() == before
+
+
+def _doctor(cli: Cli, vault: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    res = cli("--vault", vault, "doctor", "--json", *args)
+    return res.code, res.json()
+
+
+def test_add_refuses_after_a_forged_line_and_doctor_sets_it_aside(cli: Cli, filled_vault: Path) -> None:
+    log = _log(filled_vault)
+    genuine = log.read_bytes()
+    forged = _line(filled_vault, None, ev.ITEM_ANNOTATED, _annotation(cli, filled_vault))
+    _append(filled_vault, forged)
+    before = log.read_bytes()
+
+    res = cli("--vault", filled_vault, "add", NEW_FILE)
+    _refused(res, log, before, "was not written there by an authorized key (signature check failed")
+    assert "doctor --repair" in res.stderr
+    item = _annotation(cli, filled_vault)["item"][7:19]
+    for args in (("annotate", item, "--note", "x"), ("checkpoint",)):
+        _refused(cli("--vault", filled_vault, *args), log, before, "signature check failed")
+
+    code, found = _doctor(cli, filled_vault)
+    assert code == 1 and not found["healthy"] and not found["repaired"]
+    (line,) = found["unsound_lines"]
+    assert line["seq"] == 5 and line["repairable"] and line["saved_to"] is None
+    assert line["offset"] == len(genuine) and log.read_bytes() == before  # doctor alone changes nothing
+
+    code, fixed = _doctor(cli, filled_vault, "--repair")
+    assert code == 0 and fixed["repaired"]
+    (line,) = fixed["unsound_lines"]
+    assert Path(line["saved_to"]).read_bytes() == forged  # the copy kept is exactly the line cut
+    assert log.read_bytes() == genuine
+
+    res = cli("--vault", filled_vault, "add", NEW_FILE, "--json")
+    assert res.code == 0 and res.json_lines()[0]["status"] == "added", res.stdout
+    assert cli("--vault", filled_vault, "verify").code == 0
+    code, found = _doctor(cli, filled_vault)
+    assert code == 0 and found["healthy"] and not found["unsound_lines"]
+
+
+def test_doctor_repair_sets_aside_every_forged_line_from_the_end(cli: Cli, filled_vault: Path) -> None:
+    log = _log(filled_vault)
+    genuine = log.read_bytes()
+    data = _annotation(cli, filled_vault)
+    forged = []
+    for _ in range(3):
+        line = _line(filled_vault, None, ev.ITEM_ANNOTATED, data)
+        _append(filled_vault, line)
+        forged.append(line)
+    code, fixed = _doctor(cli, filled_vault, "--repair")
+    assert code == 0
+    assert [u["seq"] for u in fixed["unsound_lines"]] == [7, 6, 5]
+    assert [Path(u["saved_to"]).read_bytes() for u in fixed["unsound_lines"]] == forged[::-1]
+    assert log.read_bytes() == genuine
+
+
+def test_replayed_genuine_line_is_refused(cli: Cli, filled_vault: Path) -> None:
+    """A copy of a line a key really signed, appended again: its signature verifies, its place does not."""
+    log = _log(filled_vault)
+    lines = log.read_bytes().splitlines()
+    _append(filled_vault, lines[-1] + b"\n")
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "prev is not the hash")
+
+
+def test_line_signed_by_a_stranger_is_refused(cli: Cli, filled_vault: Path) -> None:
+    log = _log(filled_vault)
+    _append(filled_vault, _line(filled_vault, generate(), ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)))
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "was never authorized")
+
+
+def test_line_signed_by_a_revoked_key_is_refused(cli: Cli, filled_vault: Path, home: Path) -> None:
+    """A stolen key, revoked: a line it signs after its revocation is not chained onto."""
+    res = cli("key", "new", "--name", "Bob", "--json")
+    bob = res.json()["fingerprint"]
+    pub = cli("key", "export-public", bob).stdout.strip()
+    assert cli("--vault", filled_vault, "key", "add", pub, "--role", "custodian").code == 0
+    assert cli("--vault", filled_vault, "key", "revoke", bob, "--reason", "laptop stolen").code == 0
+    log = _log(filled_vault)
+    _append(
+        filled_vault,
+        _line(filled_vault, _signer(home, bob), ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)),
+    )
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "was revoked")
+
+
+def test_forged_key_event_is_refused_by_the_index_and_set_aside(
+    cli: Cli, filled_vault: Path, identity: str
+) -> None:
+    """A key.added in the genesis admin's name with a signature that does not verify: before, the
+    index took it, so the key it named counted as authorized for every later check."""
+    intruder = generate()
+    key = {"fingerprint": intruder.fingerprint, "public_key": intruder.public.openssh(), "name": "x"}
+    log = _log(filled_vault)
+    genuine = log.read_bytes()
+    _append(filled_vault, _line(filled_vault, None, ev.KEY_ADDED, {"key": key, "role": "admin"}))
+    res = cli("--vault", filled_vault, "ls")
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1
+    assert "key event that cannot be taken (signature check failed" in res.stderr and str(log) in res.stderr
+    code, fixed = _doctor(cli, filled_vault, "--repair")
+    assert code == 0, fixed
+    (line,) = fixed["unsound_lines"]
+    assert line["seq"] == 5 and "signature check failed" in line["problem"]
+    assert log.read_bytes() == genuine
+    assert cli("--vault", filled_vault, "ls").code == 0
+
+
+def test_log_cut_below_what_this_machine_saw_is_refused_and_not_repaired(
+    cli: Cli, filled_vault: Path
+) -> None:
+    """The last lines this machine wrote were removed: nothing is chained onto the shorter log, and
+    doctor does not cut further."""
+    log = _log(filled_vault)
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-2]))
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "lines were removed from the end")
+    code, found = _doctor(cli, filled_vault, "--repair")
+    assert code == 1
+    (line,) = found["unsound_lines"]
+    assert not line["repairable"] and line["saved_to"] is None
+    assert log.read_bytes() == before
+
+
+def test_rewritten_last_line_is_refused_and_not_repaired(cli: Cli, filled_vault: Path) -> None:
+    """The last line this machine wrote, replaced by one with other data: doctor keeps it for the
+    investigation (it is at the head this machine saw)."""
+    log = _log(filled_vault)
+    lines = log.read_bytes().splitlines(keepends=True)
+    event = json.loads(lines[-1])
+    event["data"]["size"] = event["data"]["size"] + 1
+    lines[-1] = Event.from_dict(event).line() + b"\n"
+    log.write_bytes(b"".join(lines))
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "history was rewritten")
+    code, found = _doctor(cli, filled_vault, "--repair")
+    assert code == 1 and not found["unsound_lines"][0]["repairable"]
+    assert log.read_bytes() == before
+
+
+def test_damaged_last_line_is_set_aside(cli: Cli, filled_vault: Path) -> None:
+    log = _log(filled_vault)
+    genuine = log.read_bytes()
+    _append(filled_vault, b"{not json\n")
+    res = cli("--vault", filled_vault, "add", NEW_FILE)
+    assert res.code == 1 and "last complete log line is damaged" in res.stderr
+    code, fixed = _doctor(cli, filled_vault, "--repair")
+    assert code == 0
+    (line,) = fixed["unsound_lines"]
+    assert line["seq"] is None and "damaged" in line["problem"]
+    assert log.read_bytes() == genuine
+
+
+def test_lines_other_authorized_keys_wrote_are_chained_onto(
+    cli: Cli, filled_vault: Path, home: Path, identity: str
+) -> None:
+    """A second admin's genuine line, written on another machine: it passes the guard."""
+    res = cli("key", "new", "--name", "Bob", "--json")
+    bob = res.json()["fingerprint"]
+    pub = cli("key", "export-public", bob).stdout.strip()
+    assert cli("--vault", filled_vault, "key", "add", pub, "--role", "admin").code == 0
+    dave = generate()
+    key = {"fingerprint": dave.fingerprint, "public_key": dave.public.openssh(), "name": "Dave"}
+    _append(
+        filled_vault, _line(filled_vault, _signer(home, bob), ev.KEY_ADDED, {"key": key, "role": "custodian"})
+    )
+    res = cli("--vault", filled_vault, "--key", identity, "add", NEW_FILE)
+    assert res.code == 0, res.stderr
+    assert cli("--vault", filled_vault, "verify").code == 0
