@@ -3,22 +3,84 @@
 The writing commands append in O(1), without re-verifying the log. Anyone who can write the file can
 append a line without a key; unchecked, that line would become the ``prev`` of the next signed event,
 and the custodian's signature would vouch for it. So before signing, the last line must be canonical,
-chain onto the line before it, be signed by a key authorized at that point (the index checks the
-signature of every key event it takes, so that authority cannot be forged either), and not be older
-than the head this machine last saw. Lines before the last are ``verify``'s job; the cost is one
-Ed25519 check per append.
+chain onto the line before it, and not be older than the head this machine last saw; its signer must
+be allowed to sign it (the index's key state, for revocations and roles), and its signature must verify
+under a key taken from the log itself (:class:`KeyChain`: the lines that brought the key in, signed
+back to the genesis key this machine pinned), so that a forged index cannot make a stranger's key
+count. Lines before the last are ``verify``'s job; the cost is one or two Ed25519 checks per append.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import events as ev
-from .authority import Authority
+from .authority import Authority, key_of
 from .custody_log import Head
 from .errors import EvidenceVaultError, IntegrityError
+from .signing import PublicKey, verify_signature
 
 KEY_EVENTS = (ev.KEY_ADDED, ev.KEY_REVOKED)
+MAX_CHAIN = 64  # keys brought in by keys brought in by ...: far more than any vault has
+
+
+class KeyChain:
+    """Public keys taken from the log itself, not from the index: a key counts only if the line that
+    brought it in (``key.added``) is signed by a key that counts in the same way, back to the genesis
+    line at the start of the log, whose key must be the one this machine pinned (if it pinned one).
+
+    The index only says where those lines are (``key_lines``); reading them costs one seek and one
+    Ed25519 check each, and the result is kept.
+    """
+
+    def __init__(
+        self, line_at: Callable[[int], bytes], key_lines: dict[str, int], pinned: str | None
+    ) -> None:
+        self.line_at, self.key_lines, self.pinned = line_at, key_lines, pinned
+        self._known: dict[str, PublicKey] = {}
+
+    def key(self, fingerprint: str) -> PublicKey:
+        """The public key of ``fingerprint``; raises ``IntegrityError`` saying what does not hold."""
+        path: list[tuple[ev.Event, PublicKey]] = []  # lines that brought keys in, back to a known key
+        fp = fingerprint
+        while fp not in self._known:
+            if len(path) >= MAX_CHAIN or any(key.fingerprint == fp for _, key in path):
+                raise IntegrityError(f"the key events that brought in key {fingerprint} form a loop")
+            event, key = self._grant(fp)
+            if event.seq == 0:
+                self._check(event, key)  # the genesis line is signed by the key it names
+                self._known[fp] = key
+                break
+            path.append((event, key))
+            fp = event.actor
+        for event, key in reversed(path):  # from the key nearest the genesis on
+            self._check(event, self._known[event.actor])
+            self._known[key.fingerprint] = key
+        return self._known[fingerprint]
+
+    def _grant(self, fp: str) -> tuple[ev.Event, PublicKey]:
+        offset = self.key_lines.get(fp)
+        if offset is None:
+            raise IntegrityError(f"key {fp} was never authorized in this vault")
+        try:
+            event, canonical = ev.parse_line(self.line_at(offset))
+            named = key_of(event.data)
+        except IntegrityError as exc:
+            raise IntegrityError(f"the line that brought in key {fp} does not hold: {exc.message}") from None
+        genesis = event.seq == 0 and offset == 0 and event.type == ev.VAULT_CREATED and event.actor == fp
+        if named.fingerprint != fp or not canonical or not (genesis or event.type == ev.KEY_ADDED):
+            raise IntegrityError(f"the index does not point at the line that brought in key {fp}")
+        if genesis and self.pinned is not None and fp != self.pinned:
+            raise IntegrityError(f"genesis key {fp} is not the one this machine pinned ({self.pinned})")
+        return event, PublicKey.from_openssh(named.public_key)
+
+    @staticmethod
+    def _check(event: ev.Event, signer: PublicKey) -> None:
+        try:
+            verify_signature(event.signature, event.signing_bytes(), signer)
+        except IntegrityError as exc:
+            raise IntegrityError(f"the line that brought in a key (seq {event.seq}): {exc.message}") from None
 
 
 class UnsoundTailError(IntegrityError):
@@ -39,11 +101,12 @@ def seen_problem(head: Head, seen: dict[str, Any] | None) -> str | None:
     return None
 
 
-def tail_problem(head: Head, authority: Authority) -> str | None:
+def tail_problem(head: Head, authority: Authority, keys: KeyChain) -> str | None:
     """What is wrong with the last line ``head``, as a clause ("was not written there by an authorized
     key (why)"); ``None``: a signed event may chain onto it.
 
-    ``authority`` is the key state after the whole log (the index's).
+    ``authority`` is the key state after the whole log (the index's: roles and revocations); the
+    signature is checked under the key ``keys`` takes from the log.
     """
     event = head.event
     if event is None:  # a head not read by CustodyLog.tail_state: nothing to check
@@ -60,7 +123,8 @@ def tail_problem(head: Head, authority: Authority) -> str | None:
             grant = authority.keys.get(event.actor)
             if grant is not None and grant.revoked_seq is not None and grant.revoked_seq < event.seq:
                 return unwritten(f"signed by key {event.actor}, revoked at seq {grant.revoked_seq}")
-        authority.check_signature(event)
+        key = keys.key(event.actor)
+        verify_signature(event.signature, event.signing_bytes(), key)
     except EvidenceVaultError as exc:
         return unwritten(exc.message)
     return None

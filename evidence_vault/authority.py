@@ -60,7 +60,7 @@ class Authority:
         if event.seq == 0:
             if event.type != ev.VAULT_CREATED:
                 raise NotAuthorizedError("the first event must be vault.created")
-            key = _key_of(event.data)
+            key = key_of(event.data)
             if key.fingerprint != event.actor:
                 raise NotAuthorizedError("genesis is not signed by the key it names")
             return
@@ -89,7 +89,7 @@ class Authority:
         """Raise ``IntegrityError`` unless ``event`` is signed by its signer's key (the genesis key for
         seq 0): one Ed25519 check, for single lines (``verify`` checks a log's signatures in batches)."""
         try:
-            key = PublicKey.from_openssh(_key_of(event.data).public_key) if event.seq == 0 else None
+            key = PublicKey.from_openssh(key_of(event.data).public_key) if event.seq == 0 else None
             verify_signature(event.signature, event.signing_bytes(), key or self.public_key(event.actor))
         except KeyError:
             raise IntegrityError(f"key {event.actor} was never authorized in this vault") from None
@@ -99,7 +99,7 @@ class Authority:
     def apply(self, event: ev.Event) -> None:
         """Update the state after an accepted event."""
         if event.type == ev.VAULT_CREATED:
-            key = _key_of(event.data)
+            key = key_of(event.data)
             self.genesis = key.fingerprint
             self.vault_id = str(event.data.get("vault_id"))
             self._grant(key, "admin", event, None)
@@ -109,7 +109,7 @@ class Authority:
                 raise IntegrityError(f"unknown role {role!r}")
             rotates = event.data.get("rotates")
             self._grant(
-                _key_of(event.data), role, event, event.actor, rotates if isinstance(rotates, str) else None
+                key_of(event.data), role, event, event.actor, rotates if isinstance(rotates, str) else None
             )
         elif event.type == ev.KEY_REVOKED:
             fp = str(event.data.get("fingerprint"))
@@ -125,7 +125,7 @@ class Authority:
                 )
 
     def _grant(
-        self, key: _Key, role: str, event: ev.Event, by: str | None, rotates: str | None = None
+        self, key: NamedKey, role: str, event: ev.Event, by: str | None, rotates: str | None = None
     ) -> None:
         if key.fingerprint in self.keys:
             raise IntegrityError(f"key {key.fingerprint} is already in the vault")
@@ -154,18 +154,19 @@ class Authority:
 
 
 @dataclass(frozen=True)
-class _Key:
+class NamedKey:
     fingerprint: str
     public_key: str
     name: str
 
 
-def _key_of(data: dict[str, Any]) -> _Key:
-    """The key an event names, with its fingerprint recomputed from the public key itself."""
+def key_of(data: dict[str, Any]) -> NamedKey:
+    """The key a ``vault.created`` or ``key.added`` event names, its fingerprint recomputed from the
+    public key itself (``IntegrityError`` if they differ)."""
     key = data.get("key")
     if not isinstance(key, dict) or not isinstance(key.get("public_key"), str):
         raise IntegrityError("event does not name a public key")
     pk = PublicKey.from_openssh(key["public_key"])
     if key.get("fingerprint") != pk.fingerprint:
         raise IntegrityError("named fingerprint does not match the public key")
-    return _Key(pk.fingerprint, pk.openssh(), str(key.get("name", "")))
+    return NamedKey(pk.fingerprint, pk.openssh(), str(key.get("name", "")))

@@ -90,6 +90,19 @@ class CustodyLog:
             if raw.complete:
                 yield parse_line(raw.data)[0]
 
+    def line_at(self, offset: int) -> bytes:
+        """The complete line starting at byte ``offset`` (without its newline; empty past the end)."""
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            parts = []
+            while chunk := fh.read(65536):
+                end = chunk.find(b"\n")
+                if end >= 0:
+                    parts.append(chunk[:end])
+                    return b"".join(parts)
+                parts.append(chunk)
+        return b""  # no newline: not a complete line
+
     def last_lines(self) -> tuple[bytes | None, bytes | None, int, int]:
         """The last complete line and the one before it (None where there is none), without their
         newlines; the file's size; the length of an incomplete trailing fragment. Reads backwards: O(1)."""

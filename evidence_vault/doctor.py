@@ -81,9 +81,8 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
         result.torn_bytes = torn
         if repair and torn:
             result.torn_saved_to = _set_aside(vault, end - torn, "torn-line", ".bin")
-        pin = TrustStore().get(vault.config.vault_id)
-        seen = pin.get("head") if pin else None
-        while (found := _unsound_tail(vault, seen)) is not None:
+        pin = TrustStore().get(vault.config.vault_id) or {}
+        while (found := _unsound_tail(vault, pin)) is not None:
             result.unsound_lines.append(found)
             if not repair or not found.repairable:
                 break
@@ -98,8 +97,10 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
     return result
 
 
-def _unsound_tail(vault: Vault, seen: dict[str, Any] | None) -> UnsoundLine | None:
-    """The last complete line, if the writing commands would refuse to chain onto it."""
+def _unsound_tail(vault: Vault, pin: dict[str, Any]) -> UnsoundLine | None:
+    """The last complete line, if the writing commands would refuse to chain onto it (``pin``: this
+    machine's trust pin of the vault)."""
+    seen = pin.get("head")
     line, before, end, torn = vault.log.last_lines()
     if line is None:
         return None
@@ -119,7 +120,7 @@ def _unsound_tail(vault: Vault, seen: dict[str, Any] | None) -> UnsoundLine | No
         if exc.offset != offset:
             raise  # a line further back: `verify` says what, `doctor` does not cut into the log
         return UnsoundLine(offset, event.seq, unwritten(exc.why), repairable)
-    problem = tail_problem(head, authority)
+    problem = tail_problem(head, authority, vault.key_chain(pin))
     return UnsoundLine(offset, event.seq, problem, repairable) if problem else None
 
 

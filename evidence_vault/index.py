@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
-from .authority import Authority
+from .authority import Authority, key_of
 from .custody import Custody, PendingTransfer
 from .custody_log import CustodyLog
 from .errors import EvidenceVaultError, IntegrityError
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS item_events (item TEXT NOT NULL, seq INTEGER NOT NULL
 CREATE TABLE IF NOT EXISTS tags (item TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (item, tag));
 CREATE INDEX IF NOT EXISTS tags_by_tag ON tags (tag);
 """
-_VERSION = "2"
+_VERSION = "3"  # 3: key_lines
 
 NameLookup = Callable[[str], str | None]
 """Given a metadata object id, return the item's original name (or None)."""
@@ -136,6 +136,11 @@ class Index:
         raw = self._meta("authority")
         return Authority.from_dict(json.loads(raw)) if raw else Authority()
 
+    def key_lines(self) -> dict[str, int]:
+        """Where each key came in: the byte offset of its ``vault.created`` or ``key.added`` line."""
+        raw = self._meta("key_lines")
+        return dict(json.loads(raw)) if raw else {}
+
     def refresh(self) -> None:
         """Catch up with the log (only the new lines), or rebuild if the log changed under us."""
         size = os.stat(self.log.path).st_size
@@ -176,6 +181,7 @@ class Index:
 
     def _consume(self, offset: int, head: str | None) -> None:
         auth = self.authority()
+        key_lines = self.key_lines()
         first = True
         for raw in self.log.iter_raw(offset):
             if not raw.complete:
@@ -198,6 +204,8 @@ class Index:
                 raise self._refused(raw.offset, "has an impossible seq")
             try:
                 self._apply(event, raw.offset, auth)
+                if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED):
+                    key_lines[key_of(event.data).fingerprint] = raw.offset
             except (sqlite3.InterfaceError, sqlite3.ProgrammingError, UnicodeEncodeError, OverflowError):
                 # What only a hand-made line holds (a lone surrogate, a value SQLite cannot bind).
                 raise self._refused(raw.offset, "cannot be indexed") from None
@@ -212,6 +220,7 @@ class Index:
         if head is not None:
             self._set("head", head)
         self._set("authority", json.dumps(auth.to_dict()))
+        self._set("key_lines", json.dumps(key_lines))
 
     def _apply(self, event: Event, offset: int, auth: Authority) -> None:
         if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):

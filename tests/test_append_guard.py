@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from evidence_vault import events as ev
 from evidence_vault.events import Event, line_hash
@@ -81,11 +85,11 @@ def test_add_refuses_after_a_forged_line_and_doctor_sets_it_aside(cli: Cli, fill
     before = log.read_bytes()
 
     res = cli("--vault", filled_vault, "add", NEW_FILE)
-    _refused(res, log, before, "was not written there by an authorized key (signature check failed")
+    _refused(res, log, before, "was not written there by an authorized key (signature does not verify)")
     assert "doctor --repair" in res.stderr
     item = _annotation(cli, filled_vault)["item"][7:19]
     for args in (("annotate", item, "--note", "x"), ("checkpoint",)):
-        _refused(cli("--vault", filled_vault, *args), log, before, "signature check failed")
+        _refused(cli("--vault", filled_vault, *args), log, before, "signature does not verify")
 
     code, found = _doctor(cli, filled_vault)
     assert code == 1 and not found["healthy"] and not found["repaired"]
@@ -237,3 +241,65 @@ def test_lines_other_authorized_keys_wrote_are_chained_onto(
     res = cli("--vault", filled_vault, "--key", identity, "add", NEW_FILE)
     assert res.code == 0, res.stderr
     assert cli("--vault", filled_vault, "verify").code == 0
+
+
+def _forge_index(vault: Path, intruder: Signer, key_line: int | None) -> None:
+    """Edit the index cache (in the vault, so as writable as the log) to authorize ``intruder``."""
+    db = sqlite3.connect(vault / "cache" / "index.sqlite")
+    with db:
+        authority = json.loads(db.execute("SELECT v FROM meta WHERE k='authority'").fetchone()[0])
+        grant = dict(authority["keys"][0])
+        grant.update(fingerprint=intruder.fingerprint, public_key=intruder.public.openssh(), role="admin")
+        authority["keys"].append(grant)
+        db.execute("UPDATE meta SET v=? WHERE k='authority'", (json.dumps(authority),))
+        if key_line is not None:
+            lines = json.loads(db.execute("SELECT v FROM meta WHERE k='key_lines'").fetchone()[0])
+            lines[intruder.fingerprint] = key_line
+            db.execute("UPDATE meta SET v=? WHERE k='key_lines'", (json.dumps(lines),))
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("key_line", "needle"),
+    [(None, "was never authorized"), (0, "does not point at the line that brought in key")],
+)
+def test_forged_index_does_not_make_a_strangers_key_count(
+    cli: Cli, filled_vault: Path, key_line: int | None, needle: str
+) -> None:
+    """The index is in the vault: whoever forges a line can forge it too. The key that signed the
+    last line is taken from the log's own key lines, signed back to the pinned genesis key."""
+    intruder = generate()
+    assert cli("--vault", filled_vault, "ls").code == 0  # the index is current
+    _forge_index(filled_vault, intruder, key_line)
+    _append(filled_vault, _line(filled_vault, intruder, ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)))
+    log = _log(filled_vault)
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, needle)
+
+
+def test_vault_with_another_genesis_key_than_pinned_is_refused(
+    cli: Cli, filled_vault: Path, home: Path
+) -> None:
+    """The whole log re-signed from a genesis of someone else's (the vault id kept): nothing is
+    chained onto it on a machine that pinned the real genesis key."""
+    intruder = generate()
+    log = _log(filled_vault)
+    events = [json.loads(line) for line in log.read_bytes().splitlines()]
+    key = {"fingerprint": intruder.fingerprint, "public_key": intruder.public.openssh(), "name": "x"}
+    events[0]["data"]["key"] = key
+    out, prev = [], None
+    for e in events:
+        fields = {k: e[k] for k in ("seq", "time", "type", "data")}
+        event = Event(**fields, prev=prev, actor=intruder.fingerprint)
+        sig = base64.b64encode(intruder.sign(event.signing_bytes())).decode()
+        line = Event(**{**event.__dict__, "sig": sig}).line()
+        out.append(line + b"\n")
+        prev = line_hash(line)
+    log.write_bytes(b"".join(out))
+    # One line more than this machine saw, so that it is the genesis key that stops the append.
+    _append(
+        filled_vault, _line(filled_vault, intruder, ev.ITEM_ANNOTATED, {"item": events[1]["data"]["item"]})
+    )
+    shutil.rmtree(filled_vault / "cache")
+    before = log.read_bytes()
+    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "is not the one this machine pinned")
