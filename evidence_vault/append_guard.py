@@ -101,6 +101,24 @@ def seen_problem(head: Head, seen: dict[str, Any] | None) -> str | None:
     return None
 
 
+def genesis_problem(first_line: bytes, pin: dict[str, Any]) -> str | None:
+    """Does the log start with another genesis key than the one this machine pinned (``pin``, the trust
+    pin of the vault)? A clause about the last line, as :func:`seen_problem` gives."""
+    pinned = pin.get("genesis")
+    if not isinstance(pinned, str):
+        return None
+    try:
+        first = ev.parse_event(first_line)
+        genesis = key_of(first.data).fingerprint if first.type == ev.VAULT_CREATED else None
+    except IntegrityError:
+        genesis = None
+    if genesis is None:
+        return "ends a log whose first line is not a genesis event"
+    if genesis != pinned:
+        return f"ends a log whose genesis key {genesis} is not the one this machine pinned ({pinned})"
+    return None
+
+
 def tail_problem(head: Head, authority: Authority, keys: KeyChain) -> str | None:
     """What is wrong with the last line ``head``, as a clause ("was not written there by an authorized
     key (why)"); ``None``: a signed event may chain onto it.

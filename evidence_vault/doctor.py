@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .append_guard import seen_problem, tail_problem, unwritten
+from .append_guard import genesis_problem, seen_problem, tail_problem, unwritten
 from .atomic import fsync_dir, write_atomic
 from .custody_log import Head
 from .errors import IntegrityError
@@ -82,7 +82,7 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
         if repair and torn:
             result.torn_saved_to = _set_aside(vault, end - torn, "torn-line", ".bin")
         pin = TrustStore().get(vault.config.vault_id) or {}
-        while (found := _unsound_tail(vault, pin)) is not None:
+        while (found := _unsound_tail(vault, pin, fresh=repair)) is not None:
             result.unsound_lines.append(found)
             if not repair or not found.repairable:
                 break
@@ -97,9 +97,10 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
     return result
 
 
-def _unsound_tail(vault: Vault, pin: dict[str, Any]) -> UnsoundLine | None:
+def _unsound_tail(vault: Vault, pin: dict[str, Any], *, fresh: bool) -> UnsoundLine | None:
     """The last complete line, if the writing commands would refuse to chain onto it (``pin``: this
-    machine's trust pin of the vault)."""
+    machine's trust pin of the vault). ``fresh``: judge with an index read again from the whole log
+    (before cutting anything: the index is in the vault, as editable as the log)."""
     seen = pin.get("head")
     line, before, end, torn = vault.log.last_lines()
     if line is None:
@@ -111,11 +112,11 @@ def _unsound_tail(vault: Vault, pin: dict[str, Any]) -> UnsoundLine | None:
     except IntegrityError as exc:
         return UnsoundLine(offset, None, unwritten(f"damaged: {exc.message}"), repairable)
     head = Head(event.seq, line_hash(line), end - torn, line, event, canonical, before)
-    problem = seen_problem(head, seen)
+    problem = seen_problem(head, seen) or genesis_problem(vault.log.line_at(0), pin)
     if problem:
         return UnsoundLine(offset, event.seq, problem, False)
     try:
-        authority = vault.index.authority()
+        authority = (vault.rebuild_index() if fresh else vault.index).authority()
     except UnindexableLineError as exc:
         if exc.offset != offset:
             raise  # a line further back: `verify` says what, `doctor` does not cut into the log

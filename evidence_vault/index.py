@@ -141,17 +141,18 @@ class Index:
         raw = self._meta("key_lines")
         return dict(json.loads(raw)) if raw else {}
 
-    def refresh(self) -> None:
-        """Catch up with the log (only the new lines), or rebuild if the log changed under us."""
+    def refresh(self, *, rebuild: bool = False) -> None:
+        """Catch up with the log (only the new lines), or rebuild if the log changed under us (or if
+        ``rebuild``: the cache is in the vault, so whoever can edit the log can edit it too)."""
         size = os.stat(self.log.path).st_size
         self.db.execute("BEGIN IMMEDIATE")
         try:
             offset = int(self._meta("offset") or 0)
             head = self._meta("head")
-            if self._meta("version") != _VERSION or size < offset:
+            if rebuild or self._meta("version") != _VERSION or size < offset:
                 self._clear()
                 offset, head = 0, None
-            if size != offset:
+            if size != offset or rebuild:
                 self._consume(offset, head)
             self.db.execute("COMMIT")
         except BaseException:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import commitments
 from . import events as ev
-from .append_guard import KeyChain, refusal, seen_problem, tail_problem
+from .append_guard import KeyChain, genesis_problem, refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
 from .canonical import canonical
@@ -234,11 +234,19 @@ class Vault:
     @property
     def index(self) -> Index:
         """The listing cache, caught up with the log (a one-line error if it cannot be written)."""
+        return self._refreshed_index(rebuild=False)
+
+    def rebuild_index(self) -> Index:
+        """The listing cache, read again from the whole log (``doctor --repair``: it is in the vault,
+        so whoever can edit the log can edit it too)."""
+        return self._refreshed_index(rebuild=True)
+
+    def _refreshed_index(self, *, rebuild: bool) -> Index:
         path = self.root / "cache" / "index.sqlite"
         try:
             if self._index is None:
                 self._index = Index(path, self.log, self._name_of)
-            self._index.refresh()
+            self._index.refresh(rebuild=rebuild)
         except sqlite3.Error as exc:
             raise VaultFormatError(
                 f"cannot update the index cache ({exc}); it is derived from the log, so nothing recorded is "
@@ -547,7 +555,7 @@ class Vault:
         """Refuse (:class:`~evidence_vault.append_guard.UnsoundTailError`) to chain a signed event onto
         a last line no authorized key wrote there, or onto a log older than this machine saw."""
         pin = TrustStore().get(self.config.vault_id) or {}
-        problem = seen_problem(head, pin.get("head"))
+        problem = seen_problem(head, pin.get("head")) or genesis_problem(self.log.line_at(0), pin)
         if problem:
             raise refusal(head, problem, self.log.path, repairable=False)
         problem = tail_problem(head, self.index.authority(), self.key_chain(pin))

@@ -270,11 +270,17 @@ def test_forged_index_does_not_make_a_strangers_key_count(
     last line is taken from the log's own key lines, signed back to the pinned genesis key."""
     intruder = generate()
     assert cli("--vault", filled_vault, "ls").code == 0  # the index is current
+    log = _log(filled_vault)
+    genuine = log.read_bytes()
     _forge_index(filled_vault, intruder, key_line)
     _append(filled_vault, _line(filled_vault, intruder, ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)))
-    log = _log(filled_vault)
     before = log.read_bytes()
     _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, needle)
+    # doctor --repair judges with an index read again from the log: the forged grant is gone.
+    code, fixed = _doctor(cli, filled_vault, "--repair")
+    assert code == 0 and "was never authorized" in fixed["unsound_lines"][0]["problem"]
+    assert log.read_bytes() == genuine
+    assert cli("--vault", filled_vault, "add", NEW_FILE).code == 0
 
 
 def test_vault_with_another_genesis_key_than_pinned_is_refused(
@@ -302,4 +308,11 @@ def test_vault_with_another_genesis_key_than_pinned_is_refused(
     )
     shutil.rmtree(filled_vault / "cache")
     before = log.read_bytes()
-    _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "is not the one this machine pinned")
+    res = cli("--vault", filled_vault, "add", NEW_FILE)
+    _refused(res, log, before, "ends a log whose genesis key")
+    assert (
+        "is not the one this machine pinned" in res.stderr and "restore the vault from a copy" in res.stderr
+    )
+    code, found = _doctor(cli, filled_vault, "--repair")  # cutting lines would not help: none is cut
+    assert code == 1 and not found["unsound_lines"][0]["repairable"]
+    assert log.read_bytes() == before
