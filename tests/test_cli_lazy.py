@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import exifread
 import typer.main
 
 from evidence_vault.cli.app import _COMMANDS, app, build_app, command_of
+from evidence_vault.metadata.extract import extract_metadata
+from tests.paths import CORPUS
 
 
 def test_command_table_matches_the_registered_commands() -> None:
@@ -28,3 +35,26 @@ def test_single_command_app_has_just_that_command() -> None:
     keys = typer.main.get_command(build_app("key"))
     assert isinstance(keys, typer.core.TyperGroup)
     assert list(keys.commands) == ["key"]
+
+
+def _modules_after(*args: object) -> set[str]:
+    """The modules a fresh process has imported once the CLI ran ``args`` (exit status checked)."""
+    code = (
+        "import sys\n"
+        "from evidence_vault.cli import main\n"
+        f"sys.argv = ['evidence-vault', *{[str(a) for a in args]!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(' '.join(sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_add_imports_exifread_only_for_images(vault: Path, tmp_path: Path) -> None:
+    """exifread costs about 15 ms of start-up: an add of other files (the 1M-event bench's) skips it."""
+    other = tmp_path / "notes.bin"
+    other.write_bytes(b"\x00" * 100)
+    assert "exifread" not in _modules_after("--vault", vault, "add", other)
+    assert "exifread" in _modules_after("--vault", vault, "add", CORPUS / "images" / "Canon_40D.jpg")
+    extractors = extract_metadata(CORPUS / "images" / "Canon_40D.jpg").extractors
+    assert f"exifread {exifread.__version__}" in extractors, extractors

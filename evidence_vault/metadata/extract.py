@@ -74,7 +74,7 @@ def _extract(fh: BinaryIO, head: bytes, size: int, media_type: str) -> MediaMeta
         if dims and dims[0] > 0 and dims[1] > 0:
             normalized["width"], normalized["height"] = int(dims[0]), int(dims[1])
         if media_type in _EXIFREAD_TYPES and exif_source is not None:
-            extractors.append(images.EXIFREAD_VERSION)
+            extractors.append(images.exifread_version())
             try:
                 fh.seek(0)
                 tags, warnings = images.run_exifread(exif_source)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import struct
 import threading
 from fractions import Fraction
+from types import ModuleType
 from typing import Any, BinaryIO, cast
-
-import exifread
 
 from ._values import clean_str, decimal_str, exif_datetime, utc_offset, valid_lat_lon
 
-EXIFREAD_VERSION = f"exifread {getattr(exifread, '__version__', 'unknown')}"
 MAX_JPEG_SEGMENTS = 1024
 MAX_READ = 16 << 20
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -52,12 +51,24 @@ _COLLECTOR = _WarningCollector()
 logging.getLogger("exifread").addHandler(_COLLECTOR)
 
 
+@functools.cache
+def _exifread() -> ModuleType:
+    """exifread, imported on first use: about 15 ms that an ``add`` of non-image files never needs."""
+    import exifread
+
+    return exifread
+
+
+def exifread_version() -> str:
+    return f"exifread {getattr(_exifread(), '__version__', 'unknown')}"
+
+
 def run_exifread(fh: BinaryIO | io.BytesIO) -> tuple[dict[str, Any], list[str]]:
     """exifread tags (IfdTag objects) and its warnings; raises whatever exifread raises."""
     _COLLECTOR.local.bucket = []
     try:
         capped = cast(BinaryIO, _CappedReader(fh))
-        tags = exifread.process_file(
+        tags = _exifread().process_file(
             capped, details=False, strict=False, extract_thumbnail=False, truncate_tags=False
         )
     finally:
