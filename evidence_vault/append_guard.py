@@ -110,7 +110,7 @@ def genesis_problem(first_line: bytes, pin: dict[str, Any]) -> str | None:
     try:
         first = ev.parse_event(first_line)
         genesis = key_of(first.data).fingerprint if first.type == ev.VAULT_CREATED else None
-    except IntegrityError:
+    except EvidenceVaultError:  # IntegrityError, or KeyStoreError for an unreadable key
         genesis = None
     if genesis is None:
         return "ends a log whose first line is not a genesis event"

@@ -137,9 +137,15 @@ class Index:
         return Authority.from_dict(json.loads(raw)) if raw else Authority()
 
     def key_lines(self) -> dict[str, int]:
-        """Where each key came in: the byte offset of its ``vault.created`` or ``key.added`` line."""
-        raw = self._meta("key_lines")
-        return dict(json.loads(raw)) if raw else {}
+        """Where each key came in: the byte offset of its ``vault.created`` or ``key.added`` line
+        (what is not such an offset is left out: the cache is in the vault, as editable as the log)."""
+        try:
+            found = json.loads(self._meta("key_lines") or "{}")
+        except ValueError:
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        return {k: v for k, v in found.items() if type(v) is int and v >= 0}
 
     def refresh(self, *, rebuild: bool = False) -> None:
         """Catch up with the log (only the new lines), or rebuild if the log changed under us (or if

@@ -243,7 +243,7 @@ def test_lines_other_authorized_keys_wrote_are_chained_onto(
     assert cli("--vault", filled_vault, "verify").code == 0
 
 
-def _forge_index(vault: Path, intruder: Signer, key_line: int | None) -> None:
+def _forge_index(vault: Path, intruder: Signer, key_line: object) -> None:
     """Edit the index cache (in the vault, so as writable as the log) to authorize ``intruder``."""
     db = sqlite3.connect(vault / "cache" / "index.sqlite")
     with db:
@@ -261,10 +261,15 @@ def _forge_index(vault: Path, intruder: Signer, key_line: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("key_line", "needle"),
-    [(None, "was never authorized"), (0, "does not point at the line that brought in key")],
+    [
+        (None, "was never authorized"),
+        (0, "does not point at the line that brought in key"),
+        ("x", "was never authorized"),  # not an offset: left out
+        (-1, "was never authorized"),
+    ],
 )
 def test_forged_index_does_not_make_a_strangers_key_count(
-    cli: Cli, filled_vault: Path, key_line: int | None, needle: str
+    cli: Cli, filled_vault: Path, key_line: object, needle: str
 ) -> None:
     """The index is in the vault: whoever forges a line can forge it too. The key that signed the
     last line is taken from the log's own key lines, signed back to the pinned genesis key."""
