@@ -30,24 +30,44 @@ class KeyChain:
     brought it in (``key.added``) is signed by a key that counts in the same way, back to the genesis
     line at the start of the log, whose key must be the one this machine pinned (if it pinned one).
 
-    The index only says where those lines are (``key_lines``); reading them costs one seek and one
-    Ed25519 check each, and the result is kept.
+    The index only says where those lines are (``key_lines``); each is read and parsed once, and each
+    key costs one Ed25519 check, kept for the next look-up.
     """
 
-    def __init__(
-        self, line_at: Callable[[int], bytes], key_lines: dict[str, int], pinned: str | None
-    ) -> None:
-        self.line_at, self.key_lines, self.pinned = line_at, key_lines, pinned
+    def __init__(self, line_at: Callable[[int], bytes], pin: dict[str, Any]) -> None:
+        pinned = pin.get("genesis")  # pin: this machine's trust pin of the vault
+        self.line_at = line_at
+        self.pinned = pinned if isinstance(pinned, str) else None
         self._known: dict[str, PublicKey] = {}
+        self._lines: dict[int, tuple[ev.Event, bool]] = {}
 
-    def key(self, fingerprint: str) -> PublicKey:
-        """The public key of ``fingerprint``; raises ``IntegrityError`` saying what does not hold."""
+    def genesis_problem(self) -> str | None:
+        """Does the log start with another genesis key than the pinned one? A clause about the last
+        line, as :func:`seen_problem` gives."""
+        if self.pinned is None:
+            return None
+        try:
+            first, _ = self._line(0)
+            genesis = key_of(first.data).fingerprint if first.type == ev.VAULT_CREATED else None
+        except EvidenceVaultError:  # IntegrityError, or KeyStoreError for an unreadable key
+            genesis = None
+        if genesis is None:
+            return "ends a log whose first line is not a genesis event"
+        if genesis != self.pinned:
+            return (
+                f"ends a log whose genesis key {genesis} is not the one this machine pinned ({self.pinned})"
+            )
+        return None
+
+    def key(self, fingerprint: str, key_lines: dict[str, int]) -> PublicKey:
+        """The public key of ``fingerprint``, finding key lines at ``key_lines`` (the index's byte
+        offsets); raises ``IntegrityError`` saying what does not hold."""
         path: list[tuple[ev.Event, PublicKey]] = []  # lines that brought keys in, back to a known key
         fp = fingerprint
         while fp not in self._known:
             if len(path) >= MAX_CHAIN or any(key.fingerprint == fp for _, key in path):
                 raise IntegrityError(f"the key events that brought in key {fingerprint} form a loop")
-            event, key = self._grant(fp)
+            event, key = self._grant(fp, key_lines.get(fp))
             if event.seq == 0:
                 self._check(event, key)  # the genesis line is signed by the key it names
                 self._known[fp] = key
@@ -59,12 +79,16 @@ class KeyChain:
             self._known[key.fingerprint] = key
         return self._known[fingerprint]
 
-    def _grant(self, fp: str) -> tuple[ev.Event, PublicKey]:
-        offset = self.key_lines.get(fp)
+    def _line(self, offset: int) -> tuple[ev.Event, bool]:
+        if offset not in self._lines:
+            self._lines[offset] = ev.parse_line(self.line_at(offset))
+        return self._lines[offset]
+
+    def _grant(self, fp: str, offset: int | None) -> tuple[ev.Event, PublicKey]:
         if offset is None:
             raise IntegrityError(f"key {fp} was never authorized in this vault")
         try:
-            event, canonical = ev.parse_line(self.line_at(offset))
+            event, canonical = self._line(offset)
             named = key_of(event.data)
         except IntegrityError as exc:
             raise IntegrityError(f"the line that brought in key {fp} does not hold: {exc.message}") from None
@@ -101,34 +125,14 @@ def seen_problem(head: Head, seen: dict[str, Any] | None) -> str | None:
     return None
 
 
-def genesis_problem(first_line: bytes, pin: dict[str, Any]) -> str | None:
-    """Does the log start with another genesis key than the one this machine pinned (``pin``, the trust
-    pin of the vault)? A clause about the last line, as :func:`seen_problem` gives."""
-    pinned = pin.get("genesis")
-    if not isinstance(pinned, str):
-        return None
-    try:
-        first = ev.parse_event(first_line)
-        genesis = key_of(first.data).fingerprint if first.type == ev.VAULT_CREATED else None
-    except EvidenceVaultError:  # IntegrityError, or KeyStoreError for an unreadable key
-        genesis = None
-    if genesis is None:
-        return "ends a log whose first line is not a genesis event"
-    if genesis != pinned:
-        return f"ends a log whose genesis key {genesis} is not the one this machine pinned ({pinned})"
-    return None
-
-
-def tail_problem(head: Head, authority: Authority, keys: KeyChain) -> str | None:
+def tail_problem(head: Head, authority: Authority, keys: KeyChain, key_lines: dict[str, int]) -> str | None:
     """What is wrong with the last line ``head``, as a clause ("was not written there by an authorized
     key (why)"); ``None``: a signed event may chain onto it.
 
     ``authority`` is the key state after the whole log (the index's: roles and revocations); the
-    signature is checked under the key ``keys`` takes from the log.
+    signature is checked under the key ``keys`` takes from the log (``key_lines``: where, per the index).
     """
     event = head.event
-    if event is None:  # a head not read by CustodyLog.tail_state: nothing to check
-        return None
     if not head.canonical:
         return unwritten("not in RFC 8785 canonical form")
     problem = _chain_problem(head, event)
@@ -141,7 +145,7 @@ def tail_problem(head: Head, authority: Authority, keys: KeyChain) -> str | None
             grant = authority.keys.get(event.actor)
             if grant is not None and grant.revoked_seq is not None and grant.revoked_seq < event.seq:
                 return unwritten(f"signed by key {event.actor}, revoked at seq {grant.revoked_seq}")
-        key = keys.key(event.actor)
+        key = keys.key(event.actor, key_lines)
         verify_signature(event.signature, event.signing_bytes(), key)
     except EvidenceVaultError as exc:
         return unwritten(exc.message)

@@ -34,10 +34,16 @@ class Head:
     seq: int
     hash: str
     size: int  # bytes of the log up to and including the head line's newline
-    line: bytes = field(default=b"", repr=False, compare=False)  # without its newline
-    event: Event | None = field(default=None, repr=False, compare=False)
-    canonical: bool = field(default=True, repr=False, compare=False)
-    before: bytes | None = field(default=None, repr=False, compare=False)  # the line before (None: first)
+    line: bytes = field(repr=False, compare=False)  # without its newline
+    event: Event = field(repr=False, compare=False)
+    canonical: bool = field(repr=False, compare=False)
+    before: bytes | None = field(repr=False, compare=False)  # the line before (None: it is the first)
+
+    @classmethod
+    def read(cls, line: bytes, before: bytes | None, size: int) -> Head:
+        """The head whose line is ``line`` (``IntegrityError`` if it is not a valid event)."""
+        event, canonical = parse_line(line)
+        return cls(event.seq, line_hash(line), size, line, event, canonical, before)
 
 
 class TornLineError(IntegrityError):
@@ -135,13 +141,12 @@ class CustodyLog:
         if line is None:
             return None, torn
         try:
-            event, canonical = parse_line(line)
+            return Head.read(line, before, end - torn), torn
         except IntegrityError as exc:
             raise IntegrityError(
                 f"last complete log line is damaged ({exc.message}); run `evidence-vault verify`",
                 path=self.path,
             ) from None
-        return Head(event.seq, line_hash(line), end - torn, line, event, canonical, before), torn
 
     def require_clean_end(self) -> None:
         """Raise ``TornLineError`` now, before any work, if the log ends with a torn line."""

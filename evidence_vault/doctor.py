@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .append_guard import genesis_problem, seen_problem, tail_problem, unwritten
+from .append_guard import KeyChain, seen_problem, tail_problem, unwritten
 from .atomic import fsync_dir, write_atomic
 from .custody_log import Head
 from .errors import IntegrityError
-from .events import line_hash, parse_event, parse_line
+from .events import parse_event
 from .index import UnindexableLineError
 from .keystore import TrustStore, utc_now
 from .locking import exclusive_lock
@@ -108,21 +108,21 @@ def _unsound_tail(vault: Vault, pin: dict[str, Any], *, fresh: bool) -> UnsoundL
     offset = end - torn - len(line) - 1
     repairable = before is not None and _after_seen(before, seen)
     try:
-        event, canonical = parse_line(line)
+        head = Head.read(line, before, end - torn)
     except IntegrityError as exc:
         return UnsoundLine(offset, None, unwritten(f"damaged: {exc.message}"), repairable)
-    head = Head(event.seq, line_hash(line), end - torn, line, event, canonical, before)
-    problem = seen_problem(head, seen) or genesis_problem(vault.log.line_at(0), pin)
+    keys = KeyChain(vault.log.line_at, pin)
+    problem = seen_problem(head, seen) or keys.genesis_problem()
     if problem:
-        return UnsoundLine(offset, event.seq, problem, False)
+        return UnsoundLine(offset, head.seq, problem, False)
     try:
-        authority = (vault.rebuild_index() if fresh else vault.index).authority()
+        index = vault.rebuild_index() if fresh else vault.index
     except UnindexableLineError as exc:
         if exc.offset != offset:
             raise  # a line further back: `verify` says what, `doctor` does not cut into the log
-        return UnsoundLine(offset, event.seq, unwritten(exc.why), repairable)
-    problem = tail_problem(head, authority, vault.key_chain(pin))
-    return UnsoundLine(offset, event.seq, problem, repairable) if problem else None
+        return UnsoundLine(offset, head.seq, unwritten(exc.why), repairable)
+    problem = tail_problem(head, index.authority(), keys, index.key_lines())
+    return UnsoundLine(offset, head.seq, problem, repairable) if problem else None
 
 
 def _after_seen(before: bytes, seen: dict[str, Any] | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import commitments
 from . import events as ev
-from .append_guard import KeyChain, genesis_problem, refusal, seen_problem, tail_problem
+from .append_guard import KeyChain, refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
 from .canonical import canonical
@@ -555,20 +555,14 @@ class Vault:
         """Refuse (:class:`~evidence_vault.append_guard.UnsoundTailError`) to chain a signed event onto
         a last line no authorized key wrote there, or onto a log older than this machine saw."""
         pin = TrustStore().get(self.config.vault_id) or {}
-        problem = seen_problem(head, pin.get("head")) or genesis_problem(self.log.line_at(0), pin)
+        keys = KeyChain(self.log.line_at, pin)
+        problem = seen_problem(head, pin.get("head")) or keys.genesis_problem()
         if problem:
             raise refusal(head, problem, self.log.path, repairable=False)
-        problem = tail_problem(head, self.index.authority(), self.key_chain(pin))
+        index = self.index  # caught up once, for both what it says of keys
+        problem = tail_problem(head, index.authority(), keys, index.key_lines())
         if problem:
             raise refusal(head, problem, self.log.path, repairable=True)
-
-    def key_chain(self, pin: dict[str, Any]) -> KeyChain:
-        """Public keys taken from the log's key lines (the index says where), back to the genesis key
-        pinned in ``pin`` (this machine's trust pin of the vault), if any."""
-        genesis = pin.get("genesis")
-        return KeyChain(
-            self.log.line_at, self.index.key_lines(), genesis if isinstance(genesis, str) else None
-        )
 
     def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
         """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""
