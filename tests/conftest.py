@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evidence_vault.cli import app
+from evidence_vault.keystore import KeyStore
+from evidence_vault.signing import Signer
 from tests.paths import CORPUS
 
 PASSPHRASE = "correct horse battery staple"
@@ -149,6 +151,12 @@ def log_lines() -> Callable[[Path], list[bytes]]:
         return (vault / "log.jsonl").read_bytes().splitlines()
 
     return read
+
+
+def signer_of(home: Path, fingerprint: str) -> Signer:
+    """The unlocked signer of an identity in ``home`` (to write signed lines by hand)."""
+    store = KeyStore(home)
+    return store.signer(store.find(fingerprint), lambda _: PASSPHRASE.encode())
 
 
 def object_path(vault: Path, item_id: str) -> Path:

@@ -18,9 +18,8 @@ import pytest
 
 from evidence_vault import events as ev
 from evidence_vault.events import Event, line_hash
-from evidence_vault.keystore import KeyStore
 from evidence_vault.signing import Signer, generate
-from tests.conftest import PASSPHRASE, Cli, CliResult
+from tests.conftest import Cli, CliResult, signer_of
 from tests.paths import CORPUS
 
 NEW_FILE = CORPUS / "images" / "DSCN0010.jpg"  # not among the filled vault's files
@@ -52,11 +51,6 @@ def _line(vault: Path, signer: Signer | None, etype: str, data: dict[str, Any], 
 def _append(vault: Path, line: bytes) -> None:
     with open(_log(vault), "ab") as fh:
         fh.write(line)
-
-
-def _signer(home: Path, fp: str) -> Signer:
-    store = KeyStore(home)
-    return store.signer(store.find(fp), lambda _: PASSPHRASE.encode())
 
 
 def _annotation(cli: Cli, vault: Path) -> dict[str, Any]:
@@ -152,7 +146,7 @@ def test_line_signed_by_a_revoked_key_is_refused(cli: Cli, filled_vault: Path, h
     log = _log(filled_vault)
     _append(
         filled_vault,
-        _line(filled_vault, _signer(home, bob), ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)),
+        _line(filled_vault, signer_of(home, bob), ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)),
     )
     before = log.read_bytes()
     _refused(cli("--vault", filled_vault, "add", NEW_FILE), log, before, "was revoked")
@@ -236,7 +230,8 @@ def test_lines_other_authorized_keys_wrote_are_chained_onto(
     dave = generate()
     key = {"fingerprint": dave.fingerprint, "public_key": dave.public.openssh(), "name": "Dave"}
     _append(
-        filled_vault, _line(filled_vault, _signer(home, bob), ev.KEY_ADDED, {"key": key, "role": "custodian"})
+        filled_vault,
+        _line(filled_vault, signer_of(home, bob), ev.KEY_ADDED, {"key": key, "role": "custodian"}),
     )
     res = cli("--vault", filled_vault, "--key", identity, "add", NEW_FILE)
     assert res.code == 0, res.stderr

@@ -13,9 +13,8 @@ import pytest
 
 from evidence_vault import events as ev
 from evidence_vault.events import Event, line_hash
-from evidence_vault.keystore import KeyStore
 from evidence_vault.signing import Signer
-from tests.conftest import PASSPHRASE, Cli
+from tests.conftest import Cli, signer_of
 from tests.paths import CORPUS
 
 PHOTO = CORPUS / "images" / "Canon_40D.jpg"
@@ -216,11 +215,6 @@ def test_key_backup_and_import_of_existing_ssh_key(cli: Cli, tmp_path: Path, ide
 # -- the same forbidden events written into the log by hand: verify must catch them -----------------
 
 
-def _signer(home: Path, fp: str) -> Signer:
-    store = KeyStore(home)
-    return store.signer(store.find(fp), lambda _: PASSPHRASE.encode())
-
-
 def _forge(team: Team, signer: Signer, etype: str, data: dict[str, Any]) -> None:
     lines = team.lines()
     prev_event = json.loads(lines[-1])
@@ -239,7 +233,7 @@ def _forge(team: Team, signer: Signer, etype: str, data: dict[str, Any]) -> None
 
 def test_verify_catches_revoked_signer_by_hand(team: Team, home: Path) -> None:
     assert team.run("alice", "key", "revoke", team.bob, "--reason", "x").code == 0  # type: ignore[attr-defined]
-    _forge(team, _signer(home, team.bob), ev.ITEM_ANNOTATED, {"item": _item(team, PHOTO), "tags": ["x"]})  # type: ignore[attr-defined]
+    _forge(team, signer_of(home, team.bob), ev.ITEM_ANNOTATED, {"item": _item(team, PHOTO), "tags": ["x"]})  # type: ignore[attr-defined]
     code, report = _verify(team)
     assert code == 1 and "log.unauthorized-signer" in _fails(report)
 
@@ -247,7 +241,10 @@ def test_verify_catches_revoked_signer_by_hand(team: Team, home: Path) -> None:
 def test_verify_catches_accept_by_wrong_key_by_hand(team: Team, home: Path) -> None:
     tid = team.run("alice", "transfer", PHOTO, "--to", team.bob, "--json").json()["transfer_id"]  # type: ignore[attr-defined]
     _forge(
-        team, _signer(home, team.carol), ev.CUSTODY_ACCEPTED, {"transfer_id": tid, "item": _item(team, PHOTO)}
+        team,
+        signer_of(home, team.carol),
+        ev.CUSTODY_ACCEPTED,
+        {"transfer_id": tid, "item": _item(team, PHOTO)},
     )  # type: ignore[attr-defined]
     code, report = _verify(team)
     assert code == 1 and "log.custody-violation" in _fails(report)
@@ -256,7 +253,7 @@ def test_verify_catches_accept_by_wrong_key_by_hand(team: Team, home: Path) -> N
 def test_verify_catches_derive_from_missing_original_by_hand(team: Team, home: Path) -> None:
     _forge(
         team,
-        _signer(home, team.alice),
+        signer_of(home, team.alice),
         ev.ITEM_DERIVED,  # type: ignore[attr-defined]
         {"original": "sha256:" + "0" * 64, "derived": _item(team, PHOTO), "action": "redact", "tool": "t"},
     )
@@ -267,7 +264,7 @@ def test_verify_catches_derive_from_missing_original_by_hand(team: Team, home: P
 def test_verify_catches_key_added_by_custodian_by_hand(team: Team, home: Path, cli: Cli) -> None:
     dave = cli("key", "new", "--name", "Dave", "--json").json()
     key = {"fingerprint": dave["fingerprint"], "public_key": dave["public_key"], "name": "Dave"}
-    _forge(team, _signer(home, team.bob), ev.KEY_ADDED, {"key": key, "role": "admin"})  # type: ignore[attr-defined]
+    _forge(team, signer_of(home, team.bob), ev.KEY_ADDED, {"key": key, "role": "admin"})  # type: ignore[attr-defined]
     code, report = _verify(team)
     assert code == 1 and "log.unauthorized-signer" in _fails(report)
 
@@ -275,7 +272,7 @@ def test_verify_catches_key_added_by_custodian_by_hand(team: Team, home: Path, c
 def test_verify_catches_transfer_by_non_holder_by_hand(team: Team, home: Path) -> None:
     _forge(
         team,
-        _signer(home, team.bob),
+        signer_of(home, team.bob),
         ev.CUSTODY_TRANSFERRED,  # type: ignore[attr-defined]
         {"transfer_id": "t1", "item": _item(team, PHOTO), "to": team.carol},
     )  # type: ignore[attr-defined]
