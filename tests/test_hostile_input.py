@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import SAMPLE_FILES, Cli, object_path
 from tests.paths import CORPUS
+from tests.spin_3gp import spinning_3gp
 
 MALFORMED = CORPUS / "malformed"
 BOMBS = ("decompression_bomb.gif", "reallybig.bmp")
@@ -144,6 +145,19 @@ def test_bombs_memory_bounded_and_vault_verifies(name: str, vault: Path, cli: Cl
     assert res.seconds < 30
     check = cli("--vault", vault, "verify", "--json")
     assert check.code == 0 and check.json()["outcome"] == "PASS", check.stdout
+
+
+def test_runaway_video_parse_is_bounded(vault: Path, tmp_path: Path) -> None:
+    """libmediainfo's runaway parse of this file happens in the helper process, whose address space is
+    capped; the helper is reaped by `add`, so its peak counts in the RSS measured here."""
+    path = tmp_path / "spin.3gp"
+    path.write_bytes(spinning_3gp())
+    res = run_bounded("--vault", vault, "add", "--json", path)
+    _assert_clean_failure_or_success(res, path.name)
+    (doc,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert doc["status"] == "added", doc
+    assert res.max_rss_mb < RSS_LIMIT_MB, f"peak RSS {res.max_rss_mb:.0f} MB"
+    assert res.seconds < 30
 
 
 @st.composite

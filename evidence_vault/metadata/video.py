@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, BinaryIO
 
 from ..errors import MediaError
+from . import mediainfo_process
 from ._values import (
     clean_str,
     decimal_str,
@@ -19,104 +18,27 @@ from ._values import (
     valid_lat_lon,
 )
 
-# Fields that describe the file system, not the content: they would make the dump path-dependent.
-_DROP = {
-    "complete_name",
-    "folder_name",
-    "file_name",
-    "file_extension",
-    "file_name_extension",
-    "file_last_modification_date",
-    "file_last_modification_date__local",
-    "file_created_date",
-    "file_created_date__local",
-    "count",
-    "kind_of_stream",
-    "stream_identifier",
-    "fileextension_invalid",
-}
 # Containers whose header duration may include timed-metadata tracks; use the longest A/V track instead,
 # which is what ffprobe reports. MPEG-TS has no header duration at all (MediaInfo estimates it).
 _TRACK_DURATION_FORMATS = {"MPEG-4", "QuickTime", "BDAV", "MPEG-TS"}
 _UNSET_DATES = {"1904-01-01T00:00:00Z", "1970-01-01T00:00:00Z"}
-_version: str | None = None
-# libmediainfo can spin for minutes inside one C call on hostile input (seen with a bit-flipped 3GP); the
-# call runs in a daemon thread and is abandoned after this many seconds.
+# libmediainfo can spin for minutes inside one C call on hostile input (seen with a bit-flipped 3GP); its
+# helper process is killed after this many seconds.
 MEDIAINFO_TIMEOUT_S = 10.0
 
 
-class _PositionalReader:
-    """Read-only file object over its own duplicate fd using pread (no offset shared with the caller)."""
-
-    mode = "rb"
-
-    def __init__(self, fd: int) -> None:
-        self._fd = os.dup(fd)
-        self._pos = 0
-        self._size = os.fstat(self._fd).st_size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self._size - self._pos if n is None or n < 0 else n
-        data = os.pread(self._fd, max(0, min(n, 1 << 24)), self._pos)
-        self._pos += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
 def mediainfo_version() -> str:
-    """``mediainfo <libmediainfo version>`` (cached)."""
-    global _version
-    if _version is None:
-        try:
-            from pymediainfo import MediaInfo  # imported on first use: 30 ms of start-up for every command
-
-            lib, handle, version_str, _ = MediaInfo._get_library()
-            lib.MediaInfo_Delete(handle)
-            _version = f"mediainfo {version_str}"
-        except Exception:  # the library is optional at import time; parse() reports the real error
-            _version = "mediainfo unknown"
-    return _version
+    """``mediainfo <libmediainfo version>``, or ``mediainfo unknown`` if it cannot be loaded."""
+    try:
+        return mediainfo_process.version()
+    except MediaError:  # run_mediainfo reports the real error
+        return "mediainfo unknown"
 
 
 def run_mediainfo(fh: BinaryIO) -> list[dict[str, Any]]:
-    """All tracks as plain dicts (human-readable ``other_*`` duplicates and file-system fields dropped)."""
-    result: dict[str, Any] = {}
-    source: Any = _PositionalReader(fh.fileno()) if hasattr(os, "pread") else fh.name
-
-    from pymediainfo import MediaInfo
-
-    def work() -> None:
-        try:
-            result["info"] = MediaInfo.parse(source, encoding_errors="replace", parse_speed=0.5)
-        except BaseException as exc:  # reported to the caller below, never to stderr
-            result["error"] = exc
-        finally:
-            if isinstance(source, _PositionalReader):
-                source.close()
-
-    thread = threading.Thread(target=work, name="evidence-vault-mediainfo", daemon=True)
-    thread.start()
-    thread.join(MEDIAINFO_TIMEOUT_S)
-    if thread.is_alive():
-        raise MediaError(f"libmediainfo did not finish within {MEDIAINFO_TIMEOUT_S:g} s; abandoned")
-    if "error" in result:
-        raise result["error"]
-    info = result["info"]
-    tracks = []
-    for track in info.tracks:
-        data = {k: v for k, v in track.to_data().items() if k not in _DROP and not k.startswith("other_")}
-        tracks.append(json_safe(data))
-    return tracks
+    """All tracks as plain dicts (human-readable ``other_*`` duplicates and file-system fields dropped),
+    parsed in a helper process (see :mod:`.mediainfo_process`)."""
+    return [json_safe(track) for track in mediainfo_process.parse(fh.fileno(), MEDIAINFO_TIMEOUT_S)]
 
 
 def _ms(value: Any) -> int | None:
