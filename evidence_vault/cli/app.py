@@ -31,6 +31,10 @@ class ErrorHandlingGroup(TyperGroup):
         except KeyboardInterrupt:
             output.error("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            if not output.reader_gone():
+                raise  # a pipe of our own (a socket, a helper process), not the output
+            raise typer.Exit(output.READER_GONE) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             output.error(f"{where}{exc.strerror or exc}")

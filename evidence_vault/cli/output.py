@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -27,6 +28,31 @@ def __getattr__(name: str) -> Any:
     if name == "err":  # ``output.err``: the stderr console, created on first use
         return console()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+READER_GONE = 141  # 128 + SIGPIPE: what a shell reports for `cat` when the reader of its output left
+
+
+def reader_gone() -> bool:
+    """Has the reader of stdout or stderr gone (``evidence-vault log --json | head -1``)? Then both are
+    pointed at /dev/null, so that nothing more is written there and the exit is quiet, like ``cat``'s."""
+    import select
+
+    gone = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller = select.poll()
+            poller.register(stream.fileno(), select.POLLOUT)
+            gone = gone or any(ev & select.POLLERR for _fd, ev in poller.poll(0))
+        except (AttributeError, ValueError, OSError):
+            continue
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    return gone
 
 
 def escape(text: str) -> str:
