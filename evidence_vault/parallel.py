@@ -14,13 +14,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, CancelledError, Future, ThreadPoolExecutor
 from itertools import chain, islice
-from multiprocessing import get_context
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .hashing import libc
+
+if TYPE_CHECKING:  # multiprocessing is imported when a pool is made (25 ms of every command's start)
+    from concurrent.futures import ProcessPoolExecutor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,9 +30,9 @@ BATCH = 16  # items per task sent to a worker process
 MIN_FOR_PROCESSES = 32  # fewer items than this: not worth forking
 # What a future of a pool that broke raises (a worker died; the futures not yet failed by the executor
 # may be cancelled by the shutdown that follows): its work is redone in this process.
-LOST = (BrokenProcessPool, CancelledError)
+LOST = (BrokenExecutor, CancelledError)  # BrokenExecutor: the base of concurrent's BrokenProcessPool
 # What submitting to such a pool (or to no pool) raises.
-REFUSED = (BrokenProcessPool, RuntimeError)
+REFUSED = (BrokenExecutor, RuntimeError)
 
 _task: Callable[[Any, bool], Any] | None = None
 
@@ -41,6 +42,9 @@ def fork_pool(
 ) -> ProcessPoolExecutor:
     """A pool of forked workers that ignore Ctrl-C (this process stops them) and die with this process
     (a killed ``add`` or ``verify`` must not leave workers holding its pipes and files)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     libc()  # loaded here once (find_library runs ldconfig), inherited by every forked worker
     return ProcessPoolExecutor(
         max_workers=workers,
@@ -113,7 +117,7 @@ class Workers:
         workers (lost, closed, or one core)."""
         pool = self.pool()
         if pool is None:
-            raise BrokenProcessPool("no worker processes")
+            raise BrokenExecutor("no worker processes")
         return pool.submit(_run_batch, items)
 
     def lost(self) -> None:

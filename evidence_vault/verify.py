@@ -14,9 +14,9 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from . import merkle
@@ -41,6 +41,9 @@ from .signing import (
 )
 from .sqlvalues import int64
 from .vault import Vault
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

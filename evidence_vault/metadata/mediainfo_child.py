@@ -122,6 +122,7 @@ def serve(sock: socket.socket) -> None:
 
 def main() -> None:
     fd, limit = int(sys.argv[1]), int(sys.argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the socket
     die_with_parent()
     if limit > 0:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -82,7 +82,7 @@ class _Helper:
                 raise MediaError(f"libmediainfo's answer is too large ({size} bytes)")
             doc = json.loads(self._read(size, deadline))
         except TimeoutError:
-            self.stop()
+            self.stop(kill=True)
             if what == "start":
                 raise MediaError(f"the libmediainfo helper did not start within {timeout:g} s") from None
             raise MediaError(f"libmediainfo did not finish within {timeout:g} s; stopped") from None
@@ -114,14 +114,17 @@ class _Helper:
             n -= len(chunk)
         return b"".join(parts)
 
-    def stop(self) -> int | None:
-        """Close our end, kill the helper if it does not leave at once, and reap it; its exit status."""
+    def stop(self, *, kill: bool = False) -> int | None:
+        """Close our end, kill the helper (at once, or if it does not leave within 0.5 s once its socket
+        is closed), and reap it; its exit status."""
         self.sock.close()
-        try:
-            return self.proc.wait(0.5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        if not kill:
+            try:
+                return self.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc.kill()
+        return self.proc.wait()
 
 
 _lock = threading.Lock()
