@@ -144,11 +144,17 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def _drop_stopped() -> None:
+    """Forget the helper if a failure stopped it (the next file starts a new one)."""
+    global _helper
+    if _helper is not None and _helper.sock.fileno() == -1:
+        _helper = None
+
+
 def _current() -> _Helper:
     """The helper of this process, started now if there is none (a forked child starts its own)."""
     global _helper, _start_error
-    if _helper is not None and _helper.sock.fileno() == -1:  # stopped after a failure
-        _helper = None
+    _drop_stopped()
     if _start_error is not None:
         raise _start_error
     if _helper is None:
@@ -165,16 +171,13 @@ def _current() -> _Helper:
 
 def parse(fd: int, timeout: float) -> list[dict[str, Any]]:
     """The tracks libmediainfo finds in the open file ``fd``, raw (``MediaError`` on any failure)."""
-    global _helper
     with _lock:
         try:
-            try:
-                return _current().parse(fd, timeout)
-            except _Gone:
-                return _current().parse(fd, timeout)
+            return _current().parse(fd, timeout)
+        except _Gone:
+            return _current().parse(fd, timeout)
         finally:
-            if _helper is not None and _helper.sock.fileno() == -1:  # stopped after a failure
-                _helper = None
+            _drop_stopped()
 
 
 def version() -> str:
