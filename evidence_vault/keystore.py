@@ -156,12 +156,17 @@ class KeyStore:
 
     def signer(self, ident: Identity, passphrase: PassphraseSource) -> signing.Signer:
         """Unlock the private key of ``ident``."""
+        return self.unlocker(ident, passphrase)()
+
+    def unlocker(self, ident: Identity, passphrase: PassphraseSource) -> Callable[[], signing.Signer]:
+        """Read the private key of ``ident`` and its passphrase now; return the costly rest (the bcrypt
+        KDF, which releases the GIL: another thread may run it)."""
         path = self.private_key_path(ident.fingerprint)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise KeyStoreError(f"cannot read private key: {exc.strerror}", path=path) from None
-        signer, _secret = _unlock(
+        secret = _secret_for(
             data,
             path,
             passphrase,
@@ -169,9 +174,14 @@ class KeyStore:
             f"the key {ident.fingerprint} is encrypted: give a passphrase "
             "(prompt, EVIDENCE_VAULT_PASSPHRASE or --passphrase-file)",
         )
-        if signer.fingerprint != ident.fingerprint:
-            raise KeyStoreError("private key does not match its registered fingerprint", path=path)
-        return signer
+
+        def unlock() -> signing.Signer:
+            signer = _load(data, path, secret)
+            if signer.fingerprint != ident.fingerprint:
+                raise KeyStoreError("private key does not match its registered fingerprint", path=path)
+            return signer
+
+        return unlock
 
 
 def export_private(store: KeyStore, ident: Identity, passphrase: PassphraseSource, out: Path) -> None:
@@ -208,13 +218,25 @@ def _unlock(
     data: bytes, path: Path, passphrase: PassphraseSource, prompt: str, missing: str
 ) -> tuple[signing.Signer, bytes | None]:
     """Load an OpenSSH private key, asking for its passphrase only if it is encrypted."""
-    secret = None
-    if signing.is_encrypted_openssh(data):
-        secret = passphrase(prompt)
-        if not secret:
-            raise PassphraseError(missing, path=path)
+    secret = _secret_for(data, path, passphrase, prompt, missing)
+    return _load(data, path, secret), secret
+
+
+def _secret_for(
+    data: bytes, path: Path, passphrase: PassphraseSource, prompt: str, missing: str
+) -> bytes | None:
+    """The passphrase of an OpenSSH private key, asked for only if it is encrypted."""
+    if not signing.is_encrypted_openssh(data):
+        return None
+    secret = passphrase(prompt)
+    if not secret:
+        raise PassphraseError(missing, path=path)
+    return secret
+
+
+def _load(data: bytes, path: Path, secret: bytes | None) -> signing.Signer:
     try:
-        return signing.load_private_openssh(data, secret), secret
+        return signing.load_private_openssh(data, secret)
     except KeyStoreError as exc:
         raise type(exc)(exc.message, path=path) from None
 

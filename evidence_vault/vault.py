@@ -35,7 +35,7 @@ from .index import Index, IndexedItem, items_of
 from .keystore import TrustStore, utc_now
 from .merkle import root_from_leaves
 from .objects import FileObjectStore, ObjectStore
-from .signing import Signer
+from .signing import Signer, sodium_verify
 
 VAULT_FILE = "vault.json"
 FORMAT = "evidence-vault"
@@ -307,16 +307,19 @@ class Vault:
         append, ``objects.sync()`` makes all of them durable at once (see docs/formats.md, "Durability"), then
         the append fsyncs the log.
         """
+        from .ingest_pool import prepare_all  # multiprocessing: imported when files are added
+        from .metadata import extract_metadata  # noqa: F401 (loaded now: the key may unlock meanwhile)
+
         results: list[AddResult] = []
-        actor = signer()  # unlock before any work, so a wrong passphrase costs nothing
         self.log.require_clean_end()
+        self.index.authority()  # caught up now (read-only), while a background key unlock may run
+        sodium_verify()  # the tail check under the lock verifies a signature
+        actor = signer()  # unlock before any file is read, so a wrong passphrase costs nothing
 
         def emit(res: AddResult) -> None:
             results.append(res)
             if on_result is not None:
                 on_result(res)
-
-        from .ingest_pool import prepare_all  # multiprocessing: imported when files are added
 
         candidates = list(self._expand(paths, options, emit))
         pending: list[_Prepared] = []

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import read_files, state
+from .context import read_files, signing_state, state
 from .vault_commands import JsonOpt, print_report
 
 
@@ -16,7 +16,7 @@ def checkpoint(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Sign a tree head of the log (RFC 9162 Merkle root, C2SP checkpoint) and record it."""
     from .. import anchoring
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     info = anchoring.make_checkpoint(vault, st.signer())
     if json_out:
@@ -44,7 +44,7 @@ def stamp(
     """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue."""
     from .. import anchoring
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     cas = read_files(tsa_ca)
     tsas = [(url, cas[i] if i < len(cas) else None) for i, url in enumerate(tsa or [])]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import PassphraseError, UsageError
+from ..errors import EvidenceVaultError, PassphraseError, UsageError
 
 if TYPE_CHECKING:  # imported where used: `--help` and `--version` must not pay for cryptography
-    from ..keystore import KeyStore
+    from ..keystore import Identity, KeyStore
     from ..signing import Signer
     from ..vault import Vault
 
@@ -23,6 +25,7 @@ class State:
     vault: str | None = None
     key: str | None = None
     passphrase_file: Path | None = None
+    _unlocking: _Unlocking | None = field(default=None, init=False, repr=False)
 
     def keystore(self) -> KeyStore:
         from ..keystore import KeyStore
@@ -52,15 +55,44 @@ class State:
             return value.encode() or None
         return None
 
+    def begin_unlock(self) -> None:
+        """Start unlocking the signing key in a background thread, if that needs no prompt.
+
+        The key's bcrypt KDF (about 0.15 s) releases the GIL, so it runs on another core while the
+        command imports and opens the vault. :meth:`signer` waits for it and raises what it raised.
+        A prompt is never shown from the thread: when one may be needed (no passphrase file or
+        variable, stdin a terminal) the key is unlocked when :meth:`signer` is called, as before.
+        """
+        if self._unlocking is not None:
+            return
+        prompt_possible = self.passphrase_file is None and not os.environ.get("EVIDENCE_VAULT_PASSPHRASE")
+        if prompt_possible and sys.stdin.isatty():
+            return
+        try:  # reading the key and its passphrase here, in this thread, lets the KDF start at once
+            store = self.keystore()
+            unlock = store.unlocker(self._identity(store), self.passphrase)
+        except EvidenceVaultError as exc:  # raised by signer(), where it would have been raised before
+            self._unlocking = _Unlocking(None, exc)
+            return
+        self._unlocking = _Unlocking(unlock)
+
     def signer(self) -> Signer:
+        """The signing key, unlocked (by :meth:`begin_unlock`'s thread if it was started)."""
+        if self._unlocking is not None:
+            return self._unlocking.result()
+        return self._unlock_now()
+
+    def _unlock_now(self) -> Signer:
         store = self.keystore()
-        ident = store.find(self.key or os.environ.get("EVIDENCE_VAULT_KEY") or None)
-        return store.signer(ident, self.passphrase)
+        return store.signer(self._identity(store), self.passphrase)
 
     def signer_and_name(self) -> tuple[Signer, str]:
         store = self.keystore()
-        ident = store.find(self.key or os.environ.get("EVIDENCE_VAULT_KEY") or None)
+        ident = self._identity(store)
         return store.signer(ident, self.passphrase), ident.name
+
+    def _identity(self, store: KeyStore) -> Identity:
+        return store.find(self.key or os.environ.get("EVIDENCE_VAULT_KEY") or None)
 
     def require_passphrase(self, what: str) -> bytes:
         value = self.passphrase(what, confirm=True)
@@ -70,6 +102,33 @@ class State:
                 "use --no-passphrase for an unencrypted key"
             )
         return value
+
+
+class _Unlocking:
+    """One key unlock running in a daemon thread (or an error found before it could start)."""
+
+    def __init__(self, unlock: Callable[[], Signer] | None, error: BaseException | None = None) -> None:
+        self._signer: Signer | None = None
+        self._error = error
+        self._thread: threading.Thread | None = None
+        if unlock is not None:
+            self._thread = threading.Thread(target=self._run, args=(unlock,), name="unlock-key", daemon=True)
+            self._thread.start()
+
+    def _run(self, unlock: Callable[[], Signer]) -> None:
+        try:
+            self._signer = unlock()
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> Signer:
+        """The unlocked signer, once the thread is done; raises what the unlock raised."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._signer is not None
+        return self._signer
 
 
 def state(ctx: typer.Context) -> State:
@@ -89,3 +148,10 @@ def read_files(paths: list[Path] | None) -> list[bytes]:
         except OSError as exc:
             raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
     return out
+
+
+def signing_state(ctx: typer.Context) -> State:
+    """:func:`state` for a command that signs: its key starts unlocking now (:meth:`State.begin_unlock`)."""
+    st = state(ctx)
+    st.begin_unlock()
+    return st

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import state
+from .context import signing_state, state
 from .vault_commands import JsonOpt
 
 
@@ -22,7 +22,7 @@ def transfer(
     """Hand items over to another custodian (pending until they accept)."""
     from .. import custody_ops
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     ids = [vault.resolve(i).id for i in items]
     tid, events = custody_ops.transfer(vault, st.signer(), ids, to, reason=reason)
@@ -46,7 +46,7 @@ def accept(
     """Countersign a transfer addressed to you: custody moves to your key."""
     from .. import custody_ops
 
-    st = state(ctx)
+    st = signing_state(ctx)
     events = custody_ops.accept(st.open_vault(), st.signer(), transfer_id, all_pending=all_)
     if json_out:
         output.emit_json([e.to_dict() for e in events])
@@ -65,7 +65,7 @@ def annotate(
     """Add a note or tags (a new event; earlier events are never edited)."""
     from .. import custody_ops
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     e = custody_ops.annotate(vault, st.signer(), vault.resolve(item).id, note=note, tags=tag or [])
     output.emit_json(e.to_dict()) if json_out else output.info(f"annotated, seq {e.seq}")
@@ -80,7 +80,7 @@ def access(
     """Record that someone viewed or copied the original."""
     from .. import custody_ops
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     e = custody_ops.access(vault, st.signer(), vault.resolve(item).id, purpose=purpose)
     output.emit_json(e.to_dict()) if json_out else output.info(f"access recorded, seq {e.seq}")
@@ -95,7 +95,7 @@ def open_(
     """Make a read-only working copy in a temporary directory (recorded as an access)."""
     from .. import custody_ops
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     path = custody_ops.open_copy(vault, st.signer(), vault.resolve(item).id, purpose=purpose)
     if json_out:
@@ -117,7 +117,7 @@ def derive(
     """Ingest a working copy linked to its original."""
     from .. import custody_ops
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     derived_id, events = custody_ops.derive(
         vault, st.signer(), vault.resolve(original).id, derived, action=action, tool=tool, note=note

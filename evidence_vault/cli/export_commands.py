@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_files, state
+from .context import read_files, signing_state, state
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -49,7 +49,7 @@ def export(
 
     if out is None:
         raise UsageError("give --out PATH")
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     ids = select_items(vault, items or [], all_items=all_items, tag=tag)
     words = [w for w in (redact or "").split(",") if w.strip()]
@@ -98,7 +98,7 @@ def import_cmd(
     """Take custody of a received bag (only if it verifies): ingest its files with their provenance."""
     from ..import_bag import import_bag
 
-    st = state(ctx)
+    st = signing_state(ctx)
     vault = st.open_vault()
     result = import_bag(
         vault, path, st.signer(), trusted=trust or (), tsa_roots=read_files(tsa_ca), strict=strict

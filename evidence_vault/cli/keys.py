@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import state
+from .context import signing_state, state
 
 app = typer.Typer(
     help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None
@@ -131,7 +131,7 @@ def add(
     from ..errors import KeyStoreError
     from ..signing import PublicKey
 
-    st = state(ctx)
+    st = signing_state(ctx)
     source = Path(pubkey) if Path(pubkey).is_file() else None
     line = source.read_text("utf-8").strip() if source is not None else pubkey
     try:
@@ -159,7 +159,7 @@ def revoke(
     """Revoke a key: it signs nothing after this point."""
     from ..custody_ops import key_revoke
 
-    st = state(ctx)
+    st = signing_state(ctx)
     event = key_revoke(st.open_vault(), st.signer(), fingerprint, reason=reason)
     if json_out:
         output.emit_json(event.to_dict())

@@ -12,7 +12,7 @@ import typer
 
 from ..errors import EvidenceVaultError, UsageError
 from . import output
-from .context import read_files, state
+from .context import read_files, signing_state, state
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -108,9 +108,9 @@ def add(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest files: keep the original read-only, extract metadata, sign one event per file."""
+    st = signing_state(ctx)  # the key's KDF runs on another core while the vault code loads
     from ..vault import AddOptions, AddResult
 
-    st = state(ctx)
     vault = st.open_vault()
     opts = AddOptions(
         recursive=recursive,
