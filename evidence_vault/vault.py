@@ -286,6 +286,13 @@ class Vault:
     def authority(self) -> Authority:
         return self.index.authority()
 
+    def ready_to_append(self) -> None:
+        """Do now the read-only work the next append needs (check the log's end, catch the index up,
+        load libsodium for the tail check), e.g. while the key unlocks in another thread."""
+        self.log.require_clean_end()
+        self.index.authority()
+        sodium_verify()
+
     # -- ingest ------------------------------------------------------------------------------------
     def add(
         self,
@@ -312,8 +319,6 @@ class Vault:
 
         results: list[AddResult] = []
         self.log.require_clean_end()
-        self.index.authority()  # caught up now (read-only), while a background key unlock may run
-        sodium_verify()  # the tail check under the lock verifies a signature
         actor = signer()  # unlock before any file is read, so a wrong passphrase costs nothing
 
         def emit(res: AddResult) -> None:

@@ -165,6 +165,9 @@ def test_garbage_never_raises(headers: HeaderStore) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# A flip can turn an opcode into OpReverse, which the opentimestamps library reads with a
+# PendingDeprecationWarning (hidden by Python's default filters outside tests; not a finding).
+@pytest.mark.filterwarnings("ignore:OpReverse may get removed:PendingDeprecationWarning")
 @given(
     name=st.sampled_from(["hello-world.txt.ots", "empty.ots", "known-and-unknown-notary.txt.ots"]),
     flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=1, max_value=255)), max_size=4),

@@ -137,3 +137,28 @@ def test_exit_still_cleans_up(run: Cli, vault: Path, tmp_path: Path) -> None:
     assert res.json()["outcome"] == "PASS"
     assert list(tmp.iterdir()) == []
     assert not (vault / "cache" / "index.sqlite-wal").exists()
+
+
+def test_unlocking_says_whether_a_thread_runs(identity: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`add` catches up the index beside the unlock only while a thread runs it: with a prompt to come,
+    the prompt comes first."""
+    release = threading.Event()
+    load = signing.load_private_openssh
+
+    def slow(data: bytes, passphrase: bytes | None) -> signing.Signer:
+        assert release.wait(30)
+        return load(data, passphrase)
+
+    monkeypatch.setattr(signing, "load_private_openssh", slow)
+    st = State()
+    assert not st.unlocking
+    st.begin_unlock()
+    assert st.unlocking
+    release.set()
+    assert st.signer().fingerprint == identity
+    assert not st.unlocking
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.delenv("EVIDENCE_VAULT_PASSPHRASE")
+    st = State()
+    st.begin_unlock()
+    assert not st.unlocking

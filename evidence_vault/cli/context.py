@@ -76,6 +76,11 @@ class State:
             return
         self._unlocking = _Unlocking(unlock)
 
+    @property
+    def unlocking(self) -> bool:
+        """Is the key being unlocked in the background (:meth:`begin_unlock` started a thread)?"""
+        return self._unlocking is not None and self._unlocking.running
+
     def signer(self) -> Signer:
         """The signing key, unlocked (by :meth:`begin_unlock`'s thread if it was started)."""
         if self._unlocking is not None:
@@ -120,6 +125,10 @@ class _Unlocking:
             self._signer = unlock()
         except BaseException as exc:  # re-raised in the caller's thread by result()
             self._error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def result(self) -> Signer:
         """The unlocked signer, once the thread is done; raises what the unlock raised."""

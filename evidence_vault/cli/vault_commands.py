@@ -112,6 +112,8 @@ def add(
     from ..vault import AddOptions, AddResult
 
     vault = st.open_vault()
+    if st.unlocking:
+        vault.ready_to_append()  # while the key unlocks (with a prompt, the prompt comes first)
     opts = AddOptions(
         recursive=recursive,
         follow_symlinks=follow_symlinks,
