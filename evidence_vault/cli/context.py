@@ -110,14 +110,18 @@ class State:
 
 
 class _Unlocking:
-    """One key unlock running in a daemon thread (or an error found before it could start)."""
+    """One key unlock running in a thread (or an error found before it could start).
+
+    Not a daemon thread: a command that fails before it needs the key waits for the KDF (at most about
+    0.15 s) at exit, instead of the interpreter ending a thread that is inside the bcrypt library.
+    """
 
     def __init__(self, unlock: Callable[[], Signer] | None, error: BaseException | None = None) -> None:
         self._signer: Signer | None = None
         self._error = error
         self._thread: threading.Thread | None = None
         if unlock is not None:
-            self._thread = threading.Thread(target=self._run, args=(unlock,), name="unlock-key", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(unlock,), name="unlock-key")
             self._thread.start()
 
     def _run(self, unlock: Callable[[], Signer]) -> None:
