@@ -70,6 +70,8 @@ def test_no_background_unlock_when_a_prompt_may_be_needed(
     assert asked == []  # not yet: the prompt comes when the key is needed, after the vault opened
     assert st.signer().fingerprint == identity
     assert len(asked) == 1
+    assert identity in asked[0]  # the fingerprint as it is (base64 is case-sensitive)
+    assert asked[0].startswith("Passphrase for ")
 
 
 def test_passphrase_file_is_read_before_the_thread(

@@ -51,7 +51,9 @@ class State:
         if env:
             return env.encode()
         if sys.stdin.isatty():
-            value: str = typer.prompt(what.capitalize(), hide_input=True, confirmation_prompt=confirm)
+            # Only the first letter is raised: str.capitalize() would lowercase the key's fingerprint.
+            text = what[:1].upper() + what[1:]
+            value: str = typer.prompt(text, hide_input=True, confirmation_prompt=confirm)
             return value.encode() or None
         return None
 
