@@ -286,13 +286,6 @@ class Vault:
     def authority(self) -> Authority:
         return self.index.authority()
 
-    def ready_to_append(self) -> None:
-        """Do now the read-only work the next append needs (check the log's end, catch the index up,
-        load libsodium for the tail check), e.g. while the key unlocks in another thread."""
-        self.log.require_clean_end()
-        self.index.authority()
-        sodium_verify()
-
     # -- ingest ------------------------------------------------------------------------------------
     def add(
         self,
@@ -305,6 +298,7 @@ class Vault:
         on_wait: Callable[[], None] | None = None,
         batch_seconds: float = 1.0,
         workers: int | None = None,
+        ready_first: bool = False,
     ) -> list[AddResult]:
         """Ingest files: copy and hash in one pass, extract metadata, append one signed event each.
 
@@ -313,12 +307,19 @@ class Vault:
         apart) under the writer lock. Objects are written without per-file fsync; before a group's log
         append, ``objects.sync()`` makes all of them durable at once (see docs/formats.md, "Durability"), then
         the append fsyncs the log.
+
+        ``ready_first``: catch the index up and load libsodium (read-only work the append needs)
+        before waiting for ``signer``, when it is unlocking in another thread meanwhile; left False,
+        a passphrase prompt comes before that work.
         """
         from .ingest_pool import prepare_all  # multiprocessing: imported when files are added
         from .metadata import extract_metadata  # noqa: F401 (loaded now: the key may unlock meanwhile)
 
         results: list[AddResult] = []
         self.log.require_clean_end()
+        if ready_first:
+            self.index.authority()
+            sodium_verify()  # the tail check under the lock verifies a signature
         actor = signer()  # unlock before any file is read, so a wrong passphrase costs nothing
 
         def emit(res: AddResult) -> None:

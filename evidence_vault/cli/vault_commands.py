@@ -112,8 +112,6 @@ def add(
     from ..vault import AddOptions, AddResult
 
     vault = st.open_vault()
-    if st.unlocking:
-        vault.ready_to_append()  # while the key unlocks (with a prompt, the prompt comes first)
     opts = AddOptions(
         recursive=recursive,
         follow_symlinks=follow_symlinks,
@@ -151,6 +149,7 @@ def add(
             on_wait=lambda: output.info(
                 "waiting for another evidence-vault process to release the vault lock…"
             ),
+            ready_first=st.unlocking,  # while the key unlocks (with a prompt, the prompt comes first)
         )
     vault.close()
     if not json_out:
