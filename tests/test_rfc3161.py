@@ -6,6 +6,7 @@ import hashlib
 import json
 import socket
 import subprocess
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -383,6 +384,24 @@ def test_bad_trust_anchor_input_is_reported() -> None:
 
 
 @needs_corpus
+def test_a_damaged_tsa_name_gives_no_python_warning() -> None:
+    # Found by the test below in CI: this flip makes the country code of the TSA's name 5 bytes long, and
+    # cryptography warned about it (a stray UserWarning line on a user's terminal).
+    key = "timestamps/rfc3161/test_tsa/response.tsr"
+    tampered = bytearray((CORPUS / key).read_bytes())
+    tampered[240] ^= 12
+    roots, intermediates = corpus_chain(key)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        token = parse_token(bytes(tampered))
+        check = verify_token(bytes(tampered), data=HELLO, roots=roots, intermediates=intermediates)
+    assert [str(w.message) for w in caught] == []
+    assert token.tsa_name is not None and token.tsa_name != parse_token((CORPUS / key).read_bytes()).tsa_name
+    assert not check.ok and check.problem == "signature does not verify"
+
+
+@needs_corpus
+@pytest.mark.filterwarnings("error")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_flipping_bytes_never_raises_and_never_forges_facts(data: st.DataObject) -> None:

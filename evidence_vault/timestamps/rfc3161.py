@@ -14,6 +14,7 @@ import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -218,13 +219,16 @@ def _decode(tsr: bytes) -> tuple[TimeStampResponse, TsaToken]:
 
 def _tsa_name(info: rfc3161_client.TimeStampTokenInfo) -> str | None:
     try:
-        name = info.name
+        with warnings.catch_warnings():
+            # cryptography warns (UserWarning) on a name attribute of the wrong length, for example a
+            # damaged country code; the name is only shown, and the warning would be a stray stderr line.
+            warnings.simplefilter("ignore", UserWarning)
+            name = info.name
+            text = name.value.rfc4514_string() if isinstance(name, x509.DirectoryName) else None
     except ValueError:
         return None
-    if name is None:
-        return None
-    if isinstance(name, x509.DirectoryName):
-        return name.value.rfc4514_string()
+    if text is not None:
+        return text
     value = getattr(name, "value", None)
     if isinstance(value, str):
         return value
