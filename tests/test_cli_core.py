@@ -170,17 +170,19 @@ def test_directory_needs_recursive(
     shutil.copyfile(IPHONE, folder / "a.jpg")
     shutil.copyfile(MOV, folder / "sub" / "b.mov")
     res = cli("--vault", vault, "add", "--json", folder)
-    assert res.code == 0, res.stderr
+    assert res.code == 1, res.stderr  # a named path not added: as `cp dir dest` without -r
     (skip,) = res.json_lines()
     assert skip["status"] == "skipped" and "--recursive" in skip["message"]
     assert items(vault) == []
-    res = cli("--vault", vault, "add", folder)
-    assert res.code == 0 and "is a directory (use --recursive)" in res.stderr
+    res = cli("--vault", vault, "add", folder, IPHONE)
+    assert res.code == 1 and "is a directory (use --recursive)" in res.stderr
+    assert "1 added, 0 already present, 0 failed, 1 skipped" in res.stderr
 
     res = cli("--vault", vault, "add", "--json", "--recursive", folder)
     assert res.code == 0, res.stderr
-    assert sorted(r["status"] for r in res.json_lines()) == ["added", "added"]
-    assert {i["name"] for i in items(vault)} == {"a.jpg", "b.mov"}
+    statuses = {Path(r["path"]).name: r["status"] for r in res.json_lines()}
+    assert statuses == {"a.jpg": "duplicate", "b.mov": "added"}
+    assert {i["name"] for i in items(vault)} == {IPHONE.name, "b.mov"}
 
 
 def test_unreadable_inputs_fail_at_the_end_others_ingested(

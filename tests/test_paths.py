@@ -109,10 +109,12 @@ def test_symlinks_not_followed_by_default(cli: Cli, vault: Path, tmp_path: Path,
 
     before = (vault / "log.jsonl").read_bytes()
     res = cli("--vault", vault, "add", "--json", link_out, link_in)
+    assert res.code == 1, res.stderr  # named on the command line and not added
     assert [d["status"] for d in _docs(res)] == ["skipped", "skipped"]
     assert all("symbolic link" in d["message"] for d in _docs(res))
     assert (vault / "log.jsonl").read_bytes() == before
     res = cli("--vault", vault, "add", "--json", "-r", d)
+    assert res.code == 0, res.stderr  # a link met while walking is reported, not an error
     statuses = {Path(x["path"]).name: x["status"] for x in _docs(res)}
     assert statuses == {"real.bin": "added", "dirlink": "skipped"}
 
@@ -140,6 +142,7 @@ def test_fifo_is_skipped_without_hanging(run: Cli, vault: Path, tmp_path: Path) 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     res = run("--vault", vault, "add", "--json", fifo, timeout=30)
+    assert res.code == 1, res.stderr
     (doc,) = _docs(res)
     assert doc["status"] == "skipped" and "not a regular file" in doc["message"]
     assert (vault / "log.jsonl").read_bytes().count(b"\n") == 1

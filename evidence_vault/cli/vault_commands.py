@@ -109,7 +109,7 @@ def add(
 ) -> None:
     """Ingest files: keep the original read-only, extract metadata, sign one event per file."""
     st = signing_state(ctx)  # the key's KDF runs on another core while the vault code loads
-    from ..vault import AddOptions, AddResult
+    from ..vault import AddOptions, AddResult, display_name
 
     vault = st.open_vault()
     opts = AddOptions(
@@ -123,9 +123,13 @@ def add(
     )
     total = sum(p.stat().st_size for p in paths if p.is_file())
     counts = {"added": 0, "duplicate": 0, "failed": 0, "skipped": 0}
+    named = {display_name(p) for p in paths}
+    named_skipped = 0  # a path the user named was not added (a directory without -r, say): exit 1, as cp does
 
     def on_result(res: AddResult) -> None:
+        nonlocal named_skipped
         counts[res.status] = counts.get(res.status, 0) + 1
+        named_skipped += res.status == "skipped" and res.path in named
         if json_out:
             output.emit_json_line(res.to_dict())
             return
@@ -157,7 +161,7 @@ def add(
             f"{counts['added']} added, {counts['duplicate']} already present, "
             f"{counts['failed']} failed, {counts['skipped']} skipped"
         )
-    if counts["failed"]:
+    if counts["failed"] or named_skipped:
         raise typer.Exit(1)
 
 
