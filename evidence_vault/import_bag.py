@@ -26,7 +26,7 @@ from .errors import EvidenceVaultError, UsageError
 from .report import Report
 from .safezip import safe_extract
 from .signing import Signer
-from .vault import AddOptions, AddResult, Vault
+from .vault import AddOptions, AddResult, Vault, _Stored
 
 
 class BundleRejected(EvidenceVaultError):
@@ -112,6 +112,8 @@ def import_bag(
         results: list[AddResult] = []
         for f in files:
             outcome = vault._prepare(str(f), options, None)
+            if isinstance(outcome, _Stored):  # content the store holds: _commit tells whether the log has it
+                outcome = vault._describe(outcome, options)
             if isinstance(outcome, AddResult):
                 results.append(outcome)
                 continue

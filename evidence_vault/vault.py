@@ -154,6 +154,16 @@ class _Prepared:
     metadata_errors: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """A file whose content the object store already held: if the log has the item, there is nothing to do,
+    so its metadata is not extracted (a re-run of ``add`` over the same card costs a read and a hash)."""
+
+    path: str
+    shown: str
+    digest: Digest
+
+
 def find_vault(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
     """``--vault``, else ``EVIDENCE_VAULT``, else the working directory or a parent with vault.json."""
     given = explicit if explicit is not None else os.environ.get("EVIDENCE_VAULT")
@@ -176,6 +186,11 @@ def display_name(path: str | os.PathLike[str]) -> str:
     """A file name as valid Unicode text (undecodable bytes shown as \\xNN escapes)."""
     raw = os.fsencode(path)
     return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _duplicate(shown: str, digest: Digest, media_type: str | None) -> AddResult:
+    message = "already in the vault: nothing recorded"
+    return AddResult(shown, "duplicate", digest.id, digest.size, media_type, message=message)
 
 
 class Vault:
@@ -328,28 +343,37 @@ class Vault:
                 on_result(res)
 
         candidates = list(self._expand(paths, options, emit))
-        pending: list[_Prepared] = []
+        pending: list[_Prepared | AddResult] = []
         last_flush = time.monotonic()
         outcomes = prepare_all(
             candidates,
             lambda path, progress: self._prepare(path, options, progress),
             self.objects,
-            size_of=lambda o: o.digest.size if isinstance(o, _Prepared) else 0,
+            size_of=lambda o: 0 if isinstance(o, AddResult) else o.digest.size,
             on_progress=on_progress,
             threads=workers or min(4, os.cpu_count() or 1),
         )
+        known: Index | None = None  # caught up once, at the first content the store already held
         for outcome in outcomes:
-            if isinstance(outcome, AddResult):
+            if isinstance(outcome, _Stored):
+                if known is None:
+                    known = self.index
+                item = known.item(outcome.digest.id)
+                if item is not None:  # in the log, which only grows: what _commit would find under the lock
+                    outcome = _duplicate(outcome.shown, outcome.digest, item.media_type)
+                else:
+                    outcome = self._describe(outcome, options)  # an orphan of an interrupted add
+            if isinstance(outcome, AddResult) and outcome.status != "duplicate":
                 emit(outcome)
                 continue
-            pending.append(outcome)
+            pending.append(outcome)  # duplicates too: reported in order among the files added
             if len(pending) >= 512 or time.monotonic() - last_flush > batch_seconds:
-                for res in self._commit(pending, actor, options, on_wait):
+                for res in self._commit_in_order(pending, actor, options, on_wait):
                     emit(res)
                 pending = []
                 last_flush = time.monotonic()
         if pending:
-            for res in self._commit(pending, actor, options, on_wait):
+            for res in self._commit_in_order(pending, actor, options, on_wait):
                 emit(res)
         return results
 
@@ -415,10 +439,9 @@ class Vault:
 
     def _prepare(
         self, path: str, options: AddOptions, on_progress: Callable[[int], None] | None
-    ) -> _Prepared | AddResult:
-        """Copy+hash one file into the object store and build its event data (no log write)."""
-        from .metadata import extract_metadata
-
+    ) -> _Prepared | _Stored | AddResult:
+        """Copy+hash one file into the object store and build its event data (no log write); content the
+        store already held comes back as :class:`_Stored`, for :meth:`add` to look up in the log."""
         shown = display_name(path)
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then skipped as not a regular file).
         flags = os.O_RDONLY | os.O_NONBLOCK | (0 if options.follow_symlinks else os.O_NOFOLLOW)
@@ -432,13 +455,21 @@ class Vault:
                 return AddResult(shown, "skipped", message="not a regular file")
             try:
                 # Durability is grouped: _commit syncs every object of the batch before its log append.
-                digest, _new = self.objects.put_file(fd, st.st_size, shown, on_progress, sync=False)
+                digest, new = self.objects.put_file(fd, st.st_size, shown, on_progress, sync=False)
             except IngestError as exc:
                 return AddResult(shown, "failed", message=exc.message)
             except OSError as exc:
                 return AddResult(shown, "failed", message=f"cannot read: {exc.strerror}")
         finally:
             os.close(fd)
+        stored = _Stored(path, shown, digest)
+        return self._describe(stored, options) if new else stored
+
+    def _describe(self, stored: _Stored, options: AddOptions) -> _Prepared | AddResult:
+        """Extract the metadata of a stored original and build its event data."""
+        from .metadata import extract_metadata
+
+        path, shown, digest = stored.path, stored.shown, stored.digest
         try:
             meta = extract_metadata(self.objects.path(digest.sha256))
         except OSError as exc:
@@ -489,6 +520,18 @@ class Vault:
             data["derived_from"] = options.derived_from
         return _Prepared(shown, digest, data, name, tuple(meta.errors))
 
+    def _commit_in_order(
+        self,
+        pending: Sequence[_Prepared | AddResult],
+        signer: Signer,
+        options: AddOptions,
+        on_wait: Callable[[], None] | None,
+    ) -> list[AddResult]:
+        """Commit the prepared files of ``pending`` (if any); results in the order of ``pending``."""
+        prepared = [p for p in pending if isinstance(p, _Prepared)]
+        done = iter(self._commit(prepared, signer, options, on_wait) if prepared else ())
+        return [next(done) if isinstance(p, _Prepared) else p for p in pending]
+
     def _commit(
         self,
         batch: Sequence[_Prepared],
@@ -533,16 +576,7 @@ class Vault:
             if dup[i]:
                 # The metadata object is unique to this attempt (random salts): nothing else uses it.
                 self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
-                results.append(
-                    AddResult(
-                        prep.path,
-                        "duplicate",
-                        prep.digest.id,
-                        prep.digest.size,
-                        media_type,
-                        message="already in the vault: nothing recorded",
-                    )
-                )
+                results.append(_duplicate(prep.path, prep.digest, media_type))
                 continue
             last = next(appended)
             results.append(

@@ -265,3 +265,67 @@ def test_small_object_replaced_by_a_big_file_is_streamed_and_reported(
     (finding,) = [x for x in report.json()["findings"] if x["level"] == "FAIL"]
     assert finding["code"] == "object.hash-mismatch" and finding["item"] == item
     assert f"size {SMALL + 1000}, recorded 3000" in finding["message"]
+
+
+def _objects(vault: Path) -> set[str]:
+    return {p.name for p in (vault / "objects" / "sha256").rglob("*") if p.is_file()}
+
+
+def test_re_adding_known_content_reads_no_metadata_and_keeps_order(
+    cli: Cli, vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A re-run of `add` over the same card (after a crash, say): content the log already holds is hashed
+    # and reported as a duplicate without extracting its metadata or writing a metadata object.
+    from evidence_vault import metadata
+
+    src = tmp_path / "card"
+    src.mkdir()
+    for i in range(40):  # enough small files for the worker processes
+        (src / f"f{i:03d}.bin").write_bytes(os.urandom(200 + i))
+    (src / "f999-big.bin").write_bytes(os.urandom(SMALL + 999))  # and one in a thread
+    first = cli("--vault", vault, "add", "-r", "--json", src)
+    assert first.code == 0, first.stderr
+    media = {json.loads(x)["path"]: json.loads(x)["media_type"] for x in first.stdout.splitlines()}
+    (src / "f010-new.bin").write_bytes(os.urandom(300))
+    (src / "f020-new.bin").write_bytes(os.urandom(SMALL + 1))
+    before = _objects(vault)
+
+    calls = tmp_path / "extracted"  # appended to by this process and the forked workers alike
+    real = metadata.extract_metadata
+
+    def counting(path: Any) -> Any:
+        with open(calls, "a") as f:
+            f.write(f"{path}\n")
+        return real(path)
+
+    monkeypatch.setattr(metadata, "extract_metadata", counting)
+    res = cli("--vault", vault, "add", "-r", "--json", src)
+    assert res.code == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [Path(x["path"]).name for x in lines] == sorted(p.name for p in src.iterdir())  # in order
+    for x in lines:
+        if "-new" in x["path"]:
+            assert x["status"] == "added"
+        else:
+            assert (x["status"], x["media_type"], x["seq"]) == ("duplicate", media[x["path"]], None)
+            assert x["message"] == "already in the vault: nothing recorded"
+    assert len(calls.read_text().splitlines()) == 2  # only the two new files
+    new_objects = _objects(vault) - before
+    assert len(new_objects) == 4  # two originals and their two metadata objects, nothing else
+    assert not list((vault / "objects" / "tmp").iterdir())
+
+
+def test_content_an_interrupted_add_left_in_the_store_is_added(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    # An add killed after it stored a file but before the log named it leaves an orphan: the next add must
+    # record it like new content (metadata, event), not take the stored copy for a duplicate.
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(os.urandom(5000))
+    FileObjectStore(vault / "objects").put_bytes(photo.read_bytes())
+    found = cli("--vault", vault, "verify", "--json").json()["findings"]
+    assert "object.orphan" in {f["code"] for f in found}
+    res = cli("--vault", vault, "add", "--json", photo)
+    assert res.code == 0, res.stderr
+    (doc,) = res.json_lines()
+    assert doc["status"] == "added" and doc["seq"] == 1
+    report = cli("--vault", vault, "verify", "--json")
+    assert report.code == 0 and report.json()["findings"] == [], report.stdout
