@@ -98,10 +98,12 @@ class CustodyLog:
 
     def line_at(self, offset: int) -> bytes:
         """The complete line starting at byte ``offset`` (without its newline; empty past the end)."""
-        with open(self.path, "rb") as fh:
+        with open(self.path, "rb", buffering=0) as fh:
             fh.seek(offset)
             parts = []
-            while chunk := fh.read(65536):
+            size = 4096  # most lines are shorter: no 64 KiB read per look-up
+            while chunk := fh.read(size):
+                size = 65536
                 end = chunk.find(b"\n")
                 if end >= 0:
                     parts.append(chunk[:end])

@@ -163,13 +163,13 @@ def derive(
     """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy)."""
     if action not in ACTIONS:
         raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
-    if not vault.index.has_item(original):
+    if vault.in_log(original) is None:
         raise NotAuthorizedError(f"original {original} is not in the vault: nothing recorded")
     derived_id = hash_file(derived_file).id
     if derived_id == original:
         raise UsageError("the working copy is byte-identical to its original", path=derived_file)
     events: list[Event] = []
-    if not vault.index.has_item(derived_id):
+    if vault.in_log(derived_id) is None:
         results: list[AddResult] = vault.add(
             [str(derived_file)], lambda: signer, AddOptions(derived_from=original, follow_symlinks=True)
         )

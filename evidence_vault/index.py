@@ -322,9 +322,6 @@ class Index:
         row = self.db.execute("SELECT holder FROM items WHERE id=?", (item_id,)).fetchone()
         return None if row is None else str(row[0])
 
-    def has_item(self, item_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is not None
-
     def items(
         self,
         *,
@@ -376,6 +373,16 @@ class Index:
             "SELECT id FROM items WHERE id >= ? AND id < ? LIMIT 3", (lo, lo + "\U0010ffff")
         ).fetchall()
         return [str(r[0]) for r in rows]
+
+    def ingest_record(self, item_id: str) -> tuple[int, int | None, str | None] | None:
+        """By this cache: the seq of the item's ``item.ingested`` line, its byte offset in the log and the
+        item's media type; None for an item it does not know."""
+        row = self.db.execute(
+            "SELECT i.seq, e.offset, i.media_type FROM items i"
+            " LEFT JOIN item_events e ON e.item = i.id AND e.seq = i.seq WHERE i.id=?",
+            (item_id,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), None if row[1] is None else int(row[1]), row[2])
 
     def event_offsets(self, item_id: str) -> list[int]:
         rows = self.db.execute("SELECT offset FROM item_events WHERE item=? ORDER BY seq", (item_id,))

@@ -11,14 +11,14 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import commitments
 from . import events as ev
 from .append_guard import KeyChain, refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
-from .canonical import canonical
+from .canonical import canonical, parse_json
 from .custody_log import CustodyLog, Head
 from .errors import (
     EvidenceVaultError,
@@ -188,6 +188,28 @@ def display_name(path: str | os.PathLike[str]) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+class Ingested(NamedTuple):
+    """An item the log records: the seq of its ``item.ingested`` line and its media type."""
+
+    seq: int
+    media_type: str | None
+
+
+def _records_ingest(line: bytes, item_id: str, seq: int) -> bool:
+    """Is ``line`` the ``item.ingested`` event of ``item_id`` at ``seq``? (Its signature is verify's job.)"""
+    try:
+        event = parse_json(line)
+    except ValueError:
+        return False
+    data = event.get("data") if type(event) is dict else None
+    return (
+        type(data) is dict
+        and event.get("type") == ev.ITEM_INGESTED
+        and event.get("seq") == seq
+        and data.get("item") == item_id
+    )
+
+
 def _duplicate(shown: str, digest: Digest, media_type: str | None) -> AddResult:
     message = "already in the vault: nothing recorded"
     return AddResult(shown, "duplicate", digest.id, digest.size, media_type, message=message)
@@ -269,6 +291,24 @@ class Vault:
                 path=path,
             ) from None
         return self._index
+
+    def in_log(self, item_id: str, index: Index | None = None) -> Ingested | None:
+        """Where the log records the item's ingest, and its media type; None if it does not.
+
+        The index says where the ``item.ingested`` line is, and that line is read to confirm it: the index
+        is in the vault, so whoever can edit the vault could make it claim content the log lacks, and
+        ``add`` would then leave a new file out as "already in the vault". A cache that disagrees with
+        the log is rebuilt from it. ``index``: the caller's, already caught up.
+        """
+        index = index or self.index
+        record = index.ingest_record(item_id)
+        if record is None:
+            return None
+        seq, offset, media_type = record
+        if offset is not None and _records_ingest(self.log.line_at(offset), item_id, seq):
+            return Ingested(seq, media_type)
+        record = self.rebuild_index().ingest_record(item_id)
+        return None if record is None else Ingested(record[0], record[2])
 
     def close(self) -> None:
         if self._index is not None:
@@ -358,7 +398,7 @@ class Vault:
             if isinstance(outcome, _Stored):
                 if known is None:
                     known = self.index
-                item = known.item(outcome.digest.id)
+                item = self.in_log(outcome.digest.id, known)
                 if item is not None:  # in the log, which only grows: what _commit would find under the lock
                     outcome = _duplicate(outcome.shown, outcome.digest, item.media_type)
                 else:
@@ -547,7 +587,7 @@ class Vault:
         def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
             self.require_authorized(signer, head)
             index = self.index
-            if options.derived_from and not index.has_item(options.derived_from):
+            if options.derived_from and self.in_log(options.derived_from, index) is None:
                 raise NotAuthorizedError(
                     f"original {options.derived_from} is not in the vault: nothing recorded"
                 )
@@ -555,7 +595,7 @@ class Vault:
             out = []
             for i, prep in enumerate(batch):
                 item_id = prep.data["item"]
-                dup[i] = index.has_item(item_id) or item_id in seen
+                dup[i] = item_id in seen or self.in_log(item_id, index) is not None
                 seen.add(item_id)
                 if not dup[i]:
                     out.append((ev.ITEM_INGESTED, prep.data))

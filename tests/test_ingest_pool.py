@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -12,6 +13,7 @@ import pytest
 
 from evidence_vault import ingest_pool
 from evidence_vault.objects import SMALL, FileObjectStore
+from evidence_vault.vault import Vault
 
 from .conftest import Cli
 
@@ -299,6 +301,8 @@ def test_re_adding_known_content_reads_no_metadata_and_keeps_order(
         return real(path)
 
     monkeypatch.setattr(metadata, "extract_metadata", counting)
+    # Each duplicate is confirmed by its line in the log; an index that agrees is never rebuilt.
+    monkeypatch.setattr(Vault, "rebuild_index", lambda self: pytest.fail("index rebuilt"))
     res = cli("--vault", vault, "add", "-r", "--json", src)
     assert res.code == 0, res.stderr
     lines = [json.loads(x) for x in res.stdout.splitlines()]
@@ -329,3 +333,41 @@ def test_content_an_interrupted_add_left_in_the_store_is_added(cli: Cli, vault: 
     assert doc["status"] == "added" and doc["seq"] == 1
     report = cli("--vault", vault, "verify", "--json")
     assert report.code == 0 and report.json()["findings"] == [], report.stdout
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["content-in-store", "content-not-in-store"])
+def test_an_index_that_claims_content_the_log_lacks_cannot_hide_a_new_file(
+    cli: Cli, vault: Path, tmp_path: Path, stored: bool
+) -> None:
+    # The index is a cache inside the vault: someone who can edit the vault could add a row for a file
+    # they expect to be collected, so that `add` would call it "already in the vault" and record nothing.
+    # The log line the index points at must confirm the claim; here it is another item's line.
+    import sqlite3
+
+    first = tmp_path / "first.bin"
+    first.write_bytes(os.urandom(500))
+    assert cli("--vault", vault, "add", first).code == 0
+    assert cli("--vault", vault, "ls").code == 0  # the index catches up with the log
+    target = tmp_path / "injury.bin"
+    target.write_bytes(os.urandom(700))
+    target_id = "sha256:" + hashlib.sha256(target.read_bytes()).hexdigest()
+    if stored:  # the early path: the object store already holds the content
+        FileObjectStore(vault / "objects").put_bytes(target.read_bytes())
+    db = sqlite3.connect(vault / "cache" / "index.sqlite")
+    with db:
+        offset = db.execute("SELECT offset FROM item_events WHERE seq=1").fetchone()[0]
+        db.execute(
+            "INSERT INTO items (id, seq, time, actor, size, media_type) VALUES (?, 1, 't', 'a', 700, 'x/y')",
+            (target_id,),
+        )
+        db.execute("INSERT INTO item_events (item, seq, offset) VALUES (?, 1, ?)", (target_id, offset))
+    db.close()
+
+    res = cli("--vault", vault, "add", "--json", target)
+    assert res.code == 0, res.stderr
+    (doc,) = res.json_lines()
+    assert (doc["status"], doc["id"], doc["seq"]) == ("added", target_id, 2)
+    report = cli("--vault", vault, "verify", "--json")
+    assert report.code == 0 and report.json()["findings"] == [], report.stdout
+    again = cli("--vault", vault, "add", "--json", target)  # the rebuilt index tells the truth now
+    assert [d["status"] for d in again.json_lines()] == ["duplicate"]
