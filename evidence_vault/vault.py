@@ -18,7 +18,7 @@ from . import events as ev
 from .append_guard import KeyChain, refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
-from .canonical import canonical, parse_json
+from .canonical import canonical
 from .custody_log import CustodyLog, Head
 from .errors import (
     EvidenceVaultError,
@@ -198,16 +198,10 @@ class Ingested(NamedTuple):
 def _records_ingest(line: bytes, item_id: str, seq: int) -> bool:
     """Is ``line`` the ``item.ingested`` event of ``item_id`` at ``seq``? (Its signature is verify's job.)"""
     try:
-        event = parse_json(line)
-    except ValueError:
+        event = ev.parse_event(line)  # as the index reads lines
+    except IntegrityError:
         return False
-    data = event.get("data") if type(event) is dict else None
-    return (
-        type(data) is dict
-        and event.get("type") == ev.ITEM_INGESTED
-        and event.get("seq") == seq
-        and data.get("item") == item_id
-    )
+    return event.type == ev.ITEM_INGESTED and event.seq == seq and event.data.get("item") == item_id
 
 
 def _duplicate(shown: str, digest: Digest, media_type: str | None) -> AddResult:

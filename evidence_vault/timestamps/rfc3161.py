@@ -224,15 +224,12 @@ def _tsa_name(info: rfc3161_client.TimeStampTokenInfo) -> str | None:
             # damaged country code; the name is only shown, and the warning would be a stray stderr line.
             warnings.simplefilter("ignore", UserWarning)
             name = info.name
-            text = name.value.rfc4514_string() if isinstance(name, x509.DirectoryName) else None
+            if isinstance(name, x509.DirectoryName):
+                return name.value.rfc4514_string()
     except ValueError:
         return None
-    if text is not None:
-        return text
     value = getattr(name, "value", None)
-    if isinstance(value, str):
-        return value
-    return None
+    return value if isinstance(value, str) else None
 
 
 def parse_token(tsr: bytes) -> TsaToken:
