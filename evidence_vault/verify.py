@@ -75,6 +75,7 @@ class SignatureChecks:
         self.batch: list[tuple[int, bytes, bytes, bytes]] = []
         self.pending: deque[tuple[Future[list[int]], list[tuple[int, bytes, bytes, bytes]]]] = deque()
         self.failed: list[int] = []
+        self.in_flight = 2 * (os.cpu_count() or 1)  # batches queued at most before waiting for one
 
     @property
     def pool(self) -> ProcessPoolExecutor | None:
@@ -89,7 +90,7 @@ class SignatureChecks:
         self.batch.append((index, pub, sig, data))
         if len(self.batch) >= self.BATCH:
             self._submit()
-            while len(self.pending) > 2 * (os.cpu_count() or 1):
+            while len(self.pending) > self.in_flight:
                 self._collect(*self.pending.popleft())
 
     def finish(self, report: Report) -> None:
