@@ -575,6 +575,7 @@ class Vault:
     ) -> list[AddResult]:
         """Append the ingest events of a batch, skipping content the log already holds."""
         dup: dict[int, bool] = {}
+        built: list[int] = []  # the log's size when build returned events to append (they may be on disk)
         for prep in batch:  # the index names items from this, without re-reading their metadata objects
             self._names[str(prep.data["metadata"])] = prep.name
 
@@ -593,15 +594,20 @@ class Vault:
                 seen.add(item_id)
                 if not dup[i]:
                     out.append((ev.ITEM_INGESTED, prep.data))
+            if out:
+                built.append(head.size if head else 0)
             return out
 
         try:
             self.objects.sync()  # every object of the batch durable before the events that reference them
             appended = iter(self.log.append(signer, build, wait=options.wait, on_wait=on_wait))
         except BaseException:
-            # Nothing was recorded: the metadata objects of this batch are unique to it, remove them.
+            # The metadata objects of this batch are unique to it (random salts): remove those no line
+            # names. Lines may have been appended before the error (Ctrl-C after the write): keep theirs.
+            kept = self._named_after(built[0], batch) if built else set()
             for prep in batch:
-                self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
+                if prep.data["metadata"] not in kept:
+                    self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
             raise
         results = []
         last: Event | None = None
@@ -627,6 +633,18 @@ class Vault:
         if last is not None:
             self._record_head(last)
         return results
+
+    def _named_after(self, start: int, batch: Sequence[_Prepared]) -> set[str]:
+        """The metadata ids of ``batch`` that log lines from byte ``start`` name (complete or torn: a torn
+        one is set aside by ``doctor``, which keeps a copy; its object is then an orphan, not a loss)."""
+        wanted = {str(prep.data["metadata"]) for prep in batch}
+        named: set[str] = set()
+        try:
+            for raw in self.log.iter_raw(start):
+                named.update(m for m in wanted if m.encode() in raw.data)
+        except (OSError, EvidenceVaultError):
+            return wanted  # cannot tell: keep them all (an orphan is a warning, a lost object a failure)
+        return named
 
     def require_sound_tail(self, head: Head) -> None:
         """Refuse (:class:`~evidence_vault.append_guard.UnsoundTailError`) to chain a signed event onto
