@@ -9,7 +9,6 @@ earliest time it is proven to have existed: the earliest anchor of any checkpoin
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -191,6 +190,72 @@ def _check_ots(
     return []
 
 
+def _read_certs(path: Path, where: str, report: Report) -> list[bytes] | None:
+    """The certificates in ``path`` (PEM bundle or DER); a FAIL naming the file if it holds none."""
+    from .timestamps import rfc3161
+
+    try:
+        return rfc3161.split_pem_or_der_certs(path.read_bytes())
+    except (OSError, EvidenceVaultError) as exc:
+        report.fail("anchors.tsa-malformed", where, f"cannot read certificates from {path.name}: {exc}")
+        return None
+
+
+def _read_tsa_meta(path: Path, where: str, report: Report) -> dict[str, Any] | None:
+    """``tsa-*.json`` beside a token ({} if absent); None (and a FAIL naming it) if it is not an object."""
+    try:
+        meta = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        report.fail("anchors.tsa-malformed", where, f"{path.name} is unreadable: {_short(exc)}")
+        return None
+    if not isinstance(meta, dict):
+        report.fail("anchors.tsa-malformed", where, f"{path.name} is not a JSON object")
+        return None
+    return meta
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _vault_ca(vault: Vault | _HasRoot, ca: Any) -> Path | None:
+    """The vault's configured TSA root (a path relative to the vault, never outside it), if present."""
+    if not isinstance(ca, str) or not ca or Path(ca).is_absolute() or ".." in Path(ca).parts:
+        return None
+    path = vault.root / ca
+    return path if path.is_file() else None
+
+
+def _tsa_anchor(
+    vault: Vault | _HasRoot,
+    d: Path,
+    base: str,
+    meta: dict[str, Any],
+    user_roots: Sequence[bytes],
+    subject: str,
+    report: Report,
+) -> tuple[list[bytes], str] | None:
+    """The roots one token is checked against and how they were chosen; None if unreadable (reported).
+
+    Roots you give replace every other anchor: the vault's or the bag's copy is only a fallback.
+    """
+    if user_roots:
+        return list(user_roots), "trust anchor given by you"
+    ca = _vault_ca(vault, meta.get("ca"))
+    shipped = d / f"{base}.ca.pem"
+    if ca is not None:
+        certs = _read_certs(ca, str(meta["ca"]), report)
+        note = "trust anchor from the vault's config"
+    elif shipped.is_file():
+        certs = _read_certs(shipped, f"{subject}/{shipped.name}", report)
+        note = "trust anchor shipped with the proof: pass --tsa-ca to use your own"
+    else:
+        return [], ""
+    return None if certs is None else (certs, note)
+
+
 def _check_tsrs(
     vault: Vault | _HasRoot,
     d: Path,
@@ -199,48 +264,49 @@ def _check_tsrs(
     report: Report,
     extra_roots: Sequence[bytes],
 ) -> list[tuple[float, str]]:
+    """Check every ``tsa-*.tsr`` in ``d``: against ``extra_roots`` alone when given, else the TSA's
+    configured or shipped root. Returns (genTime, proof) of the tokens that check."""
     from .timestamps import rfc3161
 
     out: list[tuple[float, str]] = []
     for tsr_path in sorted(d.glob("tsa-*.tsr")):
         base = tsr_path.name.removesuffix(".tsr")
-        meta: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            meta = json.loads((d / f"{base}.json").read_text("utf-8"))
-        roots = list(extra_roots)
-        ca = meta.get("ca")
-        shipped = d / f"{base}.ca.pem"
-        anchor_note = "trust anchor given by you" if roots else ""
-        if isinstance(ca, str) and (vault.root / ca).is_file():
-            roots += rfc3161.split_pem_or_der_certs((vault.root / ca).read_bytes())
-            anchor_note = anchor_note or "trust anchor from the vault's config"
-        elif shipped.is_file():
-            roots += rfc3161.split_pem_or_der_certs(shipped.read_bytes())
-            anchor_note = anchor_note or "trust anchor shipped with the proof: pass --tsa-ca to use your own"
+        where = f"{subject}/{tsr_path.name}"
+        meta = _read_tsa_meta(d / f"{base}.json", f"{subject}/{base}.json", report)
+        if meta is None:
+            continue
+        anchor = _tsa_anchor(vault, d, base, meta, extra_roots, subject, report)
+        if anchor is None:
+            continue
+        roots, anchor_note = anchor
         chain_path = d / f"{base}.chain.pem"
-        chain = rfc3161.split_pem_or_der_certs(chain_path.read_bytes()) if chain_path.exists() else []
+        chain = _read_certs(chain_path, f"{subject}/{chain_path.name}", report) if chain_path.exists() else []
+        if chain is None:
+            continue
         name = str(meta.get("url") or base)
         if not roots:
-            report.warn(
-                "anchors.tsa-untrusted",
-                f"{subject}/{tsr_path.name}",
-                "no trust anchor for this TSA: pass --tsa-ca PEM",
-            )
+            report.warn("anchors.tsa-untrusted", where, "no trust anchor for this TSA: pass --tsa-ca PEM")
             continue
-        check = rfc3161.verify_token(tsr_path.read_bytes(), digest=digest, roots=roots, intermediates=chain)
+        try:
+            tsr = tsr_path.read_bytes()
+        except OSError as exc:
+            report.fail("anchors.tsa-malformed", where, f"unreadable: {exc}")
+            continue
+        check = rfc3161.verify_token(tsr, digest=digest, roots=roots, intermediates=chain)
         if check.ok and check.token is not None:
             t = check.token.gen_time
             report.add(
                 "INFO",
                 "anchors.tsa-valid",
-                f"{subject}/{tsr_path.name}",
+                where,
                 f"RFC 3161 token from {name}, genTime {t.strftime('%Y-%m-%dT%H:%M:%SZ')} ({anchor_note})",
             )
             out.append((t.timestamp(), f"rfc3161 {name}"))
         else:
-            report.fail(
-                "anchors.tsa-invalid", f"{subject}/{tsr_path.name}", f"RFC 3161 token: {check.problem}"
-            )
+            problem = check.problem
+            if extra_roots:
+                problem = f"{problem} (checked against the --tsa-ca roots you gave only)"
+            report.fail("anchors.tsa-invalid", where, f"RFC 3161 token: {problem}")
     return out
 
 

@@ -410,3 +410,43 @@ def test_fuzzed_lines_in_a_bag_are_reported_never_raised(
     script = _stdlib_script(copy)
     assert "Traceback" not in script.stderr, script.stderr
     assert script.returncode in (0, 1)  # it cannot check signatures: a re-signed-looking line may pass
+
+
+@pytest.fixture
+def stamped_bag(cli: Cli, filled_vault: Path, tmp_path: Path) -> Path:
+    """A bag of one item whose checkpoint has an RFC 3161 token (the TSA's CA shipped in the bag)."""
+    from tests.servers.ots_calendar import CalendarServer
+    from tests.servers.tsa import LocalTSA
+    from tests.stamping import stamp_vault
+
+    with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
+        stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path)
+    item = cli("--vault", filled_vault, "ls", "--json").json()[0]["id"]
+    out = tmp_path / "stamped-bag"
+    assert cli("--vault", filled_vault, "export", item[7:19], "--out", out).code == 0
+    for p in out.rglob("*"):
+        if p.is_file():
+            os.chmod(p, 0o644)
+    return out
+
+
+def test_tsa_ca_given_replaces_the_shipped_root(cli: Cli, stamped_bag: Path, tmp_path: Path) -> None:
+    """A token signed by a CA shipped in the bag is not 'verified with your trust anchor' when you give
+    another root: your roots replace the bag's."""
+    from tests.servers.tsa import LocalTSA
+
+    res = cli("verify-bundle", stamped_bag, "--json")
+    valid = [f for f in res.json()["findings"] if f["code"] == "anchors.tsa-valid"]
+    assert res.code == 0 and valid and "shipped with the proof" in valid[0]["message"]
+    with LocalTSA() as other:  # the root the lawyer trusts: not the one that signed the bag's token
+        mine = tmp_path / "my-tsa-root.pem"
+        mine.write_bytes(other.ca_pem)
+    res = cli("verify-bundle", stamped_bag, "--json", "--tsa-ca", mine)
+    report = res.json()
+    assert res.code == 1 and "anchors.tsa-invalid" in codes(report), res.stdout
+    assert not [f for f in report["findings"] if f["code"] == "anchors.tsa-valid"]
+    # The right root still verifies it, and says so.
+    shipped = next(stamped_bag.glob("evidence/checkpoints/*/tsa-*.ca.pem"))
+    res = cli("verify-bundle", stamped_bag, "--json", "--tsa-ca", shipped)
+    valid = [f for f in res.json()["findings"] if f["code"] == "anchors.tsa-valid"]
+    assert res.code == 0 and valid and "given by you" in valid[0]["message"]
