@@ -38,10 +38,12 @@ class ObjectStore(Protocol):
         progress: Callable[[int], None] | None = None,
         *,
         sync: bool = True,
+        on_replace: Callable[[], None] | None = None,
     ) -> tuple[Digest, bool]:
-        """Copy an open file in while hashing it. Returns the digest and whether it was new.
+        """Copy an open file in while hashing it. Returns the digest and whether it was written.
 
         ``sync=False`` defers durability to the next :meth:`sync` (grouped fsyncs for a batch).
+        ``on_replace`` is called when an object of the wrong size under that name was replaced.
         """
         ...
 
@@ -144,6 +146,7 @@ class FileObjectStore:
         progress: Callable[[int], None] | None = None,
         *,
         sync: bool = True,
+        on_replace: Callable[[], None] | None = None,
     ) -> tuple[Digest, bool]:
         if size <= SMALL:
             try:
@@ -151,7 +154,7 @@ class FileObjectStore:
             except OSError as exc:
                 raise IngestError(f"cannot read: {exc.strerror or exc}", path=name) from None
             try:
-                result = self.put_bytes(data, sync=sync)
+                result = self.put_bytes(data, sync=sync, on_replace=on_replace)
             except OSError as exc:
                 raise IngestError(f"cannot copy into the vault: {exc.strerror or exc}", path=name) from None
             if progress is not None:
@@ -166,15 +169,17 @@ class FileObjectStore:
                     message = f"cannot copy into the vault: {exc.strerror or exc}"
                     raise IngestError(message, path=name) from None
                 self._flush(out, sync)
-            return digest, self._publish(tmp, digest, sync)
+            return digest, self._publish(tmp, digest, sync, on_replace)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def put_bytes(self, data: bytes, *, sync: bool = True) -> tuple[Digest, bool]:
+    def put_bytes(
+        self, data: bytes, *, sync: bool = True, on_replace: Callable[[], None] | None = None
+    ) -> tuple[Digest, bool]:
         digest = Digest(hashlib.sha256(data).hexdigest(), len(data))
         final = self.fspath(digest.sha256)
-        new = not self._present(final, digest.size)
+        new = not self._present(final, digest.size, on_replace)
         if new:
             tmp = os.path.join(self._tmp_dir(), f"put-{os.getpid()}-{secrets.token_hex(8)}")
             # Created read-only (0444) at once: the mode binds later opens, not this descriptor.
@@ -201,14 +206,16 @@ class FileObjectStore:
         if self.durable and sync:
             os.fsync(out.fileno())
 
-    def _publish(self, tmp: str, digest: Digest, sync: bool) -> bool:
+    def _publish(
+        self, tmp: str, digest: Digest, sync: bool, on_replace: Callable[[], None] | None = None
+    ) -> bool:
         """Rename a complete temp file to its final name (unless the content is there).
 
         With ``sync`` the file was fsynced and its directory is fsynced here; without, the final name is
         remembered for :meth:`sync`.
         """
         final = self.fspath(digest.sha256)
-        new = not self._present(final, digest.size)
+        new = not self._present(final, digest.size, on_replace)
         if new:
             os.chmod(tmp, 0o444)
             self._install(tmp, final, sync)
@@ -216,13 +223,17 @@ class FileObjectStore:
         return new
 
     @staticmethod
-    def _present(final: str, size: int) -> bool:
-        """Is the object already stored? One under its final name with another size is the torn leftover
-        of a crash before its batch was synced (no event can reference it): it is replaced."""
+    def _present(final: str, size: int, on_replace: Callable[[], None] | None = None) -> bool:
+        """Is the object already stored? One under its final name with another size is damaged: the torn
+        leftover of a crash before its batch was synced, or a stored copy cut or changed since. It is
+        replaced by the complete copy (whose hash is its name); ``on_replace`` is told."""
         try:
-            return os.stat(final).st_size == size
+            present = os.stat(final).st_size == size
         except FileNotFoundError:
             return False
+        if not present and on_replace is not None:
+            on_replace()
+        return present
 
     def _install(self, tmp: str, final: str, sync: bool) -> None:
         """Rename a complete read-only temp file to its final name (making its directory if needed);

@@ -152,6 +152,7 @@ class _Prepared:
     data: dict[str, Any]
     name: str
     metadata_errors: tuple[str, ...]
+    restored: bool = False  # a stored copy of the wrong size was replaced by this file's content
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class _Stored:
     path: str
     shown: str
     digest: Digest
+    restored: bool = False
 
 
 def find_vault(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
@@ -204,8 +206,11 @@ def _records_ingest(line: bytes, item_id: str, seq: int) -> bool:
     return event.type == ev.ITEM_INGESTED and event.seq == seq and event.data.get("item") == item_id
 
 
-def _duplicate(shown: str, digest: Digest, media_type: str | None) -> AddResult:
-    message = "already in the vault: nothing recorded"
+RESTORED = "; its stored copy had the wrong size (damaged) and was restored from this file"
+
+
+def _duplicate(shown: str, digest: Digest, media_type: str | None, restored: bool = False) -> AddResult:
+    message = "already in the vault: nothing recorded" + (RESTORED if restored else "")
     return AddResult(shown, "duplicate", digest.id, digest.size, media_type, message=message)
 
 
@@ -392,11 +397,7 @@ class Vault:
             if isinstance(outcome, _Stored):
                 if known is None:
                     known = self.index
-                item = self.in_log(outcome.digest.id, known)
-                if item is not None:  # in the log, which only grows: what _commit would find under the lock
-                    outcome = _duplicate(outcome.shown, outcome.digest, item.media_type)
-                else:
-                    outcome = self._describe(outcome, options)  # an orphan of an interrupted add
+                outcome = self._settle(outcome, options, known)
             if isinstance(outcome, AddResult) and outcome.status != "duplicate":
                 emit(outcome)
                 continue
@@ -487,17 +488,49 @@ class Vault:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return AddResult(shown, "skipped", message="not a regular file")
+            restored: list[bool] = []
             try:
                 # Durability is grouped: _commit syncs every object of the batch before its log append.
-                digest, new = self.objects.put_file(fd, st.st_size, shown, on_progress, sync=False)
+                digest, new = self.objects.put_file(
+                    fd, st.st_size, shown, on_progress, sync=False, on_replace=lambda: restored.append(True)
+                )
             except IngestError as exc:
                 return AddResult(shown, "failed", message=exc.message)
             except OSError as exc:
                 return AddResult(shown, "failed", message=f"cannot read: {exc.strerror}")
         finally:
             os.close(fd)
-        stored = _Stored(path, shown, digest)
+        stored = _Stored(path, shown, digest, bool(restored))
         return self._describe(stored, options) if new else stored
+
+    def _settle(
+        self, stored: _Stored, options: AddOptions, index: Index, *, again: bool = True
+    ) -> _Prepared | AddResult:
+        """Content the object store already held: a duplicate if the log records it (not re-hashed: that
+        is ``verify``'s job), else an orphan of an interrupted add, whose stored copy no event names yet.
+        That copy is re-hashed before an event names it, and replaced by this file's if it differs (a
+        torn or tampered leftover of the right size)."""
+        item = self.in_log(stored.digest.id, index)
+        if item is not None:  # in the log, which only grows: what _commit would find under the lock
+            return _duplicate(stored.shown, stored.digest, item.media_type, stored.restored)
+        hex_digest = stored.digest.sha256
+        try:
+            intact = self.objects.verify(hex_digest) == stored.digest
+        except OSError:
+            intact = False
+        if intact:
+            return self._describe(stored, options)
+        message = "its stored copy is damaged and could not be replaced"
+        if again:
+            try:
+                self.objects.discard(hex_digest)  # no event names it
+            except OSError as exc:
+                return AddResult(stored.shown, "failed", message=f"{message}: {exc.strerror}")
+            fresh = self._prepare(stored.path, options, None)
+            if not isinstance(fresh, _Stored):
+                return fresh
+            return self._settle(fresh, options, index, again=False)  # stored again meanwhile
+        return AddResult(stored.shown, "failed", message=message)
 
     def _describe(self, stored: _Stored, options: AddOptions) -> _Prepared | AddResult:
         """Extract the metadata of a stored original and build its event data."""
@@ -552,7 +585,7 @@ class Vault:
         }
         if options.derived_from:
             data["derived_from"] = options.derived_from
-        return _Prepared(shown, digest, data, name, tuple(meta.errors))
+        return _Prepared(shown, digest, data, name, tuple(meta.errors), stored.restored)
 
     def _commit_in_order(
         self,
@@ -616,7 +649,7 @@ class Vault:
             if dup[i]:
                 # The metadata object is unique to this attempt (random salts): nothing else uses it.
                 self.objects.discard(str(prep.data["metadata"]).removeprefix("sha256:"))
-                results.append(_duplicate(prep.path, prep.digest, media_type))
+                results.append(_duplicate(prep.path, prep.digest, media_type, prep.restored))
                 continue
             last = next(appended)
             results.append(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,52 @@ def test_refused_append_discards_metadata_objects(
     finally:
         v.close()
     assert len(stored) == 1  # the original only (an orphan until a re-run adds it)
+
+
+def _plant(vault: Path, content: bytes, stored: bytes) -> Path:
+    """Put ``stored`` under the object name of ``content`` (a torn or tampered leftover), read-only."""
+    hex_digest = hashlib.sha256(content).hexdigest()
+    path = vault / "objects" / "sha256" / hex_digest[:2] / hex_digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(stored)
+    path.chmod(0o444)
+    return path
+
+
+@pytest.mark.parametrize("size", [100, 5 << 20])  # read whole, and streamed
+def test_same_size_damaged_orphan_is_replaced(
+    cli: Cli, vault: Path, identity: str, tmp_path: Path, size: int
+) -> None:
+    """A leftover object of the right size but the wrong content, that no event names, is replaced by
+    the fresh copy: `add` then reports "added" and `verify` passes."""
+    content = os.urandom(size)
+    src = tmp_path / "photo.bin"
+    src.write_bytes(content)
+    planted = _plant(vault, content, bytes(size))
+    res = cli("--vault", vault, "add", src, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json_lines()[0]["status"] == "added"
+    assert planted.read_bytes() == content
+    assert planted.stat().st_mode & 0o777 == 0o444
+    verified = cli("--vault", vault, "verify", "--trust", identity)
+    assert verified.code == 0, verified.stderr
+
+
+def test_wrong_size_object_the_log_names_is_restored_and_said(
+    cli: Cli, vault: Path, identity: str, tmp_path: Path
+) -> None:
+    """The log names the item, its stored copy has the wrong size: re-adding the file restores it and
+    says so (not a plain "already in the vault")."""
+    src = tmp_path / "photo.bin"
+    src.write_bytes(b"evidence " * 100)
+    assert cli("--vault", vault, "add", src).code == 0
+    stored = _plant(vault, src.read_bytes(), b"cut")
+    res = cli("--vault", vault, "add", src, "--json")
+    assert res.code == 0, res.stderr
+    (line,) = res.json_lines()
+    assert line["status"] == "duplicate"
+    assert "restored" in line["message"]
+    assert stored.read_bytes() == src.read_bytes()
+    human = cli("--vault", vault, "add", src)
+    assert "restored" not in human.stderr  # intact now: a plain duplicate
+    assert cli("--vault", vault, "verify", "--trust", identity).code == 0

@@ -138,7 +138,9 @@ def add(
             extra = f" (metadata: {res.metadata_errors[0]})" if res.metadata_errors else ""
             output.status("added", "green", f"{short}  {res.path}{extra}")
         elif res.status == "duplicate":
-            output.status("duplicate", "cyan", f"{short}  {res.path}: already in the vault, nothing recorded")
+            said = (res.message or "").removeprefix("already in the vault: nothing recorded")  # restored?
+            text = f"{short}  {res.path}: already in the vault, nothing recorded{said}"
+            output.status("duplicate", "cyan", text)
         else:
             output.status(res.status, "red", f"{res.path}: {res.message or ''}")
 
