@@ -115,3 +115,17 @@ def test_wrong_size_object_the_log_names_is_restored_and_said(
     human = cli("--vault", vault, "add", src)
     assert "restored" not in human.stderr  # intact now: a plain duplicate
     assert cli("--vault", vault, "verify", "--trust", identity).code == 0
+
+
+def test_unstattable_path_fails_alone(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """A named path that cannot even be stat'ed (ENAMETOOLONG; EACCES and EIO alike) is one failed
+    line naming it; the other files are still added (exit 1, not an internal error)."""
+    good = tmp_path / "good.bin"
+    good.write_bytes(b"kept")
+    long_name = str(tmp_path / ("x" * 300))
+    res = cli("--vault", vault, "add", long_name, good, "--json")
+    assert res.code == 1, res.stderr
+    failed, added = res.json_lines()
+    assert failed["status"] == "failed" and failed["path"] == long_name
+    assert "too long" in failed["message"]
+    assert added["status"] == "added"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -59,6 +61,16 @@ def _progress(total: int, label: str) -> Progress | _NoProgress:
         console=output.err,
         transient=True,
     )
+
+
+def _file_size(path: Path) -> int:
+    """The size of a regular file, for the progress bar; 0 if it is none or cannot be read (``add``
+    then reports that path as failed or skipped, and adds the others)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def init(
@@ -121,7 +133,7 @@ def add(
         tags=tuple(tag or ()),
         wait=not no_wait,
     )
-    total = sum(p.stat().st_size for p in paths if p.is_file())
+    total = sum(map(_file_size, paths))
     counts = {"added": 0, "duplicate": 0, "failed": 0, "skipped": 0}
     named = {display_name(p) for p in paths}
     named_skipped = 0  # a path the user named was not added (a directory without -r, say): exit 1, as cp does
