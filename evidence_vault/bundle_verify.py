@@ -48,6 +48,7 @@ FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _WITHHELD_KEYS = {"seq", "withheld", "line_sha256", "leaf_hash"}
+_SIZE_DIR = re.compile(r"^[0-9]{1,20}$")  # ASCII digits only: str.isdigit() also takes '²'
 
 
 def mentioned_items(event: Event) -> list[str]:
@@ -119,8 +120,10 @@ def _read_json(path: Path, report: Report, subject: str) -> Any:
         return json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         report.fail("bundle.missing-file", subject, "file is missing")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+    except RecursionError:
+        report.fail("bundle.malformed", subject, "unreadable: JSON nested too deeply")
     return None
 
 
@@ -129,7 +132,7 @@ def _withheld(raw: bytes) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) and doc.get("withheld") is True else None
 
@@ -249,6 +252,21 @@ def _root_ok(d: Path, root: bytes) -> bool:
         return False
 
 
+def _checkpoint_dirs(base: Path, report: Report) -> list[Path]:
+    """The ``<size>/`` directories under ``base`` by size; anything else there is a FAIL naming it."""
+    found: list[Path] = []
+    for p in sorted(base.iterdir()) if base.is_dir() else []:
+        if p.is_dir() and not p.is_symlink() and _SIZE_DIR.match(p.name):
+            found.append(p)
+        else:
+            report.fail(
+                "bundle.malformed",
+                f"evidence/checkpoints/{p.name}",
+                "not a checkpoint directory (those are named by their tree size, in ASCII digits)",
+            )
+    return sorted(found, key=lambda p: int(p.name))
+
+
 def check_checkpoints(
     ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes]
 ) -> None:
@@ -263,11 +281,7 @@ def check_checkpoints(
     except EvidenceVaultError as exc:
         report.fail("anchors.bad-headers", "evidence/headers.json", f"block headers rejected: {exc.message}")
         store = HeaderStore()
-    dirs = (
-        sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-        if base.is_dir()
-        else []
-    )
+    dirs = _checkpoint_dirs(base, report)
     for d in dirs:
         size = int(d.name)
         subject = f"evidence/checkpoints/{d.name}"
@@ -302,9 +316,7 @@ def check_checkpoints(
         elif not (d / "checkpoint.ots").exists() and not any(d.glob("tsa-*.tsr")):
             report.warn("anchors.unstamped", subject, "checkpoint has no time proof")
     for size in sorted(state.log.checkpoints):
-        if size not in state.checkpoint_sizes and not any(
-            d.name.isdigit() and int(d.name) == size for d in dirs
-        ):
+        if size not in state.checkpoint_sizes and not any(int(d.name) == size for d in dirs):
             report.warn(
                 "checkpoint.dir-missing", line_subject(size), "checkpoint event without its directory"
             )
@@ -350,7 +362,11 @@ def check_proofs(ev_root: Path, report: Report, state: EvidenceState) -> None:
                 )
     cons = _read_json(ev_root / "proofs" / "consistency.json", report, "evidence/proofs/consistency.json")
     table = (
-        {(c.get("old_size"), c.get("new_size")): c.get("proof") for c in cons if isinstance(c, dict)}
+        {
+            (c["old_size"], c["new_size"]): c.get("proof")
+            for c in cons
+            if isinstance(c, dict) and type(c.get("old_size")) is int and type(c.get("new_size")) is int
+        }
         if isinstance(cons, list)
         else {}
     )

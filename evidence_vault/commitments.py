@@ -43,4 +43,8 @@ def opens(commitment: str, opening: Mapping[str, Any]) -> bool:
         return False
     if len(salt) != SALT_BYTES:
         return False
-    return hmac.compare_digest(commit(value, salt), commitment)
+    try:
+        expected = commit(value, salt)
+    except (ValueError, TypeError, RecursionError):  # no canonical form (1e400, 2**60, too deep)
+        return False
+    return hmac.compare_digest(expected, commitment)

@@ -173,4 +173,6 @@ def parse_line(line: bytes) -> tuple[Event, bool]:
         value, is_canonical = parse_canonical(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise IntegrityError("not valid JSON: nested too deeply") from None
     return Event.from_dict(value), is_canonical

@@ -450,3 +450,96 @@ def test_tsa_ca_given_replaces_the_shipped_root(cli: Cli, stamped_bag: Path, tmp
     res = cli("verify-bundle", stamped_bag, "--json", "--tsa-ca", shipped)
     valid = [f for f in res.json()["findings"] if f["code"] == "anchors.tsa-valid"]
     assert res.code == 0 and valid and "given by you" in valid[0]["message"]
+
+
+def _first_checkpoint(bag: Path) -> Path:
+    return sorted((bag / "evidence" / "checkpoints").iterdir())[0]
+
+
+def _set_opening(bag: Path, raw_value: str) -> None:
+    path = next((bag / "evidence" / "openings").iterdir())
+    doc = json.loads(path.read_text())
+    doc["original_name"]["value"] = "@VALUE@"
+    path.write_text(json.dumps(doc).replace('"@VALUE@"', raw_value))
+
+
+def _set_log_line(bag: Path, n: int, line: bytes) -> None:
+    lines = log_lines(bag)
+    lines[n] = line
+    write_log(bag, lines)
+
+
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _hostile_tsa_file(bag: Path, suffix: str, content: bytes) -> None:
+    cp = _first_checkpoint(bag)
+    (cp / "tsa-x.tsr").write_bytes(b"not a token")
+    (cp / f"tsa-x{suffix}").write_bytes(content)
+
+
+# damage -> (the code, the file the finding must name)
+HOSTILE: dict[str, tuple[Any, str, str]] = {
+    "opening 1e400": (lambda b: _set_opening(b, "1e400"), "metadata.commitment-mismatch", "openings/"),
+    "opening 2**60": (lambda b: _set_opening(b, str(2**60)), "metadata.commitment-mismatch", "openings/"),
+    "consistency old_size [1]": (
+        lambda b: (b / "evidence/proofs/consistency.json").write_text(
+            '[{"old_size":[1],"new_size":[2],"proof":[]}]'
+        ),
+        "proof.consistency-invalid",
+        "evidence/proofs/consistency.json",
+    ),
+    "checkpoint dir named with a superscript digit": (
+        lambda b: (b / "evidence/checkpoints/\u00b2").mkdir(),
+        "bundle.malformed",
+        "evidence/checkpoints/\u00b2",
+    ),
+    "junk tsa ca.pem": (
+        lambda b: _hostile_tsa_file(b, ".ca.pem", b"junk"),
+        "anchors.tsa-malformed",
+        "tsa-x.ca.pem",
+    ),
+    "tsa json is a list": (
+        lambda b: _hostile_tsa_file(b, ".json", b"[]"),
+        "anchors.tsa-malformed",
+        "tsa-x.json",
+    ),
+    "deeply nested export.json": (
+        lambda b: (b / "evidence/export.json").write_text(_DEEP),
+        "bundle.malformed",
+        "evidence/export.json",
+    ),
+    "deeply nested headers.json": (
+        lambda b: (b / "evidence/headers.json").write_text(_DEEP),
+        "anchors.bad-headers",
+        "evidence/headers.json",
+    ),
+    "deeply nested log line": (
+        lambda b: _set_log_line(b, 1, _DEEP.encode()),
+        "log.malformed",
+        "seq 1",
+    ),
+    "deeply nested withheld stub": (
+        lambda b: _set_log_line(b, 1, b'{"withheld":true,"x":' + _DEEP.encode() + b"}"),
+        "log.malformed",
+        "seq 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(HOSTILE))
+def test_hostile_values_are_fail_findings_not_internal_errors(cli: Cli, bag: Path, damage: str) -> None:
+    """A hostile bag is a FAIL naming the file (exit 1), never an internal error (exit 2); the stdlib
+    script answers FAIL lines, never a traceback."""
+    make, code, where = HOSTILE[damage]
+    make(bag)
+    rewrite_tagmanifest(bag)
+    report = verify_bundle(bag)  # raising here is the bug
+    assert report.exit_code() == 1
+    assert any(f.code == code and where in f.subject for f in report.failures), [
+        (f.code, f.subject, f.message) for f in report.failures
+    ]
+    res = cli("verify-bundle", bag, "--json")
+    assert res.code == 1 and res.stdout.startswith("{"), res.stderr
+    script = _stdlib_script(bag)
+    assert "Traceback" not in script.stderr and script.returncode in (0, 1), script.stderr

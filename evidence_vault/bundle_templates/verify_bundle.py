@@ -206,7 +206,8 @@ def main(bag: str) -> int:
     roots: dict[int, bytes] = {}
     cp_dir = os.path.join(ev, "checkpoints")
     for name in sorted(os.listdir(cp_dir)) if os.path.isdir(cp_dir) else []:
-        if not name.isdigit():
+        if not (name.isascii() and name.isdigit()):  # str.isdigit() alone also takes '\u00b2'
+            fail(f"evidence/checkpoints/{name}: not a checkpoint directory (named by its tree size)")
             continue
         with open(os.path.join(cp_dir, name, "checkpoint"), "rb") as f:
             text = f.read().decode("utf-8").split("\n")
@@ -254,7 +255,7 @@ def run(bag: str) -> int:
     the wrong type) reported as one more problem, not a traceback."""
     try:
         return main(bag)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
         fail(f"the bundle is damaged or incomplete ({type(exc).__name__}: {exc}); the checks stopped here")
         print("FAIL", f"({len(problems)} problems)")
         return 1

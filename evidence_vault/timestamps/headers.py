@@ -228,6 +228,8 @@ class HeaderStore:
             data = json.loads(text)
         except ValueError as exc:
             raise VaultFormatError(f"not JSON: {exc}", path=path) from None
+        except RecursionError:
+            raise VaultFormatError("not JSON: nested too deeply", path=path) from None
         try:
             return cls.from_dict(data)
         except (VaultFormatError, IntegrityError) as exc:
