@@ -30,7 +30,7 @@ from . import events as ev
 from .anchors_verify import _check_ots, _check_tsrs, _HasRoot, _iso, _item_times, check_checkpoint_dir
 from .bagit import read_bag_info, validate_bag
 from .checkpoint import Checkpoint
-from .errors import EvidenceVaultError, UsageError
+from .errors import BagError, EvidenceVaultError, UsageError
 from .events import Event, line_hash, parse_line
 from .hashing import hash_file
 from .index import items_of
@@ -568,7 +568,7 @@ def verify_bundle(
         try:
             try:
                 root = safe_extract(path, extract_to)
-            except EvidenceVaultError as exc:
+            except BagError as exc:  # a StorageError (disk full) is no verdict on the bag: raised
                 report.fail("bundle.unsafe-zip", str(path), exc.message)
                 report.finished = utc_now()
                 return report

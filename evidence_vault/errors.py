@@ -71,6 +71,11 @@ class BagError(EvidenceVaultError):
     """A BagIt bag or zip cannot be read or is unsafe to open."""
 
 
+class StorageError(EvidenceVaultError):
+    """A local file could not be written or read (disk full, permissions, I/O error): the environment
+    failed, not the data being checked (exit 2)."""
+
+
 class IntegrityError(EvidenceVaultError):
     """Raising form of a verification FAIL (exit 1)."""
 

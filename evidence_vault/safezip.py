@@ -8,9 +8,10 @@ import shutil
 import stat
 import unicodedata
 import zipfile
+import zlib
 from pathlib import Path
 
-from evidence_vault.errors import BagError
+from evidence_vault.errors import BagError, StorageError
 
 __all__ = ["safe_extract"]
 
@@ -71,6 +72,8 @@ def safe_extract(
     Rejects ``..``, absolute paths, drive letters, backslashes, NUL, symlinks and other special entries,
     duplicate names (also case- or normalization-insensitively), encrypted entries and zip bombs.
     Returns the single top-level folder if the zip has one (as a bag zip does), else ``dest``.
+    Raises :class:`BagError` for a zip that is unsafe or damaged, :class:`StorageError` when writing
+    fails (disk full): the first is a verdict on the zip, the second is not.
     """
     zip_path, dest = Path(zip_path), Path(dest)
 
@@ -112,9 +115,11 @@ def safe_extract(
         created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
+        name = ""  # the entry being written, for an error message
         try:
             written = 0
             for info in infos:
+                name = info.filename
                 target = root / info.filename
                 if os.path.commonpath([root, target.resolve()]) != str(root):
                     raise fail(f"unsafe entry {info.filename!r}: escapes the destination")
@@ -128,7 +133,13 @@ def safe_extract(
                         if written > max_total_bytes:
                             raise fail("uncompressed size exceeds the limit (zip bomb?)")
                         out.write(chunk)
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        except OSError as exc:  # disk full, permissions, I/O error: the environment, not the zip
+            _cleanup(dest, created)
+            raise StorageError(
+                f"cannot extract {name!r} from {zip_path.name}: {exc.strerror or exc}",
+                path=exc.filename or dest / name,
+            ) from None
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
             _cleanup(dest, created)
             raise fail(f"extraction failed: {exc}") from None
         except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,52 @@ def test_non_empty_dest_and_bad_zip(tmp_path: Path) -> None:
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(BagError):
         safe_extract(tmp_path / "junk.zip", tmp_path / "d2")
+
+
+@pytest.mark.parametrize("err", ["EFBIG", "ENOSPC"])
+def test_disk_full_while_extracting_is_an_environment_error_not_an_unsafe_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Any, err: str
+) -> None:
+    """A write failing (file too large, disk full) says nothing about the zip: exit 2 with one line
+    naming the file, not FAIL bundle.unsafe-zip (exit 1)."""
+    import builtins
+    import errno
+    import os
+
+    from evidence_vault import safezip
+    from evidence_vault.bundle_verify import verify_bundle
+    from evidence_vault.errors import StorageError
+
+    code = getattr(errno, err)
+
+    class Full:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def write(self, chunk: bytes) -> int:
+            raise OSError(code, os.strerror(code))
+
+    def full_open(path: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        fh = builtins.open(path, mode, *args, **kw)  # noqa: SIM115 (closed by Full or the caller)
+        return Full(fh) if "x" in mode else fh
+
+    monkeypatch.setattr(safezip, "open", full_open, raising=False)
+    z = _zip(tmp_path / "good.zip", [GOOD, ("bag/data/photo.jpg", b"\xff\xd8" * 10)])
+    dest = tmp_path / "dest"
+    with pytest.raises(StorageError) as exc:
+        safe_extract(z, dest)
+    assert not isinstance(exc.value, BagError) and exc.value.exit_code == 2
+    assert "bag/ok.txt" in str(exc.value) and os.strerror(code) in str(exc.value)
+    assert "\n" not in str(exc.value)
+    assert not dest.exists()
+    with pytest.raises(StorageError):
+        verify_bundle(z, extract_to=tmp_path / "dest2")
+    res = cli("verify-bundle", z, "--json")
+    assert res.code == 2 and "unsafe-zip" not in res.stdout, (res.stdout, res.stderr)
+    assert len(res.stderr.strip().splitlines()) == 1 and "bag/ok.txt" in res.stderr, res.stderr
