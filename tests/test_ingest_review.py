@@ -129,3 +129,55 @@ def test_unstattable_path_fails_alone(cli: Cli, vault: Path, tmp_path: Path) -> 
     assert failed["status"] == "failed" and failed["path"] == long_name
     assert "too long" in failed["message"]
     assert added["status"] == "added"
+
+
+BAD_TEXT = "case \udcff"  # what Python makes of the byte 0xff on a UTF-8 command line
+
+
+def _state(vault: Path) -> tuple[bytes, list[Path]]:
+    return (vault / "log.jsonl").read_bytes(), sorted((vault / "objects").rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["add", "{file}", "--note", BAD_TEXT],
+        ["add", "{file}", "--source", BAD_TEXT],
+        ["add", "{file}", "--captured-by", BAD_TEXT],
+        ["add", "{file}", "--tag", "fine", "--tag", BAD_TEXT],
+        ["annotate", "{item}", "--note", BAD_TEXT],
+        ["annotate", "{item}", "--tag", BAD_TEXT],
+        ["access", "{item}", "--purpose", BAD_TEXT],
+        ["open", "{item}", "--purpose", BAD_TEXT],
+        ["transfer", "{item}", "--to", "SHA256:x", "--reason", BAD_TEXT],
+        ["derive", "{item}", "{file}", "--action", "redact", "--tool", BAD_TEXT],
+        ["derive", "{item}", "{file}", "--action", "redact", "--tool", "t", "--note", BAD_TEXT],
+        ["key", "revoke", "SHA256:x", "--reason", BAD_TEXT],
+    ],
+    ids=lambda a: "-".join(x for x in a if x.startswith("--") or x.isalpha())[:40],
+)
+def test_undecodable_text_option_is_a_usage_error(
+    cli: Cli, filled_vault: Path, tmp_path: Path, args: list[str]
+) -> None:
+    """Free text that cannot be signed (not valid UTF-8): exit 2, one line naming the option, and
+    nothing written (no event, no orphan object)."""
+    new_file = tmp_path / "new.bin"
+    new_file.write_bytes(b"not yet in the vault")
+    item = str(SAMPLE_FILES[0])
+    before = _state(filled_vault)
+    argv = [a.format(file=new_file, item=item) for a in args]
+    res = cli("--vault", filled_vault, *argv)
+    assert res.code == 2, res.stderr
+    option = next(a for a in reversed(args) if a.startswith("--"))
+    assert res.stderr.strip().splitlines() == [
+        f"evidence-vault: error: {option}: not valid UTF-8 text (undecodable bytes); give it as UTF-8"
+    ]
+    assert _state(filled_vault) == before
+
+
+def test_undecodable_vault_or_key_name_is_a_usage_error(cli: Cli, identity: str, tmp_path: Path) -> None:
+    res = cli("init", tmp_path / "v", "--name", BAD_TEXT)
+    assert res.code == 2 and "--name: not valid UTF-8" in res.stderr
+    assert not (tmp_path / "v").exists()
+    res = cli("key", "new", "--name", BAD_TEXT)
+    assert res.code == 2 and "--name: not valid UTF-8" in res.stderr

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # imported where used: `--help` and `--version` must not pay 
     from ..keystore import Identity, KeyStore
     from ..signing import Signer
     from ..vault import Vault
+
+TextValue = TypeVar("TextValue", str, "str | None", "list[str] | None")
 
 
 @dataclass
@@ -170,3 +172,16 @@ def signing_state(ctx: typer.Context) -> State:
     st = state(ctx)
     st.begin_unlock()
     return st
+
+
+def utf8_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) -> TextValue:
+    """Option callback: free text that ends up in a signed event must be valid UTF-8 (undecodable bytes
+    on the command line cannot be signed): a usage error naming the option, before anything is written."""
+    texts = [] if value is None else [value] if isinstance(value, str) else value
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            name = param.opts[0] if param.opts else param.name
+            raise UsageError(f"{name}: not valid UTF-8 text (undecodable bytes); give it as UTF-8") from None
+    return value

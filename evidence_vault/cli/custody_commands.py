@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import signing_state, state
+from .context import signing_state, state, utf8_text
 from .vault_commands import JsonOpt
 
 
@@ -16,7 +16,9 @@ def transfer(
     ctx: typer.Context,
     items: Annotated[list[str], typer.Argument(help="Item ids (prefixes) or paths.")],
     to: Annotated[str, typer.Option("--to", help="Fingerprint of the receiving key.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (signed as a commitment).")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", callback=utf8_text, help="Why (signed as a commitment).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Hand items over to another custodian (pending until they accept)."""
@@ -58,8 +60,12 @@ def accept(
 def annotate(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
-    note: Annotated[str | None, typer.Option("--note", help="Free text (signed as a commitment).")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", callback=utf8_text, help="A tag (repeatable).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add a note or tags (a new event; earlier events are never edited)."""
@@ -74,7 +80,9 @@ def annotate(
 def access(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="Why the original was viewed or copied.")],
+    purpose: Annotated[
+        str, typer.Option("--purpose", callback=utf8_text, help="Why the original was viewed or copied.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Record that someone viewed or copied the original."""
@@ -89,7 +97,9 @@ def access(
 def open_(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="Why it is opened.")] = "opened for viewing",
+    purpose: Annotated[
+        str, typer.Option("--purpose", callback=utf8_text, help="Why it is opened.")
+    ] = "opened for viewing",
     json_out: JsonOpt = False,
 ) -> None:
     """Make a read-only working copy in a temporary directory (recorded as an access)."""
@@ -109,9 +119,11 @@ def derive(
     ctx: typer.Context,
     original: Annotated[str, typer.Argument(help="The original: item id prefix or path.")],
     derived: Annotated[Path, typer.Argument(help="The working copy file (redacted, transcoded, ...).")],
-    action: Annotated[str, typer.Option("--action", help="redact | transcode | crop | extract")],
-    tool: Annotated[str, typer.Option("--tool", help="Tool and version used.")],
-    note: Annotated[str | None, typer.Option("--note")] = None,
+    action: Annotated[
+        str, typer.Option("--action", callback=utf8_text, help="redact | transcode | crop | extract")
+    ],
+    tool: Annotated[str, typer.Option("--tool", callback=utf8_text, help="Tool and version used.")],
+    note: Annotated[str | None, typer.Option("--note", callback=utf8_text)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest a working copy linked to its original."""

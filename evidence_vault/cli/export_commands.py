@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_files, signing_state, state
+from .context import read_files, signing_state, state, utf8_text
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -39,7 +39,8 @@ def export(
         ),
     ] = None,
     recipient: Annotated[
-        str | None, typer.Option("--recipient", help="Who receives it (committed, not public).")
+        str | None,
+        typer.Option("--recipient", callback=utf8_text, help="Who receives it (committed, not public)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import signing_state, state
+from .context import signing_state, state, utf8_text
 
 app = typer.Typer(
     help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None
@@ -19,8 +19,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 @app.command("new")
 def new(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Your name as custodian.")],
-    email: Annotated[str | None, typer.Option("--email")] = None,
+    name: Annotated[str, typer.Option("--name", callback=utf8_text, help="Your name as custodian.")],
+    email: Annotated[str | None, typer.Option("--email", callback=utf8_text)] = None,
     no_passphrase: Annotated[
         bool, typer.Option("--no-passphrase", help="Store the private key unencrypted (not recommended).")
     ] = False,
@@ -121,7 +121,7 @@ def add(
     ctx: typer.Context,
     pubkey: Annotated[str, typer.Argument(help="OpenSSH public key line, or a file holding one.")],
     role: Annotated[str, typer.Option("--role", help="admin or custodian.")] = "custodian",
-    name: Annotated[str | None, typer.Option("--name", help="Who holds the key.")] = None,
+    name: Annotated[str | None, typer.Option("--name", callback=utf8_text, help="Who holds the key.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Authorize a key in the vault (signed by an admin key)."""
@@ -153,7 +153,7 @@ def add(
 def revoke(
     ctx: typer.Context,
     fingerprint: Annotated[str, typer.Argument(help="Fingerprint of the key to revoke.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the log).")],
+    reason: Annotated[str, typer.Option("--reason", callback=utf8_text, help="Why (recorded in the log).")],
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a key: it signs nothing after this point."""
@@ -171,7 +171,8 @@ def revoke(
 def rotate(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Option("--name", help="Name for the new key (default: the old one's).")
+        str | None,
+        typer.Option("--name", callback=utf8_text, help="Name for the new key (default: the old one's)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -217,8 +218,8 @@ def export(
 def import_(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="OpenSSH Ed25519 private key (a backup or ~/.ssh/id_ed25519).")],
-    name: Annotated[str | None, typer.Option("--name")] = None,
-    email: Annotated[str | None, typer.Option("--email")] = None,
+    name: Annotated[str | None, typer.Option("--name", callback=utf8_text)] = None,
+    email: Annotated[str | None, typer.Option("--email", callback=utf8_text)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Import a private key as one of your identities."""

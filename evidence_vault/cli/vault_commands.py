@@ -14,7 +14,7 @@ import typer
 
 from ..errors import EvidenceVaultError, UsageError
 from . import output
-from .context import read_files, signing_state, state
+from .context import read_files, signing_state, state, utf8_text
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -76,7 +76,9 @@ def _file_size(path: Path) -> int:
 def init(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Directory for the new vault.")] = Path("."),
-    name: Annotated[str | None, typer.Option("--name", help="A name for the vault.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", callback=utf8_text, help="A name for the vault.")
+    ] = None,
     key: Annotated[
         str | None, typer.Option("--key", help="Genesis key fingerprint (default: your default key).")
     ] = None,
@@ -110,10 +112,18 @@ def add(
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")
     ] = False,
-    source: Annotated[str | None, typer.Option("--source", help="Where the files came from.")] = None,
-    captured_by: Annotated[str | None, typer.Option("--captured-by", help="Who captured them.")] = None,
-    note: Annotated[str | None, typer.Option("--note", help="Free text (signed as a commitment).")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", callback=utf8_text, help="Where the files came from.")
+    ] = None,
+    captured_by: Annotated[
+        str | None, typer.Option("--captured-by", callback=utf8_text, help="Who captured them.")
+    ] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", callback=utf8_text, help="A tag (repeatable).")
+    ] = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another writer holds the vault.")
     ] = False,
