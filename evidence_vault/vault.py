@@ -478,9 +478,14 @@ class Vault:
         """Copy+hash one file into the object store and build its event data (no log write); content the
         store already held comes back as :class:`_Stored`, for :meth:`add` to look up in the log."""
         shown = display_name(path)
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is then skipped as not a regular file).
-        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if options.follow_symlinks else os.O_NOFOLLOW)
         try:
+            # Sockets, FIFOs and devices are skipped before they are opened: a socket cannot be opened
+            # (ENXIO), and opening a device can act on it (a tape rewinds).
+            st = os.stat(path) if options.follow_symlinks else os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return AddResult(shown, "skipped", message="not a regular file")
+            # O_NONBLOCK: should it have become a FIFO since, opening it must not wait for a writer.
+            flags = os.O_RDONLY | os.O_NONBLOCK | (0 if options.follow_symlinks else os.O_NOFOLLOW)
             fd = os.open(path, flags)
         except OSError as exc:
             return AddResult(shown, "failed", message=f"cannot read: {exc.strerror}")

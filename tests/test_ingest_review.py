@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,30 @@ def test_undecodable_vault_or_key_name_is_a_usage_error(cli: Cli, identity: str,
     assert not (tmp_path / "v").exists()
     res = cli("key", "new", "--name", BAD_TEXT)
     assert res.code == 2 and "--name: not valid UTF-8" in res.stderr
+
+
+def test_sockets_and_fifos_are_skipped_not_failed(
+    run: Cli, vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Met while walking a directory: skipped, exit 0 (a socket was a failed ENXIO open). Named on the
+    command line: skipped, exit 1 (as cp does). Neither is opened, so a FIFO cannot block."""
+    top = tmp_path / "card"
+    top.mkdir()
+    (top / "photo.bin").write_bytes(b"a photo")
+    os.mkfifo(top / "fifo")
+    monkeypatch.chdir(top)  # a relative name: AF_UNIX paths are short
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind("sock")
+        res = run("--vault", vault, "add", "-r", top, "--json", timeout=60)
+        assert res.code == 0, res.stderr
+        by_name = {Path(r["path"]).name: r for r in res.json_lines()}
+        assert by_name["photo.bin"]["status"] == "added"
+        for name in ("fifo", "sock"):
+            assert by_name[name]["status"] == "skipped"
+            assert by_name[name]["message"] == "not a regular file"
+        res = run("--vault", vault, "add", top / "sock", top / "fifo", "--json", timeout=60)
+        assert res.code == 1, res.stderr
+        assert [r["status"] for r in res.json_lines()] == ["skipped", "skipped"]
+    finally:
+        sock.close()
