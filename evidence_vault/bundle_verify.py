@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import commitments, merkle
 from . import events as ev
@@ -40,6 +40,9 @@ from .safezip import safe_extract
 from .signing import PublicKey, unarmor
 from .timestamps.headers import HeaderStore
 from .verify import LogState, check_event
+
+if TYPE_CHECKING:
+    from .authority import Authority
 
 EVIDENCE = "evidence"
 #: Events revealed in every export whatever items it holds: they carry no item data.
@@ -401,17 +404,13 @@ def parse_allowed_signers(text: str) -> dict[str, PublicKey]:
     return out
 
 
-def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
-    """The keys the bag names must be exactly the keys that signed its revealed events."""
-    ev_root = bag_root / EVIDENCE
-    auth = state.log.authority
-    signers = set(state.signers)
-    try:
-        named = parse_allowed_signers((ev_root / "keys" / "allowed_signers").read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
-        report.fail("bundle.keys-mismatch", "evidence/keys/allowed_signers", f"unreadable: {exc}")
-        named = {}
-    if named and set(named) != signers:
+def _check_allowed_signers(
+    named: dict[str, PublicKey] | None, signers: set[str], auth: Authority, report: Report
+) -> None:
+    """``allowed_signers`` must list every signer (and no one else) with the key the log authorized."""
+    if named is None:
+        return  # unreadable: reported
+    if set(named) != signers:
         extra, missing = sorted(set(named) - signers), sorted(signers - set(named))
         report.fail(
             "bundle.keys-mismatch",
@@ -427,6 +426,10 @@ def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
                 "evidence/keys/allowed_signers",
                 f"key listed for {principal} is not the key the log authorized for it",
             )
+
+
+def _check_pub_files(ev_root: Path, signers: set[str], report: Report) -> None:
+    """``keys/*.pub`` must be exactly one public key file per signer."""
     pubs = sorted((ev_root / "keys").glob("*.pub")) if (ev_root / "keys").is_dir() else []
     seen: set[str] = set()
     for p in pubs:
@@ -440,10 +443,27 @@ def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
             report.fail(
                 "bundle.keys-mismatch", f"evidence/keys/{p.name}", f"{key.fingerprint} signed nothing here"
             )
-    if seen != signers and pubs:
+    missing = sorted(signers - seen)
+    if missing:
         report.fail(
-            "bundle.keys-mismatch", "evidence/keys", "public key files are not exactly the signers' keys"
+            "bundle.keys-mismatch",
+            "evidence/keys",
+            f"no public key file for {', '.join(missing)}, which signed revealed lines",
         )
+
+
+def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """The keys the bag names must be exactly the keys that signed its revealed events."""
+    ev_root = bag_root / EVIDENCE
+    auth = state.log.authority
+    signers = set(state.signers)
+    try:
+        named = parse_allowed_signers((ev_root / "keys" / "allowed_signers").read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+        report.fail("bundle.keys-mismatch", "evidence/keys/allowed_signers", f"unreadable: {exc}")
+        named = None
+    _check_allowed_signers(named, signers, auth, report)
+    _check_pub_files(ev_root, signers, report)
     try:
         verify_md = (bag_root / "VERIFY.md").read_text("utf-8")
     except (OSError, UnicodeDecodeError):

@@ -62,11 +62,13 @@ def check(cli: Cli, path: Path, *extra: str) -> tuple[int, set[str]]:
 
 
 def rewrite_tagmanifest(bag: Path) -> None:
-    """What a careful forger does: make the BagIt manifests match the forged tag files again."""
+    """What a careful forger does: make the BagIt manifests match the forged tag files again (and drop
+    the lines of files they deleted)."""
     lines = []
     for line in (bag / "tagmanifest-sha256.txt").read_text().splitlines():
         _, rel = line.split("  ", 1)
-        lines.append(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}\n")
+        if (bag / rel).is_file():
+            lines.append(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}\n")
     (bag / "tagmanifest-sha256.txt").write_text("".join(lines))
 
 
@@ -543,3 +545,24 @@ def test_hostile_values_are_fail_findings_not_internal_errors(cli: Cli, bag: Pat
     assert res.code == 1 and res.stdout.startswith("{"), res.stderr
     script = _stdlib_script(bag)
     assert "Traceback" not in script.stderr and script.returncode in (0, 1), script.stderr
+
+
+@pytest.mark.parametrize("removed", ["allowed_signers emptied", "pub files deleted", "both"])
+def test_signer_keys_removed_from_the_bag(cli: Cli, bag: Path, removed: str) -> None:
+    """Every signer of a revealed line must be in allowed_signers and have its .pub file: removing
+    them (so that ssh-keygen has nothing to check against) is a FAIL, not a pass."""
+    keys = bag / "evidence" / "keys"
+    if removed != "pub files deleted":
+        (keys / "allowed_signers").write_text("")
+    if removed != "allowed_signers emptied":
+        for p in keys.glob("*.pub"):
+            p.unlink()
+    rewrite_tagmanifest(bag)
+    report = verify_bundle(bag)
+    mismatch = [f.subject for f in report.failures if f.code == "bundle.keys-mismatch"]
+    if removed != "pub files deleted":
+        assert "evidence/keys/allowed_signers" in mismatch, mismatch
+    if removed != "allowed_signers emptied":
+        assert "evidence/keys" in mismatch, mismatch
+    code, found = check(cli, bag)
+    assert code == 1 and "bundle.keys-mismatch" in found
