@@ -543,7 +543,7 @@ class Vault:
 
         path, shown, digest = stored.path, stored.shown, stored.digest
         try:
-            meta = extract_metadata(self.objects.path(digest.sha256))
+            meta = extract_metadata(self.objects.path(digest.sha256), os.path.basename(path))
         except OSError as exc:
             return AddResult(shown, "failed", message=f"cannot read the stored copy: {exc.strerror}")
         normalized = dict(meta.normalized)

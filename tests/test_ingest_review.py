@@ -209,3 +209,18 @@ def test_sockets_and_fifos_are_skipped_not_failed(
         assert [r["status"] for r in res.json_lines()] == ["skipped", "skipped"]
     finally:
         sock.close()
+
+
+def test_media_type_falls_back_on_the_original_name(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """Content with no known signature (an MP3 without an ID3 tag) is typed by the name it was given,
+    not by its extension-less object name."""
+    mp3 = tmp_path / "call.MP3"
+    mp3.write_bytes(b"\xff\xfb\x90\x64" + bytes(400))  # an MPEG audio frame header, no ID3 tag
+    res = cli("--vault", vault, "add", mp3, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json_lines()[0]["media_type"] == "audio/mpeg"
+    plain = tmp_path / "notes"
+    plain.write_bytes(b"\xff\xfb\x90\x64" + bytes(401))
+    assert cli("--vault", vault, "add", plain, "--json").json_lines()[0]["media_type"] == (
+        "application/octet-stream"
+    )

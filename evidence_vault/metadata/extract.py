@@ -33,8 +33,9 @@ def _error(stage: str, exc: BaseException) -> str:
     return f"{stage}: {type(exc).__name__}: {message}" if message else f"{stage}: {type(exc).__name__}"
 
 
-def extract_metadata(path: Path) -> MediaMetadata:
-    """Extract normalized and raw metadata of one media file.
+def extract_metadata(path: Path, name: str | None = None) -> MediaMetadata:
+    """Extract normalized and raw metadata of one media file. ``name``: the file's original name, whose
+    extension types content no signature identifies (default: ``path``'s own name).
 
     Never raises for bad media content (problems are listed in ``errors``); only an ``OSError`` from opening
     or first reading the file propagates. Reads bounded amounts and never decodes pixels or samples.
@@ -42,7 +43,7 @@ def extract_metadata(path: Path) -> MediaMetadata:
     with open(path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
         size = os.fstat(fh.fileno()).st_size
-        media_type = sniff_media_type(head, Path(path).name)
+        media_type = sniff_media_type(head, Path(path).name if name is None else name)
         return _extract(fh, head, size, media_type)
 
 
