@@ -224,3 +224,25 @@ def test_media_type_falls_back_on_the_original_name(cli: Cli, vault: Path, tmp_p
     assert cli("--vault", vault, "add", plain, "--json").json_lines()[0]["media_type"] == (
         "application/octet-stream"
     )
+
+
+def test_json_paths_are_as_given(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """`add --json` names each path exactly as given (pathlib would drop "./", "//" and a trailing "/");
+    a file found in a directory: the directory as given joined with its relative path."""
+    card = tmp_path / "card"
+    (card / "sub").mkdir(parents=True)
+    (card / "one.bin").write_bytes(b"one")
+    (card / "sub" / "two.bin").write_bytes(b"two")
+    res = cli(
+        "--vault", vault, "add", "./card/one.bin", "card//sub/two.bin", "card/", "-r", "--json", cwd=tmp_path
+    )
+    assert res.code == 0, res.stderr
+    assert [r["path"] for r in res.json_lines()] == [
+        "./card/one.bin",
+        "card//sub/two.bin",
+        "card/one.bin",
+        "card/sub/two.bin",
+    ]
+    res = cli("--vault", vault, "add", "./card/", "--json", cwd=tmp_path)
+    assert res.code == 1  # a named directory without -r
+    assert res.json_lines()[0]["path"] == "./card/"

@@ -63,7 +63,7 @@ def _progress(total: int, label: str) -> Progress | _NoProgress:
     )
 
 
-def _file_size(path: Path) -> int:
+def _file_size(path: str) -> int:
     """The size of a regular file, for the progress bar; 0 if it is none or cannot be read (``add``
     then reports that path as failed or skipped, and adds the others)."""
     try:
@@ -107,7 +107,8 @@ def init(
 
 def add(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Files (or directories with --recursive).")],
+    # str, not Path: results name each path as given (pathlib would turn "./a//b/" into "a/b").
+    paths: Annotated[list[str], typer.Argument(help="Files (or directories with --recursive).")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into directories.")] = False,
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links.")
@@ -169,7 +170,7 @@ def add(
     with _progress(total, "adding") as progress:
         task = progress.add_task("add", total=total or None)
         vault.add(
-            [str(p) for p in paths],
+            paths,
             st.signer,
             opts,
             on_progress=lambda n: progress.advance(task, n),
