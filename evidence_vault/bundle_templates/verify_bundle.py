@@ -8,7 +8,9 @@ evidence/log.jsonl, through withheld lines (given as their hashes); (3) each che
 recomputed from the leaf hashes (RFC 9162); (4) the inclusion proofs of the revealed lines and the
 consistency proofs between checkpoints; (5) that every file in data/ is an item ingested in the log;
 (6) that no key in evidence/keys/allowed_signers or in a revealed key event is an Ed25519 point of small
-order (with such a key one signature verifies for every message, and ssh-keygen accepts it).
+order (with such a key one signature verifies for every message, and ssh-keygen accepts it); (7) that
+evidence/events/<seq>.json and .json.sig are exactly the signed bytes and the signature of log line <seq>
+(so the ssh-keygen checks of VERIFY.md are about the lines of the log). Runs on Python 3.9 and later.
 
 It does NOT check signatures (the standard library has no Ed25519): use the ssh-keygen commands in
 VERIFY.md, or `evidence-vault verify-bundle`. Exit code 0 = all checks passed, 1 = a check failed.
@@ -151,6 +153,59 @@ def consistent(old_size: int, new_size: int, old_root: bytes, new_root: bytes, p
     return sn == 0 and fr == old_root and sr == new_root
 
 
+def canonical(value: object) -> str:
+    """RFC 8785 canonical JSON of a parsed log line (keys by UTF-16 code units; no floats in events)."""
+    if isinstance(value, dict):
+        pairs = sorted(value.items(), key=lambda kv: kv[0].encode("utf-16-be", "surrogatepass"))
+        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + canonical(v) for k, v in pairs) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(canonical(v) for v in value) + "]"
+    if isinstance(value, float):
+        raise ValueError("a floating point number in a signed event")
+    return json.dumps(value, ensure_ascii=False)
+
+
+def unarmor(text: str) -> bytes:
+    """The signature blob inside an armored SSH signature (``-----BEGIN SSH SIGNATURE-----``)."""
+    rows = [r.strip() for r in text.strip().splitlines()]
+    if (
+        len(rows) < 3
+        or rows[0] != "-----BEGIN SSH SIGNATURE-----"
+        or rows[-1] != "-----END SSH SIGNATURE-----"
+    ):
+        raise ValueError("not an armored SSH signature")
+    return base64.b64decode("".join(rows[1:-1]), validate=True)
+
+
+def check_event_files(ev: str, revealed: dict[int, bytes]) -> None:
+    """evidence/events/<seq>.json must be exactly the bytes the line's signature covers (the line without
+    its "sig", in canonical JSON), and <seq>.json.sig that signature: what ssh-keygen checks in VERIFY.md
+    step 4 is then the line in log.jsonl. Files for no revealed line are refused too."""
+    d = os.path.join(ev, "events")
+    present = set(os.listdir(d)) if os.path.isdir(d) else set()
+    expected = {f"{seq}.json" for seq in revealed} | {f"{seq}.json.sig" for seq in revealed}
+    for extra in sorted(present - expected):
+        fail(f"evidence/events/{extra}: belongs to no revealed log line")
+    for seq, line in sorted(revealed.items()):
+        where = f"evidence/events/{seq}.json"
+        try:
+            doc = json.loads(line)
+            sig = base64.b64decode(doc.pop("sig"), validate=True)
+            signed = canonical(doc).encode("utf-8")
+            with open(os.path.join(d, f"{seq}.json"), "rb") as f:
+                body = f.read()
+            with open(os.path.join(d, f"{seq}.json.sig"), encoding="ascii") as f:
+                armored = unarmor(f.read())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            fail(f"{where}: cannot be checked against log line {seq + 1} ({type(exc).__name__}: {exc})")
+            continue
+        if body != signed:
+            fail(f"{where}: is not the signed bytes of log line {seq + 1}")
+        if armored != sig:
+            fail(f"{where}.sig: is not the signature in log line {seq + 1}")
+    print(f"events: {len(revealed)} signed-bytes files match their log lines")
+
+
 def check_manifest(bag: str, name: str) -> set[str]:
     listed: set[str] = set()
     with open(os.path.join(bag, name), encoding="utf-8") as f:
@@ -235,12 +290,13 @@ def main(bag: str) -> int:
         with open(os.path.join(ev, "proofs", "consistency.json"), encoding="utf-8") as f:
             cons = {(c["old_size"], c["new_size"]): c["proof"] for c in json.load(f)}
         sizes = sorted(roots)
-        for old, new in zip(sizes, sizes[1:], strict=False):  # noqa: RUF007 (Python 3.9 has no pairwise)
+        for old, new in zip(sizes, sizes[1:]):  # noqa: B905, RUF007 (Python 3.9: no strict=, no pairwise)
             proof = [bytes.fromhex(h) for h in cons.get((old, new), [])]
             if not consistent(old, new, roots[old], roots[new], proof):
                 fail(f"no valid consistency proof from checkpoint {old} to {new}")
         print(f"inclusion proofs in checkpoint {latest} and consistency proofs checked")
 
+    check_event_files(ev, revealed)
     check_keys(ev, revealed)
     for rel in sorted(payload):
         if "sha256:" + sha256_file(os.path.join(bag, *rel.split("/"))) not in items:
