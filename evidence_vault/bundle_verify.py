@@ -568,6 +568,21 @@ def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[
     return found
 
 
+def _note_withheld(report: Report, state: EvidenceState) -> None:
+    """Say (INFO: no effect on the outcome) what withheld lines leave unchecked."""
+    if not state.withheld:
+        return
+    report.add(
+        "INFO",
+        "bundle.withheld-lines",
+        "evidence/log.jsonl",
+        f"{len(state.withheld)} of {state.log.events} log lines are withheld (hashes only): who was "
+        "authorized was judged on the revealed key events alone, since a withheld line's type cannot be "
+        "checked (it could be a key revocation); see the earliest proven time of each file, or ask for "
+        "a full export",
+    )
+
+
 def verify_bundle(
     path: Path,
     *,
@@ -620,6 +635,7 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
     check_payload(root, report, state)
     check_keys(root, report, state)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
+    _note_withheld(report, state)
     _item_times(state.log, report, state.anchored)
     report.stats = {
         "events": state.log.events,

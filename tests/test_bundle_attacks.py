@@ -626,3 +626,25 @@ def test_stdlib_script_runs_on_python_3_9(bag: Path) -> None:
     res = subprocess.run([py39, str(bag / "verify_bundle.py"), str(bag)], capture_output=True, text=True)
     assert res.returncode == 0 and "consistency proofs checked" in res.stdout, res.stdout + res.stderr
     assert res.stdout.rstrip().splitlines()[-1].startswith("PASS")
+
+
+def test_withheld_lines_are_noted_without_changing_the_outcome(
+    cli: Cli, bag: Path, filled_vault: Path, tmp_path: Path, identity: str
+) -> None:
+    """A stub carries no signed type (it could stand for a key revocation): a bag with withheld lines
+    says, as INFO, that authorization was judged on the revealed key events only; that is no warning,
+    so a clean selective export still passes (--strict too). A full export has no withheld line and no
+    such note."""
+    res = cli("verify-bundle", bag, "--json", "--trust", identity)
+    report = res.json()
+    notes = [f for f in report["findings"] if f["code"] == "bundle.withheld-lines"]
+    assert res.code == 0 and not codes(report), res.stdout
+    # the only warnings are the fixture's unstamped checkpoints: the note is no warning (--strict)
+    assert {f["code"] for f in report["findings"] if f["level"] == "WARN"} == {"anchors.unstamped"}
+    assert len(notes) == 1 and notes[0]["level"] == "INFO"
+    assert f"{report['stats']['withheld']} of {report['stats']['events']}" in notes[0]["message"]
+    full = tmp_path / "full"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", full).code == 0
+    report = cli("verify-bundle", full, "--json").json()
+    assert report["stats"]["withheld"] == 0
+    assert "bundle.withheld-lines" not in {f["code"] for f in report["findings"]}
