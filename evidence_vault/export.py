@@ -294,7 +294,30 @@ def template(name: str) -> str:
 
 
 def _block(check: str, commands: list[str]) -> str:
-    return "```sh\n" + f'# check: {check}\ncd "{PLACEHOLDER}"\n' + "".join(c + "\n" for c in commands) + "```"
+    """One fenced block: a subshell that stops at the first failing command (a pasted block leaves the
+    terminal open) and exits non-zero then."""
+    body = "".join(c + "\n" for c in commands)
+    return "```sh\n" + f'# check: {check}\n(\nset -e\ncd "{PLACEHOLDER}"\n' + body + ")\n```"
+
+
+#: Python reading a BagIt manifest and printing it for ``sha256sum -c``: BagIt writes ``%``, CR and LF
+#: in a path as ``%25``, ``%0D``, ``%0A``; sha256sum wants them decoded, with ``\``, CR and LF escaped
+#: after a leading backslash. Only double quotes inside: it sits in single quotes in the block.
+_DECODE_MANIFEST = """decode='import re, sys
+codes = {"25": "%", "0A": "\\n", "0D": "\\r"}
+for line in open(sys.argv[1], encoding="utf-8"):
+    digest, path = line.rstrip("\\n").split("  ", 1)
+    path = re.sub("%(25|0A|0D)", lambda m: codes[m[1].upper()], path, flags=re.I)
+    escaped = path.replace("\\\\", "\\\\\\\\").replace("\\n", "\\\\n").replace("\\r", "\\\\r")
+    print(("\\\\" if escaped != path else "") + digest + "  " + escaped)'"""
+
+
+def _files_commands() -> list[str]:
+    """``sha256sum -c`` of both manifests, decoded first (a failing decode stops the block)."""
+    out = [_DECODE_MANIFEST]
+    for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
+        out += [f'sums=$(python3 -c "$decode" {manifest})', 'printf "%s\\n" "$sums" | sha256sum --strict -c']
+    return out
 
 
 def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
@@ -347,9 +370,7 @@ def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
     parts = {
         "{{VAULT_NAME}}": vault_name.replace("\n", " "),
         "{{KEYS}}": keys,
-        "{{FILES_BLOCK}}": _block(
-            "files", ["sha256sum -c manifest-sha256.txt", "sha256sum -c tagmanifest-sha256.txt"]
-        ),
+        "{{FILES_BLOCK}}": _block("files", _files_commands()),
         "{{CHECKPOINT_SIG_BLOCK}}": _block("checkpoint-signatures", sig_cmds)
         if sig_cmds
         else "(This bag holds no checkpoint.)",

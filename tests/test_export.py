@@ -231,8 +231,8 @@ def _blocks(verify_md: str) -> dict[str, str]:
 def _run_block(body: str, bag: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     script = body.replace("/path/to/this/bag", str(bag))  # the only substitution
     environ = {**os.environ, **(env or {})}
-    return subprocess.run(
-        ["bash", "-e", "-c", script], capture_output=True, text=True, env=environ, timeout=120
+    return subprocess.run(  # no -e: each block must stop at its first failure by itself
+        ["bash", "-c", script], capture_output=True, text=True, env=environ, timeout=120
     )
 
 
@@ -283,6 +283,51 @@ def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path:
     assert _run_block(blocks["rfc3161"], bag).returncode != 0
     assert _run_block(blocks["files"], bag).returncode != 0
     assert _run_block(blocks["script"], bag).returncode != 0
+
+
+def test_verify_md_files_block_handles_percent_encoded_names(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """BagIt writes '%' in a path as '%25' (manifest line 'data/50%25.txt'): the files block decodes
+    the manifests before sha256sum, so it passes on such a bag, and still catches a changed file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["50%.txt", "odd %25 name.txt", "a b.txt"]
+    for n, name in enumerate(names):
+        (src / name).write_text(f"statement {n}\n")
+    assert cli("--vault", vault, "add", *(src / n for n in names)).code == 0
+    bag = tmp_path / "bag"
+    assert cli("--vault", vault, "export", "--all", "--out", bag).code == 0
+    manifest = (bag / "manifest-sha256.txt").read_text()
+    assert "data/50%25.txt" in manifest and "data/odd %2525 name.txt" in manifest
+    files = _blocks((bag / "VERIFY.md").read_text())["files"]
+    done = _run_block(files, bag)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "data/50%.txt: OK" in done.stdout and "data/odd %25 name.txt: OK" in done.stdout
+    victim = bag / "data" / "50%.txt"
+    os.chmod(victim, 0o644)
+    victim.write_text("changed\n")
+    done = _run_block(files, bag)
+    assert done.returncode != 0 and "data/50%.txt: FAILED" in done.stdout, done.stdout
+
+
+def test_verify_md_blocks_stop_at_the_first_failure(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """'Each block stops at the first failure it meets': a failing command that is not the last one
+    makes the block fail (run by plain bash, as pasted), and nothing after it runs."""
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    blocks = _blocks((bag / "VERIFY.md").read_text())
+    assert all("\nset -e\n" in b for b in blocks.values())
+    victim = bag / "evidence" / "events" / "0.json"  # the first line's signed bytes: its check is first
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b'{"tampered":true}')
+    sigs = _run_block(blocks["event-signatures"], bag)
+    assert sigs.returncode != 0, sigs.stdout + sigs.stderr
+    assert 'Good "evidence-vault" signature' not in sigs.stdout + sigs.stderr  # later lines never ran
+    # The first manifest fails (a payload file changed) while the second would pass.
+    payload = next((bag / "data").iterdir())
+    os.chmod(payload, 0o644)
+    payload.write_bytes(b"swapped")
+    files = _run_block(blocks["files"], bag)
+    assert files.returncode != 0 and "bagit.txt: OK" not in files.stdout, files.stdout  # tag files unchecked
 
 
 def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path) -> None:
