@@ -39,11 +39,13 @@ class ObjectStore(Protocol):
         *,
         sync: bool = True,
         on_replace: Callable[[], None] | None = None,
+        replace: bool = False,
     ) -> tuple[Digest, bool]:
         """Copy an open file in while hashing it. Returns the digest and whether it was written.
 
         ``sync=False`` defers durability to the next :meth:`sync` (grouped fsyncs for a batch).
         ``on_replace`` is called when an object of the wrong size under that name was replaced.
+        ``replace``: write it even over an object of the right size (one found damaged), atomically.
         """
         ...
 
@@ -147,6 +149,7 @@ class FileObjectStore:
         *,
         sync: bool = True,
         on_replace: Callable[[], None] | None = None,
+        replace: bool = False,
     ) -> tuple[Digest, bool]:
         if size <= SMALL:
             try:
@@ -154,7 +157,7 @@ class FileObjectStore:
             except OSError as exc:
                 raise IngestError(f"cannot read: {exc.strerror or exc}", path=name) from None
             try:
-                result = self.put_bytes(data, sync=sync, on_replace=on_replace)
+                result = self.put_bytes(data, sync=sync, on_replace=on_replace, replace=replace)
             except OSError as exc:
                 raise IngestError(f"cannot copy into the vault: {exc.strerror or exc}", path=name) from None
             if progress is not None:
@@ -169,17 +172,22 @@ class FileObjectStore:
                     message = f"cannot copy into the vault: {exc.strerror or exc}"
                     raise IngestError(message, path=name) from None
                 self._flush(out, sync)
-            return digest, self._publish(tmp, digest, sync, on_replace)
+            return digest, self._publish(tmp, digest, sync, on_replace, replace)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
     def put_bytes(
-        self, data: bytes, *, sync: bool = True, on_replace: Callable[[], None] | None = None
+        self,
+        data: bytes,
+        *,
+        sync: bool = True,
+        on_replace: Callable[[], None] | None = None,
+        replace: bool = False,
     ) -> tuple[Digest, bool]:
         digest = Digest(hashlib.sha256(data).hexdigest(), len(data))
         final = self.fspath(digest.sha256)
-        new = not self._present(final, digest.size, on_replace)
+        new = replace or not self._present(final, digest.size, on_replace)
         if new:
             tmp = os.path.join(self._tmp_dir(), f"put-{os.getpid()}-{secrets.token_hex(8)}")
             # Created read-only (0444) at once: the mode binds later opens, not this descriptor.
@@ -207,7 +215,12 @@ class FileObjectStore:
             os.fsync(out.fileno())
 
     def _publish(
-        self, tmp: str, digest: Digest, sync: bool, on_replace: Callable[[], None] | None = None
+        self,
+        tmp: str,
+        digest: Digest,
+        sync: bool,
+        on_replace: Callable[[], None] | None = None,
+        replace: bool = False,
     ) -> bool:
         """Rename a complete temp file to its final name (unless the content is there).
 
@@ -215,7 +228,7 @@ class FileObjectStore:
         remembered for :meth:`sync`.
         """
         final = self.fspath(digest.sha256)
-        new = not self._present(final, digest.size, on_replace)
+        new = replace or not self._present(final, digest.size, on_replace)
         if new:
             os.chmod(tmp, 0o444)
             self._install(tmp, final, sync)

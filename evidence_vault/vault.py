@@ -473,7 +473,12 @@ class Vault:
                 yield full
 
     def _prepare(
-        self, path: str, options: AddOptions, on_progress: Callable[[int], None] | None
+        self,
+        path: str,
+        options: AddOptions,
+        on_progress: Callable[[int], None] | None,
+        *,
+        replace: bool = False,
     ) -> _Prepared | _Stored | AddResult:
         """Copy+hash one file into the object store and build its event data (no log write); content the
         store already held comes back as :class:`_Stored`, for :meth:`add` to look up in the log."""
@@ -497,7 +502,13 @@ class Vault:
             try:
                 # Durability is grouped: _commit syncs every object of the batch before its log append.
                 digest, new = self.objects.put_file(
-                    fd, st.st_size, shown, on_progress, sync=False, on_replace=lambda: restored.append(True)
+                    fd,
+                    st.st_size,
+                    shown,
+                    on_progress,
+                    sync=False,
+                    on_replace=lambda: restored.append(True),
+                    replace=replace,
                 )
             except IngestError as exc:
                 return AddResult(shown, "failed", message=exc.message)
@@ -508,9 +519,7 @@ class Vault:
         stored = _Stored(path, shown, digest, bool(restored))
         return self._describe(stored, options) if new else stored
 
-    def _settle(
-        self, stored: _Stored, options: AddOptions, index: Index, *, again: bool = True
-    ) -> _Prepared | AddResult:
+    def _settle(self, stored: _Stored, options: AddOptions, index: Index) -> _Prepared | AddResult:
         """Content the object store already held: a duplicate if the log records it (not re-hashed: that
         is ``verify``'s job), else an orphan of an interrupted add, whose stored copy no event names yet.
         That copy is re-hashed before an event names it, and replaced by this file's if it differs (a
@@ -525,17 +534,11 @@ class Vault:
             intact = False
         if intact:
             return self._describe(stored, options)
-        message = "its stored copy is damaged and could not be replaced"
-        if again:
-            try:
-                self.objects.discard(hex_digest)  # no event names it
-            except OSError as exc:
-                return AddResult(stored.shown, "failed", message=f"{message}: {exc.strerror}")
-            fresh = self._prepare(stored.path, options, None)
-            if not isinstance(fresh, _Stored):
-                return fresh
-            return self._settle(fresh, options, index, again=False)  # stored again meanwhile
-        return AddResult(stored.shown, "failed", message=message)
+        # No event names it: replaced atomically (the name never missing) by a fresh copy of the file.
+        fresh = self._prepare(stored.path, options, None, replace=True)
+        if isinstance(fresh, _Stored):  # not with replace=True; for the type checker
+            return AddResult(stored.shown, "failed", message="its stored copy is damaged")
+        return fresh
 
     def _describe(self, stored: _Stored, options: AddOptions) -> _Prepared | AddResult:
         """Extract the metadata of a stored original and build its event data."""
