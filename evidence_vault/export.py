@@ -121,6 +121,20 @@ def _payload_name(original: Any, item: str, media_type: str | None) -> str:
     return item.removeprefix("sha256:")[:16] + ext
 
 
+def _require_ingests(item_ids: Sequence[str], ingests: dict[str, Event], hidden: dict[str, Event]) -> None:
+    """Every exported item needs its revealed ingest line; say why one is not revealed."""
+    for item in item_ids:
+        if item in ingests:
+            continue
+        source = hidden[item].data.get("derived_from") if item in hidden else None
+        if isinstance(source, str):
+            raise UsageError(
+                f"item {item[7:19]} is a working copy derived from {source[7:19]}: its ingest line names "
+                f"that original, so it can only be exported together with it (add {source[7:19]})"
+            )
+        raise UsageError(f"no ingest event for {item} in the log")
+
+
 def stage_evidence(
     vault: Vault,
     item_ids: Sequence[str],
@@ -138,6 +152,7 @@ def stage_evidence(
     lines: list[bytes] = []
     log_out: list[bytes] = []
     ingests: dict[str, Event] = {}
+    hidden_ingests: dict[str, Event] = {}  # exported items whose ingest the rule withholds
     shown: set[int] = set()
     for raw in vault.log.iter_raw():
         if not raw.complete:
@@ -148,6 +163,8 @@ def stage_evidence(
         if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
             auth.apply(event)
         if not is_revealed(event, exported):
+            if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
+                hidden_ingests.setdefault(str(event.data["item"]), event)
             log_out.append(withheld_stub(seq, raw.data))
             staged.withheld += 1
             continue
@@ -159,9 +176,7 @@ def stage_evidence(
         _write(ev_root, f"events/{seq}.json.sig", armor(event.signature).encode())
         if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
             ingests.setdefault(str(event.data["item"]), event)
-    missing = [i for i in item_ids if i not in ingests]
-    if missing:
-        raise UsageError(f"no ingest event for {missing[0]} in the log")
+    _require_ingests(item_ids, ingests, hidden_ingests)
     _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
 
     # Checkpoints recorded in the log, with their proofs; the block headers; Merkle proofs.

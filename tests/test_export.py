@@ -405,3 +405,30 @@ def test_export_refuses_existing_destination_and_unknown_items(
     assert cli("--vault", filled_vault, "export", "deadbeefdeadbeef", "--out", tmp_path / "x").code == 2
     assert cli("--vault", filled_vault, "export", "--out", tmp_path / "y").code == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_exporting_a_derived_item_alone_says_to_add_its_original(
+    cli: Cli, filled_vault: Path, tmp_path: Path, identity: str
+) -> None:
+    """A working copy's ingest line names its original (derived_from): alone, it cannot be revealed
+    without revealing the original's id, so export says to add the original (not 'no ingest event');
+    with its original it exports and verifies."""
+    original = ids_by_name(cli, filled_vault)["Canon_40D.jpg"]["id"]
+    copy = tmp_path / "redacted.jpg"
+    copy.write_bytes(b"a redacted working copy")
+    res = cli(
+        "--vault", filled_vault, "derive", original[7:19], copy, "--action", "redact", "--tool", "gimp 2",
+        "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.stderr
+    derived = res.json()["id"]
+    res = cli("--vault", filled_vault, "export", derived[7:19], "--out", tmp_path / "alone")
+    assert res.code == 2 and "no ingest event" not in res.stderr, res.stderr
+    assert f"derived from {original[7:19]}" in res.stderr and "together with it" in res.stderr
+    assert not (tmp_path / "alone").exists()
+    both = tmp_path / "both"
+    res = cli("--vault", filled_vault, "export", derived[7:19], original[7:19], "--out", both)
+    assert res.code == 0, res.stderr
+    ver = cli("verify-bundle", both, "--trust", identity, "--json")
+    assert ver.code == 0 and not codes(ver.json()), ver.stdout
+    assert ver.json()["stats"]["items"] == 2
