@@ -69,6 +69,7 @@ class Staged:
 
     names: dict[str, str] = field(default_factory=dict)  # item -> payload name (under data/)
     signers: dict[str, str] = field(default_factory=dict)  # fingerprint -> key name
+    genesis: str | None = None  # the vault's genesis key (the one to pin)
     revealed: int = 0
     withheld: int = 0
     redacted: set[str] = field(default_factory=set)
@@ -177,6 +178,7 @@ def stage_evidence(
         if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
             ingests.setdefault(str(event.data["item"]), event)
     _require_ingests(item_ids, ingests, hidden_ingests)
+    staged.genesis = auth.genesis
     _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
 
     # Checkpoints recorded in the log, with their proofs; the block headers; Merkle proofs.
@@ -381,7 +383,10 @@ def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
             f"-in {base}.tsr -CAfile {base}.ca.pem"
             f"{untrusted} -attime {epoch}"
         )
-    keys = "\n".join(f"- `{fp}` ({name or 'unnamed key'})" for fp, name in sorted(staged.signers.items()))
+    keys = "\n".join(
+        f"- `{fp}` ({name or 'unnamed key'})" + (" **genesis key**" if fp == staged.genesis else "")
+        for fp, name in sorted(staged.signers.items())
+    )
     parts = {
         "{{VAULT_NAME}}": vault_name.replace("\n", " "),
         "{{KEYS}}": keys,

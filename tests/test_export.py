@@ -432,3 +432,20 @@ def test_exporting_a_derived_item_alone_says_to_add_its_original(
     ver = cli("verify-bundle", both, "--trust", identity, "--json")
     assert ver.code == 0 and not codes(ver.json()), ver.stdout
     assert ver.json()["stats"]["items"] == 2
+
+
+def test_verify_md_marks_the_genesis_key(cli: Cli, vault: Path, tmp_path: Path, identity: str) -> None:
+    """Keys are listed by fingerprint, so after `key rotate` the genesis key need not be first:
+    VERIFY.md marks it, and tells you to --trust it by that mark."""
+    res = cli("--vault", vault, "key", "rotate", "--json")
+    assert res.code == 0, res.stderr
+    new_key = res.json()["new"]
+    assert cli("--vault", vault, "--key", new_key, "add", CORPUS / "images" / "Canon_40D.jpg").code == 0
+    bag = tmp_path / "bag"
+    assert cli("--vault", vault, "--key", new_key, "export", "--all", "--out", bag).code == 0
+    text = (bag / "VERIFY.md").read_text()
+    keys = [ln for ln in text.splitlines() if ln.startswith("- `SHA256:")]
+    assert len(keys) == 2, keys
+    marked = [ln for ln in keys if "**genesis key**" in ln]
+    assert len(marked) == 1 and identity in marked[0], keys
+    assert "first key above" not in text and "--trust <the genesis key above>" in text
