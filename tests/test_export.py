@@ -449,3 +449,20 @@ def test_verify_md_marks_the_genesis_key(cli: Cli, vault: Path, tmp_path: Path, 
     marked = [ln for ln in keys if "**genesis key**" in ln]
     assert len(marked) == 1 and identity in marked[0], keys
     assert "first key above" not in text and "--trust <the genesis key above>" in text
+
+
+def test_redact_metadata_says_the_original_file_ships_unchanged(
+    cli: Cli, vault: Path, tmp_path: Path
+) -> None:
+    """--redact-metadata gps withholds the signed fields, not the EXIF inside the original, which ships
+    byte for byte (it is the evidence): the message says so rather than implying the GPS is gone."""
+    assert cli("--vault", vault, "add", GPS_IMAGES[0]).code == 0
+    item = next(iter(ids_by_name(cli, vault).values()))
+    bag = tmp_path / "bag"
+    res = cli("--vault", vault, "export", item["id"][7:19], "--out", bag, "--redact-metadata", "gps")
+    assert res.code == 0, res.stderr
+    said = " ".join(res.stderr.split())
+    assert "withheld the signed metadata fields gps_lat, gps_lon" in said, said
+    assert "original files ship unchanged" in said and "EXIF GPS" in said and "derive" in said
+    shipped = next((bag / "data").iterdir())
+    assert shipped.read_bytes() == GPS_IMAGES[0].read_bytes()  # what the message promises

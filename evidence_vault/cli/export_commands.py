@@ -35,7 +35,8 @@ def export(
         str | None,
         typer.Option(
             "--redact-metadata",
-            help="Comma-separated committed fields to withhold (gps, serial, original_path, ...).",
+            help="Comma-separated signed metadata fields to withhold (gps, serial, original_path, ...); "
+            "the original files still ship unchanged, with their own EXIF.",
         ),
     ] = None,
     recipient: Annotated[
@@ -64,7 +65,12 @@ def export(
         f"{result.withheld} withheld)"
     )
     if result.redacted:
-        output.info("withheld metadata fields: " + ", ".join(result.redacted))
+        output.info(
+            "withheld the signed metadata fields " + ", ".join(result.redacted) + ": their values are not "
+            "in the bag's log, openings or report, but the original files ship unchanged (they are the "
+            "evidence) and still hold whatever they contain, such as EXIF GPS. A redacted working copy "
+            "(`evidence-vault derive`) can be made, but a bag holds it only together with its original"
+        )
     output.info(
         f"recorded as item.exported at seq {result.seq}; check it with: evidence-vault verify-bundle {out}"
     )
