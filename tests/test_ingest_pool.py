@@ -295,10 +295,10 @@ def test_re_adding_known_content_reads_no_metadata_and_keeps_order(
     calls = tmp_path / "extracted"  # appended to by this process and the forked workers alike
     real = metadata.extract_metadata
 
-    def counting(path: Any) -> Any:
+    def counting(path: Any, name: str | None = None) -> Any:
         with open(calls, "a") as f:
             f.write(f"{path}\n")
-        return real(path)
+        return real(path, name)
 
     monkeypatch.setattr(metadata, "extract_metadata", counting)
     # Each duplicate is confirmed by its line in the log; an index that agrees is never rebuilt.
