@@ -9,7 +9,7 @@ import typer
 
 from . import output
 from .context import signing_state, state, utf8_text
-from .vault_commands import JsonOpt
+from .vault_commands import JsonOpt, NoteOpt, TagsOpt
 
 
 def transfer(
@@ -60,12 +60,8 @@ def accept(
 def annotate(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
-    note: Annotated[
-        str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
-    ] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", callback=utf8_text, help="A tag (repeatable).")
-    ] = None,
+    note: NoteOpt = None,
+    tag: TagsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add a note or tags (a new event; earlier events are never edited)."""

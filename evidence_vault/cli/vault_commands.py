@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ..report import Report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+NoteOpt = Annotated[
+    str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
+]
+TagsOpt = Annotated[list[str] | None, typer.Option("--tag", callback=utf8_text, help="A tag (repeatable).")]
 
 
 class _NoProgress:
@@ -119,12 +123,8 @@ def add(
     captured_by: Annotated[
         str | None, typer.Option("--captured-by", callback=utf8_text, help="Who captured them.")
     ] = None,
-    note: Annotated[
-        str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
-    ] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", callback=utf8_text, help="A tag (repeatable).")
-    ] = None,
+    note: NoteOpt = None,
+    tag: TagsOpt = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another writer holds the vault.")
     ] = False,
