@@ -579,7 +579,16 @@ def _resume(
     from . import incremental as inc
 
     size = vault.log.path.stat().st_size
-    hasher = inc.extend(hashlib.sha256(), vault.log.path, 0, saved.bytes) if size >= saved.bytes else None
+    # A head pinned on this machine may lie inside the verified prefix (a vaults.json copied from the
+    # custodian's machine, say): its line's hash is taken in the same read as the prefix's hash.
+    inside = {k for k in keep if k < saved.lines}
+    kept: dict[int, str] = {}
+    if size < saved.bytes:
+        hasher = None
+    elif inside:
+        hasher = _prefix_with_hashes(vault, saved.bytes, inside, kept)
+    else:
+        hasher = inc.extend(hashlib.sha256(), vault.log.path, 0, saved.bytes)
     if hasher is None or hasher.hexdigest() != saved.prefix_sha256:
         report.add(
             "INFO",
@@ -588,11 +597,11 @@ def _resume(
             f"the {saved.lines} lines verified on {saved.verified_at} changed: full run",
         )
         return None
-    if any(k < saved.lines for k in keep):
-        keep = [k for k in keep if k >= saved.lines]  # older pinned heads are inside the verified prefix
+    keep = [k for k in keep if k >= saved.lines]  # older pinned heads are inside the verified prefix
     from .scratch import restore
 
     state = LogState(items=restore(saved.items_db), line_hashes=LineHashes(set(keep)))
+    state.line_hashes.kept.update(kept)
     state.authority = saved.authority_state()
     state.custody.pending = saved.pending_transfers()
     state.line_hashes.count = saved.lines
@@ -614,6 +623,19 @@ def _resume(
         "--incremental to re-check everything)",
     )
     return state, _acc_of(saved)
+
+
+def _prefix_with_hashes(vault: Vault, length: int, wanted: set[int], kept: dict[int, str]) -> Any:
+    """SHA-256 of the first ``length`` bytes of the log, read line by line; the hashes of the lines
+    at the seqs in ``wanted`` go into ``kept``."""
+    hasher = hashlib.sha256()
+    for index, raw in enumerate(vault.log.iter_raw(0)):
+        if raw.offset >= length or not raw.complete or raw.offset + len(raw.data) + 1 > length:
+            break
+        hasher.update(raw.data + b"\n")
+        if index in wanted:
+            kept[index] = line_hash(raw.data)
+    return hasher
 
 
 def _acc_of(saved: Any) -> merkle.MerkleAccumulator:

@@ -79,3 +79,30 @@ def test_state_lives_outside_the_vault(cli: Cli, filled_vault: Path, home: Path)
     vault_id = json.loads((filled_vault / "vault.json").read_text())["vault_id"]
     assert (home / "verified" / vault_id / "state.json").exists()
     assert not any("verified" in p.parts for p in filled_vault.rglob("*"))
+
+
+def _set_pinned_head(home: Path, vault: Path, seq: int, line_hash: str) -> None:
+    """This machine's pinned head, as a vaults.json copied from an earlier moment would have it."""
+    vault_id = json.loads((vault / "vault.json").read_text())["vault_id"]
+    pins_path = home / "vaults.json"
+    pins = json.loads(pins_path.read_text())
+    pins[vault_id]["head"] = {"seq": seq, "hash": line_hash}
+    pins_path.write_text(json.dumps(pins))
+
+
+def test_pinned_head_inside_verified_prefix_is_checked_not_a_crash(
+    cli: Cli, filled_vault: Path, home: Path
+) -> None:
+    import hashlib
+
+    assert _verify(cli, filled_vault)[0] == 0  # saves the state over the whole log
+    line = (filled_vault / "log.jsonl").read_bytes().split(b"\n")[1]
+    # An older head (seq 1, inside the verified prefix) that matches the log: still a clean skip.
+    _set_pinned_head(home, filled_vault, 1, "sha256:" + hashlib.sha256(line).hexdigest())
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 0, report["findings"]
+    assert "incremental.skipped" in _codes(report, "INFO")
+    # One that does not: the log was rewritten there, as a full run says too.
+    _set_pinned_head(home, filled_vault, 1, "sha256:" + "0" * 64)
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 1 and "log.rewritten" in _codes(report, "FAIL")
