@@ -323,7 +323,7 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
     meta = {"url": url, "ca": entry.get("ca")}
     write_atomic(d / f"tsa-{slug}.json", json.dumps(meta, indent=2).encode() + b"\n")
     if roots:
-        write_atomic(d / f"tsa-{slug}.chain.pem", b"".join(roots))
+        write_atomic(d / f"tsa-{slug}.chain.pem", rfc3161.certs_to_pem(roots))
 
 
 def _tsa_roots(vault: Vault, entry: dict[str, str]) -> list[bytes]:

@@ -132,6 +132,30 @@ def test_stamp_then_verify_reports_tsa_time_and_pending_ots(
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr
 
 
+def test_tsa_ca_bundle_of_two_certificates_still_verifies(
+    cli: Cli, filled_vault: Path, calendars: Any, tsa: Any, tmp_path: Path
+) -> None:
+    """--tsa-ca with a bundle (root + intermediate): the chain file beside the token must stay readable."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(tsa.ca_pem + tsa.intermediate_pem)
+    a, _ = calendars
+    args: list[Any] = ["--vault", filled_vault, "stamp", "--calendar", a.url, "--min-calendars", "1"]
+    res = cli(*args, "--tsa", tsa.url, "--tsa-ca", bundle)
+    assert res.code == 0, res.stderr
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and not _codes(report), report["findings"]
+    assert "anchors.tsa-valid" in _codes(report, "INFO")
+    # A chain file written by an earlier version (DER certificates back to back) reads too.
+    chain = next(_cp_dirs(filled_vault)[0].glob("tsa-*.chain.pem"))
+    from evidence_vault.timestamps.rfc3161 import split_pem_or_der_certs
+
+    ders = split_pem_or_der_certs(chain.read_bytes())
+    assert len(ders) == 2
+    chain.write_bytes(b"".join(ders))
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and not _codes(report), report["findings"]
+
+
 def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: Path) -> None:
     res = cli(
         "--vault",

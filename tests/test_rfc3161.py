@@ -344,9 +344,13 @@ def test_split_certs_accepts_der_and_pem_bundles() -> None:
     assert len(identrust) == 1
     assert "IdenTrust" in x509.load_der_x509_certificate(identrust[0]).subject.rfc4514_string()
     assert len(split_pem_or_der_certs((RFC3161 / "test_tsa" / "ts_chain.pem").read_bytes())) == 3
+    # several DER certificates back to back (chain files of earlier versions)
+    test_tsa = split_pem_or_der_certs((RFC3161 / "test_tsa" / "ts_chain.pem").read_bytes())
+    assert split_pem_or_der_certs(b"".join(test_tsa)) == test_tsa
     for junk in (
         b"",
         b"not a certificate",
+        b"".join(test_tsa) + b"\x00",
         b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     ):
         with pytest.raises(TimestampError):

@@ -30,6 +30,7 @@ __all__ = [
     "TokenCheck",
     "TsaToken",
     "build_request",
+    "certs_to_pem",
     "parse_token",
     "request_token",
     "split_pem_or_der_certs",
@@ -244,13 +245,27 @@ def split_pem_or_der_certs(blob: bytes) -> list[bytes]:
         if b"-----BEGIN CERTIFICATE-----" in blob:
             found = _PEM_CERT.findall(blob)
             ders = [x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER) for pem in found]
-        else:
-            ders = [x509.load_der_x509_certificate(blob).public_bytes(Encoding.DER)]
+        else:  # one DER certificate, or several back to back (as older chain.pem files hold them)
+            ders = [
+                x509.load_der_x509_certificate(der).public_bytes(Encoding.DER) for der in _der_sequence(blob)
+            ]
     except ValueError as exc:
         raise TimestampError(_one_line(f"not a certificate (PEM or DER): {exc}")) from None
     if not ders:
         raise TimestampError("no certificate found in PEM data")
     return ders
+
+
+def _der_sequence(blob: bytes) -> list[bytes]:
+    """The top-level DER elements of ``blob`` (ValueError if it is not a sequence of them)."""
+    if not blob:
+        raise ValueError("empty")
+    return [blob[e0:e1] for _, e0, _, e1 in _children(blob, 0, len(blob))]
+
+
+def certs_to_pem(ders: Sequence[bytes]) -> bytes:
+    """A PEM bundle of DER certificates (what ``split_pem_or_der_certs`` and ``openssl`` read)."""
+    return b"".join(x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM) for d in ders)
 
 
 def _load(blobs: Sequence[bytes]) -> list[x509.Certificate]:
