@@ -23,7 +23,7 @@ from .custody import PendingTransfer
 from .keystore import default_home
 from .merkle import MerkleAccumulator
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the openings objects of the verified prefix
 
 
 def state_dir(vault_id: str, home: Path | None = None) -> Path:
@@ -66,6 +66,7 @@ class Saved:
     roots_at: dict[str, str]
     checkpoints: dict[str, dict[str, Any]]
     bundles: list[str]
+    openings: list[str]
     verified_at: str
     items_db: str
 

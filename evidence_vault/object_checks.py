@@ -293,11 +293,30 @@ class ObjectPass:
                 )
 
 
+def _present(vault: Vault, object_ref: str) -> bool:
+    try:
+        return os.path.isfile(vault.objects.fspath(object_ref.removeprefix("sha256:")))
+    except FileNotFoundError:  # not an object id
+        return False
+
+
 def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> None:
-    """Objects of items verified earlier: still there, still of their recorded size."""
+    """Objects of items verified earlier: originals still there and of their recorded size, metadata
+    and openings objects still there."""
+    for hex_obj in state.prefix_openings:
+        if not _present(vault, hex_obj):
+            report.fail("object.missing", f"openings object {hex_obj[:12]}…", "openings object is missing")
     for item, rec in state.items.records():
         if rec.seq >= min_seq:
             break
+        if rec.metadata and not _present(vault, rec.metadata):
+            meta = rec.metadata.removeprefix("sha256:")
+            report.fail(
+                "object.missing",
+                f"metadata object {meta[:12]}… of item {item}",
+                "metadata object is missing",
+                item=item,
+            )
         try:
             size = os.stat(vault.objects.path(item.removeprefix("sha256:"))).st_size
         except FileNotFoundError:

@@ -153,6 +153,7 @@ class LogState:
     checkpoints: dict[int, CheckpointRecord] = field(default_factory=dict)
     openings: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (object, committed, seq)
     bundles: set[str] = field(default_factory=set)  # objects holding an imported bag's tag files
+    prefix_openings: list[str] = field(default_factory=list)  # openings objects of a verified prefix
     roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
@@ -611,6 +612,7 @@ def _resume(
     state.roots_at = {int(k): bytes.fromhex(v) for k, v in saved.roots_at.items()}
     state.checkpoints = {int(k): CheckpointRecord(**v) for k, v in saved.checkpoints.items()}
     state.bundles = set(saved.bundles)
+    state.prefix_openings = list(saved.openings)
     state.end_offset = saved.bytes
     state.prefix = (hasher, saved.bytes)
     report.add(
@@ -619,7 +621,8 @@ def _resume(
         "log.jsonl",
         f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
         f"of {saved.verified_at} on this machine recorded; objects of the {len(state.items)} items "
-        "ingested before were size-checked, not re-hashed; no orphan scan (run without "
+        "ingested before were size-checked, not re-hashed, and their metadata and openings objects only "
+        "checked for presence; no orphan scan (run without "
         "--incremental to re-check everything)",
     )
     return state, _acc_of(saved)
@@ -672,6 +675,9 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
                 str(k): {"seq": c.seq, "actor": c.actor, "data": c.data} for k, c in state.checkpoints.items()
             },
             "bundles": sorted(state.bundles),
+            "openings": sorted(
+                {o.removeprefix("sha256:") for o, _, _ in state.openings} | set(state.prefix_openings)
+            ),
             "verified_at": report.finished,
         }
         db_path = inc.save(vault.config.vault_id, doc)

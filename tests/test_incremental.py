@@ -106,3 +106,30 @@ def test_pinned_head_inside_verified_prefix_is_checked_not_a_crash(
     _set_pinned_head(home, filled_vault, 1, "sha256:" + "0" * 64)
     code, report = _verify(cli, filled_vault, "--incremental")
     assert code == 1 and "log.rewritten" in _codes(report, "FAIL")
+
+
+def _remove(path: Path) -> None:
+    os.chmod(path.parent, 0o755)
+    path.unlink()
+
+
+def test_deleted_old_metadata_or_openings_object_fails_incremental(
+    cli: Cli, filled_vault: Path, items: Any, log_lines: Any
+) -> None:
+    first = items(filled_vault)[0]["id"]
+    assert cli("--vault", filled_vault, "annotate", first[7:19], "--note", "name of the victim").code == 0
+    assert _verify(cli, filled_vault)[0] == 0  # saves the state over all of it
+    events = [json.loads(line) for line in log_lines(filled_vault)]
+    meta = next(e["data"]["metadata"] for e in events if e["type"] == "item.ingested")
+    openings = events[-1]["data"]["openings"]
+    _remove(object_path(filled_vault, openings))
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 1 and "incremental.skipped" in _codes(report, "INFO")
+    assert [f["subject"] for f in report["findings"] if f["code"] == "object.missing"] == [
+        f"openings object {openings[7:19]}…"
+    ]
+    _remove(object_path(filled_vault, meta))
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 1
+    assert sum(f["code"] == "object.missing" for f in report["findings"]) == 2
+    assert any(f"metadata object {meta[7:19]}" in f["subject"] for f in report["findings"])
