@@ -18,6 +18,7 @@ from typing import Any
 
 from . import events as ev
 from .anchors_verify import _iso
+from .custody_log import Head
 from .errors import NotAuthorizedError, UsageError
 from .events import Event
 from .hashing import hash_file
@@ -48,7 +49,21 @@ def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -
     fp = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
     if fp not in vault.authority().keys:
         raise UsageError(f"key {fp} is not in this vault")
-    (event,) = vault.append(signer, [(ev.KEY_REVOKED, {"fingerprint": fp, "reason": reason})])
+    entries = [(ev.KEY_REVOKED, {"fingerprint": fp, "reason": reason})]
+
+    def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
+        # Under the writer lock, so two admins revoking each other at once cannot both pass.
+        vault.check_events(signer, head, entries)
+        active = {k for k, g in vault.authority().keys.items() if g.role == "admin" and g.revoked_seq is None}
+        if active == {fp}:
+            raise NotAuthorizedError(
+                f"{fp} is the last admin key of this vault: revoking it would leave nobody who can add or "
+                "revoke keys; add another admin key first (or `key rotate` to replace it): nothing recorded",
+                path=vault.root,
+            )
+        return entries
+
+    (event,) = vault.append(signer, entries, build=build)
     return event
 
 
