@@ -169,7 +169,12 @@ def _check_ots(
         return []
     from .timestamps import ots  # opentimestamps (0.1 s to import): only when there is a proof to check
 
-    check = ots.verify(path.read_bytes(), digest, store)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        report.fail("anchors.ots-invalid", subject, f"{path.name} is unreadable: {exc.strerror or exc}")
+        return []
+    check = ots.verify(data, digest, store)
     if check.status == "complete" and check.height is not None and check.block_time is not None:
         report.add(
             "INFO",

@@ -128,19 +128,26 @@ def verify_proof(
 ) -> Report:
     """Check an inclusion-proof directory offline; with ``file``, also that the file is the item."""
     report = Report(target=str(directory), kind="inclusion-proof", started=utc_now())
+    where = PROOF_FILE
     try:
         doc = json.loads((directory / PROOF_FILE).read_text("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict):
+            raise ValueError("not a JSON object with a 'keys' object")
         line = str(doc["event_line"]).encode()
         index, size = int(doc["leaf_index"]), int(doc["tree_size"])
         path = [bytes.fromhex(h) for h in doc["inclusion_path"]]
         keys = {str(k): PublicKey.from_openssh(str(v)) for k, v in doc["keys"].items()}
+        where = "checkpoint"
         text = (directory / "checkpoint").read_bytes()
         cp = Checkpoint.parse(text)
     except FileNotFoundError as exc:
         report.fail("proof.missing-file", str(exc.filename), "file of the proof is missing")
         return _done(report)
-    except (ValueError, KeyError, TypeError, EvidenceVaultError) as exc:
-        report.fail("proof.malformed", PROOF_FILE, f"unreadable proof: {exc}")
+    except RecursionError:
+        report.fail("proof.malformed", where, "unreadable proof: JSON nested too deeply")
+        return _done(report)
+    except (OSError, ValueError, KeyError, TypeError, EvidenceVaultError) as exc:
+        report.fail("proof.malformed", where, f"unreadable proof: {exc}")
         return _done(report)
     report.vault_id = str(doc.get("vault_id"))
     report.genesis_key = doc.get("genesis_key")
@@ -172,7 +179,7 @@ def verify_proof(
         if signer_key is None:
             raise EvidenceVaultError("checkpoint signer's key is not in the proof")
         verify_signature(sig, text, signer_key)
-    except (OSError, EvidenceVaultError) as exc:
+    except (OSError, EvidenceVaultError, UnicodeDecodeError) as exc:
         report.fail("checkpoint.bad-signature", "checkpoint.sig", f"checkpoint signature: {exc}")
     wanted = ["SHA256:" + t.removeprefix("SHA256:") for t in trusted]
     if wanted and not ({str(signer), event.actor if event else ""} <= set(wanted)):

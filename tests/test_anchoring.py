@@ -253,6 +253,40 @@ def test_prove_and_verify_proof_offline(
     assert bad.code == 1 and "proof.inclusion-invalid" in _codes(bad.json())
 
 
+def test_verify_proof_hostile_files_are_findings_not_crashes(cli: Cli, stamped: Path, tmp_path: Path) -> None:
+    out = tmp_path / "proof"
+    assert cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", out).code == 0
+    good = {p.name: p.read_bytes() for p in out.iterdir()}
+    doc = json.loads(good["proof.json"])
+
+    def damaged(name: str, content: bytes | None) -> dict[str, Any]:
+        """verify-proof after replacing ``name`` by ``content`` (None: by a directory)."""
+        shutil.rmtree(out)
+        out.mkdir()
+        for n, b in good.items():
+            (out / n).write_bytes(b)
+        (out / name).unlink()
+        if content is None:
+            (out / name).mkdir()
+        else:
+            (out / name).write_bytes(content)
+        res = cli("verify-proof", out, "--json")
+        assert res.code == 1, res.stderr
+        return res.json()
+
+    assert "proof.malformed" in _codes(damaged("proof.json", json.dumps({**doc, "keys": [1]}).encode()))
+    assert "proof.malformed" in _codes(damaged("proof.json", b"[" * 100_000))
+    assert "proof.malformed" in _codes(damaged("checkpoint", None))
+    assert "checkpoint.bad-signature" in _codes(damaged("checkpoint.sig", b"\xff\xfe"))
+    assert "anchors.ots-invalid" in _codes(damaged("checkpoint.ots", None))
+    # and in the vault itself
+    ots_path = _cp_dirs(stamped)[0] / "checkpoint.ots"
+    ots_path.unlink()
+    ots_path.mkdir()
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.ots-invalid" in _codes(report)
+
+
 # -- attacks: each must give exit 1 with the right finding ------------------------------------------
 
 
