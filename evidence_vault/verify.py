@@ -516,6 +516,7 @@ def verify_vault(
     from .checkpoint import list_checkpoints
 
     report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
+    log_before = _log_stamp(vault)  # before any byte of the log is read
     dirs = list_checkpoints(vault)
     pins = pins if pins is not None else TrustStore()
     pin = pins.get(vault.config.vault_id) or {}
@@ -569,7 +570,7 @@ def verify_vault(
     if record_head and report.outcome != "FAIL" and report.head and report.genesis_pinned:
         pins.record_head(vault.config.vault_id, report.head["seq"], report.head["hash"])
     if report.outcome != "FAIL" and not any(f.level == "FAIL" for f in report.findings):
-        _save_state(vault, state, report)
+        _save_state(vault, state, report, log_before)
     return report
 
 
@@ -646,8 +647,25 @@ def _acc_of(saved: Any) -> merkle.MerkleAccumulator:
     return acc
 
 
-def _save_state(vault: Vault, state: LogState, report: Report) -> None:
-    """Keep this clean run's end state for the next ``--incremental`` run (best effort)."""
+def _log_stamp(vault: Vault) -> tuple[int, int, int] | None:
+    """The log file's identity and change time: any write to it, or its replacement, changes it (the
+    change time cannot be set back by hand, unlike the modification time)."""
+    try:
+        st = vault.log.path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def _save_state(
+    vault: Vault, state: LogState, report: Report, log_before: tuple[int, int, int] | None = None
+) -> None:
+    """Keep this clean run's end state for the next ``--incremental`` run (best effort).
+
+    The prefix hash is taken from the file after the log pass: if the log was written to during the
+    run (``log_before`` differs), the bytes hashed now need not be the bytes that were verified, and
+    nothing is saved (the next incremental run builds on the last state saved, or is a full run).
+    """
     from . import incremental as inc
 
     n, end, acc = len(state.line_hashes), state.end_offset, state.acc
@@ -659,6 +677,8 @@ def _save_state(vault: Vault, state: LogState, report: Report) -> None:
             digest = inc.extend(hasher.copy(), vault.log.path, start, end).hexdigest()
         else:
             digest = inc.prefix_sha256(vault.log.path, end)
+        if log_before is None or _log_stamp(vault) != log_before:
+            return
         size_hashes = acc.state()
         doc = {
             "lines": n,

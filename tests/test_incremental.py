@@ -133,3 +133,30 @@ def test_deleted_old_metadata_or_openings_object_fails_incremental(
     assert code == 1
     assert sum(f["code"] == "object.missing" for f in report["findings"]) == 2
     assert any(f"metadata object {meta[7:19]}" in f["subject"] for f in report["findings"])
+
+
+def test_log_edited_during_a_clean_run_is_not_saved_as_verified(
+    cli: Cli, filled_vault: Path, monkeypatch: Any
+) -> None:
+    from evidence_vault import anchors_verify
+    from evidence_vault.vault import Vault
+    from evidence_vault.verify import verify_vault
+
+    log = filled_vault / "log.jsonl"
+    real_check_anchors = anchors_verify.check_anchors
+
+    def edit_then_check(*args: Any, **kwargs: Any) -> None:
+        # Someone edits a line after the log pass read it, while the objects and anchors are checked.
+        # Same length: the verified prefix still ends at a line boundary.
+        data = bytearray(log.read_bytes())
+        at = data.index(b'Z","type":"item.ingested"') - 1
+        data[at] = ord("7") if data[at] != ord("7") else ord("8")
+        log.write_bytes(bytes(data))
+        real_check_anchors(*args, **kwargs)
+
+    monkeypatch.setattr(anchors_verify, "check_anchors", edit_then_check)
+    assert verify_vault(Vault(filled_vault)).outcome != "FAIL"  # it checked the bytes before the edit
+    monkeypatch.undo()
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert "incremental.skipped" not in _codes(report, "INFO"), report["findings"]
+    assert code == 1 and "log.bad-signature" in _codes(report, "FAIL")
