@@ -325,6 +325,17 @@ def test_attack_header_stored_at_wrong_height(cli: Cli, stamped: Path) -> None:
     assert code == 1 and "anchors.bad-headers" in _codes(report)
 
 
+def test_attack_header_stored_below_its_real_height(cli: Cli, stamped: Path) -> None:
+    # Enough work for height 50 (whose floor is difficulty 1), but a time from 2015: not block 50.
+    store = HeaderStore.load(OTS / "bitcoin-headers.json")
+    raw = store.get(358391).raw  # type: ignore[union-attr]
+    (stamped / "checkpoints" / "headers.json").write_text(
+        json.dumps({"headers": [{"height": 50, "hex": raw.hex()}]})
+    )
+    code, report = _verify(cli, stamped)
+    assert code == 1 and "anchors.bad-headers" in _codes(report)
+
+
 def test_attack_checkpoint_root_does_not_match_log(cli: Cli, stamped: Path) -> None:
     d = _cp_dirs(stamped)[0]
     lines = (d / "checkpoint").read_bytes().splitlines()

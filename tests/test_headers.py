@@ -100,6 +100,17 @@ def test_real_work_but_implausible_for_height_rejected() -> None:
         check_header(raw(358391), 428648)
 
 
+def test_header_time_must_fit_its_height() -> None:
+    """The floor is difficulty 1 below height 100,000 (seconds of GPU work): a header there must not
+    carry a time from years later, or a forged proof could claim any date (here: real work from 2015)."""
+    with pytest.raises(IntegrityError, match="implausible for this height"):
+        check_header(raw(358391), 50)
+    with pytest.raises(IntegrityError, match="implausible for this height"):
+        check_header(raw(428648), 300_000)
+    with pytest.raises(IntegrityError, match="implausible for this height"):
+        HeaderStore.from_dict({"headers": [{"height": 99_999, "hex": raw(358391).hex()}]})
+
+
 def test_store_save_load_roundtrip(tmp_path: Path) -> None:
     store = HeaderStore.load(HEADERS_JSON)  # the corpus layout is accepted too
     assert store.heights() == [358391, 428648]

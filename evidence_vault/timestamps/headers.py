@@ -4,7 +4,9 @@ OpenTimestamps proofs end in "the merkle root of block N"; verifying them offlin
 of block N. A header is accepted only if its double-SHA256 meets the target encoded in its ``nBits`` and
 that target is at least as hard as a conservative floor for its height (:data:`MIN_DIFFICULTY`). This is a
 plausibility check, not a chain check: a forger must still spend real mining work of at least the floor
-difficulty per forged header, which is far beyond anyone's means for recent heights.
+difficulty per forged header, which is far beyond anyone's means for recent heights. Since the floor is
+low for early heights (difficulty 1 is a second of GPU work), a header's time must also fit its height
+(:data:`KNOWN_BLOCK_DATES`): a cheap header at height 50 cannot claim to be from last year.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import urllib.error
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,35 @@ MIN_DIFFICULTY: tuple[tuple[int, float], ...] = (
     (800_000, 2e13),
     (900_000, 5e13),
 )
+
+# Dates on which the real chain reached these heights (genesis, block 100,000, the halvings). A header
+# between two of them must carry a time between their dates, with SLACK for clock rules and rounding.
+KNOWN_BLOCK_DATES: tuple[tuple[int, str], ...] = (
+    (0, "2009-01-03"),
+    (100_000, "2010-12-29"),
+    (210_000, "2012-11-28"),
+    (420_000, "2016-07-09"),
+    (630_000, "2020-05-11"),
+    (840_000, "2024-04-20"),
+)
+TIME_SLACK = 14 * 86400
+
+
+def _date_ts(day: str) -> int:
+    return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+
+
+def time_bounds(height: int) -> tuple[int, int | None]:
+    """(earliest, latest or None) block time :func:`check_header` accepts at ``height``."""
+    earliest, latest = _date_ts(KNOWN_BLOCK_DATES[0][1]) - TIME_SLACK, None
+    for known, day in KNOWN_BLOCK_DATES:
+        if known <= height:
+            earliest = _date_ts(day) - TIME_SLACK
+        if known >= height:
+            latest = _date_ts(day) + TIME_SLACK
+            break
+    return earliest, latest
+
 
 _HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
 
@@ -147,9 +179,20 @@ def check_header(raw: bytes, height: int) -> BlockHeader:
             f"block {height}: difficulty {difficulty:.3g} is implausibly low for this height"
             f" (minimum {floor:.3g})"
         )
+    earliest, latest = time_bounds(height)
+    if ntime < earliest or (latest is not None and ntime > latest):
+        when = datetime.fromtimestamp(ntime, UTC).strftime("%Y-%m-%d")
+        raise IntegrityError(
+            f"block {height}: its time {when} is implausible for this height (the real chain was there"
+            f" between {_iso_day(earliest)} and {_iso_day(latest) if latest else 'now'})"
+        )
     return BlockHeader(
         height=height, raw=raw, block_hash=digest[::-1].hex(), time=ntime, merkle_root=merkle_root, bits=bits
     )
+
+
+def _iso_day(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 class HeaderStore:
