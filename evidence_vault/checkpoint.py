@@ -36,11 +36,22 @@ def headers_path(vault: Vault) -> Path:
 
 
 def list_checkpoints(vault: Vault) -> list[int]:
-    """Tree sizes of the checkpoint directories, ascending."""
+    """Tree sizes of the checkpoint directories, ascending.
+
+    Only names ``checkpoint_dir`` writes count (ASCII digits, zero-padded to 12): another name, such as
+    ``3``, a superscript digit or an Arabic-Indic one, is no checkpoint of this vault and is skipped.
+    """
     base = vault.root / CHECKPOINTS
     if not base.is_dir():
         return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in base.iterdir()
+        if _DIR_NAME_RE.fullmatch(p.name) and p.name == f"{int(p.name):012d}" and p.is_dir()
+    )
+
+
+_DIR_NAME_RE = re.compile(r"[0-9]{12,20}")
 
 
 ROOT_SIZE = 32

@@ -151,3 +151,19 @@ def test_constructor_rejects(args: tuple[Any, ...]) -> None:
 def test_from_dict_rejects(d: Any) -> None:
     with pytest.raises(IntegrityError):
         Checkpoint.from_dict(d)
+
+
+def test_list_checkpoints_takes_only_the_names_checkpoint_dir_writes(tmp_path: Any) -> None:
+    """A stray directory such as ``³`` (isdigit() but not int()) must not crash verify, and ``3`` or
+    ``٣`` (Arabic-Indic three) must not count as checkpoint 3 a second time."""
+    from types import SimpleNamespace
+
+    from evidence_vault.checkpoint import checkpoint_dir, list_checkpoints
+
+    vault: Any = SimpleNamespace(root=tmp_path)
+    for size in (3, 10**12):
+        checkpoint_dir(vault, size).mkdir(parents=True)
+    for name in ("³", "3", "٣", "0003", "000000000004.tmp", "x"):
+        (tmp_path / "checkpoints" / name).mkdir()
+    (tmp_path / "checkpoints" / "000000000005").write_text("a file, not a directory")
+    assert list_checkpoints(vault) == [3, 10**12]
