@@ -142,6 +142,10 @@ def _set_aside(vault: Vault, start: int, what: str, suffix: str) -> str:
         fragment = fh.read()
     stamp = utc_now().replace(":", "").replace(".", "")
     saved = vault.root / "quarantine" / f"log-{what}-{stamp}{suffix}"
+    n = 1
+    while saved.exists():  # two lines set aside in one millisecond: keep both copies
+        n += 1
+        saved = vault.root / "quarantine" / f"log-{what}-{stamp}-{n}{suffix}"
     write_atomic(saved, fragment, mode=0o444)
     fd = os.open(vault.log.path, os.O_WRONLY)
     try:
