@@ -85,6 +85,20 @@ class Authority:
             return  # revoking oneself, or the key one was rotated from
         raise NotAuthorizedError(f"key {event.actor} ({grant.role}) may not add or revoke keys")
 
+    def succeeds(self, actor: str, fingerprint: str) -> bool:
+        """Is ``actor`` the key ``fingerprint`` itself, or a key it was rotated to (``key rotate``: the
+        old key signed the ``key.added`` naming it in ``rotates``), directly or in a chain?"""
+        seen: set[str] = set()
+        while actor not in seen:
+            if actor == fingerprint:
+                return True
+            seen.add(actor)
+            grant = self.keys.get(actor)
+            if grant is None or grant.rotates is None or grant.added_by != grant.rotates:
+                return False
+            actor = grant.rotates
+        return False
+
     def check_signature(self, event: ev.Event) -> None:
         """Raise ``IntegrityError`` unless ``event`` is signed by its signer's key (the genesis key for
         seq 0): one Ed25519 check, for single lines (``verify`` checks a log's signatures in batches)."""

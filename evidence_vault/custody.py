@@ -4,9 +4,11 @@ Shared by appending (refuse before writing) and verification (FAIL when written 
 
 * ``item.ingested`` starts custody with the signer (a working copy names its original in
   ``derived_from``, which must exist);
-* ``custody.transferred`` must be signed by the current holder or an admin, name an authorized key
-  in ``to``, and the item must not already be in a pending transfer;
-* ``custody.accepted`` must be signed by exactly the key the transfer named; custody then moves;
+* ``custody.transferred`` must be signed by the current holder (or the key it was rotated to) or an
+  admin, name an authorized key in ``to``, and the item must not already be in a transfer pending to a
+  key that can still accept it (a transfer to a key revoked since is superseded by the new one);
+* ``custody.accepted`` must be signed by the key the transfer named (or the key it was rotated to);
+  custody then moves;
 * ``item.annotated`` / ``item.accessed`` / ``item.exported`` / ``item.derived`` refer to existing items.
 """
 
@@ -56,7 +58,7 @@ class Custody:
             to = str(data.get("to"))
             holder = self.holders[item]
             grant = auth.keys.get(event.actor)
-            if event.actor != holder and (grant is None or grant.role != "admin"):
+            if not auth.succeeds(event.actor, holder) and (grant is None or grant.role != "admin"):
                 raise NotAuthorizedError(
                     f"{event.actor} does not hold {item} (held by {holder}) and is not an admin"
                 )
@@ -65,14 +67,14 @@ class Custody:
                 raise NotAuthorizedError(f"transfer to {to}, which is not an authorized key")
             if to == holder:
                 raise NotAuthorizedError(f"{to} already holds {item}")
-            if any(p.item == item for p in self.pending.values()):
+            if any(p.item == item and _can_accept(auth, p.to) for p in self.pending.values()):
                 raise NotAuthorizedError(f"{item} already has a pending transfer")
         elif t == ev.CUSTODY_ACCEPTED:
             key = (str(data.get("transfer_id")), str(data.get("item")))
             p = self.pending.get(key)
             if p is None:
                 raise NotAuthorizedError(f"no pending transfer {key[0]} of {key[1]}")
-            if event.actor != p.to:
+            if not auth.succeeds(event.actor, p.to):
                 raise NotAuthorizedError(f"transfer {p.transfer_id} is to {p.to}, not to {event.actor}")
         elif t in (ev.ITEM_ANNOTATED, ev.ITEM_ACCESSED):
             self._existing(data.get("item"))
@@ -95,6 +97,8 @@ class Custody:
             self.holders.setdefault(data["item"], event.actor)
         elif event.type == ev.CUSTODY_TRANSFERRED:
             tid, item = str(data.get("transfer_id")), str(data.get("item"))
+            for stale in [k for k, p in self.pending.items() if p.item == item]:
+                del self.pending[stale]  # superseded (its receiver was revoked: check allowed this one)
             self.pending[(tid, item)] = PendingTransfer(
                 tid, item, event.actor, str(data.get("to")), event.seq
             )
@@ -102,3 +106,9 @@ class Custody:
             p = self.pending.pop((str(data.get("transfer_id")), str(data.get("item"))), None)
             if p is not None:
                 self.holders[p.item] = event.actor
+
+
+def _can_accept(auth: Authority, to: str) -> bool:
+    """Can a transfer to ``to`` still be accepted: by ``to`` itself, or by a key it was rotated to
+    that is not revoked?"""
+    return any(g.revoked_seq is None and auth.succeeds(fp, to) for fp, g in auth.keys.items())

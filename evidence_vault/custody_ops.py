@@ -117,9 +117,13 @@ def accept(
     """Countersign pending transfers addressed to ``signer`` (one id or prefix, or all)."""
     if not all_pending and not transfer_id:
         raise UsageError("give a TRANSFER-ID or --all")
-    pending = vault.index.pending_transfers(
-        to=None if transfer_id else signer.fingerprint, transfer_id=None if all_pending else transfer_id
-    )
+    auth = vault.authority()
+    pending = [
+        p
+        for p in vault.index.pending_transfers(transfer_id=None if all_pending else transfer_id)
+        # addressed to this key, or to a key it was rotated from (`key rotate`)
+        if transfer_id or auth.succeeds(signer.fingerprint, p.to)
+    ]
     if not pending:
         raise UsageError(
             "no pending transfer " + (f"{transfer_id}" if transfer_id else f"to {signer.fingerprint}")

@@ -256,6 +256,11 @@ class Index:
                 ),
             )
         elif event.type == ev.CUSTODY_TRANSFERRED:
+            # A transfer supersedes one still pending for the item (allowed only once its receiver was
+            # revoked), as in Custody.apply.
+            self.db.execute(
+                "DELETE FROM transfers WHERE item=? AND accepted_seq IS NULL", (str(data.get("item")),)
+            )
             self.db.execute(
                 "INSERT OR IGNORE INTO transfers (transfer_id, item, sender, to_fp, seq)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -272,7 +277,7 @@ class Index:
             row = self.db.execute(
                 "SELECT to_fp FROM transfers WHERE transfer_id=? AND item=? AND accepted_seq IS NULL", key
             ).fetchone()
-            if row is not None and row[0] == event.actor:
+            if row is not None and auth.succeeds(event.actor, str(row[0])):  # or the key it rotated to
                 self.db.execute(
                     "UPDATE transfers SET accepted_seq=? WHERE transfer_id=? AND item=?", (event.seq, *key)
                 )

@@ -41,3 +41,110 @@ def test_last_admin_cannot_revoke_itself(cli: Cli, tmp_path: Path) -> None:
     assert cli("--vault", vault, "--key", bob, "key", "add", pub).code == 0
     assert cli("--vault", vault, "--key", bob, "key", "revoke", carol, "--reason", "left").code == 0
     assert cli("--vault", vault, "--key", bob, "key", "rotate").code == 0
+
+
+def _vault_with(cli: Cli, tmp_path: Path, *custodians: str) -> tuple[Path, str, list[str]]:
+    """A vault of Alice (genesis admin) with two small items, and these custodian keys authorized."""
+    alice = _new_key(cli, "Alice")
+    vault = tmp_path / "v"
+    assert cli("--key", alice, "init", vault).code == 0
+    files = []
+    for i in range(2):
+        f = tmp_path / f"photo{i}.bin"
+        f.write_bytes(b"photo %d" % i)
+        files.append(f)
+    assert cli("--vault", vault, "--key", alice, "add", *files).code == 0
+    fps = []
+    for name in custodians:
+        fp = _new_key(cli, name)
+        pub = cli("key", "export-public", fp).stdout.strip()
+        assert cli("--vault", vault, "--key", alice, "key", "add", pub).code == 0
+        fps.append(fp)
+    items = [cli("--vault", vault, "show", f, "--json").json()["id"] for f in files]
+    return vault, alice, [*fps, *items]
+
+
+def _verify_passes(cli: Cli, vault: Path, alice: str) -> None:
+    res = cli("--vault", vault, "verify", "--json", "--trust", alice)
+    fails = [f for f in res.json()["findings"] if f["level"] == "FAIL"]
+    assert res.code == 0 and not fails, fails
+
+
+def test_rotated_key_keeps_custody_and_pending_transfers(cli: Cli, tmp_path: Path) -> None:
+    """After `key rotate`, the new key could neither accept a transfer made to the old one nor hand on
+    the items the old one held: only an admin could ever move them again."""
+    vault, alice, (bob, photo, _) = _vault_with(cli, tmp_path, "Bob")
+
+    res = cli("--vault", vault, "--key", alice, "transfer", photo, "--to", bob, "--json")
+    assert res.code == 0, res.stderr
+    res = cli("--vault", vault, "--key", bob, "key", "rotate", "--json")
+    assert res.code == 0, res.stderr
+    new_bob = res.json()["new"]
+    res = cli("--vault", vault, "--key", new_bob, "accept", "--all", "--json")
+    assert res.code == 0, res.stderr
+    assert [e["data"]["item"] for e in res.json()] == [photo]
+    held = cli("--vault", vault, "ls", "--custodian", new_bob, "--json").json()
+    assert [i["id"] for i in held] == [photo]
+    # Bob rotates again; the newest key still holds what the first one accepted... and hands it back.
+    newest = cli("--vault", vault, "--key", new_bob, "key", "rotate", "--json").json()["new"]
+    res = cli("--vault", vault, "--key", newest, "transfer", photo, "--to", alice)
+    assert res.code == 0, res.stderr
+    assert cli("--vault", vault, "--key", alice, "accept", "--all").code == 0
+    _verify_passes(cli, vault, alice)
+
+
+def test_transfer_to_a_revoked_key_can_be_superseded(cli: Cli, tmp_path: Path) -> None:
+    """A transfer pending to a key revoked since (a seized laptop) blocked the item for good: nobody
+    could accept it, and no one, not even an admin, could transfer the item again."""
+    vault, alice, (bob, carol, photo, _) = _vault_with(cli, tmp_path, "Bob", "Carol")
+    assert cli("--vault", vault, "--key", alice, "transfer", photo, "--to", bob).code == 0
+    # Still pending to an active key: a second transfer is refused.
+    res = cli("--vault", vault, "--key", alice, "transfer", photo, "--to", carol)
+    assert res.code == 2 and "pending transfer" in res.stderr
+    assert cli("--vault", vault, "--key", alice, "key", "revoke", bob, "--reason", "seized").code == 0
+    res = cli("--vault", vault, "--key", alice, "transfer", photo, "--to", carol, "--json")
+    assert res.code == 0, res.stderr
+    res = cli("--vault", vault, "--key", carol, "accept", "--all", "--json")
+    assert res.code == 0, res.stderr
+    assert [e["data"]["item"] for e in res.json()] == [photo]
+    _verify_passes(cli, vault, alice)
+
+
+def test_verify_refuses_accept_by_a_key_an_admin_said_rotates(cli: Cli, tmp_path: Path, home: Path) -> None:
+    """Only a rotation the old key signed itself passes its transfers on: an admin adding a key that
+    claims to rotate Bob's does not let that key accept what was sent to Bob."""
+    import base64
+    import json
+
+    from evidence_vault import events as ev
+    from evidence_vault.events import Event, line_hash
+    from tests.conftest import signer_of
+
+    vault, alice, (bob, photo, _) = _vault_with(cli, tmp_path, "Bob")
+    tid = cli("--vault", vault, "--key", alice, "transfer", photo, "--to", bob, "--json").json()[
+        "transfer_id"
+    ]
+    mallory = cli("key", "new", "--name", "Mallory", "--json").json()
+    log = vault / "log.jsonl"
+
+    def forge(signer_fp: str, etype: str, data: dict[str, object]) -> None:
+        lines = log.read_bytes().splitlines()
+        e = Event(
+            seq=json.loads(lines[-1])["seq"] + 1,
+            prev=line_hash(lines[-1]),
+            time="2030-01-01T00:00:00.000Z",
+            type=etype,
+            actor=signer_fp,
+            data=data,
+        )
+        signer = signer_of(home, signer_fp)
+        e = Event(**{**e.__dict__, "sig": base64.b64encode(signer.sign(e.signing_bytes())).decode()})
+        with open(log, "ab") as fh:
+            fh.write(e.line() + b"\n")
+
+    key = {"fingerprint": mallory["fingerprint"], "public_key": mallory["public_key"], "name": "M"}
+    forge(alice, ev.KEY_ADDED, {"key": key, "role": "custodian", "rotates": bob})
+    forge(mallory["fingerprint"], ev.CUSTODY_ACCEPTED, {"transfer_id": tid, "item": photo})
+    res = cli("--vault", vault, "verify", "--json", "--trust", alice)
+    assert res.code == 1
+    assert "log.custody-violation" in {f["code"] for f in res.json()["findings"] if f["level"] == "FAIL"}
