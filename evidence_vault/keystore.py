@@ -184,10 +184,18 @@ class KeyStore:
         return unlock
 
 
-def export_private(store: KeyStore, ident: Identity, passphrase: PassphraseSource, out: Path) -> None:
-    """Back up a private key as a passphrase-protected OpenSSH file (never unencrypted)."""
+def export_private(
+    store: KeyStore,
+    ident: Identity,
+    passphrase: PassphraseSource,
+    out: Path,
+    *,
+    new_passphrase: PassphraseSource | None = None,
+) -> None:
+    """Back up a private key as a passphrase-protected OpenSSH file (never unencrypted).
+    ``new_passphrase`` (default ``passphrase``) gives the backup's: a prompt asks for it twice."""
     signer = store.signer(ident, passphrase)
-    secret = passphrase(f"passphrase to protect the backup of {ident.name}")
+    secret = (new_passphrase or passphrase)(f"passphrase to protect the backup of {ident.name}")
     if not secret:
         raise PassphraseError("a backup is always encrypted: give a passphrase")
     if out.exists():
@@ -196,9 +204,16 @@ def export_private(store: KeyStore, ident: Identity, passphrase: PassphraseSourc
 
 
 def import_private(
-    store: KeyStore, path: Path, passphrase: PassphraseSource, *, name: str | None, email: str | None
+    store: KeyStore,
+    path: Path,
+    passphrase: PassphraseSource,
+    *,
+    name: str | None,
+    email: str | None,
+    new_passphrase: PassphraseSource | None = None,
 ) -> Identity:
-    """Take in an OpenSSH Ed25519 private key (a backup, or ~/.ssh/id_ed25519)."""
+    """Take in an OpenSSH Ed25519 private key (a backup, or ~/.ssh/id_ed25519). ``new_passphrase``
+    (default ``passphrase``) protects a key that came unencrypted: a prompt asks for it twice."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -210,7 +225,7 @@ def import_private(
     # Kept encrypted with the same passphrase; an unencrypted source key is stored unencrypted only if
     # no passphrase is available at all.
     return store.add_identity(
-        signer, name=label, email=email, passphrase=secret or passphrase("new passphrase")
+        signer, name=label, email=email, passphrase=secret or (new_passphrase or passphrase)("new passphrase")
     )
 
 

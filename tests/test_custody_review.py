@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Cli
 
@@ -148,3 +151,46 @@ def test_verify_refuses_accept_by_a_key_an_admin_said_rotates(cli: Cli, tmp_path
     res = cli("--vault", vault, "verify", "--json", "--trust", alice)
     assert res.code == 1
     assert "log.custody-violation" in {f["code"] for f in res.json()["findings"] if f["level"] == "FAIL"}
+
+
+def test_new_passphrases_are_asked_twice_at_a_prompt(
+    vault: Path, identity: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`key rotate` asked once for the new key's passphrase (a typo locked the new key while the old one
+    was revoked: authorship lost), as did `key export` for the backup's and `key import` for an
+    unencrypted key's."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    import typer
+
+    from evidence_vault.cli import keys
+    from evidence_vault.cli.context import State
+
+    passphrase = os.environ["EVIDENCE_VAULT_PASSPHRASE"]
+    monkeypatch.delenv("EVIDENCE_VAULT_PASSPHRASE")
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(isatty=lambda: True))
+    asked: list[tuple[str, bool]] = []
+
+    def prompt(text: str, *, hide_input: bool = False, confirmation_prompt: bool = False) -> str:
+        asked.append((text, confirmation_prompt))
+        return passphrase
+
+    monkeypatch.setattr(typer, "prompt", prompt)
+
+    def run(command: object, **kwargs: object) -> None:
+        obj = State(vault=str(vault))
+        ctx = SimpleNamespace(obj=obj, find_root=lambda: ctx)
+        command(ctx, **kwargs)  # type: ignore[operator]
+
+    run(keys.export, encrypted=str(tmp_path / "backup.key"), fingerprint=None)
+    assert [c for t, c in asked if "backup" in t] == [True]
+    ssh = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", ssh], check=True)
+    asked.clear()
+    run(keys.import_, file=str(ssh), name="field", email=None, json_out=True)
+    assert asked == [("New passphrase", True)]
+    asked.clear()
+    run(keys.rotate, name=None, json_out=True)
+    assert [c for t, c in asked if "new key" in t] == [True]

@@ -183,7 +183,9 @@ def rotate(
     store = st.keystore()
     old_ident = store.find(st.key)
     old = store.signer(old_ident, st.passphrase)
-    passphrase = st.passphrase("passphrase for the new key")
+    # Asked twice at a prompt: a mistyped passphrase would lock the new key while the old one is revoked.
+    what = "passphrase for the new key"
+    passphrase = st.require_passphrase(what) if old_ident.encrypted else st.passphrase(what, confirm=True)
     new_fp, events = key_rotate(
         st.open_vault(), old, store, passphrase, name=name or old_ident.name, email=old_ident.email
     )
@@ -210,7 +212,9 @@ def export(
     st = state(ctx)
     store = st.keystore()
     ident = store.find(fingerprint or st.key)
-    export_private(store, ident, st.passphrase, Path(encrypted))
+    export_private(
+        store, ident, st.passphrase, Path(encrypted), new_passphrase=lambda w: st.passphrase(w, confirm=True)
+    )
     output.info(f"wrote an encrypted backup of {ident.fingerprint} to {encrypted}")
 
 
@@ -228,7 +232,14 @@ def import_(
     from ..keystore import import_private
 
     st = state(ctx)
-    ident = import_private(st.keystore(), Path(file).expanduser(), st.passphrase, name=name, email=email)
+    ident = import_private(
+        st.keystore(),
+        Path(file).expanduser(),
+        st.passphrase,
+        name=name,
+        email=email,
+        new_passphrase=lambda w: st.passphrase(w, confirm=True),
+    )
     if json_out:
         output.emit_json(ident.to_dict())
     else:
