@@ -36,7 +36,7 @@ class Job(NamedTuple):
     """One object to re-hash: its digest, kind, recorded size, item, and what checks its contents."""
 
     hex: str
-    kind: str  # item | metadata | openings
+    kind: str  # item | metadata | openings | bundle (an imported bag's tag files)
     size: int | None
     item: str | None
     meta: str | None = None  # an item's metadata object id (for its chunk tree)
@@ -58,7 +58,9 @@ def jobs_of(item: str, rec: ItemRecord) -> list[Job]:
 
 
 def to_worker(job: Job) -> bool:
-    """Small objects go to worker processes; big originals stream in threads here."""
+    """Small objects go to worker processes; big originals (and bag tag files) stream in threads here."""
+    if job.kind == "bundle":
+        return False
     return job.kind != "item" or (job.size is not None and job.size <= SMALL)
 
 
@@ -75,7 +77,9 @@ def object_checker(vault: Vault, n_threads: int, on_progress: Callable[[int], No
             try:
                 st = os.fstat(fd)
                 # Streamed (flat memory) when big, whatever size the log recorded for it.
-                big = st.st_size > SMALL or (job.kind == "item" and (job.size is None or job.size > SMALL))
+                big = st.st_size > SMALL or (
+                    job.kind in ("item", "bundle") and (job.size is None or job.size > SMALL)
+                )
                 raw = b"" if big else read_upto(fd, st.st_size, SMALL)
             finally:
                 os.close(fd)
@@ -193,6 +197,8 @@ class ObjectPass:
                 yield from jobs_of(item, rec)
             for hex_obj, uses in openings_at.items():
                 yield Job(hex_obj, "openings", None, None, uses=uses)
+            for bundle in sorted(state.bundles - state.prefix_bundles):
+                yield Job(bundle.removeprefix("sha256:"), "bundle", None, None)
 
         checked = ordered_map(
             self.check, jobs(), to_worker=to_worker, threads=self.n_threads, workers=self.shared
@@ -229,7 +235,12 @@ class ObjectPass:
         hex_digest, kind, size, item, meta, _uses = job
         report = self.out
         self.expected += 1
-        what = {"item": "original", "metadata": "metadata object", "openings": "openings object"}[kind]
+        what = {
+            "item": "original",
+            "metadata": "metadata object",
+            "openings": "openings object",
+            "bundle": "bag tag files object",
+        }[kind]
         subject = f"{what} {hex_digest[:12]}… of item {item}" if item else f"{what} {hex_digest[:12]}…"
         if isinstance(outcome, str):
             report.fail(
@@ -278,7 +289,7 @@ class ObjectPass:
     def _orphans(self, state: LogState, small: set[str]) -> None:
         """Stored objects that no event references."""
         store = self.vault.objects
-        expected = self.expected + len(state.bundles)
+        expected = self.expected
         missing = sum(1 for f in self.out.failures if f.code == "object.missing")
         stored = sum(1 for _ in store.list())
         if stored + missing == expected:
@@ -306,6 +317,12 @@ def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> 
     for hex_obj in state.prefix_openings:
         if not _present(vault, hex_obj):
             report.fail("object.missing", f"openings object {hex_obj[:12]}…", "openings object is missing")
+    for bundle in sorted(state.prefix_bundles):
+        if not _present(vault, bundle):
+            hex_obj = bundle.removeprefix("sha256:")
+            report.fail(
+                "object.missing", f"bag tag files object {hex_obj[:12]}…", "bag tag files object is missing"
+            )
     for item, rec in state.items.records():
         if rec.seq >= min_seq:
             break

@@ -154,6 +154,7 @@ class LogState:
     openings: list[tuple[str, dict[str, str], int]] = field(default_factory=list)  # (object, committed, seq)
     bundles: set[str] = field(default_factory=set)  # objects holding an imported bag's tag files
     prefix_openings: list[str] = field(default_factory=list)  # openings objects of a verified prefix
+    prefix_bundles: set[str] = field(default_factory=set)  # bag tag files objects of a verified prefix
     roots_at: dict[int, bytes] = field(default_factory=dict)
     events: int = 0
     last_time: str = ""
@@ -613,6 +614,7 @@ def _resume(
     state.roots_at = {int(k): bytes.fromhex(v) for k, v in saved.roots_at.items()}
     state.checkpoints = {int(k): CheckpointRecord(**v) for k, v in saved.checkpoints.items()}
     state.bundles = set(saved.bundles)
+    state.prefix_bundles = set(saved.bundles)
     state.prefix_openings = list(saved.openings)
     state.end_offset = saved.bytes
     state.prefix = (hasher, saved.bytes)
@@ -622,9 +624,9 @@ def _resume(
         "log.jsonl",
         f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
         f"of {saved.verified_at} on this machine recorded; objects of the {len(state.items)} items "
-        "ingested before were size-checked, not re-hashed, and their metadata and openings objects only "
-        "checked for presence; no orphan scan (run without "
-        "--incremental to re-check everything)",
+        "ingested before were size-checked, not re-hashed, and their metadata, openings and imported bag "
+        "objects only checked for presence; no orphan scan (run without --incremental to re-check "
+        "everything)",
     )
     return state, _acc_of(saved)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,3 +29,34 @@ def test_doctor_keeps_a_copy_of_each_line_set_aside_in_the_same_millisecond(
     kept = sorted((filled_vault / "quarantine").iterdir())
     assert len(kept) == 3
     assert sorted(p.read_bytes() for p in kept) == sorted(extra)
+
+
+def _codes(res: Any, level: str) -> list[str]:
+    import json
+
+    return [f["code"] for f in json.loads(res.stdout)["findings"] if f["level"] == level]
+
+
+def test_imported_bag_tag_files_object_is_checked(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    from tests.conftest import object_path
+
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    receiver = tmp_path / "receiver"
+    assert cli("init", receiver, "--name", "receiver").code == 0
+    res = cli("--vault", receiver, "import", bag, "--json")
+    assert res.code == 0, res.stderr
+    bundle = res.json()["provenance"]["bundle_object"]
+    assert cli("--vault", receiver, "verify", "--json").code == 0  # saves the incremental state
+    victim = object_path(receiver, bundle)
+    os.chmod(victim, 0o644)
+    victim.write_bytes(victim.read_bytes() + b"x")  # the received custody log and proofs changed
+    res = cli("--vault", receiver, "verify", "--json")
+    assert res.code == 1 and "object.hash-mismatch" in _codes(res, "FAIL")
+    os.chmod(victim.parent, 0o755)
+    victim.unlink()
+    res = cli("--vault", receiver, "verify", "--json")
+    assert res.code == 1 and _codes(res, "FAIL") == ["object.missing"]
+    res = cli("--vault", receiver, "verify", "--json", "--incremental")
+    assert "incremental.skipped" in _codes(res, "INFO")
+    assert res.code == 1 and _codes(res, "FAIL") == ["object.missing"]
