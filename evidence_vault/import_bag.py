@@ -100,7 +100,7 @@ def import_bag(
         org = (info.get("Source-Organization") or ["?"])[0]
         source = f"bag {ext_id} from {org}"
         tagmanifest = hashlib.sha256((root / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
-        digest, _ = vault.objects.put_bytes(_tag_zip(root))
+        digest, stored_now = vault.objects.put_bytes(_tag_zip(root))
         provenance = {
             "bag_tagmanifest_sha256": tagmanifest,
             "source_vault": report.vault_id,
@@ -121,7 +121,8 @@ def import_bag(
             prepared.append(outcome)
         if prepared:
             results += vault._commit(prepared, signer, options, None)
-        if not any(r.status == "added" for r in results):
+        if stored_now and not any(r.status == "added" for r in results):
+            # Only what this import stored: the same bag imported before holds the same object.
             vault.objects.discard(digest.sha256)
         return ImportResult(report=report, results=results, source=source, provenance=provenance)
     finally:

@@ -60,3 +60,17 @@ def test_imported_bag_tag_files_object_is_checked(cli: Cli, filled_vault: Path, 
     res = cli("--vault", receiver, "verify", "--json", "--incremental")
     assert "incremental.skipped" in _codes(res, "INFO")
     assert res.code == 1 and _codes(res, "FAIL") == ["object.missing"]
+
+
+def test_importing_the_same_bag_again_keeps_the_first_imports_tag_files(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    receiver = tmp_path / "receiver"
+    assert cli("init", receiver, "--name", "receiver").code == 0
+    assert cli("--vault", receiver, "import", bag).code == 0
+    again = cli("--vault", receiver, "import", bag)
+    assert again.code == 0 and "nothing added" in again.stderr
+    res = cli("--vault", receiver, "verify", "--json")
+    assert res.code == 0, res.stdout

@@ -116,9 +116,12 @@ def import_cmd(
         return
     for r in result.results:
         output.info(f"{r.status:9} {r.id or ''}  {r.path}" + (f"  ({r.message})" if r.message else ""))
-    output.info(
-        f"source: {result.source}; bag tag files kept as object {result.provenance.get('bundle_object')}"
-    )
+    if any(r.status == "added" for r in result.results):
+        output.info(
+            f"source: {result.source}; bag tag files kept as object {result.provenance.get('bundle_object')}"
+        )
+    else:
+        output.info(f"source: {result.source}; nothing added")
 
 
 def report_cmd(
