@@ -99,7 +99,19 @@ class KeyStore:
         write_atomic(self._index_path(), payload, mode=0o600)
 
     def identities(self) -> list[Identity]:
-        return [Identity(**e) for e in self._load_index()]
+        out = []
+        for n, entry in enumerate(self._load_index()):
+            try:
+                ident = Identity(**entry)
+                if not isinstance(ident.fingerprint, str) or not isinstance(ident.name, str):
+                    raise TypeError("fingerprint and name must be strings")
+            except TypeError as exc:
+                raise KeyStoreError(
+                    f"unreadable identity index: entry {n} is not an identity ({exc})",
+                    path=self._index_path(),
+                ) from None
+            out.append(ident)
+        return out
 
     def find(self, fingerprint: str | None = None) -> Identity:
         """The identity with this fingerprint (or unique prefix), else the default one."""
@@ -129,7 +141,7 @@ class KeyStore:
             raise UsageError("an identity needs a non-empty --name")
         entries = self._load_index()
         fp = signer.fingerprint
-        if any(e["fingerprint"] == fp for e in entries):
+        if any(i.fingerprint == fp for i in self.identities()):
             raise KeyStoreError(f"identity {fp} already exists")
         keydir = self.home / "identities"
         keydir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -309,7 +321,8 @@ class TrustStore:
         if entry is None:
             return
         head = entry.get("head")
-        if head is None or int(head.get("seq", -1)) < seq:
+        # A damaged head (hand-edited) is ignored by verify and the append guard too: replace it.
+        if not isinstance(head, dict) or type(head.get("seq")) is not int or head["seq"] < seq:
             entry["head"] = {"seq": seq, "hash": line_hash}
             self._save(data)
 

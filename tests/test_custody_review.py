@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -194,3 +195,42 @@ def test_new_passphrases_are_asked_twice_at_a_prompt(
     asked.clear()
     run(keys.rotate, name=None, json_out=True)
     assert [c for t, c in asked if "new key" in t] == [True]
+
+
+@pytest.mark.parametrize(
+    "entries", ['{"identities": [{"a": 1}]}', '{"identities": [1]}', '{"identities": [{"fingerprint": 5}]}']
+)
+def test_damaged_identity_index_is_one_line_naming_it(
+    cli: Cli, vault: Path, home: Path, identity: str, entries: str
+) -> None:
+    """A damaged entry in identities.json was an internal error (TypeError), not a line naming the file."""
+    (home / "identities.json").write_text(entries)
+    for args in (
+        ("key", "list"),
+        ("--vault", vault, "annotate", "ab" * 8, "--note", "x"),
+        ("key", "new", "--name", "x"),
+    ):
+        res = cli(*args)
+        assert res.code == 2, (args, res.stderr)
+        assert "identities.json" in res.stderr and "internal error" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("head", ['{"seq": "a", "hash": "x"}', "5", '{"seq": null}'])
+def test_damaged_head_pin_does_not_crash_verify_or_add(
+    cli: Cli, vault: Path, home: Path, identity: str, tmp_path: Path, head: str
+) -> None:
+    """A hand-damaged head pin in vaults.json made verify and add end in an internal error after their
+    work was done (verify and the append guard already ignore such a pin)."""
+    pins = json.loads((home / "vaults.json").read_text())
+    (vault_id,) = pins
+    pins[vault_id]["head"] = json.loads(head)
+    (home / "vaults.json").write_text(json.dumps(pins))
+    res = cli("--vault", vault, "verify")
+    assert res.code == 0 and "internal error" not in res.stderr, res.stderr
+    photo = tmp_path / "p.bin"
+    photo.write_bytes(b"a photo")
+    res = cli("--vault", vault, "add", photo)
+    assert res.code == 0, res.stderr
+    seen = json.loads((home / "vaults.json").read_text())[vault_id]["head"]
+    assert seen["seq"] == len((vault / "log.jsonl").read_bytes().splitlines()) - 1
