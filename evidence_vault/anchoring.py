@@ -308,6 +308,11 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
     save_queue(vault, queue)
 
 
+def _false_answer(heights: list[int]) -> str:
+    blocks = ", ".join(str(h) for h in heights)
+    return f"a calendar answer merged earlier does not match Bitcoin block {blocks} (removed; asked again)"
+
+
 def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes, timeout: float) -> None:
     tsr = rfc3161.request_token(url, digest, timeout=timeout)
     entry = next((t for t in cfg.tsas if t["url"] == url), {"url": url})
@@ -385,13 +390,18 @@ def upgrade(
         path = checkpoint_dir(vault, size) / "checkpoint.ots"
         if not path.exists():
             continue
-        data = path.read_bytes()
+        original = data = path.read_bytes()
         try:
+            # A calendar answer merged while its block header was unknown may have turned out false:
+            # drop it, so that the proof is pending again and its calendar is asked once more.
+            data, removed = ots.drop_false_attestations(data, store)
             new, changed = ots.upgrade(
                 data, allowed_calendars=allowed, timeout=timeout, headers=store, endpoints=endpoints
             )
         except TimestampError:
             continue
+        if removed:
+            outcome.rejected[size] = _false_answer(removed)
         for height in ots.attested_heights(new):
             if height in store:
                 continue
@@ -413,10 +423,11 @@ def upgrade(
         if changed and check.status == "invalid":
             # A calendar answer that does not lead to the real block (a graft): keep the old proof.
             outcome.rejected[size] = check.problem or "invalid"
-            check = ots.verify(data, digest, store)
+            new, check = data, ots.verify(data, digest, store)
         elif changed:
-            write_atomic(path, new)
             outcome.upgraded.append(size)
+        if new != original:
+            write_atomic(path, new)
         if check.status == "complete" and check.height is not None:
             outcome.complete[size] = check.height
         else:

@@ -221,6 +221,35 @@ def test_upgrade_stores_headers_from_bitcoind_and_refuses_grafts(
     assert 428648 in store.heights()
 
 
+def test_graft_merged_before_its_header_was_known_is_dropped_by_the_next_upgrade(
+    cli: Cli, stamped: Path, calendars: Any
+) -> None:
+    """Without a header source, upgrade cannot check a calendar's Bitcoin attestation and merges it; once
+    the header shows it false, the proof must not stay broken (FAIL, its calendar never asked again)."""
+    a, b = calendars
+    d = _cp_dirs(stamped)[0]
+    before = (d / "checkpoint.ots").read_bytes()
+    alice = next((OTS / "calendar-answers").iterdir()).read_bytes()  # real answer, for another commitment
+    commitments = _pending_commitments(before)
+    for cal in (a, b):
+        for c in commitments:
+            cal.answers[c] = alice
+    res = cli("--vault", stamped, "upgrade", "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["headers_missing"] == [428648]
+    res = cli("--vault", stamped, "upgrade", "--headers", OTS / "bitcoin-headers.json")
+    assert res.code == 0, res.stderr
+    assert "does not match Bitcoin block 428648" in res.stderr
+    assert (d / "checkpoint.ots").read_bytes() == before, "the false answer is gone, the promises stay"
+    code, report = _verify(cli, stamped)
+    assert code == 0 and "anchors.ots-pending" in _codes(report, "WARN"), report["findings"]
+    # The calendars are asked again (and their graft now refused against the stored header).
+    asked = len(a.requests) + len(b.requests)
+    res = cli("--vault", stamped, "upgrade", "--json")
+    assert res.code == 0 and len(a.requests) + len(b.requests) > asked
+    assert (d / "checkpoint.ots").read_bytes() == before
+
+
 def _pending_commitments(ots_bytes: bytes) -> list[bytes]:
     from opentimestamps.core.notary import PendingAttestation
     from opentimestamps.core.serialize import BytesDeserializationContext

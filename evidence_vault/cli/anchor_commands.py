@@ -92,6 +92,8 @@ def upgrade(
         return
     for size, height in sorted(result.complete.items()):
         output.info(f"checkpoint {size}: anchored in Bitcoin block {height}")
+    for size, why in sorted(result.rejected.items()):
+        output.warn(f"checkpoint {size}: calendar answer refused: {why}")
     for size in result.pending:
         output.warn(f"checkpoint {size}: still pending")
     if result.headers_missing:

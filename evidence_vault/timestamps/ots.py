@@ -290,6 +290,36 @@ def _check_answer_against_headers(answer: Any, headers: HeaderStore | None) -> N
                 )
 
 
+def drop_false_attestations(ots: bytes, headers: HeaderStore) -> tuple[bytes, list[int]]:
+    """Remove the Bitcoin attestations that contradict a stored header (a graft merged while that
+    header was not known yet), with the branches that led only to them.
+
+    Returns ``(proof, heights removed)``; the proof is unchanged if nothing was removed. A pending
+    attestation whose calendar answer is removed is asked again by the next :func:`upgrade`.
+    TimestampError if ``ots`` is not a proof, or if nothing would be left of it.
+    """
+    detached = _parse(ots)
+    removed: list[int] = []
+    nodes = list(_walk(detached.timestamp))
+    for node in nodes:
+        for attestation in list(node.attestations):
+            if isinstance(attestation, BitcoinBlockHeaderAttestation):
+                header = headers.get(attestation.height)
+                if header is not None and node.msg != header.merkle_root:
+                    node.attestations.remove(attestation)
+                    removed.append(attestation.height)
+    if not removed:
+        return bytes(ots), []
+    for node in reversed(nodes):  # children before their parents (_walk is pre-order)
+        for op, child in list(node.ops.items()):
+            if not child.attestations and not child.ops:
+                del node.ops[op]
+    root = detached.timestamp
+    if not root.attestations and not root.ops:
+        raise TimestampError("the proof holds nothing but false Bitcoin attestations")
+    return _serialize(detached), sorted(set(removed))
+
+
 # ---------------------------------------------------------------------------------------------- verify
 
 
