@@ -442,8 +442,28 @@ def check_trust(
     report.genesis_key = genesis
     pin = pins.get(vault_id) if pins is not None and vault_id else None
     wanted = [_norm_fp(t) for t in trusted]
-    if genesis is None:
-        return
+    if genesis is not None:
+        _check_genesis(report, genesis, wanted, pin)
+    head = pin.get("head") if pin else None
+    if isinstance(head, dict) and isinstance(head.get("seq"), int):
+        seen_seq, seen_hash = head["seq"], head.get("hash")
+        if seen_seq >= len(state.line_hashes):
+            report.fail(
+                "log.truncated",
+                "log.jsonl",
+                f"this machine saw the log up to seq {seen_seq}; it now ends at seq "
+                f"{len(state.line_hashes) - 1} (events were removed)",
+            )
+        elif state.line_hashes[seen_seq] != seen_hash:
+            report.fail(
+                "log.rewritten",
+                line_subject(seen_seq),
+                f"line differs from the one this machine saw at seq {seen_seq} (history rewritten)",
+                seq=seen_seq,
+            )
+
+
+def _check_genesis(report: Report, genesis: str, wanted: list[str], pin: dict[str, Any] | None) -> None:
     if wanted:
         if genesis in wanted:
             report.genesis_pinned = True
@@ -471,23 +491,6 @@ def check_trust(
             f"genesis key not pinned: compare {genesis} out of band, then pass --trust {genesis}",
             seq=0,
         )
-    head = pin.get("head") if pin else None
-    if isinstance(head, dict) and isinstance(head.get("seq"), int):
-        seen_seq, seen_hash = head["seq"], head.get("hash")
-        if seen_seq >= len(state.line_hashes):
-            report.fail(
-                "log.truncated",
-                "log.jsonl",
-                f"this machine saw the log up to seq {seen_seq}; it now ends at seq "
-                f"{len(state.line_hashes) - 1} (events were removed)",
-            )
-        elif state.line_hashes[seen_seq] != seen_hash:
-            report.fail(
-                "log.rewritten",
-                line_subject(seen_seq),
-                f"line differs from the one this machine saw at seq {seen_seq} (history rewritten)",
-                seq=seen_seq,
-            )
 
 
 def _norm_fp(fp: str) -> str:
@@ -555,6 +558,12 @@ def verify_vault(
             resume=resume,
             on_item=objects.item_recorded,
         )
+        if not state.line_hashes and not report.failures_for("log.torn-line"):
+            report.fail(
+                "log.empty",
+                "log.jsonl",
+                "the log has no events, not even the genesis event `init` writes (events were removed)",
+            )
         check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
         if state.line_hashes:
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}

@@ -74,3 +74,15 @@ def test_importing_the_same_bag_again_keeps_the_first_imports_tag_files(
     assert again.code == 0 and "nothing added" in again.stderr
     res = cli("--vault", receiver, "verify", "--json")
     assert res.code == 0, res.stdout
+
+
+def test_emptied_log_fails(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    (filled_vault / "log.jsonl").write_bytes(b"")  # every event removed, the objects left
+    res = cli("--vault", filled_vault, "verify", "--json")
+    assert res.code == 1, res.stdout
+    assert {"log.empty", "log.truncated"} <= set(_codes(res, "FAIL"))  # this machine saw seq 4
+    # A machine that never saw the vault: nothing pinned, and still no PASS or WARN for a log without events.
+    res = cli(
+        "--vault", filled_vault, "verify", "--json", env={"EVIDENCE_VAULT_HOME": str(tmp_path / "other")}
+    )
+    assert res.code == 1 and _codes(res, "FAIL") == ["log.empty"]
