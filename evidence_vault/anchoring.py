@@ -17,8 +17,10 @@ in ``checkpoints/<size>/``::
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -216,14 +218,46 @@ def _queue_path(vault: Vault) -> Path:
 
 
 def load_queue(vault: Vault) -> dict[str, list[int]]:
-    """Stamps still to make: {"ots": [sizes], "tsa:<url>": [sizes]}."""
+    """Stamps still to make: {"ots": [sizes], "tsa:<url>": [sizes]}.
+
+    A queue file that cannot be read is set aside (``queue.json.unreadable``) and the queue rebuilt
+    from the checkpoints on disk: every recorded checkpoint still without its OpenTimestamps proof or
+    without a token of a configured TSA. Queued work is never dropped silently.
+    """
+    path = _queue_path(vault)
     try:
-        data = json.loads(_queue_path(vault).read_text("utf-8"))
+        data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError):
-        return {}
-    return {str(k): [int(s) for s in v] for k, v in data.items() if isinstance(v, list)}
+    except (OSError, ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(path.name + ".unreadable"))
+        return _rebuild_queue(vault)
+    return {
+        str(k): [s for s in v if isinstance(s, int) and not isinstance(s, bool) and s > 0]
+        for k, v in data.items()
+        if isinstance(v, list)
+    }
+
+
+def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
+    sizes = set(list_checkpoints(vault))
+    recorded = []
+    for seq, raw in enumerate(vault.log.iter_raw()):
+        if seq in sizes and raw.complete and b'"type":"checkpoint"' in raw.data:
+            recorded.append(seq)
+    queue: dict[str, list[int]] = {}
+    tsas = [t["url"] for t in StampConfig.of(vault).tsas]
+    for size in recorded:
+        d = checkpoint_dir(vault, size)
+        if not (d / "checkpoint.ots").exists():
+            queue.setdefault("ots", []).append(size)
+        for url in tsas:
+            if not (d / f"tsa-{tsa_slug(url)}.tsr").exists():
+                queue.setdefault(f"tsa:{url}", []).append(size)
+    return queue
 
 
 def save_queue(vault: Vault, queue: dict[str, list[int]]) -> None:
@@ -278,6 +312,9 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
         remaining = []
         for size in sorted(set(sizes)):
             d = checkpoint_dir(vault, size)
+            done = d / ("checkpoint.ots" if key == "ots" else f"tsa-{tsa_slug(key[4:])}.tsr")
+            if done.exists():
+                continue  # stamped meanwhile: never replace a proof (it may be upgraded already)
             try:
                 digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
             except FileNotFoundError:

@@ -183,6 +183,41 @@ def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: 
     assert (_cp_dirs(filled_vault)[0] / "checkpoint.ots").exists()
 
 
+def test_unreadable_queue_is_rebuilt_not_dropped(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    offline = [
+        "stamp",
+        "--calendar",
+        "http://127.0.0.1:9",
+        "--calendar",
+        "http://127.0.0.1:9/b",
+        "--timeout",
+        "2",
+    ]
+    assert cli("--vault", filled_vault, *offline).code == 0
+    extra = tmp_path / "later.txt"
+    extra.write_text("added after the first stamp\n")
+    assert cli("--vault", filled_vault, "add", extra).code == 0
+    assert cli("--vault", filled_vault, *offline).code == 0
+    queue_file = filled_vault / "checkpoints" / "queue.json"
+    assert json.loads(queue_file.read_text()) == {"ots": [5, 7]}
+    for damaged in ('{"ots": [5, 7', '["ots"]', '{"ots": ["5", 5, 7]}'):
+        queue_file.write_text(damaged)
+        res = cli("--vault", filled_vault, "upgrade", "--timeout", "2", "--json")
+        assert res.code == 0, res.stderr
+        assert sorted(q["size"] for q in res.json()["queued"]) == [5, 7]
+    assert (filled_vault / "checkpoints" / "queue.json.unreadable").exists()  # kept for a look
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--json")
+        assert res.code == 0, res.stderr
+        assert sorted(s["size"] for s in res.json()["stamped"]) == [5, 7]
+        # a proof already made is never replaced by a fresh (pending) one, whatever the queue says
+        proof = (_cp_dirs(filled_vault)[0] / "checkpoint.ots").read_bytes()
+        queue_file.write_text('{"ots": [5]}')
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--json")
+        assert res.code == 0 and res.json()["stamped"] == []
+        assert (_cp_dirs(filled_vault)[0] / "checkpoint.ots").read_bytes() == proof
+
+
 def test_ots_proof_written_by_us_is_read_by_the_ots_client(cli: Cli, stamped: Path) -> None:
     d = _cp_dirs(stamped)[0]
     res = subprocess.run(
