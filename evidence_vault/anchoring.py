@@ -419,6 +419,8 @@ def upgrade(
     process_queue(vault, cfg, outcome.stamps, timeout=timeout)
     store = HeaderStore.load(headers_path(vault))
     if headers_file is not None:
+        if not Path(headers_file).is_file():  # load() takes a missing file for an empty store
+            raise UsageError("--headers: no such file", path=headers_file)
         for given in HeaderStore.load(headers_file):
             if given.height not in store:
                 store.add(given)

@@ -254,6 +254,9 @@ def test_upgrade_stores_headers_from_bitcoind_and_refuses_grafts(
     assert res.code == 0, res.stderr
     store = HeaderStore.load(stamped / "checkpoints" / "headers.json")
     assert 428648 in store.heights()
+    # A mistyped --headers path is an error, not an empty file of headers.
+    res = cli("--vault", stamped, "upgrade", "--headers", OTS / "no-such-headers.json")
+    assert res.code == 2 and "no-such-headers.json: --headers: no such file" in res.stderr
 
 
 def test_graft_merged_before_its_header_was_known_is_dropped_by_the_next_upgrade(
