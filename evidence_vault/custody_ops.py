@@ -40,7 +40,21 @@ def key_add(vault: Vault, signer: Signer, public_line: str, *, role: str, name: 
     parts = public_line.strip().split(maxsplit=2)
     label = name or (parts[2] if len(parts) > 2 else pk.fingerprint)
     data = {"key": {"fingerprint": pk.fingerprint, "public_key": pk.openssh(), "name": label}, "role": role}
-    (event,) = vault.append(signer, [(ev.KEY_ADDED, data)])
+    entries = [(ev.KEY_ADDED, data)]
+
+    def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
+        grant = vault.authority().keys.get(pk.fingerprint)
+        if grant is not None:  # a key enters the log once (verify: log.bad-key-event)
+            state = f"revoked at seq {grant.revoked_seq}" if grant.revoked_seq is not None else "authorized"
+            raise UsageError(
+                f"key {pk.fingerprint} is already in this vault ({grant.role}, added at seq "
+                f"{grant.since_seq}, {state}): nothing recorded",
+                path=vault.root,
+            )
+        vault.check_events(signer, head, entries)
+        return entries
+
+    (event,) = vault.append(signer, entries, build=build)
     vault.write_public_key(pk.fingerprint, pk.openssh(label))
     return event
 
@@ -54,6 +68,11 @@ def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -
     def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
         # Under the writer lock, so two admins revoking each other at once cannot both pass.
         vault.check_events(signer, head, entries)
+        revoked = vault.authority().keys[fp].revoked_seq
+        if revoked is not None:  # a second key.revoked would change nothing but say so
+            raise UsageError(
+                f"key {fp} was already revoked at seq {revoked}: nothing recorded", path=vault.root
+            )
         active = {k for k, g in vault.authority().keys.items() if g.role == "admin" and g.revoked_seq is None}
         if active == {fp}:
             raise NotAuthorizedError(

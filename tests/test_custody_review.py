@@ -234,3 +234,30 @@ def test_damaged_head_pin_does_not_crash_verify_or_add(
     assert res.code == 0, res.stderr
     seen = json.loads((home / "vaults.json").read_text())[vault_id]["head"]
     assert seen["seq"] == len((vault / "log.jsonl").read_bytes().splitlines()) - 1
+
+
+def test_key_add_twice_and_revoke_twice_are_refused(cli: Cli, tmp_path: Path) -> None:
+    """Adding a key already in the vault exited 1 (the code of a FAIL) without saying that nothing was
+    recorded; revoking a revoked key recorded a second key.revoked and said it was revoked there."""
+    vault, alice, (bob, _, _) = _vault_with(cli, tmp_path, "Bob")
+    pub = cli("key", "export-public", bob).stdout.strip()
+    before = _log(vault)
+    res = cli("--vault", vault, "--key", alice, "key", "add", pub)
+    assert res.code == 2 and "already in this vault" in res.stderr and "nothing recorded" in res.stderr
+    assert _log(vault) == before
+    assert cli("--vault", vault, "--key", alice, "key", "revoke", bob, "--reason", "seized").code == 0
+    before = _log(vault)
+    res = cli("--vault", vault, "--key", alice, "key", "revoke", bob, "--reason", "again")
+    assert res.code == 2 and "already revoked at seq" in res.stderr and "nothing recorded" in res.stderr
+    res = cli("--vault", vault, "--key", alice, "key", "add", pub)
+    assert res.code == 2 and "revoked at seq" in res.stderr
+    assert _log(vault) == before
+
+
+def test_key_add_of_a_binary_file_is_one_line(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """`key add FILE` of a file that is not UTF-8 text was an internal error (UnicodeDecodeError)."""
+    bad = tmp_path / "key.pub"
+    bad.write_bytes(b"\xff\xfe ssh-ed25519")
+    res = cli("--vault", vault, "key", "add", bad)
+    assert res.code == 2 and "internal error" not in res.stderr, res.stderr
+    assert "key.pub" in res.stderr and len(res.stderr.strip().splitlines()) == 1

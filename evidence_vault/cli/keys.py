@@ -133,7 +133,11 @@ def add(
 
     st = signing_state(ctx)
     source = Path(pubkey) if Path(pubkey).is_file() else None
-    line = source.read_text("utf-8").strip() if source is not None else pubkey
+    try:
+        line = source.read_text("utf-8").strip() if source is not None else pubkey
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise KeyStoreError(f"cannot read the public key: {why}", path=source) from None
     try:
         PublicKey.from_openssh(line)
     except KeyStoreError as exc:
