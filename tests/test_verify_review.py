@@ -86,3 +86,12 @@ def test_emptied_log_fails(cli: Cli, filled_vault: Path, tmp_path: Path) -> None
         "--vault", filled_vault, "verify", "--json", env={"EVIDENCE_VAULT_HOME": str(tmp_path / "other")}
     )
     assert res.code == 1 and _codes(res, "FAIL") == ["log.empty"]
+
+
+def test_log_names_the_file_and_line_of_a_damaged_line(cli: Cli, filled_vault: Path) -> None:
+    with open(filled_vault / "log.jsonl", "ab") as fh:
+        fh.write(b'{"not an event\n')
+    res = cli("--vault", filled_vault, "log")
+    assert res.code == 1
+    error = res.stderr.strip().splitlines()[-1]
+    assert "log.jsonl: line 6 is damaged" in error and "Traceback" not in res.stderr

@@ -17,9 +17,13 @@ from . import output
 from .context import read_files, signing_state, state, utf8_text
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.progress import Progress
 
+    from ..events import Event
     from ..report import Report
+    from ..vault import Vault
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 NoteOpt = Annotated[
@@ -261,13 +265,30 @@ def log(
 ) -> None:
     """Print the custody log (all events, or one item's)."""
     vault = state(ctx).open_vault()
-    events = vault.events_for(vault.resolve(item).id) if item else vault.all_events()
+    events = vault.events_for(vault.resolve(item).id) if item else _log_events(vault)
     for e in events:
         if json_out:
             output.emit_json_line(e.to_dict())
         else:
             subject = e.data.get("item") or e.data.get("name") or ""
             output.info(f"{e.seq:>6}  {e.time}  {e.type:22} {e.actor}  {subject}")
+
+
+def _log_events(vault: Vault) -> Iterator[Event]:
+    """Every complete line of the log, parsed; a damaged one stops with an error naming its line."""
+    from ..errors import IntegrityError
+    from ..events import parse_line
+
+    for index, raw in enumerate(vault.log.iter_raw()):
+        if not raw.complete:
+            return  # a torn last line: `verify` and `doctor` say so
+        try:
+            yield parse_line(raw.data)[0]
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"line {index + 1} is damaged ({exc.message}); run `evidence-vault verify` for details",
+                path=vault.log.path,
+            ) from None
 
 
 def verify(
