@@ -183,6 +183,18 @@ def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: 
     assert (_cp_dirs(filled_vault)[0] / "checkpoint.ots").exists()
 
 
+def test_stamp_tsa_ca_without_its_tsa_is_a_usage_error(
+    cli: Cli, filled_vault: Path, tsa: Any, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tsa.ca_pem)
+    res = cli(
+        "--vault", filled_vault, "stamp", "--tsa-ca", ca, "--calendar", "http://127.0.0.1:9", "--timeout", "1"
+    )
+    assert res.code == 2 and "--tsa-ca" in res.stderr
+    assert _cp_dirs(filled_vault) == []  # nothing done
+
+
 def test_unreadable_queue_is_rebuilt_not_dropped(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     offline = [
         "stamp",

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from . import output
 from .context import read_files, signing_state, state
 from .vault_commands import JsonOpt, print_report
@@ -46,6 +47,8 @@ def stamp(
 
     st = signing_state(ctx)
     vault = st.open_vault()
+    if len(tsa_ca or []) > len(tsa or []):
+        raise UsageError("each --tsa-ca goes with the --tsa before it: give the TSA's URL with --tsa too")
     cas = read_files(tsa_ca)
     tsas = [(url, cas[i] if i < len(cas) else None) for i, url in enumerate(tsa or [])]
     result = anchoring.stamp(
