@@ -366,6 +366,26 @@ def test_verify_proof_hostile_files_are_findings_not_crashes(cli: Cli, stamped: 
     assert code == 1 and "anchors.ots-invalid" in _codes(report)
 
 
+def test_prove_copies_no_file_from_outside_the_vault(cli: Cli, stamped: Path, tmp_path: Path) -> None:
+    """prove copies the TSA root a tsa-*.json names into the proof it hands out: a path out of the vault
+    (absolute, "..", a link) must not make it ship, say, a private key; a damaged one must not crash it."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the lawyer\n")
+    (stamped / "checkpoints" / "link.pem").symlink_to(secret)
+    meta_file = next(_cp_dirs(stamped)[0].glob("tsa-*.json"))
+    meta = json.loads(meta_file.read_text())
+    outs = []
+    for i, ca in enumerate([str(secret), f"../{secret.name}", "checkpoints/link.pem", None]):
+        meta_file.chmod(0o644)
+        meta_file.write_text(json.dumps({**meta, "ca": ca}) if ca else "{")
+        out = tmp_path / f"proof{i}"
+        res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", out)
+        assert res.code == 0, res.stderr
+        outs.append(out)
+    for out in outs:
+        assert not any(b"not for the lawyer" in f.read_bytes() for f in out.iterdir()), out
+
+
 # -- attacks: each must give exit 1 with the right finding ------------------------------------------
 
 
