@@ -319,3 +319,19 @@ def test_bag_to_zip_deterministic_and_extractable(bag: Path, tmp_path: Path) -> 
     out = safe_extract(z1, tmp_path / "out")
     assert out == tmp_path / "out" / "bag"
     assert validate_bag(out) == []
+
+
+def test_huge_numbers_in_bag_info_and_declaration_are_findings_not_a_crash(tmp_path: Path) -> None:
+    # Python refuses to convert more than 4,300 digits: a hostile bag made validation an internal error.
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"abc")
+    bag = tmp_path / "bag"
+    write_bag(bag, [("a.txt", src)], bag_info={"Source-Organization": "x"})
+    (bag / "bag-info.txt").write_text("Payload-Oxum: " + "9" * 5000 + ".1\n", "utf-8")
+    codes = {f.code for f in validate_bag(bag) if f.level == "error"}
+    assert "bag-info.oxum-mismatch" in codes
+    (bag / "bagit.txt").write_text(
+        f"BagIt-Version: {'1' * 5000}.0\nTag-File-Character-Encoding: UTF-8\n", "utf-8"
+    )
+    findings = [f for f in validate_bag(bag) if f.code == "bagit.unsupported-version"]
+    assert findings and len(findings[0].message) < 100
