@@ -164,6 +164,12 @@ def verify_proof(
         return _done(report)
     report.vault_id = str(doc.get("vault_id"))
     report.genesis_key = doc.get("genesis_key")
+    if cp.origin != f"evidence-vault/{report.vault_id}":
+        report.fail(
+            "checkpoint.wrong-origin",
+            "checkpoint",
+            f"the checkpoint is of {cp.origin!r}, not of the vault {report.vault_id} the proof names",
+        )
     try:
         event: Event | None
         event, canonical_ok = parse_line(line)

@@ -326,6 +326,9 @@ def test_prove_and_verify_proof_offline(
     wrong = cli("verify-proof", out, "--file", SAMPLE_FILES[0], "--trust", identity, "--json")
     assert wrong.code == 1 and "object.hash-mismatch" in _codes(wrong.json())
     doc = json.loads((out / "proof.json").read_text())
+    (out / "proof.json").write_text(json.dumps({**doc, "vault_id": "00000000-0000-4000-8000-000000000000"}))
+    other = cli("verify-proof", out, "--trust", identity, "--json")
+    assert other.code == 1 and "checkpoint.wrong-origin" in _codes(other.json())
     doc["inclusion_path"][0] = "00" * 32
     (out / "proof.json").write_text(json.dumps(doc))
     bad = cli("verify-proof", out, "--trust", identity, "--json")
