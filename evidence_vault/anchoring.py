@@ -388,6 +388,9 @@ class UpgradeOutcome:
     complete: dict[int, int] = field(default_factory=dict)  # size -> block height
     headers_added: list[int] = field(default_factory=list)
     headers_missing: list[int] = field(default_factory=list)
+    headers_errors: dict[int, str] = field(
+        default_factory=dict
+    )  # height -> why --bitcoin-node/--explorer failed
     rejected: dict[int, str] = field(default_factory=dict)  # size -> why a calendar answer was refused
     stamps: StampOutcome = field(default_factory=StampOutcome)
 
@@ -398,6 +401,7 @@ class UpgradeOutcome:
             "complete": {str(k): v for k, v in self.complete.items()},
             "headers_added": self.headers_added,
             "headers_missing": self.headers_missing,
+            "headers_errors": {str(k): v for k, v in self.headers_errors.items()},
             "rejected": {str(k): v for k, v in self.rejected.items()},
             "stamped": self.stamps.stamped,
             "queued": self.stamps.queued,
@@ -450,7 +454,8 @@ def upgrade(
                     header = fetch_from_bitcoind(bitcoin_node, height, timeout=timeout)
                 elif explorer:
                     header = fetch_from_explorer(explorer, height, timeout=timeout)
-            except EvidenceVaultError:
+            except EvidenceVaultError as exc:
+                outcome.headers_errors[height] = str(exc)
                 header = None
             if header is not None:
                 store.add(header)

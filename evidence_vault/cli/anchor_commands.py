@@ -99,11 +99,17 @@ def upgrade(
         output.warn(f"checkpoint {size}: calendar answer refused: {why}")
     for size in result.pending:
         output.warn(f"checkpoint {size}: still pending")
+    for height, why in sorted(result.headers_errors.items()):
+        output.warn(f"block {height}: header not fetched: {why}")
     if result.headers_missing:
         output.warn(
             "block headers missing for heights "
             + ", ".join(map(str, sorted(set(result.headers_missing))))
-            + ": give --headers, --bitcoin-node or --explorer"
+            + (
+                ": try again when the source is reachable, or give --headers"
+                if result.headers_errors
+                else ": give --headers, --bitcoin-node or --explorer"
+            )
         )
     for q in result.stamps.queued:
         output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
