@@ -153,9 +153,10 @@ class Index:
         size = os.stat(self.log.path).st_size
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            offset = int(self._meta("offset") or 0)
+            mark = self._meta("offset") or "0"
+            offset = int(mark) if mark.isascii() and mark.isdigit() and len(mark) < 20 else -1
             head = self._meta("head")
-            if rebuild or self._meta("version") != _VERSION or size < offset:
+            if rebuild or self._meta("version") != _VERSION or not 0 <= offset <= size:
                 self._clear()
                 offset, head = 0, None
             if size != offset or rebuild:
@@ -355,11 +356,27 @@ class Index:
         for row in self.db.execute(sql + " ORDER BY seq", args).fetchall():
             yield self._item(row)
 
+    def damaged(self, what: str) -> EvidenceVaultError:
+        """The error for a cache that holds what no log could have put there (it is in the vault, as
+        editable as the log): one line naming it; nothing recorded is affected."""
+        return EvidenceVaultError(
+            f"the index cache is damaged ({what}); it is derived from the log, so nothing recorded is "
+            "affected: delete it to have it rebuilt",
+            path=self.path,
+        )
+
     def _item(self, row: Any) -> IndexedItem:
         tags = tuple(
             r[0] for r in self.db.execute("SELECT tag FROM tags WHERE item=? ORDER BY tag", (row[0],))
         )
         item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder = row
+        texts = (media_type, metadata, name, derived_from, holder)
+        if (
+            not all(type(v) is int and v >= 0 for v in (seq, size))
+            or not all(type(v) is str for v in (item_id, time, actor, *tags))
+            or not all(v is None or type(v) is str for v in texts)
+        ):
+            raise self.damaged(f"a malformed row for item {str(item_id)[:80]!r}")
         return IndexedItem(
             item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder, tags
         )
@@ -387,11 +404,18 @@ class Index:
             " LEFT JOIN item_events e ON e.item = i.id AND e.seq = i.seq WHERE i.id=?",
             (item_id,),
         ).fetchone()
-        return None if row is None else (int(row[0]), None if row[1] is None else int(row[1]), row[2])
+        if row is None:
+            return None
+        if type(row[0]) is not int or (row[1] is not None and type(row[1]) is not int):
+            raise self.damaged(f"a malformed row for item {item_id[:80]!r}")
+        return row[0], row[1], row[2]
 
     def event_offsets(self, item_id: str) -> list[int]:
         rows = self.db.execute("SELECT offset FROM item_events WHERE item=? ORDER BY seq", (item_id,))
-        return [int(r[0]) for r in rows.fetchall()]
+        offsets = [r[0] for r in rows.fetchall()]
+        if not all(type(o) is int and o >= 0 for o in offsets):
+            raise self.damaged(f"a malformed event offset for item {item_id[:80]!r}")
+        return offsets
 
     def event_count(self, item_id: str) -> int:
         return int(self.db.execute("SELECT count(*) FROM item_events WHERE item=?", (item_id,)).fetchone()[0])

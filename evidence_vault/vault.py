@@ -812,7 +812,10 @@ class Vault:
         with open(self.log.path, "rb") as fh:
             for offset in offsets:
                 fh.seek(offset)
-                out.append(Event.from_dict(json.loads(fh.readline())))
+                try:
+                    out.append(Event.from_dict(json.loads(fh.readline())))
+                except (ValueError, EvidenceVaultError):  # not where a line starts (or a damaged line)
+                    raise self.index.damaged(f"no log event at byte {offset}") from None
         return out
 
     def all_events(self) -> Iterator[Event]:

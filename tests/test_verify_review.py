@@ -95,3 +95,33 @@ def test_log_names_the_file_and_line_of_a_damaged_line(cli: Cli, filled_vault: P
     assert res.code == 1
     error = res.stderr.strip().splitlines()[-1]
     assert "log.jsonl: line 6 is damaged" in error and "Traceback" not in res.stderr
+
+
+def test_forged_index_cache_rows_are_a_clear_error_not_an_internal_one(
+    cli: Cli, filled_vault: Path, items: Any
+) -> None:
+    import sqlite3
+
+    item = items(filled_vault)[0]["id"]
+    cache = filled_vault / "cache" / "index.sqlite"
+    for sql in (
+        "UPDATE items SET size='x'",
+        "UPDATE item_events SET offset='zz'",
+        "UPDATE item_events SET offset=99999999",
+    ):
+        with sqlite3.connect(cache) as db:
+            db.execute(sql)
+        for args in (("ls",), ("show", item[7:19]), ("log", "--item", item[7:19])):
+            res = cli("--vault", filled_vault, *args)
+            if res.code == 0:
+                continue  # this command does not read the forged column
+            assert res.code == 2, (sql, args, res.stderr)
+            assert "internal error" not in res.stderr and "index cache is damaged" in res.stderr
+            assert "index.sqlite" in res.stderr
+        cache.unlink()
+        assert cli("--vault", filled_vault, "ls").code == 0  # rebuilt from the log
+    # A forged catch-up mark makes the cache rebuild itself.
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE meta SET v='abc' WHERE k='offset'")
+    res = cli("--vault", filled_vault, "show", item[7:19])
+    assert res.code == 0, res.stderr
