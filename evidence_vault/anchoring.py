@@ -102,17 +102,31 @@ def make_checkpoint(vault: Vault, signer: Signer, *, only_if_grown: bool = False
     out = vault.append(signer, [], build=build)
     if "existing" in made:
         e = made["existing"]
-        return CheckpointInfo(
-            int(e.data["size"]),
-            str(e.data["root"]),
-            e.seq,
-            str(checkpoint_dir(vault, int(e.data["size"]))),
-            False,
-        )
+        size = int(e.data["size"])
+        directory = checkpoint_dir(vault, size)
+        if not (directory / "checkpoint").exists():
+            _restore_checkpoint_dir(directory, e)
+        return CheckpointInfo(size, str(e.data["root"]), e.seq, str(directory), False)
     (event,) = out
     return CheckpointInfo(
         made["size"], made["root"], event.seq, str(checkpoint_dir(vault, made["size"])), True
     )
+
+
+def _restore_checkpoint_dir(directory: Path, event: ev.Event) -> None:
+    """Write again the text and detached signature of a recorded checkpoint whose directory was lost:
+    both follow from its event (origin, size, root, signature), so it can still be stamped."""
+    try:
+        cp = Checkpoint(
+            origin=str(event.data["origin"]),
+            size=int(event.data["size"]),
+            root=bytes.fromhex(event.data["root"]),
+        )
+        sig = base64.b64decode(str(event.data["signature"]), validate=True)
+    except (KeyError, TypeError, ValueError, EvidenceVaultError):
+        return  # not ours to repair: verify reports the event
+    write_atomic(directory / "checkpoint", cp.to_text())
+    write_atomic(directory / "checkpoint.sig", armor(sig).encode())
 
 
 def _last_event(vault: Vault) -> ev.Event | None:
@@ -317,7 +331,10 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
                 continue  # stamped meanwhile: never replace a proof (it may be upgraded already)
             try:
                 digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
-            except FileNotFoundError:
+            except OSError as exc:
+                remaining.append(size)  # kept: a stamp once queued is never dropped silently
+                why = f"{CHECKPOINTS}/{d.name}/checkpoint cannot be read ({exc.strerror or exc})"
+                outcome.queued.append({"size": size, "service": key, "reason": why})
                 continue
             try:
                 if key == "ots":

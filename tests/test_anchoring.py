@@ -195,6 +195,34 @@ def test_stamp_tsa_ca_without_its_tsa_is_a_usage_error(
     assert _cp_dirs(filled_vault) == []  # nothing done
 
 
+def test_stamp_restores_a_lost_checkpoint_directory_and_drops_no_queued_stamp(
+    cli: Cli, filled_vault: Path, tsa: Any, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tsa.ca_pem)
+    offline = ["--calendar", "http://127.0.0.1:9", "--calendar", "http://127.0.0.1:9/b", "--timeout", "2"]
+    res = cli("--vault", filled_vault, "stamp", *offline, "--tsa", "http://127.0.0.1:9/tsa", "--tsa-ca", ca)
+    assert res.code == 0, res.stderr
+    queue_file = filled_vault / "checkpoints" / "queue.json"
+    queued = json.loads(queue_file.read_text())
+    assert queued == {"ots": [5], "tsa:http://127.0.0.1:9/tsa": [5]}
+    shutil.rmtree(_cp_dirs(filled_vault)[0])  # lost (a cleanup script, a bad copy)
+    # upgrade keeps what it cannot do, and says why
+    res = cli("--vault", filled_vault, "upgrade", "--json")
+    assert res.code == 0, res.stderr
+    assert all("checkpoint cannot be read" in q["reason"] for q in res.json()["queued"])
+    assert json.loads(queue_file.read_text()) == queued
+    # stamp writes the recorded checkpoint again (its event holds text and signature) and stamps it
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--json")
+    assert res.code == 0, res.stderr
+    assert [s["size"] for s in res.json()["stamped"]] == [5]
+    assert json.loads(queue_file.read_text()) == {"tsa:http://127.0.0.1:9/tsa": [5]}
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and not _codes(report), report["findings"]
+    assert "anchors.ots-pending" in _codes(report, "WARN")
+
+
 def test_unreadable_queue_is_rebuilt_not_dropped(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     offline = [
         "stamp",
