@@ -158,6 +158,15 @@ def check_anchors(
             report.warn(
                 "anchors.unstamped", subject, "checkpoint has no time proof yet: run `evidence-vault stamp`"
             )
+    on_disk = set(sizes)
+    for size in sorted(set(state.checkpoints) - on_disk):
+        report.warn(
+            "checkpoint.dir-missing",
+            f"checkpoints/{checkpoint_dir(vault, size).name}",
+            f"the checkpoint recorded at seq {size} has no directory: its time proofs are gone"
+            " (`evidence-vault stamp` writes the latest one again and stamps it)",
+            seq=size,
+        )
     _item_times(state, report, anchored)
 
 

@@ -207,6 +207,8 @@ def test_stamp_restores_a_lost_checkpoint_directory_and_drops_no_queued_stamp(
     queued = json.loads(queue_file.read_text())
     assert queued == {"ots": [5], "tsa:http://127.0.0.1:9/tsa": [5]}
     shutil.rmtree(_cp_dirs(filled_vault)[0])  # lost (a cleanup script, a bad copy)
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and "checkpoint.dir-missing" in _codes(report, "WARN")
     # upgrade keeps what it cannot do, and says why
     res = cli("--vault", filled_vault, "upgrade", "--json")
     assert res.code == 0, res.stderr
