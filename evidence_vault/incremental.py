@@ -23,7 +23,8 @@ from .custody import PendingTransfer
 from .keystore import default_home
 from .merkle import MerkleAccumulator
 
-STATE_VERSION = 2  # 2: the openings objects of the verified prefix
+_FINDING_KEYS = {"level", "code", "subject", "message", "seq", "item"}
+STATE_VERSION = 3  # 2: the openings objects of the verified prefix; 3: its log warnings
 
 
 def state_dir(vault_id: str, home: Path | None = None) -> Path:
@@ -67,6 +68,7 @@ class Saved:
     checkpoints: dict[str, dict[str, Any]]
     bundles: list[str]
     openings: list[str]
+    warnings: list[dict[str, Any]]  # the WARN findings of its lines, said again by every run built on it
     verified_at: str
     items_db: str
 
@@ -92,6 +94,8 @@ def load(vault_id: str, home: Path | None = None) -> Saved | None:
             return None
         doc.pop("version")
         saved = Saved(**doc, items_db=str(d / "items.sqlite"))
+        if not all(isinstance(w, dict) and w.keys() == _FINDING_KEYS for w in saved.warnings):
+            return None
     except (OSError, ValueError, TypeError):
         return None
     return saved if os.path.exists(saved.items_db) else None

@@ -304,48 +304,49 @@ class ObjectPass:
                 )
 
 
-def _present(vault: Vault, object_ref: str) -> bool:
+_WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def _stat(vault: Vault, object_ref: str) -> os.stat_result | None:
+    """The stored object's status; None if it is not there (or the reference is no object id)."""
     try:
-        return os.path.isfile(vault.objects.fspath(object_ref.removeprefix("sha256:")))
-    except FileNotFoundError:  # not an object id
-        return False
+        st = os.stat(vault.objects.fspath(object_ref.removeprefix("sha256:")))
+    except (FileNotFoundError, NotADirectoryError):  # also: not an object id
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> None:
-    """Objects of items verified earlier: originals still there and of their recorded size, metadata
-    and openings objects still there."""
-    for hex_obj in state.prefix_openings:
-        if not _present(vault, hex_obj):
-            report.fail("object.missing", f"openings object {hex_obj[:12]}…", "openings object is missing")
-    for bundle in sorted(state.prefix_bundles):
-        if not _present(vault, bundle):
-            hex_obj = bundle.removeprefix("sha256:")
-            report.fail(
-                "object.missing", f"bag tag files object {hex_obj[:12]}…", "bag tag files object is missing"
+    """Objects of items verified earlier: originals still there and of their recorded size, metadata,
+    openings and bag objects still there; none of them writable."""
+
+    def present(object_ref: str, what: str, subject: str, item: str | None = None) -> os.stat_result | None:
+        st = _stat(vault, object_ref)
+        if st is None:
+            report.fail("object.missing", subject, f"{what} is missing", item=item)
+        elif st.st_mode & _WRITABLE:
+            report.warn(
+                "object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item
             )
+        return st
+
+    for hex_obj in state.prefix_openings:
+        present(hex_obj, "openings object", f"openings object {hex_obj[:12]}…")
+    for bundle in sorted(state.prefix_bundles):
+        hex_obj = bundle.removeprefix("sha256:")
+        present(bundle, "bag tag files object", f"bag tag files object {hex_obj[:12]}…")
     for item, rec in state.items.records():
         if rec.seq >= min_seq:
             break
-        if rec.metadata and not _present(vault, rec.metadata):
+        if rec.metadata:
             meta = rec.metadata.removeprefix("sha256:")
-            report.fail(
-                "object.missing",
-                f"metadata object {meta[:12]}… of item {item}",
-                "metadata object is missing",
-                item=item,
-            )
-        try:
-            size = os.stat(vault.objects.path(item.removeprefix("sha256:"))).st_size
-        except FileNotFoundError:
-            report.fail(
-                "object.missing", f"original {item[7:19]}… of item {item}", "original is missing", item=item
-            )
-            continue
-        if size != rec.size:
+            present(meta, "metadata object", f"metadata object {meta[:12]}… of item {item}", item)
+        st = present(item, "original", f"original {item[7:19]}… of item {item}", item)
+        if st is not None and st.st_size != rec.size:
             report.fail(
                 "object.size-mismatch",
                 f"original {item[7:19]}… of item {item}",
-                f"size {size}, recorded {rec.size}",
+                f"size {st.st_size}, recorded {rec.size}",
                 item=item,
             )
 

@@ -625,6 +625,7 @@ def _resume(
     state.bundles = set(saved.bundles)
     state.prefix_bundles = set(saved.bundles)
     state.prefix_openings = list(saved.openings)
+    report.findings.extend(Finding(**w) for w in saved.warnings)  # what those lines showed still holds
     state.end_offset = saved.bytes
     state.prefix = (hasher, saved.bytes)
     report.add(
@@ -709,6 +710,11 @@ def _save_state(
             "openings": sorted(
                 {o.removeprefix("sha256:") for o, _, _ in state.openings} | set(state.prefix_openings)
             ),
+            "warnings": [
+                f.to_dict()
+                for f in report.findings
+                if f.level == "WARN" and f.code.startswith("log.") and f.seq is not None and f.seq < n
+            ],
             "verified_at": report.finished,
         }
         db_path = inc.save(vault.config.vault_id, doc)

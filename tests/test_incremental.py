@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Cli, object_path
 from tests.paths import CORPUS
 
@@ -135,9 +137,7 @@ def test_deleted_old_metadata_or_openings_object_fails_incremental(
     assert any(f"metadata object {meta[7:19]}" in f["subject"] for f in report["findings"])
 
 
-def test_log_edited_during_a_clean_run_is_not_saved_as_verified(
-    cli: Cli, filled_vault: Path, monkeypatch: Any
-) -> None:
+def test_log_edited_during_a_clean_run_is_not_saved_as_verified(cli: Cli, filled_vault: Path) -> None:
     from evidence_vault import anchors_verify
     from evidence_vault.vault import Vault
     from evidence_vault.verify import verify_vault
@@ -154,9 +154,29 @@ def test_log_edited_during_a_clean_run_is_not_saved_as_verified(
         log.write_bytes(bytes(data))
         real_check_anchors(*args, **kwargs)
 
-    monkeypatch.setattr(anchors_verify, "check_anchors", edit_then_check)
-    assert verify_vault(Vault(filled_vault)).outcome != "FAIL"  # it checked the bytes before the edit
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anchors_verify, "check_anchors", edit_then_check)
+        assert verify_vault(Vault(filled_vault)).outcome != "FAIL"  # it checked the bytes before the edit
     code, report = _verify(cli, filled_vault, "--incremental")
     assert "incremental.skipped" not in _codes(report, "INFO"), report["findings"]
     assert code == 1 and "log.bad-signature" in _codes(report, "FAIL")
+
+
+def test_incremental_strict_still_warns_about_earlier_lines_and_objects(
+    cli: Cli, filled_vault: Path, items: Any
+) -> None:
+    from evidence_vault import custody_log
+
+    # An event dated before the one it follows (the signer's clock went back): WARN log.time-order.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(custody_log, "utc_now", lambda: "2001-01-01T00:00:00.000Z")
+        assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+    code, report = _verify(cli, filled_vault, "--strict")
+    assert code == 1 and _codes(report, "WARN") == {"log.time-order"}  # saved: WARN is no FAIL
+    code, report = _verify(cli, filled_vault, "--incremental", "--strict")
+    assert "incremental.skipped" in _codes(report, "INFO")
+    assert code == 1 and _codes(report, "WARN") == {"log.time-order"}
+    victim = object_path(filled_vault, items(filled_vault)[0]["id"])
+    os.chmod(victim, 0o644)
+    code, report = _verify(cli, filled_vault, "--incremental", "--strict")
+    assert code == 1 and _codes(report, "WARN") == {"log.time-order", "object.writable"}
