@@ -242,6 +242,26 @@ def _vault_ca(vault: Vault | _HasRoot, ca: Any) -> Path | None:
     return path if path.is_file() else None
 
 
+def _user_tsa_ca(url: Any) -> Path | None:
+    """The root this user configured for the TSA at ``url`` in ``EVIDENCE_VAULT_HOME/config.json``
+    ("stamping": {"tsas": [{"url", "ca"}]}, absolute paths): outside the vault, so it is trusted
+    like --tsa-ca; ``stamp`` checked the token against it."""
+    from .keystore import default_home
+
+    if not isinstance(url, str):
+        return None
+    try:
+        doc = json.loads((default_home() / "config.json").read_text("utf-8"))
+        tsas = doc["stamping"]["tsas"]
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        return None
+    for entry in tsas if isinstance(tsas, list) else []:
+        if isinstance(entry, dict) and entry.get("url") == url and isinstance(entry.get("ca"), str):
+            path = Path(entry["ca"]).expanduser()
+            return path if path.is_absolute() and path.is_file() else None
+    return None
+
+
 def _tsa_anchor(
     vault: Vault | _HasRoot,
     d: Path,
@@ -257,9 +277,13 @@ def _tsa_anchor(
     """
     if user_roots:
         return list(user_roots), "trust anchor given by you"
+    mine = _user_tsa_ca(meta.get("url"))
     ca = _vault_ca(vault, meta.get("ca"))
     shipped = d / f"{base}.ca.pem"
-    if ca is not None:
+    if mine is not None:
+        certs = _read_certs(mine, str(mine), report)
+        note = "trust anchor from your config.json"
+    elif ca is not None:
         certs = _read_certs(ca, str(meta["ca"]), report)
         note = "trust anchor from the vault's config"
     elif shipped.is_file():

@@ -532,3 +532,22 @@ def test_stamping_defaults_from_user_config(cli: Cli, filled_vault: Path, home: 
     assert res.code == 0, res.stderr
     assert set(res.json()["stamped"][0]["calendars"]) == {a.url, b.url}
     assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+def test_tsa_from_user_config_verifies_against_its_configured_root(
+    cli: Cli, filled_vault: Path, home: Path, calendars: Any, tsa: Any, tmp_path: Path
+) -> None:
+    """A TSA with its root in EVIDENCE_VAULT_HOME/config.json (outside the vault): stamp checks the token
+    against that root, so verify must too, not call the TSA untrusted."""
+    a, _ = calendars
+    ca = tmp_path / "tsa-root.pem"
+    ca.write_bytes(tsa.ca_pem)
+    stamping = {"calendars": [a.url], "min_calendars": 1, "tsas": [{"url": tsa.url, "ca": str(ca)}]}
+    (home / "config.json").write_text(json.dumps({"stamping": stamping}))
+    res = cli("--vault", filled_vault, "stamp", "--json")
+    assert res.code == 0, res.stderr
+    assert {s["service"] for s in res.json()["stamped"]} == {"opentimestamps", "rfc3161"}
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and "anchors.tsa-untrusted" not in _codes(report, "WARN"), report["findings"]
+    assert "anchors.tsa-valid" in _codes(report, "INFO")
+    assert all(i["proven_since"] for i in report["items"])
