@@ -9,6 +9,7 @@ there is nothing to report), ``markdown`` (a summary and a table, e.g. for a CI 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Literal, get_args
 from xml.etree import ElementTree as ET
@@ -101,7 +102,10 @@ def to_junit(report: Report) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return _clean(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+    """Text shown as itself in a markdown table cell: no HTML (a hostile ``<!--`` would hide every row
+    after it), no code span, no emphasis or link, no cell boundary."""
+    text = _clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`|*_\[\]])", r"\\\1", text)
 
 
 def to_markdown(report: Report) -> str:
@@ -110,7 +114,7 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"## evidence-vault verify: {report.outcome}",
         "",
-        f"- target: `{_md_cell(report.target)}`",
+        f"- target: {_md_cell(report.target)}",
         f"- vault id: `{report.vault_id or '-'}`",
         f"- genesis key: `{report.genesis_key or '-'}` ({_pinned(report)})",
         f"- {stats.get('events', 0)} events, {stats.get('items', 0)} items, "

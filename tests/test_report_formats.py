@@ -137,3 +137,22 @@ def test_cli_bad_format_and_unwritable_output(cli: Cli, filled_vault: Path, tmp_
         "--vault", filled_vault, "verify", "--format", "junit", "--output", tmp_path / "no" / "such" / "r.xml"
     )
     assert res.code == 2 and "cannot write the report" in res.stderr
+
+
+def test_markdown_cells_carry_no_html_code_spans_or_links() -> None:
+    # A hostile value (an event type, a bag's file name) must not hide the rows after it (<!--), open a
+    # code span, or make a link in a CI job summary.
+    r = Report(target="/srv/v`<!--x", started="s", finished="f")
+    r.fail("log.unknown-type", "log.jsonl line 6 (seq 5)", "unknown event type '<!--'", seq=5)
+    r.fail("log.bad-signature", "log.jsonl line 7 (seq 6)", "[click](http://x) *now* <b>&amp;</b> `x`")
+    md = to_markdown(r)
+    assert "<" not in md and ">" not in md.replace("&gt;", "")
+    assert "&lt;!--" in md and "&amp;amp;" in md
+    rows = [line for line in md.splitlines() if line.startswith("| FAIL |")]
+    assert len(rows) == 2 and "\\[click\\](http://x) \\*now\\*" in rows[1] and "\\`x\\`" in rows[1]
+    assert "- target: /srv/v\\`&lt;!--x" in md
+    from markdown_it import MarkdownIt  # installed with rich
+
+    html = MarkdownIt("commonmark").enable("table").render(md)
+    assert html.count("<tr>") == 3 and "<!--" not in html and "<a " not in html and "<b>" not in html
+    assert "<em>" not in html and "<code>x</code>" not in html
