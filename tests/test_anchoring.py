@@ -551,3 +551,23 @@ def test_tsa_from_user_config_verifies_against_its_configured_root(
     assert code == 0 and "anchors.tsa-untrusted" not in _codes(report, "WARN"), report["findings"]
     assert "anchors.tsa-valid" in _codes(report, "INFO")
     assert all(i["proven_since"] for i in report["items"])
+
+
+def test_tsa_ca_that_is_no_certificate_is_a_usage_error(cli: Cli, stamped: Path, tmp_path: Path) -> None:
+    """--tsa-ca naming a file that holds no certificate is the user's mistake (exit 2 naming the file),
+    not a FAIL of every token as if the token were bad; stamp must not store it as a TSA's root either."""
+    junk = tmp_path / "not-a-cert.pem"
+    junk.write_text("hello\n")
+    proof = tmp_path / "proof"
+    assert cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", proof).code == 0
+    for args in (
+        ["--vault", stamped, "verify", "--tsa-ca", junk],
+        ["verify-proof", proof, "--tsa-ca", junk],
+        ["--vault", stamped, "stamp", "--tsa", "http://127.0.0.1:9/", "--tsa-ca", junk, "--timeout", "1"],
+    ):
+        res = cli(*args)
+        assert res.code == 2 and "not-a-cert.pem: --tsa-ca: not a certificate" in res.stderr, (
+            args,
+            res.stderr,
+        )
+    assert b"127.0.0.1:9" not in (stamped / "vault.json").read_bytes()

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_files, signing_state, state
+from .context import read_tsa_roots, signing_state, state
 from .vault_commands import JsonOpt, print_report
 
 
@@ -49,7 +49,7 @@ def stamp(
     vault = st.open_vault()
     if len(tsa_ca or []) > len(tsa or []):
         raise UsageError("each --tsa-ca goes with the --tsa before it: give the TSA's URL with --tsa too")
-    cas = read_files(tsa_ca)
+    cas = read_tsa_roots(tsa_ca)
     tsas = [(url, cas[i] if i < len(cas) else None) for i, url in enumerate(tsa or [])]
     result = anchoring.stamp(
         vault, st.signer(), calendars=calendar or (), tsas=tsas, min_calendars=min_calendars, timeout=timeout
@@ -150,7 +150,7 @@ def verify_proof_cmd(
     """Check an inclusion proof offline: event signature, inclusion, checkpoint signature, time proofs."""
     from ..proofs import verify_proof
 
-    report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=read_files(tsa_ca))
+    report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=read_tsa_roots(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())
     else:

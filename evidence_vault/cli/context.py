@@ -167,6 +167,22 @@ def read_files(paths: list[Path] | None) -> list[bytes]:
     return out
 
 
+def read_tsa_roots(paths: list[Path] | None) -> list[bytes]:
+    """:func:`read_files` for --tsa-ca: a usage error naming the file if it holds no certificate (PEM or
+    DER), rather than every token then failing as if the token were at fault."""
+    blobs = read_files(paths)
+    if not blobs:
+        return blobs
+    from ..timestamps.rfc3161 import split_pem_or_der_certs  # only when there are roots to read
+
+    for p, blob in zip(paths or [], blobs, strict=True):
+        try:
+            split_pem_or_der_certs(blob)
+        except EvidenceVaultError as exc:
+            raise UsageError(f"--tsa-ca: {exc.message}", path=p) from None
+    return blobs
+
+
 def signing_state(ctx: typer.Context) -> State:
     """:func:`state` for a command that signs: its key starts unlocking now (:meth:`State.begin_unlock`)."""
     st = state(ctx)

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_files, signing_state, state, utf8_text
+from .context import read_tsa_roots, signing_state, state, utf8_text
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -86,7 +86,7 @@ def verify_bundle_cmd(
     """Check an exported bag without any vault; exit 0 PASS/WARN, 1 FAIL, 2 error."""
     from ..bundle_verify import verify_bundle
 
-    report = verify_bundle(path, trusted=trust or (), tsa_roots=read_files(tsa_ca))
+    report = verify_bundle(path, trusted=trust or (), tsa_roots=read_tsa_roots(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())
     else:
@@ -108,7 +108,7 @@ def import_cmd(
     st = signing_state(ctx)
     vault = st.open_vault()
     result = import_bag(
-        vault, path, st.signer(), trusted=trust or (), tsa_roots=read_files(tsa_ca), strict=strict
+        vault, path, st.signer(), trusted=trust or (), tsa_roots=read_tsa_roots(tsa_ca), strict=strict
     )
     vault.close()
     if json_out:

@@ -14,7 +14,7 @@ import typer
 
 from ..errors import EvidenceVaultError, UsageError
 from . import output
-from .context import read_files, signing_state, state, utf8_text
+from .context import read_tsa_roots, signing_state, state, utf8_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -330,7 +330,7 @@ def verify(
         # No usable cache (disk full, read-only medium, damaged log): no total; verify needs none.
         with contextlib.suppress(OSError, sqlite3.Error, EvidenceVaultError):
             total = sum(i.size for i in vault.items())
-    roots = read_files(tsa_ca)
+    roots = read_tsa_roots(tsa_ca)
     with _progress(total, "verifying") as progress:
         task = progress.add_task("verify", total=total or None)
         report = verify_vault(
