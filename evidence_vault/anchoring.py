@@ -162,8 +162,9 @@ class StampConfig:
         if isinstance(raw, dict):
             if isinstance(raw.get("calendars"), list) and raw["calendars"]:
                 cfg.calendars = [str(c) for c in raw["calendars"]]
-            if isinstance(raw.get("min_calendars"), int):
-                cfg.min_calendars = raw["min_calendars"]
+            m = raw.get("min_calendars")
+            if isinstance(m, int) and not isinstance(m, bool) and m >= 1:  # 0 would make every stamp fail
+                cfg.min_calendars = m
             if isinstance(raw.get("tsas"), list):
                 cfg.tsas = [dict(t) for t in raw["tsas"] if isinstance(t, dict) and "url" in t]
 
@@ -203,6 +204,8 @@ def configure(
         cfg.calendars = list(dict.fromkeys(calendars))
         changed = True
     if min_calendars is not None:
+        if min_calendars < 1:
+            raise UsageError(f"--min-calendars {min_calendars}: at least 1 calendar must answer")
         cfg.min_calendars = min_calendars
         changed = True
     for url, ca in tsas:

@@ -571,3 +571,16 @@ def test_tsa_ca_that_is_no_certificate_is_a_usage_error(cli: Cli, stamped: Path,
             res.stderr,
         )
     assert b"127.0.0.1:9" not in (stamped / "vault.json").read_bytes()
+
+
+def test_min_calendars_below_one_is_refused_and_not_kept(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "stamp", "--min-calendars", "0", "--timeout", "1")
+    assert res.code == 2 and "--min-calendars 0" in res.stderr
+    assert b'"min_calendars": 0' not in (filled_vault / "vault.json").read_bytes()
+    # a vault.json that already says 0 (written by an earlier version) falls back to the default
+    doc = json.loads((filled_vault / "vault.json").read_text())
+    doc["stamping"] = {"calendars": ["http://127.0.0.1:9", "http://127.0.0.1:9/b"], "min_calendars": 0}
+    (filled_vault / "vault.json").write_text(json.dumps(doc))
+    res = cli("--vault", filled_vault, "stamp", "--timeout", "1", "--json")
+    assert res.code == 0, res.stderr
+    assert [q["service"] for q in res.json()["queued"]] == ["ots"]  # offline: queued, not an error
