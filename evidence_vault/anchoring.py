@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,10 @@ def configure(
     min_calendars: int | None = None,
 ) -> StampConfig:
     """Merge command-line stamping options into the vault's config (and keep TSA trust anchors)."""
+    for option, url in [*(("--calendar", c) for c in calendars), *(("--tsa", t) for t, _ in tsas)]:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"{option} {url!r} is not an http:// or https:// URL")
     cfg = StampConfig.of(vault)
     changed = False
     if calendars:

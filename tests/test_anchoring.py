@@ -584,3 +584,19 @@ def test_min_calendars_below_one_is_refused_and_not_kept(cli: Cli, filled_vault:
     res = cli("--vault", filled_vault, "stamp", "--timeout", "1", "--json")
     assert res.code == 0, res.stderr
     assert [q["service"] for q in res.json()["queued"]] == ["ots"]  # offline: queued, not an error
+
+
+def test_stamp_refuses_a_url_without_scheme_before_saving_it(cli: Cli, filled_vault: Path) -> None:
+    before = (filled_vault / "vault.json").read_bytes()
+    for option in ("--calendar", "--tsa"):
+        res = cli(
+            "--vault",
+            filled_vault,
+            "stamp",
+            option,
+            "alice.btc.calendar.opentimestamps.org",
+            "--timeout",
+            "1",
+        )
+        assert res.code == 2 and "is not an http:// or https:// URL" in res.stderr, res.stderr
+    assert (filled_vault / "vault.json").read_bytes() == before
