@@ -219,8 +219,11 @@ def configure(
             entry = {"url": url}
             cfg.tsas.append(entry)
         if ca is not None:
-            rel = f"{CHECKPOINTS}/tsa-roots/{tsa_slug(url)}.pem"
-            write_atomic(vault.root / rel, ca)
+            # Named by content: a new root for the same TSA (renewed, or given by mistake) must not
+            # replace the file that the tokens already made name as theirs.
+            rel = f"{CHECKPOINTS}/tsa-roots/{tsa_slug(url)}-{hashlib.sha256(ca).hexdigest()[:16]}.pem"
+            if not (vault.root / rel).is_file():
+                write_atomic(vault.root / rel, ca)
             entry["ca"] = rel
         changed = True
     if cfg.min_calendars > len(cfg.calendars):

@@ -600,3 +600,26 @@ def test_stamp_refuses_a_url_without_scheme_before_saving_it(cli: Cli, filled_va
         )
         assert res.code == 2 and "is not an http:// or https:// URL" in res.stderr, res.stderr
     assert (filled_vault / "vault.json").read_bytes() == before
+
+
+def test_new_tsa_root_does_not_replace_the_root_of_earlier_tokens(
+    cli: Cli, stamped: Path, tsa: Any, tmp_path: Path
+) -> None:
+    """stamp --tsa-ca with another root for the same TSA (renewed, or a mistake) must leave the earlier
+    tokens checkable against the root they were made under."""
+    other = LocalTSA()
+    try:
+        wrong = tmp_path / "other-root.pem"
+        wrong.write_bytes(other.ca_pem)
+    finally:
+        other.stop()
+    extra = tmp_path / "later.txt"
+    extra.write_text("later\n")
+    assert cli("--vault", stamped, "add", extra).code == 0
+    res = cli("--vault", stamped, "stamp", "--tsa", tsa.url, "--tsa-ca", wrong, "--json")
+    assert res.code == 0, res.stderr
+    assert [q["service"] for q in res.json()["queued"]] == [f"tsa:{tsa.url}"]  # refused: wrong root
+    code, report = _verify(cli, stamped)
+    assert "anchors.tsa-invalid" not in _codes(report), report["findings"]
+    first = [f for f in report["findings"] if f["code"] == "anchors.tsa-valid"]
+    assert first and first[0]["subject"].startswith(f"checkpoints/{_cp_dirs(stamped)[0].name}/")
