@@ -19,7 +19,7 @@ from .append_guard import KeyChain, seen_problem, tail_problem, unwritten
 from .atomic import fsync_dir, write_atomic
 from .custody_log import Head
 from .errors import IntegrityError
-from .events import parse_event
+from .events import parse_event, parse_line
 from .index import UnindexableLineError
 from .keystore import TrustStore, utc_now
 from .locking import exclusive_lock
@@ -43,6 +43,7 @@ class UnsoundLine:
 @dataclass
 class DoctorResult:
     torn_bytes: int = 0
+    torn_complete: bool = False  # the torn line is a whole event without its newline: repair completes it
     torn_saved_to: str | None = None
     temp_files: list[str] = field(default_factory=list)
     unsound_lines: list[UnsoundLine] = field(default_factory=list)
@@ -61,6 +62,7 @@ class DoctorResult:
         return {
             "healthy": self.healthy,
             "torn_bytes": self.torn_bytes,
+            "torn_complete": self.torn_complete,
             "torn_saved_to": self.torn_saved_to,
             "temp_files": self.temp_files,
             "unsound_lines": [u.to_dict() for u in self.unsound_lines],
@@ -79,10 +81,18 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
             sorted(p.name for p in tmpdir.iterdir() if p.stat().st_mtime < cutoff) if tmpdir.is_dir() else []
         )
         result.torn_bytes = torn
-        if repair and torn:
+        result.torn_complete = bool(torn) and _whole_event(vault, end - torn, torn)
+        if repair and result.torn_complete:
+            # Recorded, not torn: only its newline is missing (an editor dropped it, say). Completed, the
+            # line is judged below like any last line: never cut if this machine saw it.
+            _add_newline(vault)
+        elif repair and torn:
             result.torn_saved_to = _set_aside(vault, end - torn, "torn-line", ".bin")
         pin = TrustStore().get(vault.config.vault_id) or {}
-        while (found := _unsound_tail(vault, pin, fresh=repair)) is not None:
+        # A whole last event without its newline is judged once --repair completed it (the line before
+        # it is not the last line).
+        judge = repair or not result.torn_complete
+        while judge and (found := _unsound_tail(vault, pin, fresh=repair)) is not None:
             result.unsound_lines.append(found)
             if not repair or not found.repairable:
                 break
@@ -133,6 +143,33 @@ def _after_seen(before: bytes, seen: dict[str, Any] | None) -> bool:
         return bool(parse_event(before).seq >= seen["seq"])
     except IntegrityError:
         return False
+
+
+_WHOLE_LINE_MAX = 16 << 20  # no event line is longer; a longer fragment is torn whatever it holds
+
+
+def _whole_event(vault: Vault, start: int, length: int) -> bool:
+    """Are the log's bytes from ``start`` on a whole event (valid JSON of an event), not cut short? A
+    line cut anywhere is no valid JSON (its closing brace is missing), so this tells them apart."""
+    if length > _WHOLE_LINE_MAX:
+        return False
+    with open(vault.log.path, "rb") as fh:
+        fh.seek(start)
+        fragment = fh.read(length + 1)
+    try:
+        parse_line(fragment)
+    except IntegrityError:
+        return False
+    return len(fragment) == length
+
+
+def _add_newline(vault: Vault) -> None:
+    fd = os.open(vault.log.path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _set_aside(vault: Vault, start: int, what: str, suffix: str) -> str:

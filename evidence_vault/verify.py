@@ -203,7 +203,8 @@ def verify_log(
                 "log.torn-line",
                 f"log.jsonl line {index + 1}",
                 "incomplete last line (interrupted write?): `evidence-vault doctor --repair` sets it "
-                "aside; if nothing was interrupted, the log was cut",
+                "aside (or adds the newline a whole event lacks); if nothing was interrupted, the log "
+                "was cut",
                 seq=index,
             )
             break

@@ -220,6 +220,7 @@ def test_doctor_clean_vault(cli: Cli, filled_vault: Path) -> None:
     assert res.json() == {
         "healthy": True,
         "torn_bytes": 0,
+        "torn_complete": False,
         "torn_saved_to": None,
         "temp_files": [],
         "unsound_lines": [],

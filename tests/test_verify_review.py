@@ -125,3 +125,29 @@ def test_forged_index_cache_rows_are_a_clear_error_not_an_internal_one(
         db.execute("UPDATE meta SET v='abc' WHERE k='offset'")
     res = cli("--vault", filled_vault, "show", item[7:19])
     assert res.code == 0, res.stderr
+
+
+def test_doctor_repair_completes_a_whole_last_event_that_lacks_its_newline(
+    cli: Cli, filled_vault: Path
+) -> None:
+    from evidence_vault import schemas
+
+    log = filled_vault / "log.jsonl"
+    good = log.read_bytes()
+    log.write_bytes(good[:-1])  # an editor saved the log without its final newline
+    assert cli("--vault", filled_vault, "verify").code == 1  # log.torn-line
+    found = cli("--vault", filled_vault, "doctor", "--json")
+    assert found.code == 1 and found.json()["torn_complete"] is True
+    assert found.json()["unsound_lines"] == []
+    res = cli("--vault", filled_vault, "doctor", "--repair", "--json")
+    assert res.code == 0, res.stderr
+    assert schemas.validate("doctor-result", res.json())
+    assert res.json()["torn_saved_to"] is None
+    assert log.read_bytes() == good  # the recorded event (the head this machine saw) is kept
+    assert cli("--vault", filled_vault, "verify").code == 0
+    # A line cut short is still set aside, with its copy.
+    with open(log, "ab") as fh:
+        fh.write(good.splitlines(keepends=True)[-1][:-20])
+    res = cli("--vault", filled_vault, "doctor", "--repair", "--json")
+    assert res.code == 0 and res.json()["torn_complete"] is False and res.json()["torn_saved_to"]
+    assert log.read_bytes() == good

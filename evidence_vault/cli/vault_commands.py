@@ -402,7 +402,8 @@ def doctor(
         bool,
         typer.Option(
             "--repair",
-            help="Set aside a torn last line, and last lines no authorized key wrote (a copy is kept).",
+            help="Set aside a torn last line (or add the newline a whole last event lacks), and last lines "
+            "no authorized key wrote (a copy is kept).",
         ),
     ] = False,
     json_out: JsonOpt = False,
@@ -416,7 +417,12 @@ def doctor(
     if json_out:
         output.emit_json(result.to_dict())
     else:
-        if result.torn_bytes:
+        if result.torn_complete:
+            output.warn(
+                f"{'completed' if repair else 'found'} a last log line that lacks only its newline "
+                f"({result.torn_bytes} bytes of a whole event)"
+            )
+        elif result.torn_bytes:
             verb = "set aside" if repair else "found"
             output.warn(
                 f"{verb} a torn last log line ({result.torn_bytes} bytes)"
