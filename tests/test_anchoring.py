@@ -620,6 +620,6 @@ def test_new_tsa_root_does_not_replace_the_root_of_earlier_tokens(
     assert res.code == 0, res.stderr
     assert [q["service"] for q in res.json()["queued"]] == [f"tsa:{tsa.url}"]  # refused: wrong root
     code, report = _verify(cli, stamped)
-    assert "anchors.tsa-invalid" not in _codes(report), report["findings"]
+    assert code == 0 and "anchors.tsa-invalid" not in _codes(report), report["findings"]
     first = [f for f in report["findings"] if f["code"] == "anchors.tsa-valid"]
     assert first and first[0]["subject"].startswith(f"checkpoints/{_cp_dirs(stamped)[0].name}/")
