@@ -273,9 +273,12 @@ def stage_evidence(
             meta_hex = str(event.data["metadata"]).removeprefix("sha256:")
             with vault.objects.open(meta_hex) as fh:
                 _write(ev_root, f"metadata/{hex_id}.json", fh.read())
+        name = openings.get("original_name")  # as the (unchecked) metadata object has it: any JSON
         originals.append(
             _payload_name(
-                openings.get("original_name", {}).get("value"), item, str(event.data.get("media_type") or "")
+                name.get("value") if isinstance(name, dict) else None,
+                item,
+                str(event.data.get("media_type") or ""),
             )
         )
     for item, name in zip(item_ids, unique_names(originals), strict=True):

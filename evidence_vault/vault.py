@@ -837,10 +837,11 @@ class Vault:
             errors = list(ingest.data.get("extraction_errors", []))
             try:
                 doc = self.metadata_object(item.metadata or "")
-                openings = doc.get("fields", {})
+                fields = doc.get("fields")  # the object is in the vault: any JSON until `verify` checks it
+                openings = fields if isinstance(fields, dict) else {}
                 for key, commitment in ingest.data.get("committed", {}).items():
                     opening = openings.get(key)
-                    if opening is not None and commitments.opens(commitment, opening):
+                    if isinstance(opening, dict) and commitments.opens(commitment, opening):
                         metadata[key] = opening["value"]
                     else:
                         fields_withheld.append(key)

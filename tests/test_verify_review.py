@@ -151,3 +151,28 @@ def test_doctor_repair_completes_a_whole_last_event_that_lacks_its_newline(
     res = cli("--vault", filled_vault, "doctor", "--repair", "--json")
     assert res.code == 0 and res.json()["torn_complete"] is False and res.json()["torn_saved_to"]
     assert log.read_bytes() == good
+
+
+def test_show_and_report_survive_a_forged_metadata_object(
+    cli: Cli, filled_vault: Path, items: Any, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.conftest import object_path
+
+    item = items(filled_vault)[0]["id"]
+    ingest = next(
+        json.loads(line)
+        for line in (filled_vault / "log.jsonl").read_bytes().splitlines()
+        if json.loads(line)["data"].get("item") == item
+    )
+    meta = object_path(filled_vault, ingest["data"]["metadata"])
+    os.chmod(meta, 0o644)
+    for forged in (b'{"fields":[1]}', b'{"fields":{"original_name":"x"}}'):
+        meta.write_bytes(forged)
+        res = cli("--vault", filled_vault, "show", item[7:19], "--json")
+        assert res.code == 0, res.stderr
+        assert "original_name" in res.json()["withheld_fields"]  # no opening of its commitment
+        res = cli("--vault", filled_vault, "report", "--out", tmp_path / "report.html")
+        assert res.code == 0, res.stderr
+        assert cli("--vault", filled_vault, "verify").code == 1  # object.hash-mismatch
