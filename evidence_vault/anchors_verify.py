@@ -242,6 +242,31 @@ def _vault_ca(vault: Vault | _HasRoot, ca: Any) -> Path | None:
     return path if path.is_file() else None
 
 
+def tsa_root_file(vault: Vault, meta_file: Path) -> Path | None:
+    """The TSA root a ``tsa-*.json`` names, if it is a file inside the vault (for ``prove`` and
+    ``export``, which hand it to others: a path out of the vault, say to a private key, must never be
+    copied into what they write)."""
+    from .timestamps import rfc3161
+
+    try:
+        meta = json.loads(meta_file.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None  # the verifier reports the file itself (copied as it is)
+    if not isinstance(meta, dict):
+        return None
+    ca = _vault_ca(vault, meta.get("ca"))
+    if ca is not None and not ca.resolve().is_relative_to(vault.root.resolve()):
+        ca = None
+    if ca is None:
+        ca = _user_tsa_ca(meta.get("url"))  # the root this user configured, outside the vault on purpose
+    try:
+        if ca is None or not rfc3161.split_pem_or_der_certs(ca.read_bytes()):
+            return None
+    except (OSError, EvidenceVaultError):
+        return None  # only certificates are ever copied
+    return ca
+
+
 def _user_tsa_ca(url: Any) -> Path | None:
     """The root this user configured for the TSA at ``url`` in ``EVIDENCE_VAULT_HOME/config.json``
     ("stamping": {"tsas": [{"url", "ca"}]}, absolute paths): outside the vault, so it is trusted

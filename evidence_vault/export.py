@@ -25,6 +25,7 @@ from typing import Any
 
 from . import commitments, merkle
 from . import events as ev
+from .anchors_verify import tsa_root_file
 from .authority import Authority
 from .bagit import bag_to_zip, unique_names, write_bag
 from .bundle_verify import EVIDENCE, is_revealed, key_file_name, withheld_stub
@@ -192,9 +193,9 @@ def stage_evidence(
                 continue
             _write(ev_root, f"{rel_dir}/{f.name}", f.read_bytes())
             if f.name.startswith("tsa-") and f.suffix == ".json":
-                ca = json.loads(f.read_text("utf-8")).get("ca")
-                if isinstance(ca, str) and (vault.root / ca).is_file():
-                    _write(ev_root, f"{rel_dir}/{f.stem}.ca.pem", (vault.root / ca).read_bytes())
+                ca = tsa_root_file(vault, f)  # certificates from the vault or your config only
+                if ca is not None:
+                    _write(ev_root, f"{rel_dir}/{f.stem}.ca.pem", ca.read_bytes())
         for tsr in sorted(src.glob("tsa-*.tsr")):
             try:
                 token = rfc3161.parse_token(tsr.read_bytes())

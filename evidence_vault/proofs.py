@@ -16,7 +16,7 @@ from typing import Any
 
 from . import events as ev
 from . import merkle
-from .anchors_verify import _check_ots, _check_tsrs, _vault_ca
+from .anchors_verify import _check_ots, _check_tsrs, tsa_root_file
 from .atomic import write_atomic
 from .checkpoint import Checkpoint, checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
@@ -71,7 +71,7 @@ def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
             shutil.copyfile(f, out / f.name)
             copied.append(f.name)
             if f.name.startswith("tsa-") and f.suffix == ".json":
-                ca = _tsa_root_file(vault, f)
+                ca = tsa_root_file(vault, f)
                 if ca is not None:
                     shutil.copyfile(ca, out / f"{f.stem}.ca.pem")
                     copied.append(f"{f.stem}.ca.pem")
@@ -112,19 +112,6 @@ def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
         "".join(f'{fp} namespaces="evidence-vault" {pk}\n' for fp, pk in keys.items()), "utf-8"
     )
     return doc
-
-
-def _tsa_root_file(vault: Vault, meta_file: Path) -> Path | None:
-    """The TSA root a ``tsa-*.json`` names, if it is a file inside the vault (the proof is handed to
-    others: a path out of the vault, say to a private key, must never be copied into it)."""
-    try:
-        meta = json.loads(meta_file.read_text("utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None  # verify-proof reports the file itself (copied as it is)
-    ca = _vault_ca(vault, meta.get("ca") if isinstance(meta, dict) else None)
-    if ca is None or not ca.resolve().is_relative_to(vault.root.resolve()):
-        return None
-    return ca
 
 
 def _checkpoint_event(vault: Vault, size: int) -> ev.Event | None:

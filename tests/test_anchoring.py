@@ -418,6 +418,12 @@ def test_prove_copies_no_file_from_outside_the_vault(cli: Cli, stamped: Path, tm
         outs.append(out)
     for out in outs:
         assert not any(b"not for the lawyer" in f.read_bytes() for f in out.iterdir()), out
+    # nor does export put it into the bag
+    meta_file.write_text(json.dumps({**meta, "ca": str(secret)}))
+    bag = tmp_path / "bag"
+    res = cli("--vault", stamped, "export", "--all", "--out", bag)
+    assert res.code == 0, res.stderr
+    assert not any(b"not for the lawyer" in f.read_bytes() for f in bag.rglob("*") if f.is_file())
 
 
 # -- attacks: each must give exit 1 with the right finding ------------------------------------------
@@ -551,6 +557,10 @@ def test_tsa_from_user_config_verifies_against_its_configured_root(
     assert code == 0 and "anchors.tsa-untrusted" not in _codes(report, "WARN"), report["findings"]
     assert "anchors.tsa-valid" in _codes(report, "INFO")
     assert all(i["proven_since"] for i in report["items"])
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    (shipped,) = bag.rglob("tsa-*.ca.pem")  # the root you configured goes with the token
+    assert shipped.read_bytes() == tsa.ca_pem
 
 
 def test_tsa_ca_that_is_no_certificate_is_a_usage_error(cli: Cli, stamped: Path, tmp_path: Path) -> None:
