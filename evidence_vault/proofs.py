@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,32 @@ PROOF_FILE = "proof.json"
 
 
 def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
-    """Write an inclusion proof of ``item_id``'s ingest event in the best checkpoint covering it."""
+    """Write an inclusion proof of ``item_id``'s ingest event in the best checkpoint covering it.
+
+    The proof is written to a new directory beside ``out`` and then put in its place, so that no file
+    of an earlier proof there (a token of another checkpoint) stays to make the new one fail, and an
+    interrupted run leaves no half proof. A non-empty ``out`` that is not a proof is refused.
+    """
+    out = Path(out)
+    if out.exists() and not (out / PROOF_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} exists and is not a proof directory: give another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        doc = _write_proof(vault, item_id, tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "proof")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return doc
+
+
+def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
     item = vault.index.item(item_id)
     if item is None:
         raise UsageError(f"no item {item_id} in this vault")

@@ -633,3 +633,32 @@ def test_new_tsa_root_does_not_replace_the_root_of_earlier_tokens(
     assert code == 0 and "anchors.tsa-invalid" not in _codes(report), report["findings"]
     first = [f for f in report["findings"] if f["code"] == "anchors.tsa-valid"]
     assert first and first[0]["subject"].startswith(f"checkpoints/{_cp_dirs(stamped)[0].name}/")
+
+
+def test_prove_again_into_the_same_directory_leaves_no_stale_file(
+    cli: Cli, stamped: Path, tsa: Any, tmp_path: Path
+) -> None:
+    """The default --out is the same for the same item: a second proof, in a checkpoint stamped by
+    another TSA, must not keep the first proof's token (which then failed anchors.tsa-invalid)."""
+    out = tmp_path / "proof"
+    assert cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", out).code == 0
+    first = {p.name for p in out.glob("tsa-*.tsr")}
+    doc = json.loads((stamped / "vault.json").read_text())
+    doc["stamping"]["tsas"] = []  # this TSA is no longer used
+    (stamped / "vault.json").write_text(json.dumps(doc))
+    extra = tmp_path / "later.txt"
+    extra.write_text("later\n")
+    assert cli("--vault", stamped, "add", extra).code == 0
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tsa.ca_pem)
+    assert cli("--vault", stamped, "stamp", "--tsa", tsa.url + "other", "--tsa-ca", ca).code == 0
+    res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", out, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["tree_size"] == 7
+    assert not first & {p.name for p in out.glob("tsa-*.tsr")}
+    res = cli("verify-proof", out, "--json")
+    assert res.code == 0 and not _codes(res.json()), res.json()["findings"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".proof")] == []
+    # a directory that is not a proof is never replaced
+    res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", stamped)
+    assert res.code == 2 and "not a proof directory" in res.stderr
