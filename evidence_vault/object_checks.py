@@ -73,9 +73,12 @@ def object_checker(vault: Vault, n_threads: int, on_progress: Callable[[int], No
         problems: list[Problem] = []
         try:
             path = store.fspath(job.hex)  # FileNotFoundError for what is no object id
-            fd = os.open(path, os.O_RDONLY)
+            # Non-blocking: a FIFO put in place of an object would block the open (and verify) forever.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
             try:
                 st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return job, "unreadable: not a regular file"
                 # Streamed (flat memory) when big, whatever size the log recorded for it.
                 big = st.st_size > SMALL or (
                     job.kind in ("item", "bundle") and (job.size is None or job.size > SMALL)
@@ -114,7 +117,7 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     if kind != "item" or size is None or size < BIG or not meta or workers < 2:
         return None
     try:
-        raw = vault.objects.path(meta.removeprefix("sha256:")).read_bytes()
+        raw = _read_regular(vault.objects.fspath(meta.removeprefix("sha256:")))
         if hashlib.sha256(raw).hexdigest() != meta.removeprefix("sha256:"):
             return None
         chunks = json.loads(raw).get("chunks")
@@ -124,6 +127,18 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     if got != size or root.hex() != chunks.get("root"):
         return None  # the whole-file hash then reports it (and names the damaged ranges)
     return Digest(hex_digest, got)
+
+
+def _read_regular(path: str) -> bytes:
+    """A small object's bytes; ``OSError`` if it is no regular file (a FIFO would block) or too big."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL:
+            raise OSError(f"{path}: not a small regular file")
+        return read_upto(fd, st.st_size, SMALL)
+    finally:
+        os.close(fd)
 
 
 class ObjectPass:
@@ -282,8 +297,9 @@ class ObjectPass:
 
         chunks = None
         if meta:
-            with contextlib.suppress(EvidenceVaultError, OSError):
-                chunks = self.vault.metadata_object(meta).get("chunks")
+            with contextlib.suppress(EvidenceVaultError, OSError, ValueError, AttributeError):
+                chunks = json.loads(_read_regular(self.vault.objects.fspath(meta.removeprefix("sha256:"))))
+                chunks = chunks.get("chunks")
         return describe_damage(self.vault.objects.path(hex_digest), chunks)
 
     def _orphans(self, state: LogState, small: set[str]) -> None:

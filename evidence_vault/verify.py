@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import re
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -24,7 +25,7 @@ from .authority import Authority
 from .checkpoint import Checkpoint
 from .custody import Custody
 from .custody_log import RawLine
-from .errors import EvidenceVaultError
+from .errors import EvidenceVaultError, VaultFormatError
 from .events import Event, line_hash, parse_line
 from .keystore import TrustStore, utc_now
 from .object_checks import ObjectPass
@@ -521,6 +522,8 @@ def verify_vault(
     from .checkpoint import list_checkpoints
 
     report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
+    if not stat.S_ISREG(vault.log.path.stat().st_mode):  # a FIFO would block the log pass forever
+        raise VaultFormatError("the custody log is not a regular file", path=vault.log.path)
     log_before = _log_stamp(vault)  # before any byte of the log is read
     dirs = list_checkpoints(vault)
     pins = pins if pins is not None else TrustStore()

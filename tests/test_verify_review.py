@@ -176,3 +176,21 @@ def test_show_and_report_survive_a_forged_metadata_object(
         res = cli("--vault", filled_vault, "report", "--out", tmp_path / "report.html")
         assert res.code == 0, res.stderr
         assert cli("--vault", filled_vault, "verify").code == 1  # object.hash-mismatch
+
+
+def test_a_fifo_in_place_of_an_object_or_the_log_does_not_hang_verify(
+    run: Cli, filled_vault: Path, items: Any
+) -> None:
+    from tests.conftest import object_path
+
+    victim = object_path(filled_vault, items(filled_vault)[0]["id"])
+    os.chmod(victim.parent, 0o755)
+    victim.unlink()
+    os.mkfifo(victim)  # no writer: a blocking open never returns
+    res = run("--vault", filled_vault, "verify", "--json", timeout=60)
+    assert res.code == 1 and "object.unreadable" in _codes(res, "FAIL")
+    log = filled_vault / "log.jsonl"
+    log.unlink()
+    os.mkfifo(log)
+    res = run("--vault", filled_vault, "verify", "--json", timeout=60)
+    assert res.code == 2 and "log.jsonl: the custody log is not a regular file" in res.stderr
