@@ -280,7 +280,7 @@ def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
         if not (d / "checkpoint.ots").exists():
             queue.setdefault("ots", []).append(size)
         for url in tsas:
-            if not (d / f"tsa-{tsa_slug(url)}.tsr").exists():
+            if not _has_token(d, url):
                 queue.setdefault(f"tsa:{url}", []).append(size)
     return queue
 
@@ -323,7 +323,7 @@ def stamp(
     if not (d / "checkpoint.ots").exists():
         queue.setdefault("ots", []).append(size)
     for t in cfg.tsas:
-        if not (d / f"tsa-{tsa_slug(t['url'])}.tsr").exists():
+        if not _has_token(d, t["url"]):
             queue.setdefault(f"tsa:{t['url']}", []).append(size)
     save_queue(vault, queue)
     process_queue(vault, cfg, outcome, timeout=timeout)
@@ -337,9 +337,9 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
         remaining = []
         for size in sorted(set(sizes)):
             d = checkpoint_dir(vault, size)
-            done = d / ("checkpoint.ots" if key == "ots" else f"tsa-{tsa_slug(key[4:])}.tsr")
-            if done.exists():
-                continue  # stamped meanwhile: never replace a proof (it may be upgraded already)
+            # Stamped meanwhile: never replace a proof (it may be upgraded already).
+            if (d / "checkpoint.ots").exists() if key == "ots" else _has_token(d, key[4:]):
+                continue
             try:
                 digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
             except OSError as exc:
@@ -376,6 +376,13 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
 def _false_answer(heights: list[int]) -> str:
     blocks = ", ".join(str(h) for h in heights)
     return f"a calendar answer merged earlier does not match Bitcoin block {blocks} (removed; asked again)"
+
+
+def _has_token(d: Path, url: str) -> bool:
+    """The TSA's token and the .json beside it (without which it has no trust anchor) are both there;
+    a run interrupted between the two makes the token again."""
+    slug = tsa_slug(url)
+    return (d / f"tsa-{slug}.tsr").exists() and (d / f"tsa-{slug}.json").exists()
 
 
 def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes, timeout: float) -> None:

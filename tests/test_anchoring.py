@@ -662,3 +662,17 @@ def test_prove_again_into_the_same_directory_leaves_no_stale_file(
     # a directory that is not a proof is never replaced
     res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", stamped)
     assert res.code == 2 and "not a proof directory" in res.stderr
+
+
+def test_tsa_token_without_its_json_is_made_again(cli: Cli, stamped: Path, tsa: Any) -> None:
+    """stamp interrupted between writing a token and the .json naming its root: the next stamp makes
+    the token again (before, the token stayed, untrusted, for good)."""
+    d = _cp_dirs(stamped)[0]
+    next(d.glob("tsa-*.json")).unlink()
+    code, report = _verify(cli, stamped)
+    assert "anchors.tsa-untrusted" in _codes(report, "WARN")
+    res = cli("--vault", stamped, "stamp", "--json")
+    assert res.code == 0, res.stderr
+    assert [s["service"] for s in res.json()["stamped"]] == ["rfc3161"]
+    code, report = _verify(cli, stamped)
+    assert code == 0 and "anchors.tsa-valid" in _codes(report, "INFO"), report["findings"]
