@@ -10,9 +10,13 @@ checked in full. If they changed, the run falls back to a full verification.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from .keystore import default_home
 from .merkle import MerkleAccumulator
 
 _FINDING_KEYS = {"level", "code", "subject", "message", "seq", "item"}
-STATE_VERSION = 3  # 2: the openings objects of the verified prefix; 3: its log warnings
+STATE_VERSION = 4  # 2: the prefix's openings objects; 3: its log warnings; 4: items_db named in the state
 
 
 def state_dir(vault_id: str, home: Path | None = None) -> Path:
@@ -86,6 +90,9 @@ class Saved:
         return out
 
 
+_ITEMS_DB = re.compile(r"items-[0-9a-f]{16}\.sqlite")
+
+
 def load(vault_id: str, home: Path | None = None) -> Saved | None:
     d = state_dir(vault_id, home)
     try:
@@ -93,18 +100,39 @@ def load(vault_id: str, home: Path | None = None) -> Saved | None:
         if doc.get("version") != STATE_VERSION:
             return None
         doc.pop("version")
-        saved = Saved(**doc, items_db=str(d / "items.sqlite"))
+        items = doc.pop("items_db")
+        if not isinstance(items, str) or not _ITEMS_DB.fullmatch(items):
+            return None
+        saved = Saved(**doc, items_db=str(d / items))
         if not all(isinstance(w, dict) and w.keys() == _FINDING_KEYS for w in saved.warnings):
             return None
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, KeyError):
         return None
     return saved if os.path.exists(saved.items_db) else None
 
 
-def save(vault_id: str, doc: dict[str, Any], home: Path | None = None) -> Path:
+def save(
+    vault_id: str, doc: dict[str, Any], write_items: Callable[[str], None], home: Path | None = None
+) -> None:
+    """Keep ``doc`` and the item table (written by ``write_items`` to the path it is given) as one state:
+    the table goes to a new file first, then ``state.json`` names it (atomically), then older tables go.
+    Interrupted anywhere (disk full, killed), the state on disk is the old one or the new one, whole."""
     d = state_dir(vault_id, home)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(
-        d / "state.json", json.dumps({"version": STATE_VERSION, **doc}, indent=1).encode(), mode=0o600
-    )
-    return d / "items.sqlite"
+    name = f"items-{secrets.token_hex(8)}.sqlite"
+    try:
+        write_items(str(d / name))
+        write_atomic(
+            d / "state.json",
+            json.dumps({"version": STATE_VERSION, **doc, "items_db": name}, indent=1).encode(),
+            mode=0o600,
+        )
+    except BaseException:
+        for leftover in (name, name + ".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(d / leftover)
+        raise
+    for old in d.iterdir():
+        if old.name != name and (old.name == "items.sqlite" or _ITEMS_DB.fullmatch(old.name)):
+            with contextlib.suppress(OSError):
+                old.unlink()

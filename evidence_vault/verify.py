@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import re
+import sqlite3
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -721,7 +722,6 @@ def _save_state(
             ],
             "verified_at": report.finished,
         }
-        db_path = inc.save(vault.config.vault_id, doc)
-        state.items.db.save_to(str(db_path))
-    except (OSError, ValueError):
+        inc.save(vault.config.vault_id, doc, state.items.db.save_to)
+    except (OSError, ValueError, sqlite3.Error):  # disk full, say: the last state saved stays whole
         return

@@ -180,3 +180,30 @@ def test_incremental_strict_still_warns_about_earlier_lines_and_objects(
     os.chmod(victim, 0o644)
     code, report = _verify(cli, filled_vault, "--incremental", "--strict")
     assert code == 1 and _codes(report, "WARN") == {"log.time-order", "object.writable"}
+
+
+def test_state_saved_half_way_is_never_used(cli: Cli, filled_vault: Path) -> None:
+    import sqlite3
+
+    from evidence_vault import scratch
+
+    assert _verify(cli, filled_vault)[0] == 0  # state over 4 items
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+
+    def disk_full(self: Any, path: str) -> None:
+        Path(path + ".tmp").write_bytes(b"half")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    for failing_save in (disk_full, _raise_oserror):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(scratch._Db, "save_to", failing_save)
+            code, report = _verify(cli, filled_vault)
+        assert code == 0, report  # the verification itself passed; only its state could not be kept
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 0, report["findings"]
+    # Built on a whole state (the first one): every item is known, none was skipped unseen.
+    assert "incremental.skipped" in _codes(report, "INFO") and report["stats"]["items"] == 5
+
+
+def _raise_oserror(self: Any, path: str) -> None:
+    raise OSError(28, "No space left on device")
