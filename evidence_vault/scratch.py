@@ -18,6 +18,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeGuard
 
 from .sqlvalues import int64
@@ -37,8 +38,13 @@ class _Db:
         self.conn = sqlite3.connect(os.path.join(self.dir, "state.sqlite"), isolation_level=None)
         weakref.finalize(self, _cleanup, self.conn, self.dir)
         if restore_from is not None:
-            with sqlite3.connect(restore_from) as src:
+            # Read-only: a saved table removed meanwhile (a newer state replaced it) is an error, not a new,
+            # empty table.
+            src = sqlite3.connect(Path(restore_from).absolute().as_uri() + "?mode=ro", uri=True)
+            try:
                 src.backup(self.conn)
+            finally:
+                src.close()
         self.conn.execute("PRAGMA journal_mode=OFF")
         self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("PRAGMA cache_size=-16000")  # 16 MB page cache at most

@@ -617,7 +617,12 @@ def _resume(
     keep = [k for k in keep if k >= saved.lines]  # older pinned heads are inside the verified prefix
     from .scratch import restore
 
-    state = LogState(items=restore(saved.items_db), line_hashes=LineHashes(set(keep)))
+    try:
+        items = restore(saved.items_db)
+    except sqlite3.Error:  # replaced by a newer state since it was read (a verify running beside this one)
+        report.add("INFO", "incremental.full", "log.jsonl", "the saved state changed meanwhile: full run")
+        return None
+    state = LogState(items=items, line_hashes=LineHashes(set(keep)))
     state.line_hashes.kept.update(kept)
     state.authority = saved.authority_state()
     state.custody.pending = saved.pending_transfers()

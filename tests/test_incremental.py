@@ -207,3 +207,22 @@ def test_state_saved_half_way_is_never_used(cli: Cli, filled_vault: Path) -> Non
 
 def _raise_oserror(self: Any, path: str) -> None:
     raise OSError(28, "No space left on device")
+
+
+def test_state_replaced_while_read_means_a_full_run(cli: Cli, filled_vault: Path) -> None:
+    from evidence_vault import incremental
+
+    assert _verify(cli, filled_vault)[0] == 0
+    real_load = incremental.load
+
+    def load_then_lose(vault_id: str, home: Path | None = None) -> Any:
+        saved = real_load(vault_id, home)
+        assert saved is not None
+        os.unlink(saved.items_db)  # a verify running beside this one saved a newer state meanwhile
+        return saved
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(incremental, "load", load_then_lose)
+        code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 0 and "incremental.full" in _codes(report, "INFO")
+    assert report["stats"]["items"] == 4 and report["stats"]["lines_checked"] == 5
