@@ -194,3 +194,23 @@ def test_a_fifo_in_place_of_an_object_or_the_log_does_not_hang_verify(
     os.mkfifo(log)
     res = run("--vault", filled_vault, "verify", "--json", timeout=60)
     assert res.code == 2 and "log.jsonl: the custody log is not a regular file" in res.stderr
+
+
+def test_log_shows_control_characters_of_a_hand_made_line_escaped(cli: Cli, filled_vault: Path) -> None:
+    import hashlib
+    import json
+
+    log = filled_vault / "log.jsonl"
+    last = log.read_bytes().splitlines()[-1]
+    event = json.loads(last)
+    event.update(
+        seq=event["seq"] + 1,
+        prev="sha256:" + hashlib.sha256(last).hexdigest(),
+        type="x\x1b]0;title\x07\x1b[2J",
+        data={"item": "\x1b[31mred"},
+    )
+    with open(log, "ab") as fh:
+        fh.write(json.dumps(event, separators=(",", ":"), sort_keys=True).encode() + b"\n")
+    res = cli("--vault", filled_vault, "log")
+    assert res.code == 0, res.stderr
+    assert "\x1b" not in res.stderr + res.stdout and "\\x1b[31mred" in res.stderr + res.stdout

@@ -271,7 +271,8 @@ def log(
             output.emit_json_line(e.to_dict())
         else:
             subject = e.data.get("item") or e.data.get("name") or ""
-            output.info(f"{e.seq:>6}  {e.time}  {e.type:22} {e.actor}  {subject}")
+            # A hand-made line can carry control characters (terminal escapes): shown escaped.
+            output.info(output.one_line(f"{e.seq:>6}  {e.time}  {e.type:22} {e.actor}  {subject}"))
 
 
 def _log_events(vault: Vault) -> Iterator[Event]:
