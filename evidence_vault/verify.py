@@ -535,7 +535,7 @@ def verify_vault(
     resume, saved = None, None
     if incremental:
         saved = inc.load(vault.config.vault_id)
-        resume = _resume(vault, saved, keep, report) if saved else None
+        resume = _resume(vault, saved, keep, report, dirs) if saved else None
         if saved is None:
             report.add(
                 "INFO",
@@ -590,10 +590,21 @@ def verify_vault(
 
 
 def _resume(
-    vault: Vault, saved: Any, keep: list[int], report: Report
+    vault: Vault, saved: Any, keep: list[int], report: Report, dirs: Sequence[int] = ()
 ) -> tuple[LogState, merkle.MerkleAccumulator] | None:
     """The state after the verified prefix, if the log still starts with exactly those bytes."""
     from . import incremental as inc
+
+    unrooted = sorted(d for d in dirs if d < saved.lines and str(d) not in saved.roots_at)
+    if unrooted:  # a checkpoint directory that run did not see (copied in since): its root is needed
+        report.add(
+            "INFO",
+            "incremental.full",
+            "log.jsonl",
+            f"checkpoints/{unrooted[0]:012d} was not there when lines 0-{saved.lines - 1} were verified: "
+            "full run",
+        )
+        return None
 
     size = vault.log.path.stat().st_size
     # A head pinned on this machine may lie inside the verified prefix (a vaults.json copied from the

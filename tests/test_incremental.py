@@ -226,3 +226,19 @@ def test_state_replaced_while_read_means_a_full_run(cli: Cli, filled_vault: Path
         code, report = _verify(cli, filled_vault, "--incremental")
     assert code == 0 and "incremental.full" in _codes(report, "INFO")
     assert report["stats"]["items"] == 4 and report["stats"]["lines_checked"] == 5
+
+
+def test_checkpoint_directory_copied_in_after_a_clean_run_is_no_false_fail(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    (cp_dir,) = (filled_vault / "checkpoints").iterdir()
+    # The log arrived before its checkpoint directory (a replica half synced), then the rest came.
+    shutil.move(cp_dir, tmp_path / cp_dir.name)
+    assert _verify(cli, filled_vault)[0] == 0
+    shutil.move(tmp_path / cp_dir.name, cp_dir)
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert "checkpoint.root-mismatch" not in _codes(report, "FAIL")
+    assert code == 0 and "incremental.full" in _codes(report, "INFO")
