@@ -473,13 +473,19 @@ def upgrade(
             # A calendar answer merged while its block header was unknown may have turned out false:
             # drop it, so that the proof is pending again and its calendar is asked once more.
             data, removed = ots.drop_false_attestations(data, store)
+            refused: list[str] = []
             new, changed = ots.upgrade(
-                data, allowed_calendars=allowed, timeout=timeout, headers=store, endpoints=endpoints
+                data,
+                allowed_calendars=allowed,
+                timeout=timeout,
+                headers=store,
+                endpoints=endpoints,
+                refused=refused,
             )
         except TimestampError:
             continue
-        if removed:
-            outcome.rejected[size] = _false_answer(removed)
+        if removed or refused:
+            outcome.rejected[size] = "; ".join([*([_false_answer(removed)] if removed else []), *refused])
         for height in ots.attested_heights(new):
             if height in store:
                 continue

@@ -324,10 +324,11 @@ def test_graft_merged_before_its_header_was_known_is_dropped_by_the_next_upgrade
     assert (d / "checkpoint.ots").read_bytes() == before, "the false answer is gone, the promises stay"
     code, report = _verify(cli, stamped)
     assert code == 0 and "anchors.ots-pending" in _codes(report, "WARN"), report["findings"]
-    # The calendars are asked again (and their graft now refused against the stored header).
+    # The calendars are asked again (and their graft now refused against the stored header, and said).
     asked = len(a.requests) + len(b.requests)
     res = cli("--vault", stamped, "upgrade", "--json")
     assert res.code == 0 and len(a.requests) + len(b.requests) > asked
+    assert "grafted" in res.json()["rejected"]["5"]
     assert (d / "checkpoint.ots").read_bytes() == before
 
 

@@ -255,6 +255,16 @@ def test_calendar_answer_grafting_unrelated_timestamp_rejected(
         new, changed = upgraded_incomplete(calendar, headers)
     assert (new, changed) == (proof("incomplete.txt.ots"), False)
     assert "grafted" in caplog.text
+    refused: list[str] = []  # what upgrade reports as "rejected" (the log goes nowhere in the CLI)
+    ots.upgrade(
+        proof("incomplete.txt.ots"),
+        allowed_calendars=[ALICE],
+        endpoints={ALICE: calendar.url},
+        headers=headers,
+        timeout=5,
+        refused=refused,
+    )
+    assert len(refused) == 1 and refused[0].startswith(ALICE) and "grafted" in refused[0]
     # Without headers at upgrade time the graft gets in, but offline verification catches it.
     new, changed = upgraded_incomplete(calendar, None)
     assert changed and ots.attested_heights(new) == [358391]

@@ -225,6 +225,7 @@ def upgrade(
     timeout: float = 10,
     headers: HeaderStore | None = None,
     endpoints: Mapping[str, str] | None = None,
+    refused: list[str] | None = None,
 ) -> tuple[bytes, bool]:
     """Ask allow-listed calendars for the completed timestamps of pending attestations; merge them.
 
@@ -234,8 +235,8 @@ def upgrade(
     merged only if it is a well-formed timestamp on that very commitment; with ``headers``, a Bitcoin
     attestation in it must also match the stored header of its block (else the answer is rejected as a
     graft). Calendars already upgraded are not asked again. Unreachable or still-pending calendars and
-    rejected answers are logged, not raised. Returns ``(proof, changed)``; TimestampError if ``ots`` is
-    not a proof.
+    rejected answers are logged, not raised; each rejected answer is also appended to ``refused`` (one
+    line naming the calendar). Returns ``(proof, changed)``; TimestampError if ``ots`` is not a proof.
     """
     detached = _parse(ots)
     allowed = {_norm_url(u) for u in allowed_calendars}
@@ -271,6 +272,8 @@ def upgrade(
             _check_answer_against_headers(answer, headers)
         except TimestampError as exc:
             log.warning("%s: rejected calendar answer: %s", uri, exc.message)
+            if refused is not None:
+                refused.append(f"{uri}: {exc.message}")
             continue
         before = _serialize(detached)
         node.merge(answer)
