@@ -335,10 +335,15 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
     queue = load_queue(vault)
     for key, sizes in list(queue.items()):
         remaining = []
+        unreachable: str | None = None  # once a service is unreachable, its other stamps wait too
         for size in sorted(set(sizes)):
             d = checkpoint_dir(vault, size)
             # Stamped meanwhile: never replace a proof (it may be upgraded already).
             if (d / "checkpoint.ots").exists() if key == "ots" else _has_token(d, key[4:]):
+                continue
+            if unreachable is not None:
+                remaining.append(size)
+                outcome.queued.append({"size": size, "service": key, "reason": unreachable})
                 continue
             try:
                 digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
@@ -366,6 +371,7 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
             except NetworkError as exc:
                 remaining.append(size)
                 outcome.queued.append({"size": size, "service": key, "reason": exc.message})
+                unreachable = exc.message
             except TimestampError as exc:
                 remaining.append(size)
                 outcome.queued.append({"size": size, "service": key, "reason": f"refused: {exc.message}"})

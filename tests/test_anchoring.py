@@ -677,3 +677,43 @@ def test_tsa_token_without_its_json_is_made_again(cli: Cli, stamped: Path, tsa: 
     assert [s["service"] for s in res.json()["stamped"]] == ["rfc3161"]
     code, report = _verify(cli, stamped)
     assert code == 0 and "anchors.tsa-valid" in _codes(report, "INFO"), report["findings"]
+
+
+def test_offline_stamp_waits_once_per_service_not_once_per_queued_checkpoint(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """Behind a network that swallows requests (a captive portal), each queued checkpoint used to wait
+    the full timeout again: after the first timeout, the other stamps of that service stay queued."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def swallow() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # never answered
+
+    threading.Thread(target=swallow, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        stamp = ["stamp", "--calendar", url, "--min-calendars", "1", "--timeout", "1", "--json"]
+        for name in ("one", "two"):
+            assert cli("--vault", filled_vault, *stamp).code == 0
+            extra = tmp_path / f"{name}.txt"
+            extra.write_text(name)
+            assert cli("--vault", filled_vault, "add", extra).code == 0
+        before = len(accepted)
+        res = cli("--vault", filled_vault, *stamp)
+        assert res.code == 0, res.stderr
+        assert sorted(q["size"] for q in res.json()["queued"]) == [5, 7, 9]
+        assert len(accepted) - before == 1
+        assert json.loads((filled_vault / "checkpoints" / "queue.json").read_text()) == {"ots": [5, 7, 9]}
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
