@@ -372,7 +372,7 @@ class Index:
         item_id, seq, time, actor, size, media_type, metadata, name, derived_from, holder = row
         texts = (media_type, metadata, name, derived_from, holder)
         if (
-            not all(type(v) is int and v >= 0 for v in (seq, size))
+            not all(type(v) is int for v in (seq, size))  # a hand-made line may say any integer
             or not all(type(v) is str for v in (item_id, time, actor, *tags))
             or not all(v is None or type(v) is str for v in texts)
         ):
