@@ -101,7 +101,7 @@ def to_junit(report: Report) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
 
 
-def _md_cell(text: str) -> str:
+def md_cell(text: str) -> str:
     """Text shown as itself in a markdown table cell: no HTML (a hostile ``<!--`` would hide every row
     after it), no code span, no emphasis or link, no cell boundary."""
     text = _clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -114,7 +114,7 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"## evidence-vault verify: {report.outcome}",
         "",
-        f"- target: {_md_cell(report.target)}",
+        f"- target: {md_cell(report.target)}",
         f"- vault id: `{report.vault_id or '-'}`",
         f"- genesis key: `{report.genesis_key or '-'}` ({_pinned(report)})",
         f"- {stats.get('events', 0)} events, {stats.get('items', 0)} items, "
@@ -125,7 +125,7 @@ def to_markdown(report: Report) -> str:
         "|---|---|---|---|",
     ]
     for f in report.findings:
-        lines.append(f"| {f.level} | {_md_cell(f.code)} | {_md_cell(f.subject)} | {_md_cell(f.message)} |")
+        lines.append(f"| {f.level} | {md_cell(f.code)} | {md_cell(f.subject)} | {md_cell(f.message)} |")
     if not report.findings:
         lines.append("| PASS | - | - | nothing to report |")
     return "\n".join(lines) + "\n"

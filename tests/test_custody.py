@@ -278,3 +278,17 @@ def test_verify_catches_transfer_by_non_holder_by_hand(team: Team, home: Path) -
     )  # type: ignore[attr-defined]
     code, report = _verify(team)
     assert code == 1 and "log.custody-violation" in _fails(report)
+
+
+def test_timeline_markdown_escapes_hostile_text(team: Team) -> None:
+    """A tag is free text: as a markdown cell it must stay text (no HTML comment hiding later rows)."""
+    photo = _item(team, PHOTO)
+    assert team.run("alice", "annotate", photo[7:19], "--tag", "<!-- x|y `z`").code == 0
+    assert team.run("alice", "access", photo[7:19], "--purpose", "after").code == 0
+    md = team.cli("--vault", team.vault, "timeline", photo[7:19], "--format", "markdown")
+    assert md.code == 0, md.stderr
+    rows = [line for line in md.stdout.splitlines() if line.startswith("| ")]
+    assert "<!--" not in md.stdout and "&lt;!--" in md.stdout
+    assert all(line.count(" | ") == 4 for line in rows[2:]), rows
+    assert "original viewed" in rows[-1]
+    assert any("&lt;!-- x\\|y \\`z\\`" in line for line in rows), rows

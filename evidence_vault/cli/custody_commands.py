@@ -154,17 +154,19 @@ def timeline(
     if json_out or fmt == "json":
         output.emit_json({"item": it.id, "name": it.name, "events": [e.to_dict() for e in entries]})
     elif fmt == "markdown":
+        from ..report_formats import md_cell
+
         lines = [
             f"# Custody timeline of `{it.id}`",
             "",
-            f"Name: {it.name or '-'}",
+            f"Name: {md_cell(it.name or '-')}",
             "",
             "| seq | time (UTC) | who | what | proven |",
             "|---|---|---|---|---|",
         ]
         for e in entries:
-            cells = [str(e.seq), e.time, f"{e.actor_name} (`{e.actor}`)", e.summary, e.proof]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            cells = [str(e.seq), e.time, f"{e.actor_name} ({e.actor})", e.summary, e.proof]
+            lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
         print("\n".join(lines))
     else:
         table = Table(
