@@ -139,6 +139,16 @@ def test_cli_bad_format_and_unwritable_output(cli: Cli, filled_vault: Path, tmp_
     assert res.code == 2 and "cannot write the report" in res.stderr
 
 
+def test_cli_output_inside_the_vault_is_refused(cli: Cli, filled_vault: Path) -> None:
+    log = filled_vault / "log.jsonl"
+    before = log.read_bytes()
+    for target in (log, filled_vault / "report.xml"):
+        res = cli("--vault", filled_vault, "verify", "--format", "junit", "--output", target)
+        assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "inside the vault" in res.stderr
+    assert log.read_bytes() == before and not (filled_vault / "report.xml").exists()
+
+
 def test_markdown_cells_carry_no_html_code_spans_or_links() -> None:
     # A hostile value (an event type, a bag's file name) must not hide the rows after it (<!--), open a
     # code span, or make a link in a CI job summary.

@@ -326,6 +326,12 @@ def verify(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     vault = state(ctx).open_vault()
+    if out_file is not None and out_file.resolve().is_relative_to(vault.root.resolve()):
+        raise UsageError(
+            "--output is inside the vault (verify writes nothing there; it could overwrite the log): "
+            "choose a path outside it",
+            path=out_file,
+        )
     total = 0  # only sizes the progress bar, shown on a terminal
     if not output.plain():
         # No usable cache (disk full, read-only medium, damaged log): no total; verify needs none.
