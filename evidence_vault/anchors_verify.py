@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .checkpoint import Checkpoint
 from .errors import EvidenceVaultError
+from .regular_files import read_bytes, read_text
 from .report import Report
 from .signing import unarmor, verify_signature
 from .timestamps.headers import HeaderStore
@@ -58,7 +59,7 @@ def check_checkpoint_dir(
     checking, else None.
     """
     try:
-        text = (d / "checkpoint").read_bytes()
+        text = read_bytes(d / "checkpoint")
         cp = Checkpoint.parse(text)
     except OSError:
         report.fail("checkpoint.missing-text", subject, "checkpoint text is missing")
@@ -95,7 +96,7 @@ def check_checkpoint_dir(
         report.fail("checkpoint.text-mismatch", subject, "checkpoint text differs from its log event")
         return None
     try:
-        sig = unarmor((d / "checkpoint.sig").read_text("ascii"))
+        sig = unarmor(read_text(d / "checkpoint.sig", "ascii"))
         verify_signature(sig, text, authority.public_key(record.actor))
     except FileNotFoundError:
         if sig_required:
@@ -106,6 +107,8 @@ def check_checkpoint_dir(
             )
     except (EvidenceVaultError, KeyError, UnicodeDecodeError) as exc:
         report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: {exc}")
+    except OSError as exc:
+        report.fail("checkpoint.bad-signature", subject, f"checkpoint.sig: cannot read: {exc.strerror}")
     return text
 
 
@@ -179,7 +182,7 @@ def _check_ots(
     from .timestamps import ots  # opentimestamps (0.1 s to import): only when there is a proof to check
 
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except OSError as exc:
         report.fail("anchors.ots-invalid", subject, f"{path.name} is unreadable: {exc.strerror or exc}")
         return []
@@ -209,7 +212,7 @@ def _read_certs(path: Path, where: str, report: Report) -> list[bytes] | None:
     from .timestamps import rfc3161
 
     try:
-        return rfc3161.split_pem_or_der_certs(path.read_bytes())
+        return rfc3161.split_pem_or_der_certs(read_bytes(path))
     except (OSError, EvidenceVaultError) as exc:
         report.fail("anchors.tsa-malformed", where, f"cannot read certificates from {path.name}: {exc}")
         return None
@@ -218,7 +221,7 @@ def _read_certs(path: Path, where: str, report: Report) -> list[bytes] | None:
 def _read_tsa_meta(path: Path, where: str, report: Report) -> dict[str, Any] | None:
     """``tsa-*.json`` beside a token ({} if absent); None (and a FAIL naming it) if it is not an object."""
     try:
-        meta = json.loads(path.read_text("utf-8"))
+        meta = json.loads(read_text(path, "utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -249,7 +252,7 @@ def tsa_root_file(vault: Vault, meta_file: Path) -> Path | None:
     from .timestamps import rfc3161
 
     try:
-        meta = json.loads(meta_file.read_text("utf-8"))
+        meta = json.loads(read_text(meta_file, "utf-8"))
     except (OSError, ValueError, RecursionError):
         return None  # the verifier reports the file itself (copied as it is)
     if not isinstance(meta, dict):
@@ -260,7 +263,7 @@ def tsa_root_file(vault: Vault, meta_file: Path) -> Path | None:
     if ca is None:
         ca = _user_tsa_ca(meta.get("url"))  # the root this user configured, outside the vault on purpose
     try:
-        if ca is None or not rfc3161.split_pem_or_der_certs(ca.read_bytes()):
+        if ca is None or not rfc3161.split_pem_or_der_certs(read_bytes(ca)):
             return None
     except (OSError, EvidenceVaultError):
         return None  # only certificates are ever copied
@@ -276,7 +279,7 @@ def _user_tsa_ca(url: Any) -> Path | None:
     if not isinstance(url, str):
         return None
     try:
-        doc = json.loads((default_home() / "config.json").read_text("utf-8"))
+        doc = json.loads(read_text(default_home() / "config.json", "utf-8"))
         tsas = doc["stamping"]["tsas"]
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
@@ -351,7 +354,7 @@ def _check_tsrs(
             report.warn("anchors.tsa-untrusted", where, "no trust anchor for this TSA: pass --tsa-ca PEM")
             continue
         try:
-            tsr = tsr_path.read_bytes()
+            tsr = read_bytes(tsr_path)
         except OSError as exc:
             report.fail("anchors.tsa-malformed", where, f"unreadable: {exc}")
             continue

@@ -35,6 +35,7 @@ from .events import Event, line_hash, parse_line
 from .hashing import hash_file
 from .index import items_of
 from .keystore import utc_now
+from .regular_files import read_bytes, read_text
 from .report import Report, line_subject
 from .safezip import safe_extract
 from .signing import PublicKey, unarmor
@@ -120,7 +121,7 @@ class _Root(_HasRoot):
 
 def _read_json(path: Path, report: Report, subject: str) -> Any:
     try:
-        return json.loads(path.read_text("utf-8"))
+        return json.loads(read_text(path, "utf-8"))
     except FileNotFoundError:
         report.fail("bundle.missing-file", subject, "file is missing")
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
@@ -159,7 +160,7 @@ def check_log(ev_root: Path, report: Report, state: EvidenceState) -> None:
     """Walk ``evidence/log.jsonl``: revealed lines fully, withheld lines through their hashes."""
     path = ev_root / "log.jsonl"
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
     except OSError:
         report.fail("bundle.missing-file", "evidence/log.jsonl", "the custody log is missing")
         return
@@ -228,8 +229,8 @@ def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> No
     for seq, event in sorted(state.revealed.items()):
         subject = f"evidence/events/{seq}.json"
         try:
-            body = (d / f"{seq}.json").read_bytes()
-            sig = unarmor((d / f"{seq}.json.sig").read_text("ascii"))
+            body = read_bytes(d / f"{seq}.json")
+            sig = unarmor(read_text(d / f"{seq}.json.sig", "ascii"))
         except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
             report.fail("bundle.event-file-mismatch", subject, f"missing or unreadable: {exc}", seq=seq)
             continue
@@ -250,7 +251,7 @@ def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> No
 
 def _root_ok(d: Path, root: bytes) -> bool:
     try:
-        return Checkpoint.parse((d / "checkpoint").read_bytes()).root == root
+        return Checkpoint.parse(read_bytes(d / "checkpoint")).root == root
     except (OSError, EvidenceVaultError):
         return False
 
@@ -434,7 +435,7 @@ def _check_pub_files(ev_root: Path, signers: set[str], report: Report) -> None:
     seen: set[str] = set()
     for p in pubs:
         try:
-            key = PublicKey.from_openssh(p.read_text("utf-8").strip())
+            key = PublicKey.from_openssh(read_text(p, "utf-8").strip())
         except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
             report.fail("bundle.keys-mismatch", f"evidence/keys/{p.name}", f"unreadable key: {exc}")
             continue
@@ -458,14 +459,14 @@ def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
     auth = state.log.authority
     signers = set(state.signers)
     try:
-        named = parse_allowed_signers((ev_root / "keys" / "allowed_signers").read_text("utf-8"))
+        named = parse_allowed_signers(read_text(ev_root / "keys" / "allowed_signers", "utf-8"))
     except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
         report.fail("bundle.keys-mismatch", "evidence/keys/allowed_signers", f"unreadable: {exc}")
         named = None
     _check_allowed_signers(named, signers, auth, report)
     _check_pub_files(ev_root, signers, report)
     try:
-        verify_md = (bag_root / "VERIFY.md").read_text("utf-8")
+        verify_md = read_text(bag_root / "VERIFY.md", "utf-8")
     except (OSError, UnicodeDecodeError):
         report.fail("bundle.missing-file", "VERIFY.md", "VERIFY.md is missing or unreadable")
         return

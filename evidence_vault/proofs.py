@@ -25,6 +25,7 @@ from .errors import EvidenceVaultError, UsageError
 from .events import Event, parse_line
 from .hashing import hash_file
 from .keystore import utc_now
+from .regular_files import read_bytes, read_text
 from .report import Report
 from .signing import PublicKey, unarmor, verify_signature
 from .timestamps import ots
@@ -76,8 +77,8 @@ def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
         p = d / "checkpoint.ots"
         if not p.exists():
             return False
-        digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
-        return ots.verify(p.read_bytes(), digest, store).status == "complete"
+        digest = hashlib.sha256(read_bytes(d / "checkpoint")).digest()
+        return ots.verify(read_bytes(p), digest, store).status == "complete"
 
     size = next((s for s in reversed(covering) if anchored(s)), covering[-1])
     leaves: list[bytes] = []
@@ -103,9 +104,7 @@ def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
                     shutil.copyfile(ca, out / f"{f.stem}.ca.pem")
                     copied.append(f"{f.stem}.ca.pem")
     heights = (
-        ots.attested_heights((src / "checkpoint.ots").read_bytes())
-        if (src / "checkpoint.ots").exists()
-        else []
+        ots.attested_heights(read_bytes(src / "checkpoint.ots")) if (src / "checkpoint.ots").exists() else []
     )
     needed = HeaderStore()
     for h in heights:
@@ -157,7 +156,7 @@ def verify_proof(
     report = Report(target=str(directory), kind="inclusion-proof", started=utc_now())
     where = PROOF_FILE
     try:
-        doc = json.loads((directory / PROOF_FILE).read_text("utf-8"))
+        doc = json.loads(read_text(directory / PROOF_FILE, "utf-8"))
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), dict):
             raise ValueError("not a JSON object with a 'keys' object")
         line = str(doc["event_line"]).encode()
@@ -165,7 +164,7 @@ def verify_proof(
         path = [bytes.fromhex(h) for h in doc["inclusion_path"]]
         keys = {str(k): PublicKey.from_openssh(str(v)) for k, v in doc["keys"].items()}
         where = "checkpoint"
-        text = (directory / "checkpoint").read_bytes()
+        text = read_bytes(directory / "checkpoint")
         cp = Checkpoint.parse(text)
     except FileNotFoundError as exc:
         report.fail("proof.missing-file", str(exc.filename), "file of the proof is missing")
@@ -207,7 +206,7 @@ def verify_proof(
         report.fail("proof.inclusion-invalid", PROOF_FILE, "event is not included in the checkpoint's tree")
     signer = doc.get("checkpoint_signer")
     try:
-        sig = unarmor((directory / "checkpoint.sig").read_text("ascii"))
+        sig = unarmor(read_text(directory / "checkpoint.sig", "ascii"))
         signer_key = keys.get(str(signer)) if signer else None
         if signer_key is None:
             raise EvidenceVaultError("checkpoint signer's key is not in the proof")

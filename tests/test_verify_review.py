@@ -214,3 +214,30 @@ def test_log_shows_control_characters_of_a_hand_made_line_escaped(cli: Cli, fill
     res = cli("--vault", filled_vault, "log")
     assert res.code == 0, res.stderr
     assert "\x1b" not in res.stderr + res.stdout and "\\x1b[31mred" in res.stderr + res.stdout
+
+
+def test_fifos_among_checkpoint_and_bag_files_do_not_hang_verify(
+    run: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """A FIFO in place of a checkpoint's files, the stored block headers or a bag's tag file: a finding,
+    never a read that blocks for ever."""
+    assert run("--vault", filled_vault, "checkpoint", timeout=60).code == 0
+    bag = tmp_path / "bag"
+    res = run("--vault", filled_vault, "export", "--all", "--out", bag, timeout=60)
+    assert res.code == 0, res.stderr
+    signers = bag / "evidence" / "keys" / "allowed_signers"
+    signers.unlink()
+    os.mkfifo(signers)
+    res = run("verify-bundle", bag, "--json", timeout=60)
+    assert res.code == 1, res.stderr
+    assert "bundle.keys-mismatch" in _codes(res, "FAIL"), _codes(res, "FAIL")
+    (cp,) = [d for d in (filled_vault / "checkpoints").iterdir() if d.is_dir() and d.name.isdigit()]
+    sig = cp / "checkpoint.sig"
+    os.chmod(cp, 0o755)
+    sig.unlink()
+    os.mkfifo(sig)
+    os.mkfifo(filled_vault / "checkpoints" / "headers.json")
+    res = run("--vault", filled_vault, "verify", "--json", timeout=60)
+    assert res.code == 1, res.stderr
+    fails = _codes(res, "FAIL")
+    assert "checkpoint.bad-signature" in fails and "anchors.bad-headers" in fails, fails

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evidence_vault.errors import IntegrityError, NetworkError, TimestampError, VaultFormatError
+from evidence_vault.regular_files import read_text
 from evidence_vault.timestamps import http
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ class HeaderStore:
         """Load and re-check every header; an absent file gives an empty store."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path, "utf-8")
         except FileNotFoundError:
             return cls()
         except OSError as exc:

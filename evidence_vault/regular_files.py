@@ -1,0 +1,28 @@
+"""Reading small files of a vault or a bag that anyone may have replaced: regular files only.
+
+A FIFO put in place of a checkpoint, a proof or a tag file would block a plain read for ever (a
+nightly verify that never ends); a device would be read without end. These readers open without
+blocking, refuse anything that is not a regular file with an ``OSError`` (which every caller already
+turns into a finding or a one-line error), and only then read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file ``path``; ``OSError`` if it is missing, unreadable or not a file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        return f.read()
+
+
+def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    """:func:`read_bytes` decoded, with newlines translated as ``Path.read_text`` does
+    (``UnicodeDecodeError`` if the bytes are not in ``encoding``)."""
+    return read_bytes(path).decode(encoding).replace("\r\n", "\n").replace("\r", "\n")
