@@ -34,6 +34,7 @@ from .atomic import write_atomic
 from .checkpoint import CHECKPOINTS, Checkpoint, checkpoint_dir, headers_path, list_checkpoints
 from .custody_log import Head
 from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
+from .keystore import TrustStore
 from .signing import Signer, armor
 from .timestamps import ots, rfc3161
 from .timestamps.headers import BlockHeader, HeaderStore, fetch_from_bitcoind, fetch_from_explorer
@@ -225,6 +226,8 @@ def configure(
             if not (vault.root / rel).is_file():
                 write_atomic(vault.root / rel, ca)
             entry["ca"] = rel
+            # Pinned outside the vault: verify trusts the vault's copy only if it is this root.
+            TrustStore().pin_tsa_root(vault.config.vault_id, hashlib.sha256(ca).hexdigest())
         changed = True
     if cfg.min_calendars > len(cfg.calendars):
         raise UsageError(

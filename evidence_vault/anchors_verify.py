@@ -113,9 +113,18 @@ def check_checkpoint_dir(
 
 
 def check_anchors(
-    vault: Vault, state: LogState, report: Report, sizes: Sequence[int], *, tsa_roots: Sequence[bytes] = ()
+    vault: Vault,
+    state: LogState,
+    report: Report,
+    sizes: Sequence[int],
+    *,
+    tsa_roots: Sequence[bytes] = (),
+    pinned: frozenset[str] = frozenset(),
 ) -> None:
-    """Check every checkpoint directory and attach per-item proof times to ``report.items``."""
+    """Check every checkpoint directory and attach per-item proof times to ``report.items``.
+
+    ``pinned``: the SHA-256 of the TSA roots this machine pinned for the vault (see :func:`_tsa_anchor`).
+    """
     from .checkpoint import checkpoint_dir, headers_path
 
     n_lines = len(state.line_hashes)
@@ -154,7 +163,7 @@ def check_anchors(
             continue
         digest = hashlib.sha256(text).digest()
         times = _check_ots(d, subject, digest, store, report)
-        times += _check_tsrs(vault, d, subject, digest, report, tsa_roots)
+        times += _check_tsrs(vault, d, subject, digest, report, tsa_roots, pinned)
         if times:
             anchored[size] = min(times)
         elif not has_proofs:
@@ -245,6 +254,13 @@ def _vault_ca(vault: Vault | _HasRoot, ca: Any) -> Path | None:
     return path if path.is_file() else None
 
 
+def pinned_tsa_roots(vault_id: str | None) -> frozenset[str]:
+    """The TSA roots this machine pinned for ``vault_id`` (none for an unknown vault)."""
+    from .keystore import TrustStore
+
+    return TrustStore().tsa_roots(vault_id) if vault_id else frozenset()
+
+
 def tsa_root_file(vault: Vault, meta_file: Path) -> Path | None:
     """The TSA root a ``tsa-*.json`` names, if it is a file inside the vault (for ``prove`` and
     ``export``, which hand it to others: a path out of the vault, say to a private key, must never be
@@ -298,28 +314,43 @@ def _tsa_anchor(
     user_roots: Sequence[bytes],
     subject: str,
     report: Report,
-) -> tuple[list[bytes], str] | None:
-    """The roots one token is checked against and how they were chosen; None if unreadable (reported).
+    pinned: frozenset[str] = frozenset(),
+) -> tuple[list[bytes], str, bool] | None:
+    """The roots one token is checked against, how they were chosen, and whether they are independent
+    of whoever could write the vault or made the bag; None if unreadable (reported).
 
-    Roots you give replace every other anchor: the vault's or the bag's copy is only a fallback.
+    Roots you give replace every other anchor. Yours (``--tsa-ca``, ``config.json``) and a vault's copy
+    or a bag whose SHA-256 is pinned on this machine (``stamp --tsa-ca`` pins it) are independent; a
+    copy in the vault or the bag alone is not: whoever could write there could have replaced root and
+    token.
     """
     if user_roots:
-        return list(user_roots), "trust anchor given by you"
+        return list(user_roots), "trust anchor given by you", True
     mine = _user_tsa_ca(meta.get("url"))
     ca = _vault_ca(vault, meta.get("ca"))
     shipped = d / f"{base}.ca.pem"
+    independent = False
     if mine is not None:
         certs = _read_certs(mine, str(mine), report)
-        note = "trust anchor from your config.json"
+        note, independent = "trust anchor from your config.json", True
     elif ca is not None:
         certs = _read_certs(ca, str(meta["ca"]), report)
-        note = "trust anchor from the vault's config"
+        independent = certs is not None and _sha256_of(ca) in pinned
+        note = "trust anchor from the vault's config" + (", pinned on this machine" if independent else "")
     elif shipped.is_file():
         certs = _read_certs(shipped, f"{subject}/{shipped.name}", report)
-        note = "trust anchor shipped with the proof: pass --tsa-ca to use your own"
+        independent = certs is not None and _sha256_of(shipped) in pinned
+        note = "trust anchor shipped with the proof" + (", pinned on this machine" if independent else "")
     else:
-        return [], ""
-    return None if certs is None else (certs, note)
+        return [], "", False
+    return None if certs is None else (certs, note, independent)
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(read_bytes(path)).hexdigest()
+    except OSError:
+        return None
 
 
 def _check_tsrs(
@@ -329,9 +360,12 @@ def _check_tsrs(
     digest: bytes,
     report: Report,
     extra_roots: Sequence[bytes],
+    pinned: frozenset[str] = frozenset(),
 ) -> list[tuple[float, str]]:
     """Check every ``tsa-*.tsr`` in ``d``: against ``extra_roots`` alone when given, else the TSA's
-    configured or shipped root. Returns (genTime, proof) of the tokens that check."""
+    configured or shipped root. Returns (genTime, proof) of the tokens that check against an
+    independent root (see :func:`_tsa_anchor`); one that checks only against a root from inside the
+    vault or the bag is a WARN ``anchors.tsa-unpinned`` and proves no time."""
     from .timestamps import rfc3161
 
     out: list[tuple[float, str]] = []
@@ -341,10 +375,10 @@ def _check_tsrs(
         meta = _read_tsa_meta(d / f"{base}.json", f"{subject}/{base}.json", report)
         if meta is None:
             continue
-        anchor = _tsa_anchor(vault, d, base, meta, extra_roots, subject, report)
+        anchor = _tsa_anchor(vault, d, base, meta, extra_roots, subject, report, pinned)
         if anchor is None:
             continue
-        roots, anchor_note = anchor
+        roots, anchor_note, independent = anchor
         chain_path = d / f"{base}.chain.pem"
         chain = _read_certs(chain_path, f"{subject}/{chain_path.name}", report) if chain_path.exists() else []
         if chain is None:
@@ -359,7 +393,16 @@ def _check_tsrs(
             report.fail("anchors.tsa-malformed", where, f"unreadable: {exc}")
             continue
         check = rfc3161.verify_token(tsr, digest=digest, roots=roots, intermediates=chain)
-        if check.ok and check.token is not None:
+        if check.ok and check.token is not None and not independent:
+            report.warn(
+                "anchors.tsa-unpinned",
+                where,
+                f"RFC 3161 token from {name} checks only against the TSA root "
+                f"{anchor_note.removeprefix('trust anchor ')}, which whoever could write there could have "
+                "replaced along with the token: no proven time; "
+                "pass --tsa-ca with your own copy of the TSA's root",
+            )
+        elif check.ok and check.token is not None:
             t = check.token.gen_time
             report.add(
                 "INFO",

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import commitments, merkle
 from . import events as ev
-from .anchors_verify import _check_ots, _check_tsrs, _HasRoot, _iso, _item_times, check_checkpoint_dir
+from .anchors_verify import (
+    _check_ots,
+    _check_tsrs,
+    _HasRoot,
+    _iso,
+    _item_times,
+    check_checkpoint_dir,
+    pinned_tsa_roots,
+)
 from .bagit import read_bag_info, validate_bag
 from .checkpoint import Checkpoint
 from .errors import BagError, EvidenceVaultError, UsageError
@@ -309,7 +317,15 @@ def check_checkpoints(
         digest = hashlib.sha256(text).digest()
         before = len(report.findings)
         ots_times = _check_ots(d, subject, digest, store, report)
-        tsa_times = _check_tsrs(_Root(ev_root / ".no-vault"), d, subject, digest, report, tsa_roots)
+        tsa_times = _check_tsrs(
+            _Root(ev_root / ".no-vault"),
+            d,
+            subject,
+            digest,
+            report,
+            tsa_roots,
+            pinned_tsa_roots(state.vault_id),
+        )
         state.pending[size] = any(f.code == "anchors.ots-pending" for f in report.findings[before:])
         state.anchors[size] = [Anchor("bitcoin", _iso(t), p) for t, p in ots_times] + [
             Anchor("rfc3161", _iso(t), p) for t, p in tsa_times

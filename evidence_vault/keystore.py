@@ -314,6 +314,27 @@ class TrustStore:
         data[vault_id] = entry
         self._save(data)
 
+    def pin_tsa_root(self, vault_id: str, sha256_hex: str) -> None:
+        """Remember a TSA root given on this machine (``stamp --tsa-ca``) by the SHA-256 of its file:
+        ``verify`` trusts the vault's copy of a root only if it is pinned here."""
+        data = self._load()
+        entry = data.get(vault_id)
+        entry = entry if isinstance(entry, dict) else {}
+        roots = entry.get("tsa_roots")
+        roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
+        if sha256_hex not in roots:
+            entry["tsa_roots"] = [*roots, sha256_hex]
+            data[vault_id] = entry
+            self._save(data)
+
+    def tsa_roots(self, vault_id: str) -> frozenset[str]:
+        """The SHA-256 of each TSA root pinned on this machine for ``vault_id``."""
+        try:
+            roots = (self.get(vault_id) or {}).get("tsa_roots")
+        except KeyStoreError:
+            return frozenset()
+        return frozenset(r for r in roots if isinstance(r, str)) if isinstance(roots, list) else frozenset()
+
     def record_head(self, vault_id: str, seq: int, line_hash: str) -> None:
         """Remember the newest log head this machine has seen (detects a truncated log later)."""
         data = self._load()

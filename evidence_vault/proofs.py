@@ -18,7 +18,7 @@ from typing import Any
 
 from . import events as ev
 from . import merkle
-from .anchors_verify import _check_ots, _check_tsrs, tsa_root_file
+from .anchors_verify import _check_ots, _check_tsrs, pinned_tsa_roots, tsa_root_file
 from .atomic import write_atomic
 from .checkpoint import Checkpoint, checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
@@ -231,7 +231,8 @@ def verify_proof(
         store = HeaderStore()
     digest = hashlib.sha256(text).digest()
     times = _check_ots(directory, "checkpoint", digest, store, report)
-    times += _check_tsrs(_Root(directory), directory, "checkpoint", digest, report, tsa_roots)
+    pinned = pinned_tsa_roots(report.vault_id)  # the vault id the signed checkpoint's origin names
+    times += _check_tsrs(_Root(directory), directory, "checkpoint", digest, report, tsa_roots, pinned)
     if not times:
         report.warn("anchors.none", "checkpoint", "no verified time proof for this checkpoint")
     if file is not None:

@@ -573,7 +573,9 @@ def verify_vault(
         if state.line_hashes:
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
         bytes_hashed = objects.run(state, report)
-    check_anchors(vault, state, report, dirs, tsa_roots=tsa_roots)
+    check_anchors(
+        vault, state, report, dirs, tsa_roots=tsa_roots, pinned=pins.tsa_roots(vault.config.vault_id)
+    )
     report.stats = {
         "events": state.events,
         "items": len(state.items),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -717,3 +718,62 @@ def test_offline_stamp_waits_once_per_service_not_once_per_queued_checkpoint(
         server.close()
         for conn in accepted:
             conn.close()
+
+
+def test_tsa_root_planted_in_the_vault_proves_no_time(
+    cli: Cli, stamped: Path, home: Path, tmp_path: Path
+) -> None:
+    """Someone who can write the vault but holds no key plants their own TSA root and a token of their
+    own TSA over a checkpoint (genTime of their choosing): verify must not count it as a proven time. The
+    root `stamp --tsa-ca` gave is pinned on this machine (outside the vault) and still counts."""
+    import hashlib
+
+    from evidence_vault.timestamps import rfc3161
+
+    (d,) = [p for p in (stamped / "checkpoints").iterdir() if p.is_dir() and p.name.isdigit()]
+    digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
+    with LocalTSA() as evil:
+        tsr = rfc3161.request_token(evil.url, digest, timeout=20)
+        evil_ca = evil.ca_pem
+    for p in (d, stamped / "checkpoints" / "tsa-roots"):
+        os.chmod(p, 0o755)
+    (stamped / "checkpoints" / "tsa-roots" / "evil.pem").write_bytes(evil_ca)
+    (d / "tsa-evil.tsr").write_bytes(tsr)
+    meta = {"url": "https://evil.example/", "ca": "checkpoints/tsa-roots/evil.pem"}
+    (d / "tsa-evil.json").write_text(json.dumps(meta))
+    code, report = _verify(cli, stamped)
+    assert code == 0, report["findings"]
+    unpinned = [f for f in report["findings"] if f["code"] == "anchors.tsa-unpinned"]
+    assert [f["subject"] for f in unpinned] == [f"checkpoints/{d.name}/tsa-evil.tsr"], unpinned
+    assert all("evil" not in str(i["proof"]) for i in report["items"])
+    # The same vault seen from another machine (no pin, no config): the vault's copy of the real root
+    # proves nothing either, until the user gives their own copy with --tsa-ca.
+    (home / "vaults.json").unlink()
+    code, report = _verify(cli, stamped)
+    unpinned = sorted(f["subject"] for f in report["findings"] if f["code"] == "anchors.tsa-unpinned")
+    assert len(unpinned) == 2 and unpinned[-1].endswith("tsa-evil.tsr"), unpinned
+    assert all(not str(i["proof"] or "").startswith("rfc3161") for i in report["items"])
+    code, report = _verify(cli, stamped, "--tsa-ca", tmp_path / "tsa-ca.pem")
+    assert "anchors.tsa-unpinned" not in _codes(report, "WARN")
+    assert "anchors.tsa-valid" in _codes(report, "INFO")  # the real token, against your root
+    assert any(f["code"] == "anchors.tsa-invalid" and "tsa-evil" in f["subject"] for f in report["findings"])
+
+
+def test_tsa_root_shipped_in_a_bag_proves_no_time_by_itself(
+    cli: Cli, stamped: Path, home: Path, tmp_path: Path
+) -> None:
+    """A recipient of a bag has pinned nothing: the root shipped beside a token was chosen by whoever
+    made the bag, so only a root the recipient gives makes the token prove a time."""
+    bag = tmp_path / "bag"
+    assert cli("--vault", stamped, "export", "--all", "--out", bag).code == 0
+    mine = cli("verify-bundle", bag, "--json")  # the machine that stamped pinned the root
+    assert "anchors.tsa-valid" in _codes(mine.json(), "INFO"), mine.stdout
+    (home / "vaults.json").unlink()  # a lawyer's machine
+    res = cli("verify-bundle", bag, "--json")
+    report = res.json()
+    assert res.code == 0 and "anchors.tsa-unpinned" in _codes(report, "WARN"), report["findings"]
+    assert "anchors.tsa-valid" not in _codes(report, "INFO")
+    res = cli("verify-bundle", bag, "--json", "--tsa-ca", tmp_path / "tsa-ca.pem")
+    assert "anchors.tsa-valid" in _codes(res.json(), "INFO") and "anchors.tsa-unpinned" not in _codes(
+        res.json(), "WARN"
+    )
