@@ -26,7 +26,7 @@ from .errors import EvidenceVaultError, UsageError
 from .report import Report
 from .safezip import safe_extract
 from .signing import Signer
-from .vault import AddOptions, AddResult, Vault, _Stored
+from .vault import AddOptions, AddResult, Vault, _Stored, display_name
 
 
 class BundleRejected(EvidenceVaultError):
@@ -64,6 +64,11 @@ def _tag_zip(root: Path) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, p.read_bytes())
     return buf.getvalue()
+
+
+CHANGED_SINCE_VERIFIED = (
+    "changed since the bag was verified (no item of its log has this content): not imported"
+)
 
 
 def import_bag(
@@ -110,8 +115,16 @@ def import_bag(
         options = AddOptions(source=source)
         prepared = []
         results: list[AddResult] = []
+        verified = {str(entry.get("id")) for entry in report.items}  # the items of the verified log
         for f in files:
             outcome = vault._prepare(str(f), options, None)
+            if not isinstance(outcome, AddResult) and outcome.digest.id not in verified:
+                # Changed (or put there) after the bag was verified: not what the bag's log vouches for.
+                if not isinstance(outcome, _Stored):
+                    vault.objects.discard(str(outcome.data["metadata"]).removeprefix("sha256:"))
+                    vault.objects.discard(outcome.digest.sha256)
+                results.append(AddResult(display_name(f), "failed", message=CHANGED_SINCE_VERIFIED))
+                continue
             if isinstance(outcome, _Stored):  # content the store holds: _commit tells whether the log has it
                 outcome = vault._describe(outcome, options)
             if isinstance(outcome, AddResult):

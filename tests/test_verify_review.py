@@ -76,6 +76,41 @@ def test_importing_the_same_bag_again_keeps_the_first_imports_tag_files(
     assert res.code == 0, res.stdout
 
 
+def test_bag_payload_swapped_after_verification_is_not_imported(
+    cli: Cli, filled_vault: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A bag directory changed between its verification and the ingest of its files (a swap by whoever
+    can write it) must not be imported under the bag's provenance."""
+    from evidence_vault import import_bag as import_module
+
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    victim = sorted(p for p in (bag / "data").rglob("*") if p.is_file())[0]
+    real_verify = import_module.verify_bundle
+
+    def verify_then_swap(*args: Any, **kwargs: Any) -> Any:
+        report = real_verify(*args, **kwargs)
+        victim.write_bytes(b"not the evidence the bag's log vouches for")
+        (bag / "data" / "planted.txt").write_bytes(b"planted after verification")
+        return report
+
+    monkeypatch.setattr(import_module, "verify_bundle", verify_then_swap)
+    receiver = tmp_path / "receiver"
+    assert cli("init", receiver, "--name", "receiver").code == 0
+    res = cli("--vault", receiver, "import", bag, "--json")
+    assert res.code == 1, res.stdout
+    failed = sorted(os.path.basename(r["path"]) for r in res.json()["results"] if r["status"] == "failed")
+    assert failed == sorted([victim.name, "planted.txt"]), res.stdout
+    assert all(
+        "changed since the bag was verified" in r["message"]
+        for r in res.json()["results"]
+        if r["status"] == "failed"
+    )
+    monkeypatch.undo()
+    res = cli("--vault", receiver, "verify", "--json")
+    assert res.code == 0 and "object.orphan" not in _codes(res, "WARN"), res.stdout
+
+
 def test_emptied_log_fails(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     (filled_vault / "log.jsonl").write_bytes(b"")  # every event removed, the objects left
     res = cli("--vault", filled_vault, "verify", "--json")

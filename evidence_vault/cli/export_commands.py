@@ -111,9 +111,10 @@ def import_cmd(
         vault, path, st.signer(), trusted=trust or (), tsa_roots=read_tsa_roots(tsa_ca), strict=strict
     )
     vault.close()
+    failed = any(r.status == "failed" for r in result.results)
     if json_out:
         output.emit_json(result.to_dict())
-        return
+        raise typer.Exit(1 if failed else 0)
     for r in result.results:
         output.info(f"{r.status:9} {r.id or ''}  {r.path}" + (f"  ({r.message})" if r.message else ""))
     if any(r.status == "added" for r in result.results):
@@ -122,6 +123,7 @@ def import_cmd(
         )
     else:
         output.info(f"source: {result.source}; nothing added")
+    raise typer.Exit(1 if failed else 0)
 
 
 def report_cmd(
