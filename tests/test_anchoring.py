@@ -157,18 +157,20 @@ def test_tsa_ca_bundle_of_two_certificates_still_verifies(
     assert code == 0 and not _codes(report), report["findings"]
 
 
+#: ``stamp`` with two calendars nothing listens on (port 9): everything is queued.
+OFFLINE_STAMP = [
+    "stamp",
+    "--calendar",
+    "http://127.0.0.1:9",
+    "--calendar",
+    "http://127.0.0.1:9/b",
+    "--timeout",
+    "2",
+]
+
+
 def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: Path) -> None:
-    res = cli(
-        "--vault",
-        filled_vault,
-        "stamp",
-        "--calendar",
-        "http://127.0.0.1:9",
-        "--calendar",
-        "http://127.0.0.1:9/b",
-        "--timeout",
-        "2",
-    )
+    res = cli("--vault", filled_vault, *OFFLINE_STAMP)
     assert res.code == 0
     assert "queued" in res.stderr
     queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
@@ -227,15 +229,7 @@ def test_stamp_restores_a_lost_checkpoint_directory_and_drops_no_queued_stamp(
 
 
 def test_unreadable_queue_is_rebuilt_not_dropped(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
-    offline = [
-        "stamp",
-        "--calendar",
-        "http://127.0.0.1:9",
-        "--calendar",
-        "http://127.0.0.1:9/b",
-        "--timeout",
-        "2",
-    ]
+    offline = OFFLINE_STAMP
     assert cli("--vault", filled_vault, *offline).code == 0
     extra = tmp_path / "later.txt"
     extra.write_text("added after the first stamp\n")
