@@ -36,7 +36,8 @@ PROOF_FILE = "proof.json"
 
 
 def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
-    """Write an inclusion proof of ``item_id``'s ingest event in the best checkpoint covering it.
+    """Write an inclusion proof of ``item_id``'s ingest event in the earliest anchored checkpoint covering
+    it (the earliest proven time), else the latest checkpoint.
 
     The proof is written to a new directory beside ``out`` and then put in its place, so that no file
     of an earlier proof there (a token of another checkpoint) stays to make the new one fail, and an
@@ -80,7 +81,9 @@ def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
         digest = hashlib.sha256(read_bytes(d / "checkpoint")).digest()
         return ots.verify(read_bytes(p), digest, store).status == "complete"
 
-    size = next((s for s in reversed(covering) if anchored(s)), covering[-1])
+    # The earliest anchored checkpoint covering the item proves the earliest time (a later one only a
+    # later time); without any, the latest checkpoint (its proofs may complete after `upgrade`).
+    size = next((s for s in covering if anchored(s)), covering[-1])
     leaves: list[bytes] = []
     line = b""
     for raw in vault.log.iter_raw():

@@ -644,6 +644,12 @@ def test_prove_again_into_the_same_directory_leaves_no_stale_file(
     ca = tmp_path / "ca.pem"
     ca.write_bytes(tsa.ca_pem)
     assert cli("--vault", stamped, "stamp", "--tsa", tsa.url + "other", "--tsa-ca", ca).code == 0
+    res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", tmp_path / "earliest", "--json")
+    assert res.code == 0 and res.json()["tree_size"] == 5  # the earliest anchored checkpoint: earliest time
+    first_cp = _cp_dirs(stamped)[0]
+    os.chmod(first_cp, 0o755)
+    for proof in [*first_cp.glob("tsa-*"), first_cp / "checkpoint.ots"]:
+        proof.unlink()  # now only the later checkpoint is anchored
     res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", out, "--json")
     assert res.code == 0, res.stderr
     assert res.json()["tree_size"] == 7

@@ -121,7 +121,8 @@ def prove(
     out: Annotated[Path | None, typer.Option("--out", help="Directory to write the proof to.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write an inclusion proof of the item in the latest anchored checkpoint (checkable alone)."""
+    """Write an inclusion proof of the item in the earliest anchored checkpoint covering it (checkable
+    alone)."""
     from ..proofs import prove as make_proof
 
     vault = state(ctx).open_vault()
