@@ -32,10 +32,10 @@ def test_interrupt_after_append_keeps_metadata_objects(
         real_append(self, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(CustodyLog, "append", append_then_interrupt)
-    res = cli("--vault", vault, "add", *SAMPLE_FILES[:2])
+    with monkeypatch.context() as m:  # not monkeypatch.undo(): that also undoes the test's home
+        m.setattr(CustodyLog, "append", append_then_interrupt)
+        res = cli("--vault", vault, "add", *SAMPLE_FILES[:2])
     assert res.code == 130, res.stderr
-    monkeypatch.undo()
     ingested = _ingest_lines(vault)
     assert len(ingested) == 2
     v = Vault(vault)
@@ -56,10 +56,10 @@ def test_refused_append_discards_metadata_objects(
     def interrupt(self: CustodyLog, *args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(CustodyLog, "append", interrupt)
-    res = cli("--vault", vault, "add", SAMPLE_FILES[0])
+    with monkeypatch.context() as m:
+        m.setattr(CustodyLog, "append", interrupt)
+        res = cli("--vault", vault, "add", SAMPLE_FILES[0])
     assert res.code == 130, res.stderr
-    monkeypatch.undo()
     assert _ingest_lines(vault) == []
     v = Vault(vault)
     try:
