@@ -19,7 +19,7 @@ from typing import Any
 from . import events as ev
 from .anchors_verify import _iso
 from .custody_log import Head
-from .errors import NotAuthorizedError, UsageError
+from .errors import EvidenceVaultError, NotAuthorizedError, UsageError
 from .events import Event
 from .hashing import hash_file
 from .keystore import KeyStore
@@ -104,9 +104,16 @@ def key_rotate(
     first = vault.append(old, [(ev.KEY_ADDED, data)])
     # Store the new private key only once the log names it.
     store.add_identity(new, name=name, email=email, passphrase=passphrase)
-    second = vault.append(
-        new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": f"rotated to {new.fingerprint}"})]
-    )
+    reason = f"rotated to {new.fingerprint}"
+    try:
+        second = vault.append(new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": reason})])
+    except EvidenceVaultError as exc:  # half done: say how to finish, not to rotate again (a third key)
+        exc.message += (
+            f"; the new key {new.fingerprint} is authorized (seq {first[-1].seq}) and stored, but the old "
+            f"key is not revoked yet: finish with `evidence-vault --key {new.fingerprint} key revoke "
+            f"{old.fingerprint} --reason '{reason}'`"
+        )
+        raise
     vault.write_public_key(new.fingerprint, new.public.openssh(name))
     return new.fingerprint, [*first, *second]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,3 +262,37 @@ def test_key_add_of_a_binary_file_is_one_line(cli: Cli, vault: Path, tmp_path: P
     res = cli("--vault", vault, "key", "add", bad)
     assert res.code == 2 and "internal error" not in res.stderr, res.stderr
     assert "key.pub" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_half_finished_rotate_says_how_to_finish(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`key rotate` is two appends; when the second fails, the error says the new key is in and how to
+    revoke the old one (running rotate again would only make a third key)."""
+    import shlex
+
+    from evidence_vault import events as ev
+    from evidence_vault.errors import EvidenceVaultError
+    from evidence_vault.vault import Vault
+
+    alice = _new_key(cli, "Alice")
+    vault = tmp_path / "v"
+    assert cli("--key", alice, "init", vault).code == 0
+    real_append = Vault.append
+
+    def append(self: Vault, signer: Any, entries: Any, **kwargs: Any) -> Any:
+        if any(t == ev.KEY_REVOKED for t, _ in entries):
+            raise EvidenceVaultError("the vault is locked by another writer")
+        return real_append(self, signer, entries, **kwargs)
+
+    with monkeypatch.context() as m:  # not monkeypatch.undo(): that would also undo the test's home
+        m.setattr(Vault, "append", append)
+        res = cli("--vault", vault, "--key", alice, "key", "rotate")
+    assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    hint = res.stderr.split("finish with `evidence-vault ", 1)[1].split("`", 1)[0]
+    assert "is authorized (seq 1) and stored" in res.stderr
+    res = cli("--vault", vault, *shlex.split(hint))
+    assert res.code == 0, res.stderr
+    keys = cli("--vault", vault, "key", "list", "--json").json()["authorized"]
+    assert [k["revoked_seq"] is None for k in keys if k["fingerprint"] == alice] == [False]
+    assert cli("--vault", vault, "verify", "--json", "--trust", alice).code == 0
