@@ -218,10 +218,19 @@ def _check_ots(
 
 def _read_certs(path: Path, where: str, report: Report) -> list[bytes] | None:
     """The certificates in ``path`` (PEM bundle or DER); a FAIL naming the file if it holds none."""
+    root = _read_root(path, where, report, frozenset())
+    return None if root is None else root[0]
+
+
+def _read_root(
+    path: Path, where: str, report: Report, pinned: frozenset[str]
+) -> tuple[list[bytes], bool] | None:
+    """:func:`_read_certs`, and whether the file's SHA-256 is one of ``pinned`` (one read of it)."""
     from .timestamps import rfc3161
 
     try:
-        return rfc3161.split_pem_or_der_certs(read_bytes(path))
+        data = read_bytes(path)
+        return rfc3161.split_pem_or_der_certs(data), hashlib.sha256(data).hexdigest() in pinned
     except (OSError, EvidenceVaultError) as exc:
         report.fail("anchors.tsa-malformed", where, f"cannot read certificates from {path.name}: {exc}")
         return None
@@ -329,28 +338,20 @@ def _tsa_anchor(
     mine = _user_tsa_ca(meta.get("url"))
     ca = _vault_ca(vault, meta.get("ca"))
     shipped = d / f"{base}.ca.pem"
-    independent = False
     if mine is not None:
         certs = _read_certs(mine, str(mine), report)
-        note, independent = "trust anchor from your config.json", True
-    elif ca is not None:
-        certs = _read_certs(ca, str(meta["ca"]), report)
-        independent = certs is not None and _sha256_of(ca) in pinned
-        note = "trust anchor from the vault's config" + (", pinned on this machine" if independent else "")
+        return None if certs is None else (certs, "trust anchor from your config.json", True)
+    if ca is not None:
+        root, note = _read_root(ca, str(meta["ca"]), report, pinned), "trust anchor from the vault's config"
     elif shipped.is_file():
-        certs = _read_certs(shipped, f"{subject}/{shipped.name}", report)
-        independent = certs is not None and _sha256_of(shipped) in pinned
-        note = "trust anchor shipped with the proof" + (", pinned on this machine" if independent else "")
+        root = _read_root(shipped, f"{subject}/{shipped.name}", report, pinned)
+        note = "trust anchor shipped with the proof"
     else:
         return [], "", False
-    return None if certs is None else (certs, note, independent)
-
-
-def _sha256_of(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(read_bytes(path)).hexdigest()
-    except OSError:
+    if root is None:
         return None
+    certs, independent = root
+    return certs, note + (", pinned on this machine" if independent else ""), independent
 
 
 def _check_tsrs(

@@ -68,12 +68,13 @@ def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -
     def build(head: Head | None) -> list[tuple[str, dict[str, Any]]]:
         # Under the writer lock, so two admins revoking each other at once cannot both pass.
         vault.check_events(signer, head, entries)
-        revoked = vault.authority().keys[fp].revoked_seq
+        keys = vault.authority().keys
+        revoked = keys[fp].revoked_seq
         if revoked is not None:  # a second key.revoked would change nothing but say so
             raise UsageError(
                 f"key {fp} was already revoked at seq {revoked}: nothing recorded", path=vault.root
             )
-        active = {k for k, g in vault.authority().keys.items() if g.role == "admin" and g.revoked_seq is None}
+        active = {k for k, g in keys.items() if g.role == "admin" and g.revoked_seq is None}
         if active == {fp}:
             raise NotAuthorizedError(
                 f"{fp} is the last admin key of this vault: revoking it would leave nobody who can add or "

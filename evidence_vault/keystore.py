@@ -139,9 +139,9 @@ class KeyStore:
         """Store a private key (encrypted when a passphrase is given) and register it."""
         if not name.strip():
             raise UsageError("an identity needs a non-empty --name")
-        entries = self._load_index()
+        existing = self.identities()
         fp = signer.fingerprint
-        if any(i.fingerprint == fp for i in self.identities()):
+        if any(i.fingerprint == fp for i in existing):
             raise KeyStoreError(f"identity {fp} already exists")
         keydir = self.home / "identities"
         keydir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -155,12 +155,11 @@ class KeyStore:
             name=name,
             email=email,
             created=utc_now(),
-            default=not entries,
+            default=not existing,
             encrypted=passphrase is not None,
             public_key=signer.public.openssh(),
         )
-        entries.append(ident.to_dict())
-        self._save_index(entries)
+        self._save_index([*(i.to_dict() for i in existing), ident.to_dict()])
         return ident
 
     def private_key_path(self, fingerprint: str) -> Path:

@@ -24,6 +24,7 @@ from .errors import EvidenceVaultError
 from .hashing import Digest, chunk_root, hash_file, read_upto
 from .objects import SMALL
 from .parallel import LOST, REFUSED, Workers, ordered_map
+from .regular_files import read_bytes
 from .report import Report, line_subject
 from .scratch import ItemRecord
 
@@ -117,7 +118,7 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     if kind != "item" or size is None or size < BIG or not meta or workers < 2:
         return None
     try:
-        raw = _read_regular(vault.objects.fspath(meta.removeprefix("sha256:")))
+        raw = read_bytes(vault.objects.fspath(meta.removeprefix("sha256:")), SMALL)
         if hashlib.sha256(raw).hexdigest() != meta.removeprefix("sha256:"):
             return None
         chunks = json.loads(raw).get("chunks")
@@ -127,18 +128,6 @@ def _by_chunk_tree(vault: Vault, path: Path, job: Job, workers: int) -> Digest |
     if got != size or root.hex() != chunks.get("root"):
         return None  # the whole-file hash then reports it (and names the damaged ranges)
     return Digest(hex_digest, got)
-
-
-def _read_regular(path: str) -> bytes:
-    """A small object's bytes; ``OSError`` if it is no regular file (a FIFO would block) or too big."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL:
-            raise OSError(f"{path}: not a small regular file")
-        return read_upto(fd, st.st_size, SMALL)
-    finally:
-        os.close(fd)
 
 
 class ObjectPass:
@@ -298,7 +287,9 @@ class ObjectPass:
         chunks = None
         if meta:
             with contextlib.suppress(EvidenceVaultError, OSError, ValueError, AttributeError):
-                chunks = json.loads(_read_regular(self.vault.objects.fspath(meta.removeprefix("sha256:"))))
+                chunks = json.loads(
+                    read_bytes(self.vault.objects.fspath(meta.removeprefix("sha256:")), SMALL)
+                )
                 chunks = chunks.get("chunks")
         return describe_damage(self.vault.objects.path(hex_digest), chunks)
 

@@ -13,13 +13,17 @@ import os
 import stat
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of the regular file ``path``; ``OSError`` if it is missing, unreadable or not a file."""
+def read_bytes(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path``; ``OSError`` if it is missing, unreadable, not a file, or
+    bigger than ``limit`` bytes."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-        return f.read()
+        if limit is not None and st.st_size > limit:
+            raise OSError(errno.EFBIG, f"bigger than {limit} bytes", os.fspath(path))
+        return f.read() if limit is None else f.read(limit)
 
 
 def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
