@@ -22,8 +22,8 @@ from .errors import IngestError
 
 CHUNK = 1 << 20  # 1 MiB reads: the sweet spot for hashlib throughput
 LEAF_CHUNK = 1 << 20  # chunk size of the per-chunk Merkle leaves (fixed: part of the metadata format)
-_BUFFERS = 4  # buffers in flight between the reading/hashing thread and the leaf/writing thread
-_WRITEBACK_EVERY = 16 << 20  # start disk writeback of the copy every 16 MiB (the final sync has less to do)
+_BUFFERS = 8  # buffers in flight between the reading/hashing, leaf and writing threads
+FLUSH_EVERY = 32 << 20  # a durable copy is fdatasync'ed every 32 MiB as it streams (see _Flusher)
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,17 @@ def hash_stream(
     progress: Callable[[int], None] | None = None,
     *,
     leaves: bool = False,
+    flush_every: int = 0,
 ) -> Digest:
     """Hash ``src`` to its end, copying every byte to ``dst`` when given.
 
     With ``leaves``, also compute the Merkle leaf hash of every ``LEAF_CHUNK`` (returned only when there is
-    more than one chunk); the leaf hashing and the writes to ``dst`` run in a worker thread while this one
-    reads and computes the whole-file hash.
+    more than one chunk); the leaf hashing and the writes to ``dst`` run in threads of their own while this
+    one reads and computes the whole-file hash, and with ``flush_every`` the copy is made durable every
+    that many bytes as it streams.
     """
     if leaves:
-        return _hash_stream_pipelined(src, dst, progress)
+        return _hash_stream_pipelined(src, dst, progress, flush_every)
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -90,38 +92,57 @@ def hash_stream(
 
 
 def _hash_stream_pipelined(
-    src: BinaryIO, dst: BinaryIO | None, progress: Callable[[int], None] | None
+    src: BinaryIO, dst: BinaryIO | None, progress: Callable[[int], None] | None, flush_every: int = 0
 ) -> Digest:
+    """Three stages on their own threads, each buffer passing through them in turn: this thread reads and
+    computes the whole-file hash, the next the chunk leaves, the last writes to ``dst`` (the page cache
+    copy costs as much CPU as a hash), so the copy runs at the speed of its slowest stage, not their sum."""
     free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
     for _ in range(_BUFFERS):
         free.put(bytearray(LEAF_CHUNK))
-    work: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+    to_leaves: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+    to_writer: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
     leaf_list: list[bytes] = []
     failure: list[BaseException] = []
-    out_fd = _fileno(dst)
+    out_fd = _fileno(dst) if flush_every > 0 else None
+    flusher = _Flusher(out_fd, failure) if out_fd is not None else None
 
-    def worker() -> None:
-        written = synced = 0
-        while (job := work.get()) is not None:
+    def leaves() -> None:
+        while (job := to_leaves.get()) is not None:
+            try:
+                if not failure:
+                    leaf_list.append(_leaf(memoryview(job[0])[: job[1]]))
+            except BaseException as exc:  # reported by the reading thread; keep passing buffers on
+                failure.append(exc)
+            if dst is not None:
+                to_writer.put(job)
+            else:
+                free.put(job[0])
+        to_writer.put(None)
+
+    def writer() -> None:
+        assert dst is not None
+        written = flushed = 0
+        while (job := to_writer.get()) is not None:
             buf, n = job
             try:
                 if not failure:
-                    view = memoryview(buf)[:n]
-                    leaf_list.append(_leaf(view))
-                    if dst is not None:
-                        dst.write(view)
-                        written += n
-                        if out_fd is not None and written - synced >= _WRITEBACK_EVERY:
-                            dst.flush()
-                            start_writeback(out_fd, synced, written - synced)
-                            synced = written
-            except BaseException as exc:  # reported by the reading thread; keep returning buffers
+                    dst.write(memoryview(buf)[:n])
+                    written += n
+                    if flusher is not None and written - flushed >= flush_every:
+                        dst.flush()
+                        flusher.kick()
+                        flushed = written
+            except BaseException as exc:
                 failure.append(exc)
             finally:
                 free.put(buf)
 
-    thread = threading.Thread(target=worker, name="evidence-vault-chunks", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=leaves, name="evidence-vault-leaves", daemon=True)]
+    if dst is not None:
+        threads.append(threading.Thread(target=writer, name="evidence-vault-copy", daemon=True))
+    for thread in threads:
+        thread.start()
     h = hashlib.sha256()
     size = 0
     try:
@@ -132,18 +153,57 @@ def _hash_stream_pipelined(
                 free.put(buf)
                 break
             h.update(memoryview(buf)[:n])
-            work.put((buf, n))
+            to_leaves.put((buf, n))
             size += n
             if progress is not None:
                 progress(n)
             if n < LEAF_CHUNK:
                 break
     finally:
-        work.put(None)
-        thread.join()
+        to_leaves.put(None)
+        for thread in threads:
+            thread.join()
+        if flusher is not None:
+            flusher.stop()
     if failure:
         raise failure[0]
     return Digest(h.hexdigest(), size, tuple(leaf_list) if len(leaf_list) > 1 else None)
+
+
+class _Flusher:
+    """Makes a file being written durable as it grows: ``fdatasync`` in a thread of its own each time it
+    is kicked (at most one waiting), so the disk's cache is flushed while the copy goes on and the sync
+    that makes the object durable before its event is signed finds little left to do. A failure is
+    added to ``failure``: a write error is reported once per descriptor, and a later fsync of the same
+    file may no longer see it."""
+
+    def __init__(self, fd: int, failure: list[BaseException]) -> None:
+        self.fd, self.failure = fd, failure
+        self.wanted = threading.Event()
+        self.done = False
+        self.thread = threading.Thread(target=self._run, name="evidence-vault-flush", daemon=True)
+        self.thread.start()
+
+    def kick(self) -> None:
+        self.wanted.set()
+
+    def stop(self) -> None:
+        self.done = True
+        self.wanted.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        sync = getattr(os, "fdatasync", os.fsync)
+        while True:
+            self.wanted.wait()
+            self.wanted.clear()
+            if self.done:
+                return
+            try:
+                sync(self.fd)
+            except OSError as exc:
+                self.failure.append(exc)
+                return
 
 
 def _fileno(dst: BinaryIO | None) -> int | None:
@@ -167,15 +227,19 @@ def copy_and_hash(
     expected_size: int,
     name: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    durable: bool = False,
 ) -> Digest:
     """Copy an open file to ``dst`` while hashing it; reject it if it changed size while read.
 
-    Files larger than one chunk also get their per-chunk Merkle leaves (``Digest.leaves``).
+    Files larger than one chunk also get their per-chunk Merkle leaves (``Digest.leaves``); with
+    ``durable``, their copy is flushed to disk every ``FLUSH_EVERY`` bytes as it streams (the caller
+    still syncs it at the end).
     """
     _advise_sequential(src_fd)
     with os.fdopen(os.dup(src_fd), "rb", buffering=0) as src:
         if expected_size > LEAF_CHUNK:
-            digest = hash_stream(src, dst, progress, leaves=True)
+            digest = hash_stream(src, dst, progress, leaves=True, flush_every=FLUSH_EVERY if durable else 0)
         else:
             digest = hash_stream(src, dst, progress)
     after = os.fstat(src_fd).st_size
@@ -313,7 +377,6 @@ def _advise_sequential(fd: int) -> None:
 # -- Linux durability helpers (ctypes; absent elsewhere, callers fall back to fsync) -----------------------
 
 _libc: ctypes.CDLL | bool | None = False
-_SYNC_FILE_RANGE_WRITE = 2
 
 
 def libc() -> ctypes.CDLL | None:
@@ -325,21 +388,6 @@ def libc() -> ctypes.CDLL | None:
         except OSError:
             _libc = None
     return _libc if isinstance(_libc, ctypes.CDLL) else None
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing a file range to disk now (asynchronous; a no-op where unsupported)."""
-    lib = libc()
-    fn = getattr(lib, "sync_file_range", None) if lib is not None else None
-    if fn is None:
-        return
-    with contextlib.suppress(Exception):
-        fn(
-            ctypes.c_int(fd),
-            ctypes.c_int64(offset),
-            ctypes.c_int64(length),
-            ctypes.c_uint(_SYNC_FILE_RANGE_WRITE),
-        )
 
 
 def syncfs(fd: int) -> bool:

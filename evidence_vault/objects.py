@@ -167,7 +167,7 @@ class FileObjectStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 try:
-                    digest = copy_and_hash(src_fd, out, size, name, progress)
+                    digest = copy_and_hash(src_fd, out, size, name, progress, durable=self.durable)
                 except OSError as exc:
                     message = f"cannot copy into the vault: {exc.strerror or exc}"
                     raise IngestError(message, path=name) from None

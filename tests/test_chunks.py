@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from evidence_vault import merkle
+from evidence_vault import hashing
 from evidence_vault.hashing import LEAF_CHUNK, damaged_ranges, hash_stream
 from tests.conftest import Cli, object_path
 from tests.test_schemas import check
@@ -34,6 +35,54 @@ def test_stream_leaves_match_merkle_leaf_hash() -> None:
     assert digest.leaves == tuple(merkle.leaf_hash(data[i : i + MIB]) for i in range(0, len(data), MIB))
     # One chunk or less: no chunk tree (the whole-file hash already says everything).
     assert hash_stream(io.BytesIO(data[:MIB]), leaves=True).leaves is None
+
+
+def test_durable_copy_is_flushed_while_it_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big copy is fdatasync'ed as it streams (so the sync before its event is signed has little left
+    to do), on the copy's own descriptor, and the copy is still whole and exact."""
+    data = os.urandom(9 * MIB + 5)
+    flushed: list[int] = []
+    real = getattr(os, "fdatasync", os.fsync)
+    out_path = tmp_path / "copy"
+    with open(out_path, "wb") as out:
+
+        def spy(fd: int) -> None:
+            assert fd == out.fileno()
+            flushed.append(os.fstat(fd).st_size)
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", spy)
+        digest = hash_stream(io.BytesIO(data), out, leaves=True, flush_every=2 * MIB)
+    assert out_path.read_bytes() == data and digest.sha256 == hashlib.sha256(data).hexdigest()
+    assert digest.leaves is not None and len(digest.leaves) == 10
+    assert flushed and all(0 < size <= len(data) for size in flushed)
+    assert flushed == sorted(flushed)
+    # Without flush_every (a store that is not durable) nothing is flushed.
+    flushed.clear()
+    with open(tmp_path / "copy2", "wb") as out2:
+        hash_stream(io.BytesIO(data), out2, leaves=True)
+    assert flushed == []
+
+
+def test_a_failed_flush_fails_the_copy(
+    vault: Path, cli: Cli, identity: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error is reported once per descriptor: the background flush that sees it must fail the
+    add (a later fsync of the same file may report success), and nothing is recorded."""
+    src = tmp_path / "video.bin"
+    src.write_bytes(os.urandom(3 * hashing.FLUSH_EVERY // 2 + 7))
+
+    def eio(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:  # not monkeypatch.undo(): that would also undo the test's home
+        m.setattr(os, "fdatasync", eio)
+        res = cli("--vault", vault, "add", src)
+    assert res.code != 0
+    assert "video.bin" in res.stderr and "Input/output error" in res.stderr
+    listed = cli("--vault", vault, "ls", "--json")
+    assert listed.code == 0 and listed.json() == []
+    assert not any((vault / "objects" / "tmp").iterdir())
 
 
 def test_damaged_ranges(tmp_path: Path) -> None:
