@@ -235,6 +235,13 @@ class ItemTable(MutableMapping[str, ItemRecord]):
         for key, seq, size, meta, committed in self._db.execute(query, (min_seq, above)):
             yield _unbind(key), _record(seq, size, meta, committed)
 
+    def total_size(self, min_seq: int = 0) -> int:
+        """The bytes of the originals of the items from ``min_seq`` on."""
+        row = self._db.execute(
+            "SELECT coalesce(sum(size), 0) FROM items WHERE seq >= ?", (min_seq,)
+        ).fetchone()
+        return int(row[0])
+
     def references(self, hex_digest: str) -> bool:
         """Is this object an item's original or its metadata object?"""
         db = self._db

@@ -511,8 +511,13 @@ def verify_vault(
     record_head: bool = True,
     tsa_roots: Sequence[bytes] = (),
     incremental: bool = False,
+    on_total: Callable[[int], None] | None = None,
 ) -> Report:
     """Verify a vault: log, signatures, authorization, every object, commitments, anchors, pins.
+
+    ``on_progress`` is told the bytes of each object re-hashed; ``on_total``, once the log pass has
+    named every item, the bytes of the originals that will be re-hashed in all (for a progress bar:
+    verify reads nothing else to know it, and writes nothing into the vault).
 
     ``incremental``: start from the end state of the last clean verification on this machine (see
     :mod:`evidence_vault.incremental`) when the log prefix it covered is byte-for-byte unchanged, and
@@ -572,6 +577,8 @@ def verify_vault(
         check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
         if state.line_hashes:
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
+        if on_total is not None:
+            on_total(state.items.total_size(start_seq))
         bytes_hashed = objects.run(state, report)
     check_anchors(
         vault, state, report, dirs, tsa_roots=tsa_roots, pinned=pins.tsa_roots(vault.config.vault_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,38 @@ def test_fifos_among_checkpoint_and_bag_files_do_not_hang_verify(
     assert res.code == 1, res.stderr
     fails = _codes(res, "FAIL")
     assert "checkpoint.bad-signature" in fails and "anchors.bad-headers" in fails, fails
+
+
+def test_verify_on_a_terminal_writes_nothing_into_the_vault(
+    cli: Cli, run: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """docs/ci.md: verify writes nothing into the vault. On a terminal it once caught up the listing
+    cache to size its progress bar; the total now comes from its own log pass."""
+    from evidence_vault.vault import Vault
+    from evidence_vault.verify import verify_vault
+
+    extra = tmp_path / "extra.bin"
+    extra.write_bytes(os.urandom(5000))
+    assert run("--vault", filled_vault, "add", extra).code == 0
+    cache = filled_vault / "cache"
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    # The cache behind the log: the last line's item is not in it yet (it would be caught up).
+    res = run("--vault", filled_vault, "verify", env={"FORCE_COLOR": "1"})
+    assert res.code in (0, 1), res.stderr
+    assert "5 items" in res.stdout + res.stderr
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+    shutil.rmtree(cache)
+    res = run("--vault", filled_vault, "verify", env={"FORCE_COLOR": "1"})
+    assert res.code in (0, 1), res.stderr
+    assert not cache.exists()
+    # The total the bar is given: the bytes of every original the run re-hashes.
+    totals: list[int] = []
+    vault = Vault(filled_vault)
+    verify_vault(vault, on_total=totals.append, record_head=False)
+    originals = sum(
+        os.path.getsize(p)
+        for p in (filled_vault / "objects" / "sha256").rglob("*")
+        if p.is_file() and not p.read_bytes().startswith(b"{")
+    )
+    assert totals == [originals] and originals > 5000
+    assert not cache.exists()

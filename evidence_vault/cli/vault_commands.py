@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 import stat
 import sys
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EvidenceVaultError, UsageError
+from ..errors import UsageError
 from . import output
 from .context import read_tsa_roots, signing_state, state, utf8_text
 
@@ -46,6 +44,35 @@ class _NoProgress:
 
     def advance(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+class _LateProgress:
+    """A progress bar whose total is known only part of the way through (verify learns it from the log
+    pass): shown from then on, with what was done before, if the total is big enough and stderr is a
+    terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.done = 0
+        self.bar: Progress | _NoProgress | None = None
+        self.task: Any = None
+
+    def start(self, total: int) -> None:
+        self.bar = _progress(total, self.label)
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.label, total=total or None)
+        self.bar.advance(self.task, self.done)
+
+    def advance(self, n: int) -> None:
+        if self.bar is None:
+            self.done += n
+        else:
+            self.bar.advance(self.task, n)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _progress(total: int, label: str) -> Progress | _NoProgress:
@@ -332,21 +359,19 @@ def verify(
             "choose a path outside it",
             path=out_file,
         )
-    total = 0  # only sizes the progress bar, shown on a terminal
-    if not output.plain():
-        # No usable cache (disk full, read-only medium, damaged log): no total; verify needs none.
-        with contextlib.suppress(OSError, sqlite3.Error, EvidenceVaultError):
-            total = sum(i.size for i in vault.items())
     roots = read_tsa_roots(tsa_ca)
-    with _progress(total, "verifying") as progress:
-        task = progress.add_task("verify", total=total or None)
+    bar = _LateProgress("verifying")  # sized once the log pass has named every item
+    try:
         report = verify_vault(
             vault,
             trusted=trust or (),
             tsa_roots=roots,
             incremental=incremental,
-            on_progress=lambda n: progress.advance(task, n),
+            on_progress=bar.advance,
+            on_total=bar.start,
         )
+    finally:
+        bar.stop()
     vault.close()
     if out_file is not None:
         try:
