@@ -368,7 +368,7 @@ def verify(
             tsa_roots=roots,
             incremental=incremental,
             on_progress=bar.advance,
-            on_total=bar.start,
+            on_total=None if output.plain() else bar.start,  # no bar: no total to add up
         )
     finally:
         bar.stop()
