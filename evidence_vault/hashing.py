@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import queue
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -216,8 +218,13 @@ def _fileno(dst: BinaryIO | None) -> int | None:
 
 
 def hash_file(path: str | os.PathLike[str]) -> Digest:
-    with open(path, "rb", buffering=0) as fh:
-        _advise_sequential(fh.fileno())
+    """The digest of the regular file ``path``; ``OSError`` if it is missing, unreadable or not a regular
+    file (opened without blocking: a FIFO given by mistake would otherwise wait for a writer for ever)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        _advise_sequential(fd)
         return hash_stream(fh)
 
 

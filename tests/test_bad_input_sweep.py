@@ -1,0 +1,58 @@
+"""Bad input on the command line: a one-line error naming the file or option, a documented exit code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SAMPLE_FILES, Cli
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+def test_find_a_fifo_is_refused_not_waited_on(run: Cli, filled_vault: Path, fifo: Path) -> None:
+    res = run("--vault", filled_vault, "find", fifo, SAMPLE_FILES[0], timeout=30)
+    assert res.code == 1
+    assert f"{fifo}: cannot read: not a regular file" in res.stderr
+    assert "in vault" in res.stderr
+
+
+def test_derive_from_a_fifo_is_refused(
+    run: Cli, filled_vault: Path, fifo: Path, items: Callable[[Path], list[dict[str, Any]]]
+) -> None:
+    original = items(filled_vault)[0]["id"]
+    before = (filled_vault / "log.jsonl").read_bytes()
+    res = run(
+        "--vault", filled_vault, "derive", original, fifo, "--action", "redact", "--tool", "t", timeout=30
+    )
+    assert res.code == 2
+    assert str(fifo) in _one_line(res.stderr)
+    assert "not a regular file" in res.stderr
+    assert (filled_vault / "log.jsonl").read_bytes() == before
+
+
+def test_verify_proof_file_that_is_a_fifo(
+    run: Cli, cli: Cli, filled_vault: Path, fifo: Path, tmp_path: Path
+) -> None:
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    proof = tmp_path / "proof"
+    assert cli("--vault", filled_vault, "prove", SAMPLE_FILES[0], "--out", proof).code == 0
+    res = run("verify-proof", proof, "--file", fifo, timeout=30)
+    assert res.code == 2
+    assert _one_line(res.stderr).endswith(f"{fifo}: not a regular file")
