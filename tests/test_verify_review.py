@@ -311,3 +311,17 @@ def test_verify_on_a_terminal_writes_nothing_into_the_vault(
     )
     assert totals == [originals] and originals > 5000
     assert not cache.exists()
+
+
+def test_findings_in_a_ci_log_are_whole_lines(run: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """Where stderr is not a terminal (a CI log), each finding is one line with its code and message
+    uncut: an 80-column table cut the code and the fingerprint the user is told to compare."""
+    res = run("--vault", filled_vault, "verify", env={"EVIDENCE_VAULT_HOME": str(tmp_path / "elsewhere")})
+    assert res.code == 0, res.stderr
+    fingerprint = re.search(r"genesis key (SHA256:\S+) \(NOT pinned\)", res.stderr)
+    assert fingerprint is not None, res.stderr
+    line = next(x for x in res.stderr.splitlines() if "trust.genesis-not-pinned" in x)
+    assert line.startswith("WARN  trust.genesis-not-pinned  log.jsonl line 1 (seq 0): ")
+    assert line.count(fingerprint.group(1)) == 2 and "…" not in line
+    assert "┃" not in res.stderr and "│" not in res.stderr
+    assert "4 items" in res.stderr and "0 failures, 1 warning\n" in res.stderr

@@ -390,9 +390,19 @@ def verify(
     raise typer.Exit(report.exit_code(strict))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def print_report(report: Report) -> None:
-    """The report on stderr: findings as a table, then the summary (rich imported only for a table)."""
-    if report.findings:
+    """The report on stderr: findings as a table on a terminal, one whole line each otherwise (a CI log
+    must show every code and fingerprint uncut), then the summary."""
+    if report.findings and output.plain():
+        for f in report.findings:
+            sys.stderr.write(
+                f"{f.level:<5} {f.code}  {output.one_line(f.subject)}: {output.one_line(f.message)}\n"
+            )
+    elif report.findings:
         from rich.markup import escape
         from rich.table import Table
 
@@ -405,9 +415,9 @@ def print_report(report: Report) -> None:
         output.err.print(table)
     stats = report.stats
     summary = (
-        f"{stats.get('events', 0)} events, {stats.get('items', 0)} items, "
+        f"{_count(stats.get('events', 0), 'event')}, {_count(stats.get('items', 0), 'item')}, "
         f"{output.human_size(stats.get('bytes_hashed', 0))} re-hashed; "
-        f"{len(report.failures)} failures, {len(report.warnings)} warnings"
+        f"{_count(len(report.failures), 'failure')}, {_count(len(report.warnings), 'warning')}"
     )
     if output.plain():
         sys.stderr.write(f"{report.outcome}  {summary}\n")
