@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import signing
+from . import regular_files, signing
 from .atomic import write_atomic
 from .errors import KeyStoreError, PassphraseError, UsageError
 
@@ -226,7 +226,7 @@ def import_private(
     """Take in an OpenSSH Ed25519 private key (a backup, or ~/.ssh/id_ed25519). ``new_passphrase``
     (default ``passphrase``) protects a key that came unencrypted: a prompt asks for it twice."""
     try:
-        data = path.read_bytes()
+        data = regular_files.read_bytes(path)
     except OSError as exc:
         raise KeyStoreError(f"cannot read: {exc.strerror}", path=path) from None
     signer, secret = _unlock(
@@ -270,8 +270,8 @@ def _load(data: bytes, path: Path, secret: bytes | None) -> signing.Signer:
 def _comment_of(path: Path) -> str | None:
     pub = path.with_name(path.name + ".pub")
     try:
-        parts = pub.read_text("utf-8").split(maxsplit=2)
-    except OSError:
+        parts = regular_files.read_text(pub).split(maxsplit=2)
+    except (OSError, UnicodeDecodeError):  # a comment is only a default name: no .pub, no comment
         return None
     return parts[2].strip() if len(parts) > 2 else None
 

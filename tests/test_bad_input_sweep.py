@@ -56,3 +56,18 @@ def test_verify_proof_file_that_is_a_fifo(
     res = run("verify-proof", proof, "--file", fifo, timeout=30)
     assert res.code == 2
     assert _one_line(res.stderr).endswith(f"{fifo}: not a regular file")
+
+
+def test_key_import_of_a_fifo_is_refused(run: Cli, fifo: Path) -> None:
+    res = run("key", "import", fifo, timeout=30)
+    assert res.code == 2
+    assert _one_line(res.stderr).endswith(f"{fifo}: cannot read: not a regular file")
+
+
+def test_key_import_beside_a_pub_file_that_is_not_utf8(cli: Cli, identity: str, tmp_path: Path) -> None:
+    backup = tmp_path / "backup.key"
+    assert cli("key", "export", "--encrypted", backup).code == 0
+    (tmp_path / "backup.key.pub").write_bytes(b"ssh-ed25519 AAAA comment \xff\xfe\n")
+    res = cli("key", "import", backup, "--json", env={"EVIDENCE_VAULT_HOME": str(tmp_path / "new-home")})
+    assert res.code == 0, res.stderr
+    assert res.json()["fingerprint"] == identity
