@@ -116,14 +116,18 @@ def import_bag(
         prepared = []
         results: list[AddResult] = []
         verified = {str(entry.get("id")) for entry in report.items}  # the items of the verified log
+        unpacked = root != path  # a zip: its files are recorded by their path inside it, not in tmp
         for f in files:
-            outcome = vault._prepare(str(f), options, None)
+            recorded = f"{path.resolve()}/{f.relative_to(tmp / 'bag').as_posix()}" if unpacked else None
+            outcome = vault._prepare(str(f), options, None, recorded_as=recorded)
             if not isinstance(outcome, AddResult) and outcome.digest.id not in verified:
                 # Changed (or put there) after the bag was verified: not what the bag's log vouches for.
                 if not isinstance(outcome, _Stored):
                     vault.objects.discard(str(outcome.data["metadata"]).removeprefix("sha256:"))
                     vault.objects.discard(outcome.digest.sha256)
-                results.append(AddResult(display_name(f), "failed", message=CHANGED_SINCE_VERIFIED))
+                results.append(
+                    AddResult(display_name(recorded or f), "failed", message=CHANGED_SINCE_VERIFIED)
+                )
                 continue
             if isinstance(outcome, _Stored):  # content the store holds: _commit tells whether the log has it
                 outcome = vault._describe(outcome, options)

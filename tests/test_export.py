@@ -381,6 +381,12 @@ def test_import_takes_custody_with_provenance(
     assert ver.code == 0 and "object.orphan" not in codes(ver.json(), "WARN"), ver.stdout
     shown = cli("--vault", other, "show", target[7:19], "--json").json()
     assert shown["metadata"].get("source") == f"bag {vault_id} from test vault"
+    # Recorded where the file is in the zip, not where it was unpacked (a temporary directory, gone).
+    name = out["results"][0]["path"]
+    assert (
+        shown["metadata"]["original_path"] == name == f"{bag.resolve()}/{top}/data/{name.rsplit('/', 1)[1]}"
+    )
+    assert "evidence-vault-import-" not in (other / "log.jsonl").read_text() + str(shown)
 
 
 def test_import_refuses_a_bag_that_does_not_verify(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
