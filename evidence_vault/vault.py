@@ -164,6 +164,7 @@ class _Stored:
     shown: str
     digest: Digest
     restored: bool = False
+    recorded_as: str | None = None  # the path recorded as original_path, if not this file's own
 
 
 def find_vault(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
@@ -479,10 +480,14 @@ class Vault:
         on_progress: Callable[[int], None] | None,
         *,
         replace: bool = False,
+        recorded_as: str | None = None,
     ) -> _Prepared | _Stored | AddResult:
         """Copy+hash one file into the object store and build its event data (no log write); content the
-        store already held comes back as :class:`_Stored`, for :meth:`add` to look up in the log."""
-        shown = display_name(path)
+        store already held comes back as :class:`_Stored`, for :meth:`add` to look up in the log.
+
+        ``recorded_as``: the path to record and show for the file, when ``path`` is only where it was
+        unpacked (a file of an imported zip is recorded as ``/path/case.zip/case/data/IMG.jpg``)."""
+        shown = display_name(recorded_as if recorded_as is not None else path)
         try:
             # Sockets, FIFOs and devices are skipped before they are opened: a socket cannot be opened
             # (ENXIO), and opening a device can act on it (a tape rewinds).
@@ -516,7 +521,7 @@ class Vault:
                 return AddResult(shown, "failed", message=f"cannot read: {exc.strerror}")
         finally:
             os.close(fd)
-        stored = _Stored(path, shown, digest, bool(restored))
+        stored = _Stored(path, shown, digest, bool(restored), recorded_as)
         return self._describe(stored, options) if new else stored
 
     def _settle(self, stored: _Stored, options: AddOptions, index: Index) -> _Prepared | AddResult:
@@ -535,7 +540,7 @@ class Vault:
         if intact:
             return self._describe(stored, options)
         # No event names it: replaced atomically (the name never missing) by a fresh copy of the file.
-        fresh = self._prepare(stored.path, options, None, replace=True)
+        fresh = self._prepare(stored.path, options, None, replace=True, recorded_as=stored.recorded_as)
         if isinstance(fresh, _Stored):  # not with replace=True; for the type checker
             return AddResult(stored.shown, "failed", message="its stored copy is damaged")
         return fresh
@@ -555,7 +560,7 @@ class Vault:
         private: dict[str, Any] = {k: v for k, v in normalized.items() if k not in PUBLIC_FIELDS}
         name = display_name(os.path.basename(path))
         private["original_name"] = name
-        private["original_path"] = display_name(os.path.abspath(path))
+        private["original_path"] = display_name(stored.recorded_as or os.path.abspath(path))
         for key in ("source", "captured_by", "note"):
             value = getattr(options, key)
             if value:
