@@ -71,3 +71,19 @@ def test_key_import_beside_a_pub_file_that_is_not_utf8(cli: Cli, identity: str, 
     res = cli("key", "import", backup, "--json", env={"EVIDENCE_VAULT_HOME": str(tmp_path / "new-home")})
     assert res.code == 0, res.stderr
     assert res.json()["fingerprint"] == identity
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_key_add_names_an_argument_that_is_neither_key_nor_file(
+    cli: Cli, vault: Path, tmp_path: Path, kind: str
+) -> None:
+    arg = tmp_path / "alice.pub"
+    if kind == "directory":
+        arg.mkdir()
+    before = (vault / "log.jsonl").read_bytes()
+    res = cli("--vault", vault, "key", "add", arg)
+    assert res.code == 2
+    assert f"'{arg}' is neither an OpenSSH ssh-ed25519 public key line nor a readable file" in _one_line(
+        res.stderr
+    )
+    assert (vault / "log.jsonl").read_bytes() == before

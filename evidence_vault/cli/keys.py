@@ -141,6 +141,10 @@ def add(
     try:
         PublicKey.from_openssh(line)
     except KeyStoreError as exc:
+        if source is None and not pubkey.lstrip().startswith("ssh-"):
+            raise KeyStoreError(
+                f"{pubkey!r} is neither an OpenSSH ssh-ed25519 public key line nor a readable file"
+            ) from None
         raise KeyStoreError(exc.message, path=source) from None
     vault = st.open_vault()
     event = key_add(vault, st.signer(), line, role=role, name=name)
