@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,6 +61,22 @@ PUBLIC_FIELDS = frozenset(
 )
 
 SignerSource = Callable[[], Signer]
+#: The media kinds ``ls --type`` filters on (the start of an item's media type).
+MEDIA_PREFIXES = ("image/", "video/", "audio/")
+
+
+def since_bound(since: str) -> str:
+    """The event time ``ls --since`` compares with: a date (``2026-01-31``, midnight UTC) or an ISO 8601
+    time (UTC unless it names an offset), written as the log writes times so that they sort as text."""
+    try:
+        when = datetime.fromisoformat(since)
+    except ValueError:
+        raise UsageError(f"--since {since!r}: not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 SYMLINK_SKIPPED = "is a symbolic link (use --follow-symlinks)"
 
 
@@ -780,6 +797,11 @@ class Vault:
         since: str | None = None,
         media_prefix: str | None = None,
     ) -> list[IndexedItem]:
+        if since is not None:
+            since = since_bound(since)
+        if media_prefix is not None and media_prefix not in MEDIA_PREFIXES:
+            kinds = " | ".join(p.rstrip("/") for p in MEDIA_PREFIXES)
+            raise UsageError(f"--type {media_prefix.rstrip('/')!r}: use one of {kinds}")
         return list(self.index.items(tag=tag, custodian=custodian, since=since, media_prefix=media_prefix))
 
     def resolve(self, ref: str) -> IndexedItem:

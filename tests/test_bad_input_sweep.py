@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,37 @@ def test_key_add_names_an_argument_that_is_neither_key_nor_file(
         res.stderr
     )
     assert (vault / "log.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--since", "notadate", "--since 'notadate': not a date (YYYY-MM-DD) or an ISO 8601 time"),
+        ("--since", "2026-13-45", "--since '2026-13-45': not a date (YYYY-MM-DD) or an ISO 8601 time"),
+        ("--since", "-5", "--since '-5': not a date (YYYY-MM-DD) or an ISO 8601 time"),
+        ("--type", "foo", "--type 'foo': use one of image | video | audio"),
+    ],
+)
+def test_ls_refuses_an_invalid_filter_instead_of_listing_nothing(
+    cli: Cli, filled_vault: Path, option: str, value: str, message: str
+) -> None:
+    res = cli("--vault", filled_vault, "ls", option, value, "--json")
+    assert res.code == 2
+    assert message in _one_line(res.stderr)
+    assert res.stdout == ""
+
+
+def test_ls_since_takes_a_date_or_a_time_with_an_offset(cli: Cli, filled_vault: Path) -> None:
+    def count(*args: str) -> int:
+        res = cli("--vault", filled_vault, "ls", "--json", *args)
+        assert res.code == 0, res.stderr
+        return len(res.json())
+
+    added = cli("--vault", filled_vault, "ls", "--json").json()[0]["added"]
+    day = added[:10]
+    assert count("--since", day) == 4
+    assert count("--since", "9999-12-31") == 0
+    # The first item's time written as a local time 14 hours ahead, with its offset: all four count.
+    local = datetime.fromisoformat(added).astimezone(timezone(timedelta(hours=14)))
+    assert count("--since", local.isoformat(timespec="milliseconds")) == 4
+    assert count("--type", "image") == 3
