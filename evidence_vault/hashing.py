@@ -221,9 +221,16 @@ def hash_file(path: str | os.PathLike[str]) -> Digest:
     """The digest of the regular file ``path``; ``OSError`` if it is missing, unreadable or not a regular
     file (opened without blocking: a FIFO given by mistake would otherwise wait for a writer for ever)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        why = (errno.EISDIR, "Is a directory") if stat.S_ISDIR(mode) else (errno.EINVAL, "not a regular file")
+        raise OSError(*why, os.fspath(path))
     with open(fd, "rb", buffering=0) as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         _advise_sequential(fd)
         return hash_stream(fh)
 

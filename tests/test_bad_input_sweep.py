@@ -122,3 +122,14 @@ def test_ls_since_takes_a_date_or_a_time_with_an_offset(cli: Cli, filled_vault: 
     local = datetime.fromisoformat(added).astimezone(timezone(timedelta(hours=14)))
     assert count("--since", local.isoformat(timespec="milliseconds")) == 4
     assert count("--type", "image") == 3
+
+
+def test_derive_from_a_directory_names_it(
+    cli: Cli, filled_vault: Path, tmp_path: Path, items: Callable[[Path], list[dict[str, Any]]]
+) -> None:
+    original = items(filled_vault)[0]["id"]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    res = cli("--vault", filled_vault, "derive", original, copy, "--action", "redact", "--tool", "t")
+    assert res.code == 2
+    assert _one_line(res.stderr).endswith(f"{copy}: Is a directory")
