@@ -133,3 +133,10 @@ def test_derive_from_a_directory_names_it(
     res = cli("--vault", filled_vault, "derive", original, copy, "--action", "redact", "--tool", "t")
     assert res.code == 2
     assert _one_line(res.stderr).endswith(f"{copy}: Is a directory")
+
+
+def test_timeline_refuses_an_unknown_format(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "timeline", SAMPLE_FILES[0], "--format", "html")
+    assert res.code == 2
+    assert "unknown --format 'html': use one of text, json, markdown" in _one_line(res.stderr)
+    assert res.stdout == ""

@@ -136,6 +136,9 @@ def derive(
         output.info(f"working copy {derived_id} linked to its original")
 
 
+TIMELINE_FORMATS = ("text", "json", "markdown")
+
+
 def timeline(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
@@ -147,7 +150,11 @@ def timeline(
     from rich.table import Table
 
     from .. import custody_ops
+    from ..errors import UsageError
 
+    fmt = fmt.lower()
+    if fmt not in TIMELINE_FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(TIMELINE_FORMATS)}")
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
     entries = custody_ops.timeline(vault, it.id)
