@@ -20,6 +20,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import urllib.parse
@@ -192,6 +193,12 @@ def save_config(vault: Vault, cfg: StampConfig) -> None:
     vault.config.extra["stamping"] = cfg.to_dict()
 
 
+def check_timeout(timeout: float) -> None:
+    """Refuse a ``--timeout`` no request could use (0, negative, NaN, infinite) before anything is done."""
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"--timeout {timeout}: give a positive number of seconds")
+
+
 def configure(
     vault: Vault,
     *,
@@ -317,6 +324,7 @@ def stamp(
     timeout: float = 10.0,
 ) -> StampOutcome:
     """Checkpoint if the log grew, then submit every queued checkpoint to the calendars and TSAs."""
+    check_timeout(timeout)
     cfg = configure(vault, calendars=calendars, tsas=tsas, min_calendars=min_calendars)
     checkpoint = make_checkpoint(vault, signer, only_if_grown=True)
     outcome = StampOutcome(checkpoint=checkpoint)
@@ -462,6 +470,7 @@ def upgrade(
     timeout: float = 10.0,
 ) -> UpgradeOutcome:
     """Complete pending proofs from allow-listed calendars and store the block headers they need."""
+    check_timeout(timeout)
     cfg = StampConfig.of(vault)
     outcome = UpgradeOutcome()
     process_queue(vault, cfg, outcome.stamps, timeout=timeout)

@@ -140,3 +140,17 @@ def test_timeline_refuses_an_unknown_format(cli: Cli, filled_vault: Path) -> Non
     assert res.code == 2
     assert "unknown --format 'html': use one of text, json, markdown" in _one_line(res.stderr)
     assert res.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["stamp", "upgrade"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan"])
+def test_stamp_and_upgrade_refuse_a_timeout_no_request_could_use(
+    cli: Cli, filled_vault: Path, command: str, value: str
+) -> None:
+    before = (filled_vault / "log.jsonl").read_bytes()
+    args = ["--calendar", "http://127.0.0.1:9"] if command == "stamp" else []
+    res = cli("--vault", filled_vault, command, "--timeout", value, *args)
+    assert res.code == 2
+    assert f"--timeout {float(value)}: give a positive number of seconds" in _one_line(res.stderr)
+    assert (filled_vault / "log.jsonl").read_bytes() == before
+    assert not (filled_vault / "checkpoints" / "queue.json").exists()
