@@ -35,9 +35,10 @@ from .vault import Vault
 PROOF_FILE = "proof.json"
 
 
-def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
+def prove(vault: Vault, item_id: str, out: Path) -> tuple[dict[str, Any], bool]:
     """Write an inclusion proof of ``item_id``'s ingest event in the earliest anchored checkpoint covering
-    it (the earliest proven time), else the latest checkpoint.
+    it (the earliest proven time), else the latest checkpoint. Returns the proof document and whether
+    its checkpoint is anchored (else the proof shows inclusion, signed, but proves no time yet).
 
     The proof is written to a new directory beside ``out`` and then put in its place, so that no file
     of an earlier proof there (a token of another checkpoint) stays to make the new one fail, and an
@@ -49,7 +50,7 @@ def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        doc = _write_proof(vault, item_id, tmp)
+        doc, anchored = _write_proof(vault, item_id, tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / "proof")
@@ -59,10 +60,10 @@ def prove(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return doc
+    return doc, anchored
 
 
-def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
+def _write_proof(vault: Vault, item_id: str, out: Path) -> tuple[dict[str, Any], bool]:
     item = vault.index.item(item_id)
     if item is None:
         raise UsageError(f"no item {item_id} in this vault")
@@ -83,7 +84,10 @@ def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
 
     # The earliest anchored checkpoint covering the item proves the earliest time (a later one only a
     # later time); without any, the latest checkpoint (its proofs may complete after `upgrade`).
-    size = next((s for s in covering if anchored(s)), covering[-1])
+    size = next((s for s in covering if anchored(s)), None)
+    is_anchored = size is not None
+    if size is None:
+        size = covering[-1]
     leaves: list[bytes] = []
     line = b""
     for raw in vault.log.iter_raw():
@@ -140,7 +144,7 @@ def _write_proof(vault: Vault, item_id: str, out: Path) -> dict[str, Any]:
     (out / "allowed_signers").write_text(
         "".join(f'{fp} namespaces="evidence-vault" {pk}\n' for fp, pk in keys.items()), "utf-8"
     )
-    return doc
+    return doc, is_anchored
 
 
 def _checkpoint_event(vault: Vault, size: int) -> ev.Event | None:

@@ -646,6 +646,7 @@ def test_prove_again_into_the_same_directory_leaves_no_stale_file(
     assert cli("--vault", stamped, "stamp", "--tsa", tsa.url + "other", "--tsa-ca", ca).code == 0
     res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", tmp_path / "earliest", "--json")
     assert res.code == 0 and res.json()["tree_size"] == 5  # the earliest anchored checkpoint: earliest time
+    assert res.json()["anchored"] is True and "warning" not in res.stderr
     first_cp = _cp_dirs(stamped)[0]
     os.chmod(first_cp, 0o755)
     for proof in [*first_cp.glob("tsa-*"), first_cp / "checkpoint.ots"]:
@@ -773,3 +774,13 @@ def test_tsa_root_shipped_in_a_bag_proves_no_time_by_itself(
     assert "anchors.tsa-valid" in _codes(res.json(), "INFO") and "anchors.tsa-unpinned" not in _codes(
         res.json(), "WARN"
     )
+
+
+def test_prove_says_when_no_checkpoint_is_anchored_yet(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """A proof in an unanchored checkpoint shows inclusion, signed, but no time: prove says so."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    res = cli("--vault", filled_vault, "prove", SAMPLE_FILES[1], "--out", tmp_path / "p", "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["anchored"] is False and res.json()["tree_size"] == 5
+    assert "no checkpoint covering this item is anchored in time yet" in res.stderr
+    assert "evidence-vault stamp" in res.stderr

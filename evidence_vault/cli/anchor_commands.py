@@ -121,19 +121,25 @@ def prove(
     out: Annotated[Path | None, typer.Option("--out", help="Directory to write the proof to.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Write an inclusion proof of the item in the earliest anchored checkpoint covering it (checkable
-    alone)."""
+    """Write an inclusion proof of the item in the earliest anchored checkpoint covering it, else the
+    latest (checkable alone)."""
     from ..proofs import prove as make_proof
 
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
     target = out or Path(f"proof-{it.id[7:19]}")
-    doc = make_proof(vault, it.id, target)
+    doc, anchored = make_proof(vault, it.id, target)
     if json_out:
-        output.emit_json({"out": str(target), **doc})
+        output.emit_json({"out": str(target), "anchored": anchored, **doc})
     else:
         output.info(f"inclusion proof of {it.id} in checkpoint {doc['tree_size']} written to {target}")
         output.info(f"check it with: evidence-vault verify-proof {target} --file ORIGINAL")
+    if not anchored:
+        output.warn(
+            f"no checkpoint covering this item is anchored in time yet: the proof shows it is in checkpoint "
+            f"{doc['tree_size']}, signed, but proves no time; run `evidence-vault stamp` (or `upgrade` for a "
+            "pending OpenTimestamps proof), then prove again"
+        )
 
 
 def verify_proof_cmd(
