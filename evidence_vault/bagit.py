@@ -620,14 +620,17 @@ class _Resolver:
         return None, None
 
 
-def _hash_file(root: Path, rel: str, algs: Sequence[str]) -> dict[str, str] | str:
+def _hash_file(root: Path, rel: str, algs: Sequence[str]) -> tuple[dict[str, str], int] | str:
+    """The file's digest in each algorithm and its size in bytes read, or why it cannot be read."""
     try:
         hashers = _new_hashers(algs)
+        size = 0
         with open(root / rel, "rb") as f:
             while chunk := f.read(CHUNK):
+                size += len(chunk)
                 for h in hashers.values():
                     h.update(chunk)
-        return {a: h.hexdigest() for a, h in hashers.items()}
+        return {a: h.hexdigest() for a, h in hashers.items()}, size
     except OSError as exc:
         return exc.strerror or str(exc)
 
@@ -694,8 +697,11 @@ def _small_int(digits: str) -> int | None:
     return int(digits) if len(digits) <= 30 else None
 
 
-def validate_bag(path: Path, *, processes: int | None = None) -> list[BagFinding]:
-    """Fully validate a bag (RFC 8493, BagIt 0.93-1.0); return findings (no errors = valid)."""
+def validate_bag(
+    path: Path, *, processes: int | None = None, stats: dict[str, int] | None = None
+) -> list[BagFinding]:
+    """Fully validate a bag (RFC 8493, BagIt 0.93-1.0); return findings (no errors = valid). ``stats``
+    gets ``bytes_hashed``: the bytes of the payload and tag files read to check their digests."""
     ctx = _Ctx(Path(path))
     if not ctx.root.is_dir():
         ctx.error("", "bag.not-a-directory", "not a directory")
@@ -767,6 +773,8 @@ def validate_bag(path: Path, *, processes: int | None = None) -> list[BagFinding
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(lambda j: _hash_file(ctx.root, j[0], sorted(j[1])), jobs))
     digests = dict(zip((p for p, _ in jobs), results, strict=True))
+    if stats is not None:
+        stats["bytes_hashed"] = sum(r[1] for r in results if not isinstance(r, str))
     reported: set[str] = set()
     for disk, alg, want, manifest in expected:
         got = digests[disk]
@@ -774,9 +782,9 @@ def validate_bag(path: Path, *, processes: int | None = None) -> list[BagFinding
             if disk not in reported:
                 ctx.error(disk, "file.unreadable", f"cannot read: {got}")
                 reported.add(disk)
-        elif got[alg] != want:
+        elif got[0][alg] != want:
             code = "payload.hash-mismatch" if disk.startswith("data/") else "tag.hash-mismatch"
-            ctx.error(disk, code, f"{alg} is {got[alg]}, {manifest} says {want}")
+            ctx.error(disk, code, f"{alg} is {got[0][alg]}, {manifest} says {want}")
 
     info_name = _info_name(ctx)
     if not missing_fetch:

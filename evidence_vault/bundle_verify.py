@@ -634,7 +634,8 @@ def verify_bundle(
 def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: Sequence[bytes]) -> Report:
     from .verify import check_trust
 
-    for f in validate_bag(root):
+    counted: dict[str, int] = {}
+    for f in validate_bag(root, stats=counted):
         if f.level == "error":
             report.fail(f"bag.{f.code}", f.path or ".", f.message)
         else:
@@ -661,6 +662,7 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
         "items": len(state.log.items),
         "keys": len(state.signers),
         "checkpoints": len(state.checkpoint_sizes),
+        "bytes_hashed": counted.get("bytes_hashed", 0),
     }
     report.finished = utc_now()
     return report

@@ -242,8 +242,10 @@ def verify_proof(
     times += _check_tsrs(_Root(directory), directory, "checkpoint", digest, report, tsa_roots, pinned)
     if not times:
         report.warn("anchors.none", "checkpoint", "no verified time proof for this checkpoint")
+    report.stats = {"events": 1 if event is not None else 0, "items": 1}
     if file is not None:
         got = hash_file(file)
+        report.stats["bytes_hashed"] = got.size
         if got.id != doc.get("item"):
             report.fail(
                 "object.hash-mismatch", str(file), f"file hash {got.id} is not the item {doc.get('item')}"

@@ -784,3 +784,17 @@ def test_prove_says_when_no_checkpoint_is_anchored_yet(cli: Cli, filled_vault: P
     assert res.json()["anchored"] is False and res.json()["tree_size"] == 5
     assert "no checkpoint covering this item is anchored in time yet" in res.stderr
     assert "evidence-vault stamp" in res.stderr
+
+
+def test_verify_proof_counts_what_it_checked(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """verify-proof's summary names the one event and item it checked and the bytes of --file."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    assert cli("--vault", filled_vault, "prove", SAMPLE_FILES[1], "--out", tmp_path / "p").code == 0
+    res = cli("verify-proof", tmp_path / "p", "--file", SAMPLE_FILES[1], "--json")
+    assert res.json()["stats"] == {
+        "events": 1,
+        "items": 1,
+        "bytes_hashed": Path(SAMPLE_FILES[1]).stat().st_size,
+    }
+    res = cli("verify-proof", tmp_path / "p")
+    assert "1 event, 1 item, 0 B re-hashed" in res.stderr

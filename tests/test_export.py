@@ -128,6 +128,9 @@ def test_export_one_of_fifty_reveals_only_that_item(
         pinned = cli("verify-bundle", path, "--trust", identity, "--json").json()
         assert pinned["genesis_pinned"] and not codes(pinned)
         assert pinned["stats"]["withheld"] == 49 and pinned["stats"]["items"] == 1
+        # What was read to check the manifests: every payload and tag file listed (not "0 B re-hashed").
+        payload = (bag / "data" / EXPORTED_NAME).stat().st_size
+        assert payload < pinned["stats"]["bytes_hashed"] < sum(f.stat().st_size for f in bag_files(bag))
     # Independent BagIt validators agree.
     assert not [f for f in validate_bag(bag) if f.level == "error"]
     for cmd in (
