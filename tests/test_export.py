@@ -392,6 +392,18 @@ def test_import_takes_custody_with_provenance(
     assert "evidence-vault-import-" not in (other / "log.jsonl").read_text() + str(shown)
 
 
+def test_import_shows_the_warnings_of_the_bag_it_takes(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """A WARN bag is imported (unless --strict), but its warnings are shown, not only "added" lines."""
+    bag = tmp_path / "bag.zip"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag, "--zip").code == 0
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    res = cli("--vault", other, "import", bag)
+    assert res.code == 0, res.stderr
+    assert "warning: bag: trust.genesis-not-pinned" in res.stderr and "--trust" in res.stderr
+    assert res.stderr.count("added ") == 4
+
+
 def test_import_refuses_a_bag_that_does_not_verify(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     bag = tmp_path / "bag"
     assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0

@@ -115,6 +115,8 @@ def import_cmd(
     if json_out:
         output.emit_json(result.to_dict())
         raise typer.Exit(1 if failed else 0)
+    for f in result.report.warnings:  # imported anyway (not --strict): the receiver must still see them
+        output.warn(f"bag: {f.code}  {f.subject}: {f.message}")
     for r in result.results:
         output.info(f"{r.status:9} {r.id or ''}  {r.path}" + (f"  ({r.message})" if r.message else ""))
     if any(r.status == "added" for r in result.results):
