@@ -471,16 +471,18 @@ def upgrade(
 ) -> UpgradeOutcome:
     """Complete pending proofs from allow-listed calendars and store the block headers they need."""
     check_timeout(timeout)
+    given_headers = None
+    if headers_file is not None:  # checked before any request is made
+        if not Path(headers_file).exists():  # load() takes a missing file for an empty store
+            raise UsageError("--headers: no such file", path=headers_file)
+        given_headers = HeaderStore.load(headers_file)
     cfg = StampConfig.of(vault)
     outcome = UpgradeOutcome()
     process_queue(vault, cfg, outcome.stamps, timeout=timeout)
     store = HeaderStore.load(headers_path(vault))
-    if headers_file is not None:
-        if not Path(headers_file).is_file():  # load() takes a missing file for an empty store
-            raise UsageError("--headers: no such file", path=headers_file)
-        for given in HeaderStore.load(headers_file):
-            if given.height not in store:
-                store.add(given)
+    for given in given_headers or ():
+        if given.height not in store:
+            store.add(given)
     allowed = list(dict.fromkeys([*ots.DEFAULT_CALENDARS, *cfg.calendars]))
     for size in list_checkpoints(vault):
         path = checkpoint_dir(vault, size) / "checkpoint.ots"

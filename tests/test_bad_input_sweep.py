@@ -154,3 +154,20 @@ def test_stamp_and_upgrade_refuse_a_timeout_no_request_could_use(
     assert f"--timeout {float(value)}: give a positive number of seconds" in _one_line(res.stderr)
     assert (filled_vault / "log.jsonl").read_bytes() == before
     assert not (filled_vault / "checkpoints" / "queue.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("random", "not JSON: not UTF-8 text (byte 0)"), ("directory", "cannot read: Is a directory")],
+)
+def test_upgrade_headers_that_are_not_a_json_file(
+    cli: Cli, vault: Path, tmp_path: Path, kind: str, message: str
+) -> None:
+    headers = tmp_path / "headers.json"
+    if kind == "directory":
+        headers.mkdir()
+    else:
+        headers.write_bytes(b"\xa0\x01\xff" * 50)
+    res = cli("--vault", vault, "upgrade", "--headers", headers)
+    assert res.code == 2
+    assert _one_line(res.stderr).endswith(f"{headers}: {message}")

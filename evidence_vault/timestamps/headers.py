@@ -268,6 +268,8 @@ class HeaderStore:
             return cls()
         except OSError as exc:
             raise VaultFormatError(f"cannot read: {exc.strerror}", path=path) from None
+        except UnicodeDecodeError as exc:
+            raise VaultFormatError(f"not JSON: not UTF-8 text (byte {exc.start})", path=path) from None
         try:
             data = json.loads(text)
         except ValueError as exc:
