@@ -171,3 +171,17 @@ def test_upgrade_headers_that_are_not_a_json_file(
     res = cli("--vault", vault, "upgrade", "--headers", headers)
     assert res.code == 2
     assert _one_line(res.stderr).endswith(f"{headers}: {message}")
+
+
+def test_a_passphrase_that_is_not_utf8_unlocks_instead_of_crashing(cli: Cli, tmp_path: Path) -> None:
+    secret = tmp_path / "passphrase"
+    secret.write_bytes(b"\xff\xfe not utf-8\n")
+    res = cli("--passphrase-file", secret, "key", "new", "--name", "Bytes", "--json")
+    assert res.code == 0, res.stderr
+    assert cli("--passphrase-file", secret, "init", tmp_path / "v1").code == 0
+    # The same bytes in the variable (as the shell hands them over) unlock it too; others do not.
+    env = {"EVIDENCE_VAULT_PASSPHRASE": b"\xff\xfe not utf-8".decode("utf-8", "surrogateescape")}
+    assert cli("init", tmp_path / "v2", env=env).code == 0
+    wrong = cli("init", tmp_path / "v3", env={"EVIDENCE_VAULT_PASSPHRASE": "\udcff"})
+    assert wrong.code == 2
+    assert "wrong passphrase" in _one_line(wrong.stderr)

@@ -42,16 +42,18 @@ class State:
     def passphrase(self, what: str, *, confirm: bool = False) -> bytes | None:
         """From --passphrase-file, else EVIDENCE_VAULT_PASSPHRASE, else a prompt on a terminal."""
         if self.passphrase_file is not None:
+            # A passphrase is bytes to the key's KDF: taken as they are (UTF-8 text gives the same bytes
+            # as typing it at the prompt), so that bytes that are not UTF-8 unlock rather than crash.
             try:
-                text = self.passphrase_file.read_text("utf-8")
+                data = self.passphrase_file.read_bytes()
             except OSError as exc:
                 raise UsageError(
                     f"cannot read passphrase file: {exc.strerror}", path=self.passphrase_file
                 ) from None
-            return text.rstrip("\r\n").encode() or None
+            return data.rstrip(b"\r\n") or None
         env = os.environ.get("EVIDENCE_VAULT_PASSPHRASE")
         if env:
-            return env.encode()
+            return env.encode("utf-8", "surrogateescape")  # the variable's bytes as they were given
         if sys.stdin.isatty():
             # Only the first letter is raised: str.capitalize() would lowercase the key's fingerprint.
             text = what[:1].upper() + what[1:]
