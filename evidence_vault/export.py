@@ -92,6 +92,8 @@ def select_items(
             tagged = {i.id for i in vault.items(tag=tag)}
             ids = [i for i in ids if i in tagged]
     ids = list(dict.fromkeys(ids))
+    if not ids and tag:
+        raise UsageError(f"nothing to export: no {'given ' if refs else ''}item has the tag {tag!r}")
     if not ids:
         raise UsageError("nothing to export: give item ids, --all or --tag")
     return ids

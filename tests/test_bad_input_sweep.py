@@ -185,3 +185,12 @@ def test_a_passphrase_that_is_not_utf8_unlocks_instead_of_crashing(cli: Cli, tmp
     wrong = cli("init", tmp_path / "v3", env={"EVIDENCE_VAULT_PASSPHRASE": "\udcff"})
     assert wrong.code == 2
     assert "wrong passphrase" in _one_line(wrong.stderr)
+
+
+def test_export_with_a_tag_no_item_has_says_so(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    before = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, "export", "--tag", "nosuch", "--out", tmp_path / "bag")
+    assert res.code == 2
+    assert "nothing to export: no item has the tag 'nosuch'" in _one_line(res.stderr)
+    assert not (tmp_path / "bag").exists()
+    assert (filled_vault / "log.jsonl").read_bytes() == before
