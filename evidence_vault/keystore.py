@@ -139,6 +139,9 @@ class KeyStore:
         """Store a private key (encrypted when a passphrase is given) and register it."""
         if not name.strip():
             raise UsageError("an identity needs a non-empty --name")
+        for option, value in (("--name", name), ("--email", email or "")):
+            if any(ch < " " or ch == "\x7f" for ch in value):  # they would break the one-line .pub file
+                raise UsageError(f"{option} {value!r}: no line breaks or control characters")
         existing = self.identities()
         fp = signer.fingerprint
         if any(i.fingerprint == fp for i in existing):

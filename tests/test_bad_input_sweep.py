@@ -194,3 +194,14 @@ def test_export_with_a_tag_no_item_has_says_so(cli: Cli, filled_vault: Path, tmp
     assert "nothing to export: no item has the tag 'nosuch'" in _one_line(res.stderr)
     assert not (tmp_path / "bag").exists()
     assert (filled_vault / "log.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(("option", "value"), [("--name", "Alice\nEvil"), ("--email", "a@b\r\nc")])
+def test_key_new_refuses_a_line_break_that_would_split_the_public_key_line(
+    cli: Cli, home: Path, option: str, value: str
+) -> None:
+    args = ["--name", "Alice"] if option == "--email" else []
+    res = cli("key", "new", option, value, *args)
+    assert res.code == 2
+    assert f"{option} {value!r}: no line breaks or control characters" in _one_line(res.stderr)
+    assert not list(home.glob("identities/*.pub"))
