@@ -22,7 +22,7 @@ from .custody_log import Head
 from .errors import EvidenceVaultError, NotAuthorizedError, UsageError
 from .events import Event
 from .hashing import hash_file
-from .keystore import KeyStore
+from .keystore import KeyStore, check_identity_text
 from .signing import PublicKey, Signer
 from .vault import AddOptions, AddResult, Vault
 
@@ -96,6 +96,7 @@ def key_rotate(
     grant = vault.authority().keys.get(old.fingerprint)
     if grant is None or grant.revoked_seq is not None:
         raise NotAuthorizedError(f"key {old.fingerprint} is not an active key of this vault")
+    check_identity_text(name, email)  # before the log names the new key: add_identity would refuse it
     new = signing.generate()
     data = {
         "key": {"fingerprint": new.fingerprint, "public_key": new.public.openssh(), "name": name},

@@ -137,11 +137,7 @@ class KeyStore:
         self, signer: signing.Signer, *, name: str, email: str | None, passphrase: bytes | None
     ) -> Identity:
         """Store a private key (encrypted when a passphrase is given) and register it."""
-        if not name.strip():
-            raise UsageError("an identity needs a non-empty --name")
-        for option, value in (("--name", name), ("--email", email or "")):
-            if any(ch < " " or ch == "\x7f" for ch in value):  # they would break the one-line .pub file
-                raise UsageError(f"{option} {value!r}: no line breaks or control characters")
+        check_identity_text(name, email)
         existing = self.identities()
         fp = signer.fingerprint
         if any(i.fingerprint == fp for i in existing):
@@ -215,6 +211,16 @@ def export_private(
     if out.exists():
         raise UsageError("file exists; will not overwrite a key file", path=out)
     write_atomic(out, signing.private_openssh(signer, secret), mode=0o600)
+
+
+def check_identity_text(name: str, email: str | None) -> None:
+    """Refuse a name or email an identity cannot have: empty, or with a line break or control character
+    (either would split the one-line ``.pub`` file)."""
+    if not name.strip():
+        raise UsageError("an identity needs a non-empty --name")
+    for option, value in (("--name", name), ("--email", email or "")):
+        if any(ch < " " or ch == "\x7f" for ch in value):
+            raise UsageError(f"{option} {value!r}: no line breaks or control characters")
 
 
 def import_private(

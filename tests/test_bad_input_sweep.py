@@ -205,3 +205,15 @@ def test_key_new_refuses_a_line_break_that_would_split_the_public_key_line(
     assert res.code == 2
     assert f"{option} {value!r}: no line breaks or control characters" in _one_line(res.stderr)
     assert not list(home.glob("identities/*.pub"))
+
+
+def test_key_rotate_refuses_a_line_break_in_the_name_before_the_log_names_the_new_key(
+    cli: Cli, vault: Path, home: Path
+) -> None:
+    before = (vault / "log.jsonl").read_bytes()
+    keys = sorted(home.glob("identities/*"))
+    res = cli("--vault", vault, "key", "rotate", "--name", "New\nKey")
+    assert res.code == 2
+    assert "--name 'New\\nKey': no line breaks or control characters" in _one_line(res.stderr)
+    assert (vault / "log.jsonl").read_bytes() == before
+    assert sorted(home.glob("identities/*")) == keys
