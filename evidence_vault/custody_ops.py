@@ -246,8 +246,15 @@ def _append(
 def _full_fp(vault: Vault, fp: str) -> str:
     want = fp if fp.startswith("SHA256:") else "SHA256:" + fp
     matches = [k for k in vault.authority().keys if k.startswith(want)]
-    if len(matches) != 1:
-        raise UsageError(f"{'no' if not matches else 'more than one'} key of this vault matches {fp}")
+    if not matches:
+        raise UsageError(
+            f"no key of this vault matches {fp}: authorize it first with `evidence-vault key add FILE.pub` "
+            "(an admin key signs that); nothing recorded"
+        )
+    if len(matches) > 1:
+        raise UsageError(
+            f"more than one key of this vault matches {fp}: give more of the fingerprint; nothing recorded"
+        )
     return matches[0]
 
 

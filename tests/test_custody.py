@@ -177,6 +177,14 @@ def test_transfer_by_non_holder_refused(team: Team) -> None:
     _refused(team, team.run("bob", "transfer", PHOTO, "--to", team.carol), before, "does not hold")  # type: ignore[attr-defined]
 
 
+def test_transfer_to_a_key_the_vault_does_not_know_says_how_to_add_it(team: Team, cli: Cli) -> None:
+    dave = cli("key", "new", "--name", "Dave", "--json").json()["fingerprint"]
+    before = team.lines()
+    res = team.run("alice", "transfer", PHOTO, "--to", dave)
+    _refused(team, res, before, "no key of this vault matches")
+    assert "evidence-vault key add" in res.stderr
+
+
 def test_derive_from_missing_original_refused(team: Team, tmp_path: Path) -> None:
     copy = tmp_path / "copy.jpg"
     copy.write_bytes(b"some working copy")
