@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evidence_vault import merkle
-from evidence_vault import hashing
+from evidence_vault import hashing, merkle
 from evidence_vault.hashing import LEAF_CHUNK, damaged_ranges, hash_stream
 from tests.conftest import Cli, object_path
 from tests.test_schemas import check
