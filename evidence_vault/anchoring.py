@@ -237,8 +237,13 @@ def configure(
             TrustStore().pin_tsa_root(vault.config.vault_id, hashlib.sha256(ca).hexdigest())
         changed = True
     if cfg.min_calendars > len(cfg.calendars):
+        source = (
+            "" if min_calendars is not None else " (not given: the default, or the one saved for this vault)"
+        )
         raise UsageError(
-            f"--min-calendars {cfg.min_calendars} is more than the {len(cfg.calendars)} calendars"
+            f"--min-calendars {cfg.min_calendars}{source} is more than the {len(cfg.calendars)} "
+            f"calendar{'s' if len(cfg.calendars) != 1 else ''} to ask: give more --calendar URLs, or "
+            f"--min-calendars {len(cfg.calendars) or 1}"
         )
     if changed:
         save_config(vault, cfg)

@@ -575,6 +575,18 @@ def test_tsa_ca_that_is_no_certificate_is_a_usage_error(cli: Cli, stamped: Path,
     assert b"127.0.0.1:9" not in (stamped / "vault.json").read_bytes()
 
 
+def test_one_calendar_with_the_default_min_calendars_says_what_to_do(cli: Cli, filled_vault: Path) -> None:
+    """The user gave one calendar and no --min-calendars: the error says the 2 is the default and how
+    to go on, and nothing is saved or stamped."""
+    before = (filled_vault / "vault.json").read_bytes()
+    res = cli("--vault", filled_vault, "stamp", "--calendar", "http://127.0.0.1:9", "--timeout", "1")
+    assert res.code == 2
+    assert "--min-calendars 2 (not given: the default" in res.stderr
+    assert "than the 1 calendar to ask" in res.stderr and "--min-calendars 1" in res.stderr
+    assert (filled_vault / "vault.json").read_bytes() == before
+    assert not any((filled_vault / "checkpoints").iterdir())  # no checkpoint made
+
+
 def test_min_calendars_below_one_is_refused_and_not_kept(cli: Cli, filled_vault: Path) -> None:
     res = cli("--vault", filled_vault, "stamp", "--min-calendars", "0", "--timeout", "1")
     assert res.code == 2 and "--min-calendars 0" in res.stderr

@@ -42,7 +42,10 @@ def stamp(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue."""
+    """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue.
+
+    --calendar, --tsa (with --tsa-ca) and --min-calendars are saved in the vault's vault.json: later runs
+    use them without being told again."""
     from .. import anchoring
 
     st = signing_state(ctx)
