@@ -17,12 +17,19 @@ def read_bytes(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
     """The bytes of the regular file ``path``; ``OSError`` if it is missing, unreadable, not a file, or
     bigger than ``limit`` bytes."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
+    try:
+        # Checked before the descriptor is wrapped: a file object is not made of a directory's
+        # descriptor, and the descriptor would then stay open (one per hostile entry, until EMFILE).
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         if limit is not None and st.st_size > limit:
             raise OSError(errno.EFBIG, f"bigger than {limit} bytes", os.fspath(path))
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         return f.read() if limit is None else f.read(limit)
 
 
