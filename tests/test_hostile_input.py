@@ -160,6 +160,25 @@ def test_runaway_video_parse_is_bounded(vault: Path, tmp_path: Path) -> None:
     assert res.seconds < 30
 
 
+# exifread 3.5.1's HEIC reader loops for ever on a box of size 0 (found by the fuzz test below).
+LOOPING_HEIC = (
+    b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic\x00\x00\x01\xfemeta\x00\x00\x00\x00"
+    b"\x00\x00\x00\x01hdlr\x00\x00\x00\x00\x00\x00\x00\x00"
+)
+
+
+def test_a_metadata_parser_that_loops_is_stopped(vault: Path, tmp_path: Path) -> None:
+    """The 52-byte HEIC that sends exifread round a loop is added with an extraction error, in seconds."""
+    path = tmp_path / "loop.heic"
+    path.write_bytes(LOOPING_HEIC)
+    res = run_bounded("--vault", vault, "add", "--json", path, timeout=FILE_TIMEOUT)
+    _assert_clean_failure_or_success(res, path.name)
+    (doc,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert doc["status"] == "added" and doc["media_type"] == "image/heic"
+    assert any("parse stopped" in e for e in doc["metadata_errors"]), doc
+    assert res.seconds < 30
+
+
 @st.composite
 def hostile_bytes(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["truncated", "bitflip", "random", "header+random"]))

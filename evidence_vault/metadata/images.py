@@ -18,16 +18,31 @@ MAX_READ = 16 << 20
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+# Reads and seeks one exifread parse may make. A real image needs a few thousand; exifread's HEIC
+# reader loops for ever on a box whose size is 0 (a 52-byte file does it, exifread 3.5.1), re-reading
+# the same header: the parse stops here instead, and the file is added with an extraction error.
+MAX_CALLS = 200_000
+
+
 class _CappedReader:
-    """File wrapper that caps every single read, so a hostile tag count cannot allocate unbounded memory."""
+    """File wrapper that caps every single read, so a hostile tag count cannot allocate unbounded memory,
+    and the number of reads and seeks, so a parser looping on a hostile file stops."""
 
     def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
+        self._calls = 0
+
+    def _count(self) -> None:
+        self._calls += 1
+        if self._calls > MAX_CALLS:
+            raise ValueError(f"parse stopped after {MAX_CALLS} reads and seeks (a box that never ends?)")
 
     def read(self, n: int = -1) -> bytes:
+        self._count()
         return self._fh.read(MAX_READ if n is None or n < 0 or n > MAX_READ else n)
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        self._count()
         return self._fh.seek(offset, whence)
 
     def tell(self) -> int:
