@@ -321,7 +321,11 @@ def test_findings_in_a_ci_log_are_whole_lines(run: Cli, filled_vault: Path, tmp_
     fingerprint = re.search(r"genesis key (SHA256:\S+) \(NOT pinned\)", res.stderr)
     assert fingerprint is not None, res.stderr
     line = next(x for x in res.stderr.splitlines() if "trust.genesis-not-pinned" in x)
-    assert line.startswith("WARN  trust.genesis-not-pinned  log.jsonl line 1 (seq 0): ")
+    assert line.startswith("  WARN  trust.genesis-not-pinned  log.jsonl line 1 (seq 0): ")
+    # Only the summary line starts with the outcome (scripts look for it).
+    assert [x.split()[0] for x in res.stderr.splitlines() if x.startswith(("PASS ", "WARN ", "FAIL "))] == [
+        "WARN"
+    ]
     assert line.count(fingerprint.group(1)) == 2 and "…" not in line
     assert "┃" not in res.stderr and "│" not in res.stderr
     assert "4 items" in res.stderr and "0 failures, 1 warning\n" in res.stderr

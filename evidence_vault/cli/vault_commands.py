@@ -396,11 +396,12 @@ def _count(n: int, noun: str) -> str:
 
 def print_report(report: Report) -> None:
     """The report on stderr: findings as a table on a terminal, one whole line each otherwise (a CI log
-    must show every code and fingerprint uncut), then the summary."""
+    must show every code and fingerprint uncut), then the summary. Finding lines are indented: only the
+    summary line starts with PASS, WARN or FAIL, for scripts that look for it."""
     if report.findings and output.plain():
         for f in report.findings:
             sys.stderr.write(
-                f"{f.level:<5} {f.code}  {output.one_line(f.subject)}: {output.one_line(f.message)}\n"
+                f"  {f.level:<5} {f.code}  {output.one_line(f.subject)}: {output.one_line(f.message)}\n"
             )
     elif report.findings:
         from rich.markup import escape
