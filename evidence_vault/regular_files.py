@@ -21,6 +21,8 @@ def read_bytes(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
         # Checked before the descriptor is wrapped: a file object is not made of a directory's
         # descriptor, and the descriptor would then stay open (one per hostile entry, until EMFILE).
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "Is a directory", os.fspath(path))  # IsADirectoryError, as before
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
         if limit is not None and st.st_size > limit:
