@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import hashlib
 import os
 import queue
-import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .errors import IngestError
+from .regular_files import open_regular
 
 CHUNK = 1 << 20  # 1 MiB reads: the sweet spot for hashlib throughput
 LEAF_CHUNK = 1 << 20  # chunk size of the per-chunk Merkle leaves (fixed: part of the metadata format)
@@ -220,16 +219,7 @@ def _fileno(dst: BinaryIO | None) -> int | None:
 def hash_file(path: str | os.PathLike[str]) -> Digest:
     """The digest of the regular file ``path``; ``OSError`` if it is missing, unreadable or not a regular
     file (opened without blocking: a FIFO given by mistake would otherwise wait for a writer for ever)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        why = (errno.EISDIR, "Is a directory") if stat.S_ISDIR(mode) else (errno.EINVAL, "not a regular file")
-        raise OSError(*why, os.fspath(path))
+    fd, _ = open_regular(path)
     with open(fd, "rb", buffering=0) as fh:
         _advise_sequential(fd)
         return hash_stream(fh)

@@ -13,25 +13,31 @@ import os
 import stat
 
 
-def read_bytes(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
-    """The bytes of the regular file ``path``; ``OSError`` if it is missing, unreadable, not a file, or
-    bigger than ``limit`` bytes."""
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """A descriptor of the regular file ``path`` (opened without blocking) and its status; ``OSError``
+    if it is missing, unreadable or not a regular file (``IsADirectoryError`` for a directory), with
+    nothing left open."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        # Checked before the descriptor is wrapped: a file object is not made of a directory's
-        # descriptor, and the descriptor would then stay open (one per hostile entry, until EMFILE).
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise OSError(errno.EISDIR, "Is a directory", os.fspath(path))  # IsADirectoryError, as before
+            raise OSError(errno.EISDIR, "Is a directory", os.fspath(path))
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
-        if limit is not None and st.st_size > limit:
-            raise OSError(errno.EFBIG, f"bigger than {limit} bytes", os.fspath(path))
-        f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
-    with f:
+    return fd, st
+
+
+def read_bytes(path: str | os.PathLike[str], limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path``; ``OSError`` if it is missing, unreadable, not a file, or
+    bigger than ``limit`` bytes."""
+    fd, st = open_regular(path)
+    if limit is not None and st.st_size > limit:
+        os.close(fd)
+        raise OSError(errno.EFBIG, f"bigger than {limit} bytes", os.fspath(path))
+    with os.fdopen(fd, "rb") as f:
         return f.read() if limit is None else f.read(limit)
 
 
