@@ -13,12 +13,14 @@ import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .errors import IntegrityError, KeyStoreError
+
+# cryptography (about 18 ms to import) is loaded only to sign, to read private keys, and for the rare
+# signature libsodium rejects: verify, ls, show and friends start without it.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 NAMESPACE = "evidence-vault"
 _MAGIC = b"SSHSIG"
@@ -43,18 +45,20 @@ def _read_string(buf: bytes, pos: int) -> tuple[bytes, int]:
 
 @dataclass(frozen=True)
 class PublicKey:
-    """An Ed25519 public key with its OpenSSH wire blob."""
+    """An Ed25519 public key (its 32 raw bytes) with its OpenSSH wire blob."""
 
-    key: Ed25519PublicKey
+    raw: bytes
 
     @functools.cached_property
-    def raw(self) -> bytes:
-        return self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    def key(self) -> Ed25519PublicKey:
+        """The key as cryptography's object (imported on first use)."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        return Ed25519PublicKey.from_public_bytes(self.raw)
 
     @functools.cached_property
     def blob(self) -> bytes:
-        raw = self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return _string(_KEY_TYPE) + _string(raw)
+        return _string(_KEY_TYPE) + _string(self.raw)
 
     @property
     def fingerprint(self) -> str:
@@ -73,14 +77,16 @@ class PublicKey:
         if len(parts) < 2 or parts[0] != "ssh-ed25519":
             raise KeyStoreError("not an OpenSSH ssh-ed25519 public key")
         try:
-            key = serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
-        except (ValueError, TypeError) as exc:
-            raise KeyStoreError(f"unreadable OpenSSH public key: {exc}") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise KeyStoreError("only Ed25519 keys are supported")
-        public = cls(key)
-        _refuse_weak(public.raw)
-        return public
+            blob = binascii.a2b_base64(parts[1].encode("ascii"), strict_mode=True)
+        except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
+            raise KeyStoreError("unreadable OpenSSH public key: bad base64") from None
+        try:
+            kind, _ = _read_string(blob, 0)
+        except ValueError:
+            raise KeyStoreError("unreadable OpenSSH public key: truncated key blob") from None
+        if kind != _KEY_TYPE:
+            raise KeyStoreError("unreadable OpenSSH public key: the key blob is not ssh-ed25519")
+        return cls.from_blob(blob)
 
     @classmethod
     def from_blob(cls, blob: bytes) -> PublicKey:
@@ -92,7 +98,7 @@ class PublicKey:
         if kind != _KEY_TYPE or len(raw) != 32 or pos != len(blob):
             raise KeyStoreError("not an Ed25519 public key blob")
         _refuse_weak(raw)
-        return cls(Ed25519PublicKey.from_public_bytes(raw))
+        return cls(raw)
 
 
 def _refuse_weak(raw: bytes) -> None:
@@ -125,9 +131,14 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer({self.public.fingerprint})"
 
-    @property
+    @functools.cached_property
     def public(self) -> PublicKey:
-        return PublicKey(self.private_key.public_key())
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return PublicKey(raw)
 
     @property
     def fingerprint(self) -> str:
@@ -288,6 +299,9 @@ def ed25519_ok(public_raw: bytes, signature: bytes, data: bytes) -> bool:
         and sodium(public_raw, signature, data)
     ):
         return True
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
     except (InvalidSignature, ValueError):
@@ -320,10 +334,8 @@ def sodium_verify() -> Callable[[bytes, bytes, bytes], bool] | None:
 def verify_signature(blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE) -> None:
     """Check an sshsig blob over ``message`` by ``public_key``; raises ``IntegrityError`` if it fails."""
     raw, signed = prepare_verification(blob, message, public_key, namespace)
-    try:
-        public_key.key.verify(raw, signed)
-    except InvalidSignature:
-        raise IntegrityError("signature does not verify") from None
+    if not ed25519_ok(public_key.raw, raw, signed):
+        raise IntegrityError("signature does not verify")
 
 
 def armor(blob: bytes) -> str:
@@ -345,11 +357,15 @@ def unarmor(text: str) -> bytes:
 
 
 def generate() -> Signer:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Signer(Ed25519PrivateKey.generate())
 
 
 def private_openssh(signer: Signer, passphrase: bytes | None) -> bytes:
     """Serialize a private key in OpenSSH format, encrypted when a passphrase is given."""
+    from cryptography.hazmat.primitives import serialization
+
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -360,6 +376,9 @@ def private_openssh(signer: Signer, passphrase: bytes | None) -> bytes:
 
 def load_private_openssh(data: bytes, passphrase: bytes | None) -> Signer:
     """Load an OpenSSH private key; ``PassphraseError`` when the passphrase is missing or wrong."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from .errors import PassphraseError
 
     try:
@@ -377,6 +396,8 @@ def load_private_openssh(data: bytes, passphrase: bytes | None) -> Signer:
 
 def is_encrypted_openssh(data: bytes) -> bool:
     """True if an OpenSSH private key file needs a passphrase."""
+    from cryptography.hazmat.primitives import serialization
+
     try:
         serialization.load_ssh_private_key(data, None)
     except TypeError:

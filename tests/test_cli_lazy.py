@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,16 @@ def test_add_imports_exifread_only_for_images(vault: Path, tmp_path: Path) -> No
     assert "exifread" in _modules_after("--vault", vault, "add", CORPUS / "images" / "Canon_40D.jpg")
     extractors = extract_metadata(CORPUS / "images" / "Canon_40D.jpg").extractors
     assert f"exifread {exifread.__version__}" in extractors, extractors
+
+
+def test_commands_that_sign_nothing_skip_cryptography(vault: Path, tmp_path: Path) -> None:
+    """cryptography costs about 18 ms of start-up: verify and ls check signatures with libsodium and
+    read no private key, so they do without it; add signs, so it loads it."""
+    item = tmp_path / "notes.bin"
+    item.write_bytes(b"\x01" * 100)
+    assert "cryptography" in _modules_after("--vault", vault, "add", item)
+    item_id = hashlib.sha256(item.read_bytes()).hexdigest()[:12]
+    for args in (("verify",), ("ls",), ("show", item_id)):
+        loaded = _modules_after("--vault", vault, *args)
+        assert "cryptography" not in loaded, args
+    assert "evidence_vault.signing" in _modules_after("--vault", vault, "verify")

@@ -118,7 +118,7 @@ class _AnyoneSigns:
     message (what anyone could do once such a key is authorized)."""
 
     def __init__(self) -> None:
-        self.public = signing.PublicKey(Ed25519PublicKey.from_public_bytes(_SMALL_ORDER_KEY))
+        self.public = signing.PublicKey(_SMALL_ORDER_KEY)
         self.fingerprint = self.public.fingerprint
 
     def sign(self, message: bytes, namespace: str = signing.NAMESPACE) -> bytes:
@@ -155,7 +155,7 @@ def test_a_small_order_key_is_refused_where_it_enters(
         m.setattr(signing, "_refuse_weak", lambda raw: None)
         custody_ops.key_add(Vault(vault), admin, weak.public.openssh("nobody"), role="admin")
         attacker = Ed25519PrivateKey.generate()
-        line = signing.PublicKey(attacker.public_key()).openssh("attacker")
+        line = signing.Signer(attacker).public.openssh("attacker")
         custody_ops.key_add(Vault(vault), weak, line, role="admin")  # type: ignore[arg-type]
         forged = verify_vault(Vault(vault), trusted=[identity], record_head=False)
         assert forged.outcome == "PASS", "without the check, the forged event verifies"
