@@ -36,10 +36,11 @@ from .checkpoint import CHECKPOINTS, Checkpoint, checkpoint_dir, headers_path, l
 from .custody_log import Head
 from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
 from .keystore import TrustStore
+from .locate import VAULT_FILE
 from .signing import Signer, armor
 from .timestamps import ots, rfc3161
 from .timestamps.headers import BlockHeader, HeaderStore, fetch_from_bitcoind, fetch_from_explorer
-from .vault import VAULT_FILE, Vault
+from .vault import Vault
 
 
 def origin_of(vault_id: str) -> str:

@@ -24,6 +24,7 @@ from .errors import EvidenceVaultError
 from .hashing import Digest, chunk_root, hash_file, read_upto
 from .objects import SMALL
 from .parallel import LOST, REFUSED, Workers, ordered_map
+from .prehash import Found
 from .regular_files import read_bytes
 from .report import Report, line_subject
 from .scratch import ItemRecord
@@ -137,7 +138,8 @@ class ObjectPass:
 
     ``shared`` is its pool of worker processes (``processes`` of them, forked on first use), which the
     log pass may use too; closed with this pass. With ``min_seq`` (an incremental run), items ingested
-    before it are only size-checked.
+    before it are only size-checked. ``found``: originals already re-hashed in this run and found to
+    match their names (:mod:`evidence_vault.prehash`), by hex digest: not read again.
     """
 
     WINDOW = 8  # batches in flight during the log pass: bounded memory, the workers never idle
@@ -151,8 +153,10 @@ class ObjectPass:
         *,
         processes: int | None = None,
         min_seq: int = 0,
+        found: dict[str, Found] | None = None,
     ) -> None:
         self.vault, self.n_threads, self.on_progress, self.min_seq = vault, n_threads, on_progress, min_seq
+        self.found = found or {}
         self.check = object_checker(vault, n_threads, on_progress)
         self.shared = Workers(self.check, processes)
         self.out = Report(target=str(vault.root))
@@ -176,7 +180,7 @@ class ObjectPass:
         """The log pass recorded an item (its first ingest): queue its small objects."""
         if not self.early or rec.size > SMALL or rec.seq < self.min_seq:
             return
-        self.batch.extend(jobs_of(item, rec))
+        self.batch.extend(job for job in jobs_of(item, rec) if not self._prehashed(job))
         if len(self.batch) >= self.EARLY_BATCH:
             self._submit()
         while len(self.pending) > self.WINDOW:
@@ -198,7 +202,7 @@ class ObjectPass:
         def jobs() -> Iterator[Job]:
             above = SMALL if self.early else -1  # the small ones were done during the log pass
             for item, rec in state.items.records_by_size(self.min_seq, above=above):
-                yield from jobs_of(item, rec)
+                yield from (job for job in jobs_of(item, rec) if not self._prehashed(job))
             for hex_obj, uses in openings_at.items():
                 yield Job(hex_obj, "openings", None, None, uses=uses)
             for bundle in sorted(state.bundles - state.prefix_bundles):
@@ -214,6 +218,16 @@ class ObjectPass:
             self._orphans(state, small)
         report.findings.extend(self.out.findings)
         return self.total
+
+    def _prehashed(self, job: Job) -> bool:
+        """Take the outcome of an original re-hashed before the log pass, if it was (see ``found``)."""
+        if job.kind != "item" or not self.found:
+            return False
+        found = self.found.pop(job.hex, None)
+        if found is None:
+            return False
+        self._take(job, (Digest(job.hex, found.size), found.mode, []), True)
+        return True
 
     def _submit(self) -> None:
         batch, self.batch = self.batch, []

@@ -28,17 +28,17 @@ from .errors import (
     NotAuthorizedError,
     UsageError,
     VaultFormatError,
-    VaultNotFoundError,
 )
 from .events import Event
 from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
 from .keystore import TrustStore, utc_now
+from .locate import VAULT_FILE as VAULT_FILE
+from .locate import find_vault as find_vault
 from .merkle import root_from_leaves
 from .objects import FileObjectStore, ObjectStore
 from .signing import Signer, sodium_verify
 
-VAULT_FILE = "vault.json"
 FORMAT = "evidence-vault"
 FORMAT_VERSION = 1
 
@@ -182,24 +182,6 @@ class _Stored:
     digest: Digest
     restored: bool = False
     recorded_as: str | None = None  # the path recorded as original_path, if not this file's own
-
-
-def find_vault(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """``--vault``, else ``EVIDENCE_VAULT``, else the working directory or a parent with vault.json."""
-    given = explicit if explicit is not None else os.environ.get("EVIDENCE_VAULT")
-    if given:
-        root = Path(given)
-        if not (root / VAULT_FILE).is_file():
-            raise VaultNotFoundError("no vault here (vault.json missing)", path=root)
-        return root
-    here = (cwd or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / VAULT_FILE).is_file():
-            return candidate
-    raise VaultNotFoundError(
-        "no vault in the current directory or its parents: use --vault PATH, set EVIDENCE_VAULT, "
-        "or create one with `evidence-vault init`"
-    )
 
 
 def display_name(path: str | os.PathLike[str]) -> str:

@@ -31,6 +31,7 @@ from .events import Event, line_hash, parse_line
 from .keystore import TrustStore, utc_now
 from .object_checks import ObjectPass
 from .parallel import LOST, REFUSED, Workers
+from .prehash import MIN_LOG, Prehash
 from .report import Finding, Report, line_subject
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
@@ -512,6 +513,7 @@ def verify_vault(
     tsa_roots: Sequence[bytes] = (),
     incremental: bool = False,
     on_total: Callable[[int], None] | None = None,
+    prehashed: Prehash | None = None,
 ) -> Report:
     """Verify a vault: log, signatures, authorization, every object, commitments, anchors, pins.
 
@@ -522,6 +524,9 @@ def verify_vault(
     ``incremental``: start from the end state of the last clean verification on this machine (see
     :mod:`evidence_vault.incremental`) when the log prefix it covered is byte-for-byte unchanged, and
     say in the report (``INFO incremental.*``) exactly what was not re-checked.
+
+    ``prehashed``: a child started before this call (:meth:`Prehash.start`) that re-hashed small objects
+    meanwhile; it is stopped here, before the workers fork, and what it found intact is not hashed again.
     """
     from . import incremental as inc
     from .anchors_verify import check_anchors
@@ -536,7 +541,12 @@ def verify_vault(
     pin = pins.get(vault.config.vault_id) or {}
     seen = pin.get("head", {}).get("seq") if isinstance(pin.get("head"), dict) else None
     keep = [seen] if isinstance(seen, int) else []
-    parallel = vault.log.path.stat().st_size > 512 * 1024  # about 500 events and more
+    parallel = vault.log.path.stat().st_size > MIN_LOG  # about 500 events and more
+    found = {}
+    if prehashed is not None:
+        found = prehashed.take()  # stopped before the workers fork
+        if not prehashed.covers(vault.root):
+            found = {}  # started for another vault: its findings say nothing of this one
     resume, saved = None, None
     if incremental:
         saved = inc.load(vault.config.vault_id)
@@ -555,7 +565,9 @@ def verify_vault(
         sodium_verify()  # loaded before the workers fork
     # One pool of workers for both passes: small objects are checked as the log pass records them, in
     # between its batches of signature checks, so no core waits for the log pass to end.
-    with ObjectPass(vault, n_threads, on_progress, processes=workers, min_seq=start_seq) as objects:
+    with ObjectPass(
+        vault, n_threads, on_progress, processes=workers, min_seq=start_seq, found=found
+    ) as objects:
         if parallel:
             objects.start_early()
         state = verify_log(

@@ -25,11 +25,15 @@ def main() -> None:
 
         sys.stdout.write(f"evidence-vault {__version__}\n")
         return
+    from . import early
+
+    early.start(sys.argv[1:])  # verify: small objects are re-hashed meanwhile, on the idle core
     from .app import run
 
     try:
         run()
     finally:
+        early.stop()
         # The process ends here. Frozen objects are left out of the interpreter's last garbage
         # collections, which otherwise walk everything typer, rich and the vault code allocated (about
         # 0.1 s of `add`). atexit handlers, weakref finalizers and the flushing of stdout and stderr

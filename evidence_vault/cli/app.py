@@ -16,6 +16,7 @@ from .. import __version__
 from ..errors import EvidenceVaultError
 from . import output
 from .context import State
+from .early import split_command
 
 
 class ErrorHandlingGroup(TyperGroup):
@@ -114,7 +115,6 @@ _COMMANDS = {
     "export": ("export", "verify-bundle", "import", "report"),
     "keys": ("key",),
 }
-_GLOBAL_WITH_VALUE = ("--vault", "--key", "--passphrase-file")
 
 
 class _Only:
@@ -147,16 +147,9 @@ def build_app(only: str | None = None) -> typer.Typer:
 
 def command_of(argv: list[str]) -> str | None:
     """The top-level command an argument list runs, if it names a known one (else None: all of them)."""
-    args = iter(argv)
-    for arg in args:
-        if arg in _GLOBAL_WITH_VALUE:
-            next(args, None)
-        elif arg.startswith("-"):
-            continue
-        else:
-            known = {name for names in _COMMANDS.values() for name in names}
-            return arg if arg in known else None
-    return None
+    _, command, _ = split_command(argv)
+    known = {name for names in _COMMANDS.values() for name in names}
+    return command if command in known else None
 
 
 app = build_app()

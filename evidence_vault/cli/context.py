@@ -34,10 +34,16 @@ class State:
 
         return KeyStore()
 
-    def open_vault(self) -> Vault:
-        from ..vault import Vault, find_vault
+    def vault_root(self) -> Path:
+        """The vault's directory (found without loading the vault code)."""
+        from ..locate import find_vault
 
-        return Vault(find_vault(self.vault))
+        return find_vault(self.vault)
+
+    def open_vault(self, root: Path | None = None) -> Vault:
+        from ..vault import Vault
+
+        return Vault(root if root is not None else self.vault_root())
 
     def passphrase(self, what: str, *, confirm: bool = False) -> bytes | None:
         """From --passphrase-file, else EVIDENCE_VAULT_PASSPHRASE, else a prompt on a terminal."""

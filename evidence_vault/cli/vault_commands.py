@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..events import Event
+    from ..prehash import Prehash
     from ..report import Report
     from ..vault import Vault
 
@@ -345,35 +347,28 @@ def verify(
     ] = False,
 ) -> None:
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
+    from ..prehash import Prehash
     from ..report_formats import FORMATS
-    from ..report_formats import render as render_report
-    from ..verify import verify_vault
+    from .early import claim as claim_early
 
     fmt = "json" if json_out else fmt.lower()
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
-    vault = state(ctx).open_vault()
-    if out_file is not None and out_file.resolve().is_relative_to(vault.root.resolve()):
+    root = state(ctx).vault_root()
+    if out_file is not None and out_file.resolve().is_relative_to(root.resolve()):
         raise UsageError(
             "--output is inside the vault (verify writes nothing there; it could overwrite the log): "
             "choose a path outside it",
             path=out_file,
         )
-    roots = read_tsa_roots(tsa_ca)
-    bar = _LateProgress("verifying")  # sized once the log pass has named every item
-    try:
-        report = verify_vault(
-            vault,
-            trusted=trust or (),
-            tsa_roots=roots,
-            incremental=incremental,
-            on_progress=bar.advance,
-            on_total=None if output.plain() else bar.start,  # no bar: no total to add up
-        )
-    finally:
-        bar.stop()
-    vault.close()
+    # Forked before verify's code is imported (by main, before typer loaded, when it could tell the
+    # vault): small objects are re-hashed on the idle core meanwhile.
+    early = None if incremental else (claim_early(root) or Prehash.start(root))
+    with early if early is not None else contextlib.nullcontext():
+        report = _verify(ctx, root, early, trust, tsa_ca, incremental)
     if out_file is not None:
+        from ..report_formats import render as render_report
+
         try:
             out_file.write_text(render_report(report, fmt), encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
@@ -385,9 +380,41 @@ def verify(
     elif fmt == "text":
         print_report(report)
     else:
+        from ..report_formats import render as render_report
+
         sys.stdout.write(render_report(report, fmt))
         sys.stdout.flush()
     raise typer.Exit(report.exit_code(strict))
+
+
+def _verify(
+    ctx: typer.Context,
+    root: Path,
+    early: Prehash | None,
+    trust: list[str] | None,
+    tsa_ca: list[Path] | None,
+    incremental: bool,
+) -> Report:
+    """Run the verification of ``verify`` (its progress bar on a terminal)."""
+    from ..verify import verify_vault
+
+    vault = state(ctx).open_vault(root)
+    roots = read_tsa_roots(tsa_ca)
+    bar = _LateProgress("verifying")  # sized once the log pass has named every item
+    try:
+        report = verify_vault(
+            vault,
+            trusted=trust or (),
+            tsa_roots=roots,
+            incremental=incremental,
+            on_progress=bar.advance,
+            on_total=None if output.plain() else bar.start,  # no bar: no total to add up
+            prehashed=early,
+        )
+    finally:
+        bar.stop()
+    vault.close()
+    return report
 
 
 def _count(n: int, noun: str) -> str:

@@ -1,0 +1,169 @@
+"""Re-hashing small objects while ``verify`` starts up.
+
+Before ``verify`` can check anything it spends a tenth of a second on one core: importing its code,
+reading the vault's configuration, forking its workers. A child forked first (:meth:`Prehash.start`,
+before those imports) re-hashes small objects of the store on the idle core meanwhile, and hands over
+what it found when the log pass is about to begin (:meth:`Prehash.take`, before the workers fork).
+
+Objects are named by their SHA-256, so the child needs nothing from the log: an object whose content
+hashes to its name is intact. Only those are handed over, with their size and mode; the object pass
+still checks them against the log (recorded size, read-only mode), and checks everything else (missing,
+damaged, not handed over) as usual. Nothing is trusted that this run did not compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import stat
+from pathlib import Path
+from typing import NamedTuple
+
+SMALL = 4 << 20  # the object store's SMALL: bigger objects are streamed by the object pass
+MIN_LOG = 512 * 1024  # below this (about 500 events) verify forks no workers, and the child is not worth it
+MAX_FOUND = 8192  # at most this many results are held (about 1 MB): memory stays flat in any vault
+PIPE = 1 << 20  # room for them all (the most an unprivileged process may ask for by default)
+
+
+class Found(NamedTuple):
+    """An object whose content hashes to its name: its size and mode when it was read."""
+
+    size: int
+    mode: int
+
+
+class Prehash:
+    """A forked child re-hashing small objects until :meth:`take` stops it (use as a context manager)."""
+
+    def __init__(self, pid: int, results: int, store: os.stat_result) -> None:
+        self._pid, self._results, self._store = pid, results, store
+        self._found: dict[str, Found] | None = None
+
+    def covers(self, vault_root: Path) -> bool:
+        """True if this child hashes the objects of the vault at ``vault_root`` (the same directory)."""
+        try:
+            return os.path.samestat(self._store, os.stat(_store_of(vault_root)))
+        except OSError:
+            return False
+
+    @classmethod
+    def start(cls, vault_root: Path) -> Prehash | None:
+        """Fork the child for the vault at ``vault_root``; None where it is not worth it (one core, a
+        small log) or a fork is not possible."""
+        if (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+            return None
+        try:
+            if os.stat(vault_root / "log.jsonl").st_size <= MIN_LOG:
+                return None
+            store = os.stat(_store_of(vault_root))
+        except OSError:
+            return None  # verify reports it
+        results_r, results_w = os.pipe()
+        with contextlib.suppress(OSError, AttributeError):  # room for every result without a reader
+            import fcntl
+
+            fcntl.fcntl(results_w, fcntl.F_SETPIPE_SZ, PIPE)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(results_r)
+            os.close(results_w)
+            return None
+        if pid == 0:  # the child: never returns
+            status = 0
+            try:
+                os.close(results_r)
+                _child(_store_of(vault_root), results_w)
+            except BaseException:
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(results_w)
+        return cls(pid, results_r, store)
+
+    def take(self) -> dict[str, Found]:
+        """Stop the child; the objects it found intact, by hex digest (empty if it failed)."""
+        if self._found is not None:
+            return self._found
+        # The child stops after the object it is on. Should the signal come before its handler is set,
+        # it dies of it, and its results are not used.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signal.SIGUSR1)
+        chunks = []
+        while chunk := os.read(self._results, 1 << 16):
+            chunks.append(chunk)
+        os.close(self._results)
+        _, status = os.waitpid(self._pid, 0)
+        found: dict[str, Found] = {}
+        if status == 0:
+            for line in b"".join(chunks).splitlines():
+                hex_digest, size, mode = line.decode("ascii").split()
+                found[hex_digest] = Found(int(size), int(mode))
+        self._found = found
+        return found
+
+    def close(self) -> None:
+        self.take()
+
+    def __enter__(self) -> Prehash:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _store_of(vault_root: Path) -> str:
+    return os.path.join(vault_root, "objects", "sha256")
+
+
+_stopped = False
+
+
+def _stop(signum: int, frame: object) -> None:
+    global _stopped
+    _stopped = True
+
+
+def _child(base: str, results: int) -> None:
+    """Hash the small regular files of the store until told to stop (SIGUSR1), this process's parent
+    is gone, or there is no room left for results; write one line per intact object."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGUSR1, _stop)
+    parent = os.getppid()
+    os.set_blocking(results, False)
+    found = 0
+    for sub in sorted(os.listdir(base)):
+        with os.scandir(os.path.join(base, sub)) as entries:
+            for entry in entries:
+                if _stopped or os.getppid() != parent or found >= MAX_FOUND:
+                    return
+                intact = _intact(entry.path, entry.name)
+                if intact is None:
+                    continue  # the object pass checks it again and reports it
+                try:
+                    os.write(results, f"{entry.name} {intact.size} {intact.mode}\n".encode("ascii"))
+                except BlockingIOError:
+                    return  # no room left: the object pass does the rest
+                found += 1
+
+
+def _intact(path: str, name: str) -> Found | None:
+    """The object's size and mode if it is a small regular file whose content hashes to ``name``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO must not block
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL:
+            return None
+        data = os.read(fd, st.st_size + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != st.st_size or hashlib.sha256(data).hexdigest() != name:
+        return None
+    return Found(st.st_size, st.st_mode)
