@@ -45,6 +45,11 @@ REDACT_ALIASES = {
     "path": ("original_path",),
     "name": ("original_name",),
 }
+#: Committed fields this tool itself records (any item may have them): a ``--redact-metadata`` word naming
+#: one of these, or an alias above, is accepted even when no exported item has that field.
+KNOWN_FIELDS = frozenset(
+    {"original_name", "original_path", "source", "captured_by", "note", "gps_lat", "gps_lon", "gps_alt"}
+)
 PLACEHOLDER = "/path/to/this/bag"
 
 
@@ -110,6 +115,20 @@ def redacted_fields(committed: Iterable[str], wanted: Iterable[str]) -> set[str]
             if n == w or n in REDACT_ALIASES.get(w, ()) or n.startswith(w + "_"):
                 out.add(n)
     return out
+
+
+def check_redaction(committed: Iterable[str], wanted: Iterable[str]) -> None:
+    """Refuse a ``--redact-metadata`` word that can withhold nothing: it matches no committed field of the
+    exported items and is no field name or alias this tool knows (a typo would disclose what it meant)."""
+    names = set(committed)
+    known = KNOWN_FIELDS | set(REDACT_ALIASES) | {n for ns in REDACT_ALIASES.values() for n in ns}
+    for word in (x.strip().lower() for x in wanted):
+        if word and word not in known and not redacted_fields(names, [word]):
+            fields = ", ".join(sorted(names)) or "none"
+            raise UsageError(
+                f"--redact-metadata {word!r} matches no signed metadata field of the items exported "
+                f"(theirs: {fields}; aliases: {', '.join(sorted(REDACT_ALIASES))}): nothing exported"
+            )
 
 
 def _write(root: Path, rel: str, data: bytes) -> None:
@@ -252,6 +271,15 @@ def stage_evidence(
 
     # Metadata openings; payload names.
     wanted = list(redact)
+    check_redaction(
+        (
+            name
+            for event in ingests.values()
+            if isinstance(event.data.get("committed"), dict)
+            for name in event.data["committed"]
+        ),
+        wanted,
+    )
     originals: list[Any] = []
     for item in item_ids:
         event = ingests[item]

@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import signal
 import stat
+import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +28,7 @@ SMALL = 4 << 20  # the object store's SMALL: bigger objects are streamed by the 
 MIN_LOG = 512 * 1024  # below this (about 500 events) verify forks no workers, and the child is not worth it
 MAX_FOUND = 8192  # at most this many results are held (about 1 MB): memory stays flat in any vault
 PIPE = 1 << 20  # room for them all (the most an unprivileged process may ask for by default)
+STOP_WITHIN = 10.0  # seconds for the child to finish the object it is on (at most 4 MiB) and exit
 
 
 class Found(NamedTuple):
@@ -51,8 +55,12 @@ class Prehash:
     @classmethod
     def start(cls, vault_root: Path) -> Prehash | None:
         """Fork the child for the vault at ``vault_root``; None where it is not worth it (one core, a
-        small log) or a fork is not possible."""
+        small log), a fork is not possible, or not safe: with other threads running, one of them could
+        hold a lock (of OpenSSL, say) that the child would then wait for forever."""
         if (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+            return None
+        threading = sys.modules.get("threading")  # not imported yet: no Python threads
+        if threading is not None and threading.active_count() > 1:
             return None
         try:
             if os.stat(vault_root / "log.jsonl").st_size <= MIN_LOG:
@@ -91,8 +99,23 @@ class Prehash:
         # it dies of it, and its results are not used.
         with contextlib.suppress(ProcessLookupError):
             os.kill(self._pid, signal.SIGUSR1)
-        chunks = []
-        while chunk := os.read(self._results, 1 << 16):
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + STOP_WITHIN
+        os.set_blocking(self._results, False)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:  # stuck (it never should be): killed, and nothing it found is used
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGKILL)
+                chunks = []
+                break
+            select.select([self._results], [], [], left)
+            try:
+                chunk = os.read(self._results, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
             chunks.append(chunk)
         os.close(self._results)
         _, status = os.waitpid(self._pid, 0)

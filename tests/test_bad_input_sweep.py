@@ -217,3 +217,67 @@ def test_key_rotate_refuses_a_line_break_in_the_name_before_the_log_names_the_ne
     assert "--name 'New\\nKey': no line breaks or control characters" in _one_line(res.stderr)
     assert (vault / "log.jsonl").read_bytes() == before
     assert sorted(home.glob("identities/*")) == keys
+
+
+@pytest.mark.parametrize("command", ["verify", "verify-bundle", "verify-proof", "import"])
+def test_a_malformed_trust_value_is_a_usage_error(
+    cli: Cli, filled_vault: Path, tmp_path: Path, command: str
+) -> None:
+    """A typo in --trust is the caller's mistake (exit 2), not a failed verification (exit 1)."""
+    target = {"verify": [], "verify-bundle": [tmp_path], "verify-proof": [tmp_path], "import": [tmp_path]}
+    res = cli("--vault", filled_vault, command, *target[command], "--trust", "SHA256:nope")
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert "--trust 'SHA256:nope' is not a key fingerprint" in line and "43 base64" in line
+
+
+def test_a_fingerprint_is_accepted_with_or_without_its_prefix(
+    cli: Cli, filled_vault: Path, identity: str
+) -> None:
+    for given in (identity, identity.removeprefix("SHA256:"), f" {identity} "):
+        res = cli("--vault", filled_vault, "verify", "--trust", given)
+        assert res.code == 0, (given, res.stderr)
+    other = "SHA256:" + "A" * 43  # well formed, not this vault's key: a failed verification
+    assert cli("--vault", filled_vault, "verify", "--trust", other).code == 1
+
+
+def test_verify_json_and_another_format_is_a_usage_error(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "verify", "--json", "--format", "junit")
+    assert res.code == 2 and res.stdout == ""
+    assert "--json and --format junit ask for two formats" in _one_line(res.stderr)
+    res = cli("--vault", filled_vault, "verify", "--json", "--format", "json")
+    assert res.code == 0 and res.json()["outcome"] in ("PASS", "WARN")
+
+
+def test_verify_proof_of_no_directory_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    """No proof at all is a mistake in the command (exit 2); a directory with a broken proof is a
+    failed verification (exit 1)."""
+    res = cli("verify-proof", tmp_path / "nosuch")
+    assert res.code == 2 and f"{tmp_path / 'nosuch'}: no such directory" in _one_line(res.stderr)
+    (tmp_path / "file").write_text("x")
+    res = cli("verify-proof", tmp_path / "file")
+    assert res.code == 2 and "not a directory" in _one_line(res.stderr)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli("verify-proof", empty)
+    assert res.code == 1 and "proof.missing-file" in res.stderr
+
+
+def test_empty_texts_that_would_be_signed_are_refused(
+    cli: Cli, filled_vault: Path, identity: str, items: Callable[[Path], list[dict[str, Any]]]
+) -> None:
+    """An empty tag, purpose, reason or tool records nothing anyone can use: refused before signing."""
+    item = items(filled_vault)[0]["id"][7:19]
+    log = (filled_vault / "log.jsonl").read_bytes()
+    cases = [
+        (("add", SAMPLE_FILES[0], "--tag", "court", "--tag", " "), "--tag: empty"),
+        (("access", item, "--purpose", ""), "--purpose: empty"),
+        (("open", item, "--purpose", "  "), "--purpose: empty"),
+        (("key", "revoke", identity, "--reason", ""), "--reason: empty"),
+        (("derive", item, SAMPLE_FILES[1], "--action", "crop", "--tool", ""), "--tool: empty"),
+    ]
+    for args, said in cases:
+        res = cli("--vault", filled_vault, *args)
+        assert res.code == 2, (args, res.stderr)
+        assert said in _one_line(res.stderr), args
+    assert (filled_vault / "log.jsonl").read_bytes() == log, "nothing recorded"

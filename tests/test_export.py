@@ -487,3 +487,23 @@ def test_redact_metadata_says_the_original_file_ships_unchanged(
     assert "original files ship unchanged" in said and "EXIF GPS" in said and "derive" in said
     shipped = next((bag / "data").iterdir())
     assert shipped.read_bytes() == GPS_IMAGES[0].read_bytes()  # what the message promises
+
+
+def test_a_redaction_word_that_withholds_nothing_is_refused(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """A typo in --redact-metadata would ship the field it meant to withhold: refused before anything is
+    written or recorded. A known field or alias that these items lack is fine (a habit such as
+    `--redact-metadata gps,serial` on every export)."""
+    assert cli("--vault", vault, "add", GPS_IMAGES[0]).code == 0
+    item = next(iter(ids_by_name(cli, vault).values()))
+    log_before = (vault / "log.jsonl").read_bytes()
+    bag = tmp_path / "bag"
+    res = cli("--vault", vault, "export", item["id"][7:19], "--out", bag, "--redact-metadata", "gps_latitud")
+    assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "'gps_latitud' matches no signed metadata field" in res.stderr and "gps_lat" in res.stderr
+    assert not bag.exists() and not list(tmp_path.glob(".bag.export-*"))
+    assert (vault / "log.jsonl").read_bytes() == log_before, "nothing recorded"
+    res = cli(
+        "--vault", vault, "export", item["id"][7:19], "--out", bag, "--redact-metadata", "GPS, serial,note"
+    )
+    assert res.code == 0, res.stderr
+    assert "withheld the signed metadata fields gps_lat, gps_lon" in " ".join(res.stderr.split())

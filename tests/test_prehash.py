@@ -111,8 +111,11 @@ def test_verify_finds_the_same_with_the_child(big_vault: Path, identity: str) ->
         handed = early.take()
         assert len(handed) == len(_objects(big_vault)) - 1  # all but the damaged one
         with_child = verify_vault(Vault(big_vault), trusted=[identity], record_head=False, prehashed=early)
-    assert len(handed) == 620 and all(  # the originals were taken from it; not their metadata objects
-        (big_vault / "objects" / "sha256" / h[:2] / h).stat().st_size != 68 for h in handed
+    assert (
+        len(handed) == 620
+        and all(  # the originals were taken from it; not their metadata objects
+            (big_vault / "objects" / "sha256" / h[:2] / h).stat().st_size != 68 for h in handed
+        )
     )
     assert _findings(with_child) == _findings(without)
     codes = sorted(f.code for f in with_child.findings if f.level != "INFO")
@@ -185,3 +188,36 @@ def test_verify_ignores_a_child_of_another_vault(big_vault: Path, identity: str,
         report = verify_vault(Vault(big_vault), trusted=[identity], record_head=False, prehashed=early)
     assert [f.code for f in report.failures] == ["object.hash-mismatch"]
     assert not early.covers(big_vault) and early.covers(other)
+
+
+def test_a_stuck_child_is_killed_and_not_used(big_vault: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """take() never waits for ever: a child that does not stop in time is killed, and none of what it
+    found is used."""
+    import time
+
+    monkeypatch.setattr(prehash, "STOP_WITHIN", 0.5)
+    monkeypatch.setattr(prehash, "_stop", lambda *a: None)  # the child ignores the request to stop
+    monkeypatch.setattr(prehash, "_intact", lambda path, name: time.sleep(0.05))  # and crawls
+    early = Prehash.start(big_vault)
+    assert early is not None
+    started = time.monotonic()
+    assert early.take() == {}
+    assert time.monotonic() - started < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(early._pid, os.WNOHANG)
+
+
+def test_not_forked_while_other_threads_run(big_vault: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert Prehash.start(big_vault) is None
+    finally:
+        stop.set()
+        other.join()
+    early = Prehash.start(big_vault)
+    assert early is not None
+    early.close()

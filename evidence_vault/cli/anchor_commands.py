@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_tsa_roots, signing_state, state
+from .context import fingerprints, read_tsa_roots, signing_state, state
 from .vault_commands import JsonOpt, print_report
 
 
@@ -150,7 +150,10 @@ def verify_proof_cmd(
     file: Annotated[
         Path | None, typer.Option("--file", help="Also check that this file is the item.")
     ] = None,
-    trust: Annotated[list[str] | None, typer.Option("--trust", help="Trusted signer fingerprint.")] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option("--trust", callback=fingerprints, help="Trusted signer fingerprint."),
+    ] = None,
     tsa_ca: Annotated[
         list[Path] | None, typer.Option("--tsa-ca", help="Your trust anchor for the TSA.")
     ] = None,
@@ -160,6 +163,8 @@ def verify_proof_cmd(
     """Check an inclusion proof offline: event signature, inclusion, checkpoint signature, time proofs."""
     from ..proofs import verify_proof
 
+    if not directory.is_dir():  # a broken proof is a finding; no proof at all is a usage error
+        raise UsageError("no such directory" if not directory.exists() else "not a directory", path=directory)
     report = verify_proof(directory, file=file, trusted=trust or (), tsa_roots=read_tsa_roots(tsa_ca))
     if json_out:
         output.emit_json(report.to_dict())

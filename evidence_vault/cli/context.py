@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -208,4 +209,31 @@ def utf8_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) 
         except UnicodeEncodeError:
             name = param.opts[0] if param.opts else param.name
             raise UsageError(f"{name}: not valid UTF-8 text (undecodable bytes); give it as UTF-8") from None
+    return value
+
+
+def nonblank_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) -> TextValue:
+    """:func:`utf8_text`, and not empty or blank: an empty tag, purpose or reason records nothing."""
+    value = utf8_text(ctx, param, value)
+    texts = [] if value is None else [value] if isinstance(value, str) else value
+    if any(not text.strip() for text in texts):
+        name = param.opts[0] if param.opts else param.name
+        raise UsageError(f"{name}: empty; give some text (nothing recorded)")
+    return value
+
+
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+def fingerprints(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
+    """Option callback for --trust: each value must be a key fingerprint (``SHA256:`` optional, as
+    ``ssh-keygen -l`` prints it), else a usage error (exit 2), not a failed verification (exit 1)."""
+    for fp in value or []:
+        text = fp.strip().rstrip("=")
+        if not _FINGERPRINT.fullmatch(text if text.startswith("SHA256:") else "SHA256:" + text):
+            name = param.opts[0] if param.opts else param.name
+            raise UsageError(
+                f"{name} {fp!r} is not a key fingerprint: SHA256: and 43 base64 characters, as "
+                "`evidence-vault key list` and `ssh-keygen -l` print it"
+            )
     return value

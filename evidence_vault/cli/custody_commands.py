@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import signing_state, state, utf8_text
+from .context import nonblank_text, signing_state, state, utf8_text
 from .vault_commands import JsonOpt, NoteOpt, TagsOpt
 
 
@@ -17,7 +17,7 @@ def transfer(
     items: Annotated[list[str], typer.Argument(help="Item ids (prefixes) or paths.")],
     to: Annotated[str, typer.Option("--to", help="Fingerprint of the receiving key.")],
     reason: Annotated[
-        str | None, typer.Option("--reason", callback=utf8_text, help="Why (signed as a commitment).")
+        str | None, typer.Option("--reason", callback=nonblank_text, help="Why (signed as a commitment).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -77,7 +77,7 @@ def access(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
     purpose: Annotated[
-        str, typer.Option("--purpose", callback=utf8_text, help="Why the original was viewed or copied.")
+        str, typer.Option("--purpose", callback=nonblank_text, help="Why the original was viewed or copied.")
     ],
     json_out: JsonOpt = False,
 ) -> None:
@@ -94,7 +94,7 @@ def open_(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
     purpose: Annotated[
-        str, typer.Option("--purpose", callback=utf8_text, help="Why it is opened.")
+        str, typer.Option("--purpose", callback=nonblank_text, help="Why it is opened.")
     ] = "opened for viewing",
     json_out: JsonOpt = False,
 ) -> None:
@@ -116,9 +116,9 @@ def derive(
     original: Annotated[str, typer.Argument(help="The original: item id prefix or path.")],
     derived: Annotated[Path, typer.Argument(help="The working copy file (redacted, transcoded, ...).")],
     action: Annotated[
-        str, typer.Option("--action", callback=utf8_text, help="redact | transcode | crop | extract")
+        str, typer.Option("--action", callback=nonblank_text, help="redact | transcode | crop | extract")
     ],
-    tool: Annotated[str, typer.Option("--tool", callback=utf8_text, help="Tool and version used.")],
+    tool: Annotated[str, typer.Option("--tool", callback=nonblank_text, help="Tool and version used.")],
     note: Annotated[str | None, typer.Option("--note", callback=utf8_text)] = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -9,11 +9,12 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_tsa_roots, signing_state, state, utf8_text
+from .context import fingerprints, read_tsa_roots, signing_state, state, utf8_text
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
-    list[str] | None, typer.Option("--trust", help="Fingerprint of the genesis key you trust.")
+    list[str] | None,
+    typer.Option("--trust", callback=fingerprints, help="Fingerprint of the genesis key you trust."),
 ]
 TsaCaOpt = Annotated[
     list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 (PEM).")

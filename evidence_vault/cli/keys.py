@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import signing_state, state, utf8_text
+from .context import nonblank_text, signing_state, state, utf8_text
 
 app = typer.Typer(
     help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None
@@ -19,7 +19,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 @app.command("new")
 def new(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", callback=utf8_text, help="Your name as custodian.")],
+    name: Annotated[str, typer.Option("--name", callback=nonblank_text, help="Your name as custodian.")],
     email: Annotated[str | None, typer.Option("--email", callback=utf8_text)] = None,
     no_passphrase: Annotated[
         bool, typer.Option("--no-passphrase", help="Store the private key unencrypted (not recommended).")
@@ -161,7 +161,9 @@ def add(
 def revoke(
     ctx: typer.Context,
     fingerprint: Annotated[str, typer.Argument(help="Fingerprint of the key to revoke.")],
-    reason: Annotated[str, typer.Option("--reason", callback=utf8_text, help="Why (recorded in the log).")],
+    reason: Annotated[
+        str, typer.Option("--reason", callback=nonblank_text, help="Why (recorded in the log).")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a key: it signs nothing after this point."""

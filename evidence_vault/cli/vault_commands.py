@@ -13,7 +13,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import read_tsa_roots, signing_state, state, utf8_text
+from .context import fingerprints, nonblank_text, read_tsa_roots, signing_state, state, utf8_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,7 +29,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 NoteOpt = Annotated[
     str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
 ]
-TagsOpt = Annotated[list[str] | None, typer.Option("--tag", callback=utf8_text, help="A tag (repeatable).")]
+TagsOpt = Annotated[
+    list[str] | None, typer.Option("--tag", callback=nonblank_text, help="A tag (repeatable).")
+]
 
 
 class _NoProgress:
@@ -334,7 +336,9 @@ def verify(
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     trust: Annotated[
         list[str] | None,
-        typer.Option("--trust", help="Fingerprint of the genesis key you trust (repeatable)."),
+        typer.Option(
+            "--trust", callback=fingerprints, help="Fingerprint of the genesis key you trust (repeatable)."
+        ),
     ] = None,
     tsa_ca: Annotated[
         list[Path] | None, typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 tokens (PEM).")
@@ -351,6 +355,8 @@ def verify(
     from ..report_formats import FORMATS
     from .early import claim as claim_early
 
+    if json_out and fmt.lower() not in ("json", "text"):  # "text" is also what no --format gives
+        raise UsageError(f"--json and --format {fmt} ask for two formats: give one")
     fmt = "json" if json_out else fmt.lower()
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
