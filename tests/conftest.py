@@ -146,6 +146,20 @@ def filled_vault(cli: Cli, vault: Path) -> Path:
 
 
 @pytest.fixture
+def big_vault(cli: Cli, vault: Path, tmp_path: Path) -> Path:
+    """A vault whose log passes 512 KB: verify checks signatures and small objects in worker
+    processes, and starts its re-hashing child (620 originals of 68 bytes, and their metadata)."""
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(620):
+        (src / f"photo{i:04d}.bin").write_bytes(os.urandom(64) + i.to_bytes(4, "big"))
+    res = cli("--vault", vault, "add", "-r", src)
+    assert res.code == 0, res.stderr
+    assert (vault / "log.jsonl").stat().st_size > 512 * 1024
+    return vault
+
+
+@pytest.fixture
 def log_lines() -> Callable[[Path], list[bytes]]:
     def read(vault: Path) -> list[bytes]:
         return (vault / "log.jsonl").read_bytes().splitlines()

@@ -19,18 +19,6 @@ from evidence_vault.verify import verify_vault
 from .conftest import Cli
 
 
-@pytest.fixture
-def big_vault(cli: Cli, vault: Path, tmp_path: Path) -> Path:
-    """A vault whose log passes 512 KB, the size from which verify starts the child."""
-    src = tmp_path / "many"
-    src.mkdir()
-    for i in range(620):
-        (src / f"photo{i:04d}.bin").write_bytes(os.urandom(64) + i.to_bytes(4, "big"))
-    assert cli("--vault", vault, "add", "-r", src).code == 0
-    assert (vault / "log.jsonl").stat().st_size > prehash.MIN_LOG
-    return vault
-
-
 def _objects(vault: Path) -> list[Path]:
     return sorted((vault / "objects" / "sha256").glob("*/*"))
 

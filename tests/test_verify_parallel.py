@@ -62,19 +62,6 @@ def test_ed25519_ok_gives_openssls_verdict(with_sodium: bool, monkeypatch: pytes
     assert got[4:6] == [True, True]
 
 
-@pytest.fixture
-def big_vault(cli: Cli, vault: Path, tmp_path: Path) -> Path:
-    """A vault whose log passes 512 KB (so signatures and small objects go to worker processes)."""
-    src = tmp_path / "many"
-    src.mkdir()
-    for i in range(620):
-        (src / f"photo{i:04d}.bin").write_bytes(os.urandom(64) + i.to_bytes(4, "big"))
-    res = cli("--vault", vault, "add", "-r", src)
-    assert res.code == 0, res.stderr
-    assert (vault / "log.jsonl").stat().st_size > 512 * 1024
-    return vault
-
-
 def _findings(report: Report) -> list[tuple[str, str, str, str]]:
     return [(f.level, f.code, f.subject, f.message) for f in report.findings]
 
