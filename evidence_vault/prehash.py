@@ -59,8 +59,7 @@ class Prehash:
         hold a lock (of OpenSSL, say) that the child would then wait for forever."""
         if (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
             return None
-        threading = sys.modules.get("threading")  # not imported yet: no Python threads
-        if threading is not None and threading.active_count() > 1:
+        if _other_threads():
             return None
         try:
             if os.stat(vault_root / "log.jsonl").st_size <= MIN_LOG:
@@ -135,6 +134,12 @@ class Prehash:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _other_threads() -> bool:
+    """Does this process run threads besides this one?"""
+    threading = sys.modules.get("threading")  # not imported yet: no Python threads
+    return threading is not None and threading.active_count() > 1
 
 
 def _store_of(vault_root: Path) -> str:
