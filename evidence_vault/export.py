@@ -200,6 +200,16 @@ def stage_evidence(
         if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
             ingests.setdefault(str(event.data["item"]), event)
     _require_ingests(item_ids, ingests, hidden_ingests)
+    wanted = list(redact)
+    check_redaction(
+        (
+            name
+            for event in ingests.values()
+            if isinstance(event.data.get("committed"), dict)
+            for name in event.data["committed"]
+        ),
+        wanted,
+    )
     staged.genesis = auth.genesis
     _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
 
@@ -270,16 +280,6 @@ def stage_evidence(
     )
 
     # Metadata openings; payload names.
-    wanted = list(redact)
-    check_redaction(
-        (
-            name
-            for event in ingests.values()
-            if isinstance(event.data.get("committed"), dict)
-            for name in event.data["committed"]
-        ),
-        wanted,
-    )
     originals: list[Any] = []
     for item in item_ids:
         event = ingests[item]

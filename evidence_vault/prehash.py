@@ -18,11 +18,12 @@ import hashlib
 import os
 import select
 import signal
-import stat
 import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
+
+from .regular_files import open_regular
 
 SMALL = 4 << 20  # the object store's SMALL: bigger objects are streamed by the object pass
 MIN_LOG = 512 * 1024  # below this (about 500 events) verify forks no workers, and the child is not worth it
@@ -180,18 +181,15 @@ def _child(base: str, results: int) -> None:
 def _intact(path: str, name: str) -> Found | None:
     """The object's size and mode if it is a small regular file whose content hashes to ``name``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO must not block
+        fd, st = open_regular(path)  # without blocking: a FIFO must not hold the child up
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL:
-            return None
-        data = os.read(fd, st.st_size + 1)
+        data = os.read(fd, st.st_size + 1) if st.st_size <= SMALL else None
     except OSError:
         return None
     finally:
         os.close(fd)
-    if len(data) != st.st_size or hashlib.sha256(data).hexdigest() != name:
+    if data is None or len(data) != st.st_size or hashlib.sha256(data).hexdigest() != name:
         return None
     return Found(st.st_size, st.st_mode)

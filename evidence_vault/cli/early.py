@@ -6,7 +6,6 @@ Light on purpose: it reads the command line itself, and imports neither typer no
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +63,7 @@ def claim(root: Path) -> Prehash | None:
 
 def stop() -> None:
     """Stop a child no command claimed (the command failed before it got there)."""
-    early = claim(Path(os.devnull))
+    global _started
+    early, _started = _started, None
     if early is not None:
         early.close()

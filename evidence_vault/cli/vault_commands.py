@@ -353,6 +353,7 @@ def verify(
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
     from ..prehash import Prehash
     from ..report_formats import FORMATS
+    from ..report_formats import render as render_report
     from .early import claim as claim_early
 
     if json_out and fmt.lower() not in ("json", "text"):  # "text" is also what no --format gives
@@ -373,8 +374,6 @@ def verify(
     with early if early is not None else contextlib.nullcontext():
         report = _verify(ctx, root, early, trust, tsa_ca, incremental)
     if out_file is not None:
-        from ..report_formats import render as render_report
-
         try:
             out_file.write_text(render_report(report, fmt), encoding="utf-8", errors="backslashreplace")
         except OSError as exc:
@@ -386,8 +385,6 @@ def verify(
     elif fmt == "text":
         print_report(report)
     else:
-        from ..report_formats import render as render_report
-
         sys.stdout.write(render_report(report, fmt))
         sys.stdout.flush()
     raise typer.Exit(report.exit_code(strict))
