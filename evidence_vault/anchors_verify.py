@@ -430,11 +430,11 @@ def _item_times(state: LogState, report: Report, anchored: dict[int, tuple[float
             best = (t, proof, size)
         suffix.append(best)
     suffix.reverse()
-    for item, rec in state.items.records():
-        i = bisect.bisect_right(sizes, rec.seq)
+    for item, seq in state.items.seqs():
+        i = bisect.bisect_right(sizes, seq)
         entry: dict[str, Any] = {
             "id": item,
-            "seq": rec.seq,
+            "seq": seq,
             "proven_since": None,
             "proof": None,
             "checkpoint": None,

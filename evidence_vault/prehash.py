@@ -3,7 +3,7 @@
 Before ``verify`` can check anything it spends a tenth of a second on one core: importing its code,
 reading the vault's configuration, forking its workers. A child forked first (:meth:`Prehash.start`,
 before those imports) re-hashes small objects of the store on the idle core meanwhile, and hands over
-what it found when the log pass is about to begin (:meth:`Prehash.take`, before the workers fork).
+what it found when the log pass is about to begin (:meth:`Prehash.take`, once the workers are forked).
 
 Objects are named by their SHA-256, so the child needs nothing from the log: an object whose content
 hashes to its name is intact. Only those are handed over, with their size and mode; the object pass

@@ -101,6 +101,9 @@ def restore(path: str) -> ItemTable:
     return ItemTable(_Db(restore_from=path))
 
 
+# json.dumps(value, separators=(",", ":")), built once (json.dumps builds an encoder on every such call).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
 # Ids (and holders) kept in memory in front of the tables: a bounded cache, so memory stays flat.
 CACHE_MAX = 50_000
 DEFER_MAX = 4096  # deferred writes held at most
@@ -187,7 +190,7 @@ class ItemTable(MutableMapping[str, ItemRecord]):
     def __setitem__(self, key: str, rec: ItemRecord) -> None:
         existed = key in self
         sql = "INSERT OR REPLACE INTO items (id, seq, size, metadata, committed) VALUES (?, ?, ?, ?, ?)"
-        committed = json.dumps(rec.committed, separators=(",", ":"))  # ASCII: surrogates escaped
+        committed = _compact(rec.committed)  # ASCII: surrogates escaped
         if _plain(key) and int64(rec.seq) and int64(rec.size) and _plain_or_none(rec.metadata):
             self._db.defer(sql, (key, rec.seq, rec.size, rec.metadata, committed))
         else:
@@ -259,6 +262,11 @@ class ItemTable(MutableMapping[str, ItemRecord]):
             "SELECT id, seq, size, metadata, committed FROM items ORDER BY seq"
         ):
             yield _unbind(key), _record(seq, size, meta, committed)
+
+    def seqs(self) -> Iterator[tuple[str, int]]:
+        """(id, seq) in seq order, streamed: :meth:`records` without what the ingests recorded."""
+        for key, seq in self._db.execute("SELECT id, seq FROM items ORDER BY seq"):
+            yield _unbind(key), seq
 
 
 def _record(seq: int, size: int, metadata: str | bytes | None, committed: str) -> ItemRecord:

@@ -526,7 +526,8 @@ def verify_vault(
     say in the report (``INFO incremental.*``) exactly what was not re-checked.
 
     ``prehashed``: a child started before this call (:meth:`Prehash.start`) that re-hashed small objects
-    meanwhile; it is stopped here, before the workers fork, and what it found intact is not hashed again.
+    meanwhile; it is stopped here, once the workers are forked and before the log pass, and what it
+    found intact is not hashed again.
     """
     from . import incremental as inc
     from .anchors_verify import check_anchors
@@ -542,11 +543,6 @@ def verify_vault(
     seen = pin.get("head", {}).get("seq") if isinstance(pin.get("head"), dict) else None
     keep = [seen] if isinstance(seen, int) else []
     parallel = vault.log.path.stat().st_size > MIN_LOG  # about 500 events and more
-    found = {}
-    if prehashed is not None:
-        found = prehashed.take()  # stopped before the workers fork
-        if not prehashed.covers(vault.root):
-            found = {}  # started for another vault: its findings say nothing of this one
     resume, saved = None, None
     if incremental:
         saved = inc.load(vault.config.vault_id)
@@ -565,11 +561,15 @@ def verify_vault(
         sodium_verify()  # loaded before the workers fork
     # One pool of workers for both passes: small objects are checked as the log pass records them, in
     # between its batches of signature checks, so no core waits for the log pass to end.
-    with ObjectPass(
-        vault, n_threads, on_progress, processes=workers, min_seq=start_seq, found=found
-    ) as objects:
-        if parallel:
-            objects.start_early()
+    with ObjectPass(vault, n_threads, on_progress, processes=workers, min_seq=start_seq) as objects:
+        try:
+            if parallel:
+                objects.start_early()
+        finally:  # the child hashed on while the workers forked: stopped now, before any check
+            if prehashed is not None:
+                found = prehashed.take()
+                if prehashed.covers(vault.root):  # else started for another vault: says nothing of this one
+                    objects.found = found
         state = verify_log(
             lines,
             report,
@@ -591,10 +591,15 @@ def verify_vault(
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
         if on_total is not None:
             on_total(state.items.total_size(start_seq))
+        # Checked here while the workers still hash (it needs the log pass only); its findings are
+        # reported after the objects'.
+        anchors = Report(target=report.target)
+        check_anchors(
+            vault, state, anchors, dirs, tsa_roots=tsa_roots, pinned=pins.tsa_roots(vault.config.vault_id)
+        )
         bytes_hashed = objects.run(state, report)
-    check_anchors(
-        vault, state, report, dirs, tsa_roots=tsa_roots, pinned=pins.tsa_roots(vault.config.vault_id)
-    )
+    report.findings.extend(anchors.findings)
+    report.items.extend(anchors.items)
     report.stats = {
         "events": state.events,
         "items": len(state.items),

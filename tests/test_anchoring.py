@@ -76,6 +76,27 @@ def test_checkpoint_root_is_rfc9162_over_log_lines(cli: Cli, filled_vault: Path)
     assert "anchors.unstamped" in _codes(report, "WARN")
 
 
+def test_anchor_findings_follow_object_findings(cli: Cli, filled_vault: Path) -> None:
+    """Anchors are checked while the objects are still being re-hashed; the report keeps its order
+    (log, objects, anchors) and lists every item with its proof time."""
+    cli("--vault", filled_vault, "checkpoint")
+    items = [
+        json.loads(ln)["data"]["item"]
+        for ln in (filled_vault / "log.jsonl").read_text().splitlines()
+        if '"type":"item.ingested"' in ln
+    ]
+    original = filled_vault / "objects" / "sha256" / items[0][7:9] / items[0][7:]
+    original.chmod(0o644)
+    original.write_bytes(b"changed")
+    original.chmod(0o444)
+    code, report = _verify(cli, filled_vault)
+    assert code == 1
+    codes = [f["code"] for f in report["findings"]]
+    assert codes.index("object.hash-mismatch") < codes.index("anchors.unstamped")
+    assert [i["id"] for i in report["items"]] == items
+    assert all(i["proven_since"] is None for i in report["items"])
+
+
 def _ssh_keygen_verify(allowed: Path, sig: Path, data: bytes) -> subprocess.CompletedProcess[bytes]:
     cmd = ["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", "custodian", "-n", "evidence-vault", "-s", sig]
     return subprocess.run(cmd, input=data, capture_output=True)

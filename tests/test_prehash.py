@@ -220,3 +220,48 @@ def test_not_forked_while_other_threads_run(big_vault: Path, monkeypatch: pytest
         other.join()
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     assert not prehash._other_threads()
+
+
+def test_verify_takes_the_child_after_the_workers_fork(
+    big_vault: Path, identity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child hashes on while the workers fork; it is stopped before the log pass checks anything."""
+    from evidence_vault import object_checks
+
+    order: list[str] = []
+    fork_workers = object_checks.ObjectPass.start_early
+    take = Prehash.take
+
+    def start_early(self: object) -> None:
+        order.append("workers")
+        fork_workers(self)  # type: ignore[arg-type]
+
+    def taken(self: Prehash) -> dict[str, prehash.Found]:
+        order.append("take")
+        return take(self)
+
+    monkeypatch.setattr(object_checks.ObjectPass, "start_early", start_early)
+    monkeypatch.setattr(Prehash, "take", taken)
+    early = Prehash.start(big_vault)
+    assert early is not None
+    with early:
+        report = verify_vault(Vault(big_vault), trusted=[identity], record_head=False, prehashed=early)
+    assert order[:2] == ["workers", "take"]
+    assert report.outcome == "PASS" and report.stats["items"] == 620
+
+
+def test_the_child_is_stopped_when_the_workers_cannot_fork(
+    big_vault: Path, identity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evidence_vault import object_checks
+
+    def no_fork(self: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(object_checks.ObjectPass, "start_early", no_fork)
+    early = Prehash.start(big_vault)
+    assert early is not None
+    with pytest.raises(OSError):
+        verify_vault(Vault(big_vault), trusted=[identity], record_head=False, prehashed=early)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(early._pid, os.WNOHANG)  # stopped and reaped by verify_vault itself
