@@ -46,7 +46,7 @@ from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Report, line_subject
 from .safezip import safe_extract
-from .signing import PublicKey, unarmor
+from .signing import FINGERPRINT_RE, PublicKey, unarmor
 from .timestamps.headers import HeaderStore
 from .verify import LogState, check_event
 
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 EVIDENCE = "evidence"
 #: Events revealed in every export whatever items it holds: they carry no item data.
 STRUCTURAL = frozenset({ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED, ev.CHECKPOINT})
-FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _WITHHELD_KEYS = {"seq", "withheld", "line_sha256", "leaf_hash"}

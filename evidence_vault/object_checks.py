@@ -138,8 +138,9 @@ class ObjectPass:
 
     ``shared`` is its pool of worker processes (``processes`` of them, forked on first use), which the
     log pass may use too; closed with this pass. With ``min_seq`` (an incremental run), items ingested
-    before it are only size-checked. ``found``: originals already re-hashed in this run and found to
-    match their names (:mod:`evidence_vault.prehash`), by hex digest: not read again.
+    before it are only size-checked. ``found``, set before the log pass: originals already re-hashed in
+    this run and found to match their names (:mod:`evidence_vault.prehash`), by hex digest: not read
+    again.
     """
 
     WINDOW = 8  # batches in flight during the log pass: bounded memory, the workers never idle
@@ -153,10 +154,9 @@ class ObjectPass:
         *,
         processes: int | None = None,
         min_seq: int = 0,
-        found: dict[str, Found] | None = None,
     ) -> None:
         self.vault, self.n_threads, self.on_progress, self.min_seq = vault, n_threads, on_progress, min_seq
-        self.found = found or {}
+        self.found: dict[str, Found] = {}
         self.check = object_checker(vault, n_threads, on_progress)
         self.shared = Workers(self.check, processes)
         self.out = Report(target=str(vault.root))

@@ -10,6 +10,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 NAMESPACE = "evidence-vault"
+FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")  # what PublicKey.fingerprint gives
 _MAGIC = b"SSHSIG"
 _KEY_TYPE = b"ssh-ed25519"
 _ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"

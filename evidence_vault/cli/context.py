@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable
@@ -222,15 +221,14 @@ def nonblank_text(ctx: typer.Context, param: typer.CallbackParam, value: TextVal
     return value
 
 
-_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
-
-
 def fingerprints(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
     """Option callback for --trust: each value must be a key fingerprint (``SHA256:`` optional, as
     ``ssh-keygen -l`` prints it), else a usage error (exit 2), not a failed verification (exit 1)."""
+    from ..signing import FINGERPRINT_RE
+
     for fp in value or []:
         text = fp.strip().rstrip("=")
-        if not _FINGERPRINT.fullmatch(text if text.startswith("SHA256:") else "SHA256:" + text):
+        if not FINGERPRINT_RE.fullmatch(text if text.startswith("SHA256:") else "SHA256:" + text):
             name = param.opts[0] if param.opts else param.name
             raise UsageError(
                 f"{name} {fp!r} is not a key fingerprint: SHA256: and 43 base64 characters, as "
