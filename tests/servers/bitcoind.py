@@ -12,11 +12,12 @@ import hashlib
 import json
 import struct
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
 from tests.paths import CORPUS
+from tests.servers import LoopbackServer
 
 HEADERS_JSON = CORPUS / "timestamps" / "opentimestamps" / "bitcoin-headers.json"
 
@@ -53,7 +54,7 @@ class BitcoindServer:
         self.user, self.password = user, password
         self.calls: list[tuple[str, list[Any]]] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -155,8 +156,7 @@ class BitcoindServer:
                     return
                 self._reply(200, {"result": result, "error": None, "id": rid})
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = LoopbackServer(Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -13,7 +13,7 @@ import hashlib
 import re
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 
@@ -23,6 +23,7 @@ from opentimestamps.core.serialize import BytesSerializationContext
 from opentimestamps.core.timestamp import Timestamp
 
 from tests.paths import CORPUS
+from tests.servers import LoopbackServer
 
 ANSWERS_DIR = CORPUS / "timestamps" / "opentimestamps" / "calendar-answers"
 PENDING_TEXT = b"Pending confirmation in Bitcoin blockchain"
@@ -55,7 +56,7 @@ class CalendarServer:
         self.redirect_to: str | None = None  # if set, GET /timestamp/... answers 302 to this base URL
         self.time_tag = b"\x57\xcf\xa5\xc4"
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -126,8 +127,7 @@ class CalendarServer:
                 else:
                     self._reply(200, answer)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = LoopbackServer(Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -8,10 +8,12 @@ import subprocess
 import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+
+from tests.servers import LoopbackServer
 
 Mode = Literal["ok", "garbage", "http500", "replay"]
 
@@ -171,8 +173,7 @@ class LocalTSA:
         self.ca_path = self._dir / "ca.pem"
         self.chain_path = self._dir / "untrusted.pem"
         self.chain_path.write_bytes(self.chain_pem)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = LoopbackServer(self._handler_class())
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-tsa", daemon=True)
