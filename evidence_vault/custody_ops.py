@@ -23,7 +23,7 @@ from .errors import EvidenceVaultError, NotAuthorizedError, UsageError
 from .events import Event
 from .hashing import hash_file
 from .keystore import KeyStore, check_identity_text
-from .signing import PublicKey, Signer
+from .signing import PublicKey, Signer, fingerprint_prefix
 from .vault import AddOptions, AddResult, Vault
 
 ACTIONS = ("redact", "transcode", "crop", "extract")
@@ -60,7 +60,7 @@ def key_add(vault: Vault, signer: Signer, public_line: str, *, role: str, name: 
 
 
 def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -> Event:
-    fp = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
+    fp = fingerprint_prefix(fingerprint)
     if fp not in vault.authority().keys:
         raise UsageError(f"key {fp} is not in this vault")
     entries = [(ev.KEY_REVOKED, {"fingerprint": fp, "reason": reason})]
@@ -244,7 +244,7 @@ def _append(
 
 
 def _full_fp(vault: Vault, fp: str) -> str:
-    want = fp if fp.startswith("SHA256:") else "SHA256:" + fp
+    want = fingerprint_prefix(fp)
     matches = [k for k in vault.authority().keys if k.startswith(want)]
     if not matches:
         raise UsageError(

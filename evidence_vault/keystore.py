@@ -125,7 +125,7 @@ class KeyStore:
                 if ident.default:
                     return ident
             return ids[0]
-        wanted = fingerprint if fingerprint.startswith("SHA256:") else "SHA256:" + fingerprint
+        wanted = signing.fingerprint_prefix(fingerprint)
         matches = [i for i in ids if i.fingerprint.startswith(wanted)]
         if len(matches) != 1:
             what = "no identity" if not matches else "several identities"

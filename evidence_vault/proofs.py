@@ -27,7 +27,7 @@ from .hashing import hash_file
 from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Report
-from .signing import PublicKey, unarmor, verify_signature
+from .signing import PublicKey, fingerprint_prefix, unarmor, verify_signature
 from .timestamps import ots
 from .timestamps.headers import HeaderStore
 from .vault import Vault
@@ -220,7 +220,7 @@ def verify_proof(
         verify_signature(sig, text, signer_key)
     except (OSError, EvidenceVaultError, UnicodeDecodeError) as exc:
         report.fail("checkpoint.bad-signature", "checkpoint.sig", f"checkpoint signature: {exc}")
-    wanted = ["SHA256:" + t.removeprefix("SHA256:") for t in trusted]
+    wanted = [fingerprint_prefix(t) for t in trusted]
     if wanted and not ({str(signer), event.actor if event else ""} <= set(wanted)):
         report.fail("trust.key-mismatch", "keys", "the signing keys are not the trusted ones")
     elif not wanted:

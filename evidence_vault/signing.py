@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 
 NAMESPACE = "evidence-vault"
 FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")  # what PublicKey.fingerprint gives
+
+
+def fingerprint_prefix(text: str) -> str:
+    """What a user typed for a key fingerprint (or its start), spelled as :attr:`PublicKey.fingerprint`
+    spells fingerprints: ``SHA256:`` added if missing, base64's ``=`` padding and blanks around dropped."""
+    return "SHA256:" + text.strip().removeprefix("SHA256:").rstrip("=")
+
+
+def normalize_fingerprint(text: str) -> str | None:
+    """A whole key fingerprint as :attr:`PublicKey.fingerprint` spells it (see :func:`fingerprint_prefix`);
+    None if ``text`` is no fingerprint."""
+    fp = fingerprint_prefix(text)
+    return fp if FINGERPRINT_RE.fullmatch(fp) else None
+
+
 _MAGIC = b"SSHSIG"
 _KEY_TYPE = b"ssh-ed25519"
 _ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"

@@ -37,6 +37,7 @@ from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
     PublicKey,
     ed25519_ok,
+    normalize_fingerprint,
     prepare_verification,
     prepare_verification_base64,
     sodium_verify,
@@ -445,7 +446,7 @@ def check_trust(
     genesis = state.authority.genesis
     report.genesis_key = genesis
     pin = pins.get(vault_id) if pins is not None and vault_id else None
-    wanted = [_norm_fp(t) for t in trusted]
+    wanted = [normalize_fingerprint(t) or t.strip() for t in trusted]
     if genesis is not None:
         _check_genesis(report, genesis, wanted, pin)
     head = pin.get("head") if pin else None
@@ -495,11 +496,6 @@ def _check_genesis(report: Report, genesis: str, wanted: list[str], pin: dict[st
             f"genesis key not pinned: compare {genesis} out of band, then pass --trust {genesis}",
             seq=0,
         )
-
-
-def _norm_fp(fp: str) -> str:
-    fp = fp.strip()
-    return fp if fp.startswith("SHA256:") else "SHA256:" + fp
 
 
 def verify_vault(

@@ -234,9 +234,13 @@ def test_a_malformed_trust_value_is_a_usage_error(
 def test_a_fingerprint_is_accepted_with_or_without_its_prefix(
     cli: Cli, filled_vault: Path, identity: str
 ) -> None:
-    for given in (identity, identity.removeprefix("SHA256:"), f" {identity} "):
-        res = cli("--vault", filled_vault, "verify", "--trust", given)
+    """... and with base64's `=` padding (what a base64 tool prints for the 32-byte digest), which the
+    check of --trust accepted before verify matched it (it matched no key: a false trust failure)."""
+    body = identity.removeprefix("SHA256:")
+    for given in (identity, body, f" {identity} ", identity + "=", body + "="):
+        res = cli("--vault", filled_vault, "verify", "--trust", given, "--json")
         assert res.code == 0, (given, res.stderr)
+        assert res.json()["genesis_pinned"] is True, given
     other = "SHA256:" + "A" * 43  # well formed, not this vault's key: a failed verification
     assert cli("--vault", filled_vault, "verify", "--trust", other).code == 1
 

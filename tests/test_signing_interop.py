@@ -131,3 +131,15 @@ def test_our_verifier_accepts_ssh_keygen_signatures(
     assert pub.fingerprint == fingerprint
     with pytest.raises(IntegrityError, match="does not verify"):
         signing.verify_signature(blob, message + b"x", pub)
+
+
+def test_fingerprint_spellings_users_paste_name_the_same_key() -> None:
+    """`ssh-keygen -l` prints SHA256: and 43 base64 characters; a base64 tool adds `=` padding; users
+    drop the prefix or paste blanks. Each names the same key; anything else is no fingerprint."""
+    fp = signing.PublicKey(bytes(range(32))).fingerprint
+    body = fp.removeprefix("SHA256:")
+    for given in (fp, body, fp + "=", body + "=", f"  {fp}\n"):
+        assert signing.normalize_fingerprint(given) == fp, given
+    for bad in ("", "SHA256:", body[:-1], body + "A", "SHA256:!" + body[1:], "MD5:" + body, fp + " x"):
+        assert signing.normalize_fingerprint(bad) is None, bad
+    assert signing.fingerprint_prefix(body[:8]) == fp[:15]  # a start of one, for look-ups by prefix

@@ -222,16 +222,19 @@ def nonblank_text(ctx: typer.Context, param: typer.CallbackParam, value: TextVal
 
 
 def fingerprints(ctx: typer.Context, param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
-    """Option callback for --trust: each value must be a key fingerprint (``SHA256:`` optional, as
-    ``ssh-keygen -l`` prints it), else a usage error (exit 2), not a failed verification (exit 1)."""
-    from ..signing import FINGERPRINT_RE
+    """Option callback for --trust: each value must be a key fingerprint (``SHA256:`` and ``=`` padding
+    optional, as ``ssh-keygen -l`` and base64 tools print it), else a usage error (exit 2), not a failed
+    verification (exit 1). Returns them spelled as ``key list`` prints them."""
+    from ..signing import normalize_fingerprint
 
+    out = []
     for fp in value or []:
-        text = fp.strip().rstrip("=")
-        if not FINGERPRINT_RE.fullmatch(text if text.startswith("SHA256:") else "SHA256:" + text):
+        norm = normalize_fingerprint(fp)
+        if norm is None:
             name = param.opts[0] if param.opts else param.name
             raise UsageError(
                 f"{name} {fp!r} is not a key fingerprint: SHA256: and 43 base64 characters, as "
                 "`evidence-vault key list` and `ssh-keygen -l` print it"
             )
-    return value
+        out.append(norm)
+    return out if value is not None else None

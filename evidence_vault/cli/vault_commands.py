@@ -240,8 +240,10 @@ def ls(
     from rich.table import Table
 
     vault = state(ctx).open_vault()
-    if custodian and not custodian.startswith("SHA256:"):
-        custodian = "SHA256:" + custodian
+    if custodian:
+        from ..signing import fingerprint_prefix
+
+        custodian = fingerprint_prefix(custodian)
     items = vault.items(
         tag=tag, custodian=custodian, since=since, media_prefix=f"{media}/" if media else None
     )
