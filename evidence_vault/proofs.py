@@ -42,12 +42,15 @@ def prove(vault: Vault, item_id: str, out: Path) -> tuple[dict[str, Any], bool]:
 
     The proof is written to a new directory beside ``out`` and then put in its place, so that no file
     of an earlier proof there (a token of another checkpoint) stays to make the new one fail, and an
-    interrupted run leaves no half proof. A non-empty ``out`` that is not a proof is refused.
+    interrupted run leaves no half proof. A non-empty ``out`` that is not a proof is refused, and so is
+    one whose folder does not exist (as ``export`` does: a path typed wrong, or a disk not mounted, is
+    no place to create folders and write evidence to).
     """
     out = Path(out)
     if out.exists() and not (out / PROOF_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} exists and is not a proof directory: give another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.parent.is_dir():
+        raise UsageError("destination folder does not exist", path=out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         doc, anchored = _write_proof(vault, item_id, tmp)

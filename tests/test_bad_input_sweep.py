@@ -285,3 +285,19 @@ def test_empty_texts_that_would_be_signed_are_refused(
         assert res.code == 2, (args, res.stderr)
         assert said in _one_line(res.stderr), args
     assert (filled_vault / "log.jsonl").read_bytes() == log, "nothing recorded"
+
+
+@pytest.mark.parametrize("command", ["export", "prove"])
+def test_an_out_path_in_a_missing_folder_is_refused(
+    cli: Cli, filled_vault: Path, tmp_path: Path, command: str
+) -> None:
+    """`export --out` and `prove --out` into a folder that does not exist (a typo, a USB disk not mounted):
+    one line naming the folder, exit 2, and no folder made (evidence is not written somewhere unmeant)."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    missing = tmp_path / "usb" / "case"
+    args = {"export": ["export", "--all"], "prove": ["prove", SAMPLE_FILES[0]]}[command]
+    res = cli("--vault", filled_vault, *args, "--out", missing / "out")
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert str(missing) in line and "destination folder does not exist" in line
+    assert not (tmp_path / "usb").exists()
