@@ -36,7 +36,7 @@ from .events import Event, parse_line
 from .keystore import utc_now
 from .signing import NAMESPACE, Signer, armor
 from .timestamps import rfc3161
-from .vault import Vault
+from .vault import COMMITTED_FIELDS, Vault
 
 #: What ``--redact-metadata`` accepts beyond the exact committed field names.
 REDACT_ALIASES = {
@@ -45,11 +45,6 @@ REDACT_ALIASES = {
     "path": ("original_path",),
     "name": ("original_name",),
 }
-#: Committed fields this tool itself records (any item may have them): a ``--redact-metadata`` word naming
-#: one of these, or an alias above, is accepted even when no exported item has that field.
-KNOWN_FIELDS = frozenset(
-    {"original_name", "original_path", "source", "captured_by", "note", "gps_lat", "gps_lon", "gps_alt"}
-)
 PLACEHOLDER = "/path/to/this/bag"
 
 
@@ -121,7 +116,9 @@ def check_redaction(committed: Iterable[str], wanted: Iterable[str]) -> None:
     """Refuse a ``--redact-metadata`` word that can withhold nothing: it matches no committed field of the
     exported items and is no field name or alias this tool knows (a typo would disclose what it meant)."""
     names = set(committed)
-    known = KNOWN_FIELDS | set(REDACT_ALIASES) | {n for ns in REDACT_ALIASES.values() for n in ns}
+    # A word naming a field any item may have, or one of REDACT_ALIASES, is accepted even when no exported
+    # item has that field.
+    known = COMMITTED_FIELDS | set(REDACT_ALIASES) | {n for ns in REDACT_ALIASES.values() for n in ns}
     for word in (x.strip().lower() for x in wanted):
         if word and word not in known and not redacted_fields(names, [word]):
             fields = ", ".join(sorted(names)) or "none"

@@ -36,6 +36,7 @@ from .keystore import TrustStore, utc_now
 from .locate import VAULT_FILE as VAULT_FILE
 from .locate import find_vault as find_vault
 from .merkle import root_from_leaves
+from .metadata_fields import NORMALIZED_FIELDS
 from .objects import FileObjectStore, ObjectStore
 from .signing import Signer, sodium_verify
 
@@ -59,6 +60,12 @@ PUBLIC_FIELDS = frozenset(
         "orientation",
     }
 )
+
+#: What ``add`` records of the file itself, and of the user's options, as committed fields.
+RECORDED_FIELDS = ("original_name", "original_path")
+OPTION_FIELDS = ("source", "captured_by", "note")
+#: Every field an ingest event can carry as a salted commitment (what an export can withhold).
+COMMITTED_FIELDS = frozenset(RECORDED_FIELDS + OPTION_FIELDS) | (NORMALIZED_FIELDS - PUBLIC_FIELDS)
 
 SignerSource = Callable[[], Signer]
 #: The media kinds ``ls --type`` filters on (the start of an item's media type).
@@ -560,7 +567,7 @@ class Vault:
         name = display_name(os.path.basename(path))
         private["original_name"] = name
         private["original_path"] = display_name(stored.recorded_as or os.path.abspath(path))
-        for key in ("source", "captured_by", "note"):
+        for key in OPTION_FIELDS:
             value = getattr(options, key)
             if value:
                 private[key] = value

@@ -129,6 +129,25 @@ def test_corpus_facts_match_expected() -> None:
     assert not unexpected, report
 
 
+def test_extractors_give_only_the_field_names_the_vault_knows() -> None:
+    """The vault commits (and an export may withhold) what the extractors give: both read the names from
+    one list, which must hold every key any corpus file yields, and the metadata docs name them all."""
+    from evidence_vault import metadata
+    from evidence_vault.metadata_fields import NORMALIZED_FIELDS
+    from evidence_vault.vault import COMMITTED_FIELDS, PUBLIC_FIELDS
+
+    seen: set[str] = set()
+    for path in _media_files("images", "video", "malformed"):
+        seen |= set(extract_metadata(path).normalized)
+    assert seen <= NORMALIZED_FIELDS, seen - NORMALIZED_FIELDS
+    assert {"gps_lat", "serial", "artist", "container", "created_utc"} <= seen  # the list is exercised
+    assert PUBLIC_FIELDS <= NORMALIZED_FIELDS
+    assert (NORMALIZED_FIELDS - PUBLIC_FIELDS) | {"original_path", "note"} <= COMMITTED_FIELDS
+    assert not COMMITTED_FIELDS & PUBLIC_FIELDS
+    doc = metadata.__doc__ or ""
+    assert not [k for k in NORMALIZED_FIELDS if f"``{k}``" not in doc]
+
+
 def test_specific_values() -> None:
     mov = extract_metadata(CORPUS / "video" / "with-gps.mov").normalized
     assert mov["captured_at"] == "2019-07-24T11:25:40+03:00"
