@@ -3,9 +3,8 @@ whose import loads the extractors: the vault and the export need only the names)
 
 from __future__ import annotations
 
-#: Every key :func:`~evidence_vault.metadata.extract_metadata` may put in ``normalized`` (a test runs
-#: the extractors on the corpus and checks they give no other).
-NORMALIZED_FIELDS = frozenset(
+#: Normalized metadata that is signed in the clear.
+PUBLIC_FIELDS = frozenset(
     {
         "media_type",
         "width",
@@ -13,18 +12,17 @@ NORMALIZED_FIELDS = frozenset(
         "make",
         "model",
         "software",
-        "serial",
-        "lens_model",
-        "artist",
-        "orientation",
         "captured_at",
-        "modified_at",
         "created_utc",
-        "gps_lat",
-        "gps_lon",
-        "gps_alt",
         "duration_ms",
         "codecs",
-        "container",
+        "orientation",
     }
 )
+#: Normalized metadata signed as salted commitments, so that an export can withhold it.
+PRIVATE_FIELDS = frozenset(
+    {"serial", "lens_model", "artist", "modified_at", "container", "gps_lat", "gps_lon", "gps_alt"}
+)
+#: Every key :func:`~evidence_vault.metadata.extract_metadata` may put in ``normalized`` (a test runs
+#: the extractors on the corpus and checks they give no other).
+NORMALIZED_FIELDS = PUBLIC_FIELDS | PRIVATE_FIELDS

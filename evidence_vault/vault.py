@@ -36,36 +36,18 @@ from .keystore import TrustStore, utc_now
 from .locate import VAULT_FILE as VAULT_FILE
 from .locate import find_vault as find_vault
 from .merkle import root_from_leaves
-from .metadata_fields import NORMALIZED_FIELDS
+from .metadata_fields import PRIVATE_FIELDS, PUBLIC_FIELDS
 from .objects import FileObjectStore, ObjectStore
 from .signing import Signer, sodium_verify
 
 FORMAT = "evidence-vault"
 FORMAT_VERSION = 1
 
-#: Normalized metadata that is signed in the clear. Everything else (GPS, serials, names, paths,
-#: free text) is signed as salted commitments so an export can withhold it.
-PUBLIC_FIELDS = frozenset(
-    {
-        "media_type",
-        "width",
-        "height",
-        "make",
-        "model",
-        "software",
-        "captured_at",
-        "created_utc",
-        "duration_ms",
-        "codecs",
-        "orientation",
-    }
-)
-
 #: What ``add`` records of the file itself, and of the user's options, as committed fields.
 RECORDED_FIELDS = ("original_name", "original_path")
 OPTION_FIELDS = ("source", "captured_by", "note")
 #: Every field an ingest event can carry as a salted commitment (what an export can withhold).
-COMMITTED_FIELDS = frozenset(RECORDED_FIELDS + OPTION_FIELDS) | (NORMALIZED_FIELDS - PUBLIC_FIELDS)
+COMMITTED_FIELDS = frozenset(RECORDED_FIELDS + OPTION_FIELDS) | PRIVATE_FIELDS
 
 SignerSource = Callable[[], Signer]
 #: The media kinds ``ls --type`` filters on (the start of an item's media type).

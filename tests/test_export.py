@@ -509,14 +509,6 @@ def test_a_redaction_word_that_withholds_nothing_is_refused(cli: Cli, vault: Pat
     assert "withheld the signed metadata fields gps_lat, gps_lon" in " ".join(res.stderr.split())
     # Fields the extractors give that this item lacks (it has no artist or lens model): a habit, not a
     # typo. They were refused before, when the export knew fewer field names than `add` commits.
-    res = cli(
-        "--vault",
-        vault,
-        "export",
-        item["id"][7:19],
-        "--out",
-        tmp_path / "bag2",
-        "--redact-metadata",
-        "artist,lens_model",
-    )
+    args = ("export", item["id"][7:19], "--out", tmp_path / "bag2", "--redact-metadata", "artist,lens_model")
+    res = cli("--vault", vault, *args)
     assert res.code == 0, res.stderr

@@ -133,16 +133,16 @@ def test_extractors_give_only_the_field_names_the_vault_knows() -> None:
     """The vault commits (and an export may withhold) what the extractors give: both read the names from
     one list, which must hold every key any corpus file yields, and the metadata docs name them all."""
     from evidence_vault import metadata
-    from evidence_vault.metadata_fields import NORMALIZED_FIELDS
-    from evidence_vault.vault import COMMITTED_FIELDS, PUBLIC_FIELDS
+    from evidence_vault.metadata_fields import NORMALIZED_FIELDS, PRIVATE_FIELDS, PUBLIC_FIELDS
+    from evidence_vault.vault import COMMITTED_FIELDS
 
     seen: set[str] = set()
     for path in _media_files("images", "video", "malformed"):
         seen |= set(extract_metadata(path).normalized)
     assert seen <= NORMALIZED_FIELDS, seen - NORMALIZED_FIELDS
     assert {"gps_lat", "serial", "artist", "container", "created_utc"} <= seen  # the list is exercised
-    assert PUBLIC_FIELDS <= NORMALIZED_FIELDS
-    assert (NORMALIZED_FIELDS - PUBLIC_FIELDS) | {"original_path", "note"} <= COMMITTED_FIELDS
+    assert not PUBLIC_FIELDS & PRIVATE_FIELDS
+    assert PRIVATE_FIELDS | {"original_path", "note"} <= COMMITTED_FIELDS
     assert not COMMITTED_FIELDS & PUBLIC_FIELDS
     doc = metadata.__doc__ or ""
     assert not [k for k in NORMALIZED_FIELDS if f"``{k}``" not in doc]
