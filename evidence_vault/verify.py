@@ -37,7 +37,7 @@ from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
     PublicKey,
     ed25519_ok,
-    normalize_fingerprint,
+    fingerprint_prefix,
     prepare_verification,
     prepare_verification_base64,
     sodium_verify,
@@ -446,7 +446,7 @@ def check_trust(
     genesis = state.authority.genesis
     report.genesis_key = genesis
     pin = pins.get(vault_id) if pins is not None and vault_id else None
-    wanted = [normalize_fingerprint(t) or t.strip() for t in trusted]
+    wanted = [fingerprint_prefix(t) for t in trusted]
     if genesis is not None:
         _check_genesis(report, genesis, wanted, pin)
     head = pin.get("head") if pin else None
