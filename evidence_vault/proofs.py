@@ -7,6 +7,7 @@ need, and the signer's public key. ``verify_proof`` checks all of it offline and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from .hashing import hash_file
 from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Report
-from .signing import PublicKey, fingerprint_prefix, unarmor, verify_signature
+from .signing import PublicKey, fingerprint_prefix, normalize_fingerprint, unarmor, verify_signature
 from .timestamps import ots
 from .timestamps.headers import HeaderStore
 from .vault import Vault
@@ -172,6 +173,10 @@ def verify_proof(
         line = str(doc["event_line"]).encode()
         index, size = int(doc["leaf_index"]), int(doc["tree_size"])
         path = [bytes.fromhex(h) for h in doc["inclusion_path"]]
+        if doc.get("v") != 1 or doc.get("type") != "inclusion-proof":
+            raise ValueError(
+                f"not an inclusion proof of format 1 (v {doc.get('v')!r}, type {doc.get('type')!r})"
+            )
         keys = {str(k): PublicKey.from_openssh(str(v)) for k, v in doc["keys"].items()}
         where = "checkpoint"
         text = read_bytes(directory / "checkpoint")
@@ -186,7 +191,10 @@ def verify_proof(
         report.fail("proof.malformed", where, f"unreadable proof: {exc}")
         return _done(report)
     report.vault_id = str(doc.get("vault_id"))
-    report.genesis_key = doc.get("genesis_key")
+    # Nothing signed in a proof names the genesis key (``genesis_key`` is for the reader): what --trust
+    # pins here are the two signing keys, each filed under its own fingerprint.
+    keys = _keys_by_own_fingerprint(keys, report)
+    _check_allowed_signers(directory, keys, report)
     if cp.origin != f"evidence-vault/{report.vault_id}":
         report.fail(
             "checkpoint.wrong-origin",
@@ -233,7 +241,13 @@ def verify_proof(
             "signing keys not pinned: compare " + ", ".join(sorted(keys)) + " out of band, then --trust",
         )
     else:
-        report.genesis_pinned = True
+        report.add(
+            "INFO",
+            "trust.signers-pinned",
+            "keys",
+            "the event and the checkpoint are signed by the keys you trust: "
+            + ", ".join(sorted({str(signer), event.actor if event else ""} - {""})),
+        )
     try:
         store = HeaderStore.load(directory / "headers.json")
     except EvidenceVaultError as exc:
@@ -261,6 +275,50 @@ def verify_proof(
             {"id": doc.get("item"), "seq": index, "proven_since": _iso(t), "proof": proof, "checkpoint": size}
         )
     return _done(report)
+
+
+def _keys_by_own_fingerprint(keys: dict[str, PublicKey], report: Report) -> dict[str, PublicKey]:
+    """The keys of ``keys`` filed under their own fingerprint; a FAIL for each that is not (a key of
+    someone else's under a trusted name would make ``--trust`` pin nothing)."""
+    out: dict[str, PublicKey] = {}
+    for name, key in keys.items():
+        if normalize_fingerprint(name) != normalize_fingerprint(key.fingerprint):
+            report.fail(
+                "proof.key-mismatch",
+                PROOF_FILE,
+                f"the key filed under {name[:60]} is {key.fingerprint}: not the key it names",
+            )
+        else:
+            out[key.fingerprint] = key
+    return out
+
+
+def _check_allowed_signers(directory: Path, keys: dict[str, PublicKey], report: Report) -> None:
+    """``allowed_signers`` (what ``ssh-keygen -Y verify`` reads by hand) must hold the proof's keys."""
+    path = directory / "allowed_signers"
+    try:
+        text = read_text(path, "utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+        report.fail("proof.key-mismatch", "allowed_signers", f"unreadable: {exc}")
+        return
+    listed: set[bytes] = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[-2] == "ssh-ed25519":
+            with contextlib.suppress(EvidenceVaultError):
+                listed.add(PublicKey.from_openssh(" ".join(parts[-2:])).raw)
+                continue
+        if line.strip():
+            listed.add(b"?")
+    if listed != {k.raw for k in keys.values()}:
+        report.fail(
+            "proof.key-mismatch",
+            "allowed_signers",
+            "allowed_signers does not list exactly the keys of proof.json (a check by hand with "
+            "ssh-keygen would use other keys)",
+        )
 
 
 class _Root:

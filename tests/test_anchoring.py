@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from evidence_vault import merkle
+from evidence_vault import merkle, signing
+from evidence_vault.canonical import canonical
+from evidence_vault.checkpoint import Checkpoint
+from evidence_vault.events import Event
 from evidence_vault.timestamps.headers import HeaderStore
 from tests.conftest import SAMPLE_FILES, Cli
 from tests.paths import CORPUS
@@ -831,3 +834,39 @@ def test_verify_proof_counts_what_it_checked(cli: Cli, filled_vault: Path, tmp_p
     }
     res = cli("verify-proof", tmp_path / "p")
     assert "1 event, 1 item, 0 B re-hashed" in res.stderr
+
+
+def test_attack_verify_proof_key_filed_under_a_trusted_fingerprint(
+    cli: Cli, stamped: Path, tmp_path: Path, identity: str
+) -> None:
+    """A proof is forged whole by someone with a key of their own: event and checkpoint signed by it,
+    and its public key filed in ``keys`` under the trusted fingerprint. The fingerprint must be the
+    key's, or ``--trust`` pins nothing; and the unsigned ``genesis_key`` is not reported as pinned."""
+    out = tmp_path / "proof"
+    assert cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", out).code == 0
+    doc = json.loads((out / "proof.json").read_text())
+    attacker = signing.generate()
+    value = json.loads(doc["event_line"])
+    event = Event.from_dict(value)
+    value["sig"] = base64.b64encode(attacker.sign(event.signing_bytes())).decode()
+    line = canonical(value)
+    cp = Checkpoint(origin=f"evidence-vault/{doc['vault_id']}", size=1, root=merkle.leaf_hash(line))
+    for f in out.iterdir():
+        f.unlink()
+    (out / "checkpoint").write_bytes(cp.to_text())
+    (out / "checkpoint.sig").write_text(signing.armor(attacker.sign(cp.to_text())))
+    forged = {
+        **doc,
+        "event_line": line.decode(),
+        "leaf_index": 0,
+        "tree_size": 1,
+        "inclusion_path": [],
+        "checkpoint_signer": identity,
+        "keys": {identity: attacker.public.openssh()},
+        "files": ["checkpoint", "checkpoint.sig"],
+    }
+    (out / "proof.json").write_text(json.dumps(forged))
+    res = cli("verify-proof", out, "--trust", identity, "--json")
+    assert res.code == 1, res.stdout
+    assert "proof.key-mismatch" in _codes(res.json())
+    assert not res.json()["genesis_pinned"]
