@@ -410,6 +410,12 @@ def test_verify_proof_hostile_files_are_findings_not_crashes(cli: Cli, stamped: 
     assert "proof.malformed" in _codes(damaged("proof.json", json.dumps({**doc, "keys": [1]}).encode()))
     assert "proof.malformed" in _codes(damaged("proof.json", b"[" * 100_000))
     assert "proof.malformed" in _codes(damaged("checkpoint", None))
+    assert "proof.malformed" in _codes(damaged("proof.json", json.dumps({**doc, "v": 2}).encode()))
+    assert "proof.malformed" in _codes(damaged("proof.json", json.dumps({**doc, "type": "x"}).encode()))
+    other = signing.generate().public.openssh()
+    fp = next(iter(doc["keys"]))
+    listed = f'{fp} namespaces="evidence-vault" {other}\n'.encode()
+    assert "proof.key-mismatch" in _codes(damaged("allowed_signers", listed))
     assert "checkpoint.bad-signature" in _codes(damaged("checkpoint.sig", b"\xff\xfe"))
     assert "anchors.ots-invalid" in _codes(damaged("checkpoint.ots", None))
     # and in the vault itself
