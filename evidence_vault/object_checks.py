@@ -9,6 +9,7 @@ signature checks, and the cores never wait for the log pass to end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -76,7 +77,8 @@ def object_checker(vault: Vault, n_threads: int, on_progress: Callable[[int], No
         try:
             path = store.fspath(job.hex)  # FileNotFoundError for what is no object id
             # Non-blocking: a FIFO put in place of an object would block the open (and verify) forever.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            # Nor may an object be a link: its content would live outside the vault, free to change.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
@@ -101,6 +103,8 @@ def object_checker(vault: Vault, n_threads: int, on_progress: Callable[[int], No
         except FileNotFoundError:
             return job, "missing"
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return job, "unreadable: a symbolic link, not a file of the vault"
             return job, f"unreadable: {exc.strerror}"
         if on_progress is not None and not in_worker:
             on_progress(digest.size)
@@ -329,12 +333,12 @@ _WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 
 
 def _stat(vault: Vault, object_ref: str) -> os.stat_result | None:
-    """The stored object's status; None if it is not there (or the reference is no object id)."""
+    """The stored object's own status (a link's, not its target's); None if there is nothing there
+    (or the reference is no object id)."""
     try:
-        st = os.stat(vault.objects.fspath(object_ref.removeprefix("sha256:")))
+        return os.lstat(vault.objects.fspath(object_ref.removeprefix("sha256:")))
     except (FileNotFoundError, NotADirectoryError):  # also: not an object id
         return None
-    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> None:
@@ -345,6 +349,10 @@ def _size_check(vault: Vault, state: LogState, report: Report, min_seq: int) -> 
         st = _stat(vault, object_ref)
         if st is None:
             report.fail("object.missing", subject, f"{what} is missing", item=item)
+        elif not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            report.fail("object.unreadable", subject, f"{what} is unreadable: {kind}", item=item)
+            return None
         elif st.st_mode & _WRITABLE:
             report.warn(
                 "object.writable", subject, f"{what} is writable (expected read-only 0444)", item=item

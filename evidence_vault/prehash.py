@@ -181,7 +181,8 @@ def _child(base: str, results: int) -> None:
 def _intact(path: str, name: str) -> Found | None:
     """The object's size and mode if it is a small regular file whose content hashes to ``name``."""
     try:
-        fd, st = open_regular(path)  # without blocking: a FIFO must not hold the child up
+        # Without blocking (a FIFO must not hold the child up); a link is left to the object pass.
+        fd, st = open_regular(path, follow=False)
     except OSError:
         return None
     try:

@@ -13,11 +13,11 @@ import os
 import stat
 
 
-def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+def open_regular(path: str | os.PathLike[str], *, follow: bool = True) -> tuple[int, os.stat_result]:
     """A descriptor of the regular file ``path`` (opened without blocking) and its status; ``OSError``
     if it is missing, unreadable or not a regular file (``IsADirectoryError`` for a directory), with
-    nothing left open."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    nothing left open. ``follow=False``: a symbolic link is refused too (``ELOOP``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):

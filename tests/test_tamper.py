@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import rfc8785
 
-from evidence_vault import signing
+from evidence_vault import prehash, signing
 from evidence_vault.events import Event, line_hash
 from evidence_vault.keystore import KeyStore, utc_now
 from tests.conftest import PASSPHRASE, Cli, object_path
@@ -332,3 +332,24 @@ def test_line_with_an_integer_beyond_rfc8785_is_a_finding_not_a_crash(
     code, report = verify(filled_vault)
     assert code == 1
     assert "log.bad-signature" in fail_codes(report)
+
+
+def test_object_replaced_by_a_link_to_an_identical_file_outside(
+    filled_vault: Path, cli: Cli, verify: Callable[..., tuple[int, Report]], tmp_path: Path
+) -> None:
+    """Content that lives outside the vault can change at any time: a link is no stored object, even to
+    a file that still hashes right (full run, incremental run, and the pre-hashing child)."""
+    assert verify(filled_vault)[0] == 0  # the state an incremental run builds on
+    item = first_item(filled_vault, cli)
+    path = object_path(filled_vault, item["id"])
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(outside)
+    for extra in ((), ("--incremental",)):
+        code, report = verify(filled_vault, *extra)
+        assert code == 1, extra
+        (finding,) = [f for f in report["findings"] if f["level"] == "FAIL"]
+        assert finding["code"] == "object.unreadable" and finding["item"] == item["id"]
+        assert "symbolic link" in finding["message"]
+    assert prehash._intact(str(path), item["id"].removeprefix("sha256:")) is None
