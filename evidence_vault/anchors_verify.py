@@ -385,13 +385,19 @@ def _check_tsrs(
         if chain is None:
             continue
         name = str(meta.get("url") or base)
-        if not roots:
-            report.warn("anchors.tsa-untrusted", where, "no trust anchor for this TSA: pass --tsa-ca PEM")
-            continue
         try:
             tsr = read_bytes(tsr_path)
         except OSError as exc:
             report.fail("anchors.tsa-malformed", where, f"unreadable: {exc}")
+            continue
+        if not roots:
+            # No root to check the signature against, but garbage, or a token for another digest, is
+            # plain without one.
+            problem = _token_problem(tsr, digest)
+            if problem:
+                report.fail("anchors.tsa-invalid", where, f"RFC 3161 token: {problem}")
+            else:
+                report.warn("anchors.tsa-untrusted", where, "no trust anchor for this TSA: pass --tsa-ca PEM")
             continue
         check = rfc3161.verify_token(tsr, digest=digest, roots=roots, intermediates=chain)
         if check.ok and check.token is not None and not independent:
@@ -418,6 +424,19 @@ def _check_tsrs(
                 problem = f"{problem} (checked against the --tsa-ca roots you gave only)"
             report.fail("anchors.tsa-invalid", where, f"RFC 3161 token: {problem}")
     return out
+
+
+def _token_problem(tsr: bytes, digest: bytes) -> str | None:
+    """What is wrong with a token that needs no trust anchor to see: unreadable, or another digest's."""
+    from .timestamps import rfc3161
+
+    try:
+        token = rfc3161.parse_token(tsr)
+    except EvidenceVaultError as exc:
+        return exc.message
+    if token.message_imprint != digest:
+        return "message imprint is not the digest of the checkpoint"
+    return None
 
 
 def _item_times(state: LogState, report: Report, anchored: dict[int, tuple[float, str]]) -> None:

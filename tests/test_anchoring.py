@@ -529,6 +529,32 @@ def test_attack_tsr_for_other_data(cli: Cli, stamped: Path, calendars: Any, tsa:
     assert code == 1 and "anchors.tsa-invalid" in _codes(report)
 
 
+def test_attack_tsr_without_a_root_still_checks_what_needs_none(
+    cli: Cli, stamped: Path, calendars: Any, tsa: Any
+) -> None:
+    """A token with no root to check it against (no tsa-*.json naming one) is only a WARN when it is a
+    token of this checkpoint; garbage, or another checkpoint's token, is plain without any root."""
+    first = _cp_dirs(stamped)[0]
+    cli("--vault", stamped, "add", CORPUS / "images" / "DSCN0010.jpg")
+    assert calendars  # the stand-in calendars stay up for the second stamp
+    assert cli("--vault", stamped, "stamp").code == 0
+    second = _cp_dirs(stamped)[1]
+    os.chmod(second, 0o755)
+    own = next(second.glob("tsa-*.tsr"))
+    shutil.copyfile(own, second / "tsa-own.tsr")  # this checkpoint's token: no root, so a WARN
+    code, report = _verify(cli, stamped)
+    assert code == 0 and "anchors.tsa-untrusted" in _codes(report, "WARN"), report["findings"]
+    for name, data in [
+        ("tsa-garbage.tsr", b"garbage\n"),
+        ("tsa-other.tsr", next(first.glob("tsa-*.tsr")).read_bytes()),
+    ]:
+        (second / name).write_bytes(data)
+        code, report = _verify(cli, stamped)
+        bad = [f for f in report["findings"] if f["code"] == "anchors.tsa-invalid"]
+        assert code == 1 and [f["subject"].rsplit("/", 1)[1] for f in bad] == [name], report["findings"]
+        (second / name).unlink()
+
+
 def test_attack_tsr_signature_altered(cli: Cli, stamped: Path) -> None:
     tsr = next(_cp_dirs(stamped)[0].glob("tsa-*.tsr"))
     data = bytearray(tsr.read_bytes())
