@@ -46,3 +46,24 @@ def test_add_stops_at_the_closed_pipe_and_keeps_what_it_recorded(vault: Path, cl
     assert again.code == 0
     assert {d["status"] for d in again.json_lines()} <= {"added", "duplicate"}
     assert len(cli("--vault", vault, "ls", "--json").json()) == 3
+
+
+def test_human_output_on_stderr_to_a_closed_pipe_is_141_too(vault: Path, cli: Cli) -> None:
+    """``evidence-vault show ITEM 2>&1 | head -2``: the text goes to stderr through rich, whose own
+    broken-pipe handling exits 1 (FAIL, elsewhere); it is the same quiet 141 as the JSON commands'."""
+    assert cli("--vault", vault, "add", *SAMPLE_FILES[:2]).code == 0
+    item = cli("--vault", vault, "ls", "--json").json()[0]["id"]
+    for args in (("show", item), ("ls",), ("timeline", item), ("key", "list")):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = subprocess.run(
+                [*_command(), "--vault", os.fspath(vault), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=write_end,
+                timeout=120,
+            )
+        finally:
+            os.close(write_end)
+        assert proc.returncode == 141, args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -20,7 +21,12 @@ def console() -> Console:
     if _console is None:
         from rich.console import Console
 
-        _console = Console(stderr=True, highlight=False, soft_wrap=True)
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                # rich would exit 1 (FAIL, for verify): the CLI's handler makes it the quiet 141.
+                raise BrokenPipeError(errno.EPIPE, "the reader of the output left")
+
+        _console = _Console(stderr=True, highlight=False, soft_wrap=True)
     return _console
 
 
