@@ -333,3 +333,18 @@ def test_index_rebuilt_from_the_log_equals_the_one_kept_current(cli: Cli, filled
     after = [cli("--vault", filled_vault, *v).stdout for v in views]
     assert after == before and len(json.loads(before[1])) == 1
     assert len(json.loads(before[2])["events"]) == 3
+
+
+def test_fingerprints_and_times_are_never_cut_to_fit(cli: Cli, filled_vault: Path, identity: str) -> None:
+    """`key list` is where a fingerprint is copied from, `timeline` a record: neither cuts a value to
+    fit 80 columns (they were tables whose cells rich shortened to "SHA256:iZaFt…")."""
+    listed = cli("--vault", filled_vault, "key", "list", env={"COLUMNS": "60"})
+    assert listed.code == 0 and listed.stderr.count(identity) == 2, listed.stderr  # yours and authorized
+    item = cli("--vault", filled_vault, "ls", "--json").json()[0]["id"]
+    events = cli("--vault", filled_vault, "timeline", item, "--json").json()["events"]
+    text = cli("--vault", filled_vault, "timeline", item, env={"COLUMNS": "60"})
+    assert text.code == 0 and "…" not in text.stderr
+    for e in events:
+        assert e["time"] in text.stderr and e["actor"] in text.stderr
+    both = cli("--vault", filled_vault, "timeline", item, "--json", "--format", "markdown")
+    assert both.code == 2 and "two formats" in both.stderr

@@ -146,15 +146,14 @@ def timeline(
     json_out: JsonOpt = False,
 ) -> None:
     """Every event of an item in order: who, when, what, and how that time is proven."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from .. import custody_ops
     from ..errors import UsageError
 
     fmt = fmt.lower()
     if fmt not in TIMELINE_FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(TIMELINE_FORMATS)}")
+    if json_out and fmt not in ("json", "text"):  # "text" is also what no --format gives
+        raise UsageError(f"--json and --format {fmt} ask for two formats: give one")
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
     entries = custody_ops.timeline(vault, it.id)
@@ -176,14 +175,12 @@ def timeline(
             lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
         print("\n".join(lines))
     else:
-        table = Table(
-            "seq", "time (UTC)", "who", "what", "proven", title=f"{escape(it.name or '')} {it.id[7:23]}"
-        )
+        # Lines, not a table: a time or a fingerprint cut to fit a narrow terminal would be no record.
+        output.info(f"custody timeline of {output.one_line(it.name or '-')} {it.id}")
         for e in entries:
-            table.add_row(
-                str(e.seq), e.time, f"{escape(e.actor_name)}\n{e.actor}", escape(e.summary), escape(e.proof)
-            )
-        output.err.print(table)
+            output.info(f"seq {e.seq:<5} {e.time}  {output.one_line(e.actor_name)} ({e.actor})")
+            output.info(f"          {output.one_line(e.summary)}")
+            output.info(f"          proven: {output.one_line(e.proof)}")
 
 
 def find(

@@ -42,8 +42,6 @@ def new(
 @app.command("list")
 def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List your identities and, inside a vault, the keys it authorizes (role, since when, revoked)."""
-    from rich.table import Table
-
     from ..errors import VaultNotFoundError
 
     st = state(ctx)
@@ -56,34 +54,26 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if json_out:
         output.emit_json({"identities": [i.to_dict() for i in idents], "authorized": grants})
         return
+    # One line each, never a table: a fingerprint is copied from here, so it is never cut to fit.
     if not idents:
         output.info("no identities yet: `evidence-vault key new --name NAME`")
     else:
-        table = Table("", "fingerprint", "name", "email", "created", "encrypted", title="your identities")
+        output.info("your identities (* the default):")
         for i in idents:
-            table.add_row(
-                "*" if i.default else "",
-                i.fingerprint,
-                i.name,
-                i.email or "",
-                i.created,
-                "yes" if i.encrypted else "NO",
+            who = i.name + (f" <{i.email}>" if i.email else "")
+            enc = "encrypted" if i.encrypted else "NOT ENCRYPTED"
+            output.info(
+                f"{'*' if i.default else ' '} {i.fingerprint}  {output.one_line(who)}  {i.created}  {enc}"
             )
-        output.err.print(table)
     if grants is not None:
-        table = Table(
-            "fingerprint", "name", "role", "since", "revoked", title="keys authorized in this vault"
-        )
+        output.info("keys authorized in this vault:")
         for g in grants:
-            revoked = (
-                f"seq {g['revoked_seq']} {g['revoked_time']}: {g['revoked_reason']}"
-                if g["revoked_seq"]
-                else ""
-            )
-            table.add_row(
-                g["fingerprint"], g["name"], g["role"], f"seq {g['since_seq']} {g['since_time']}", revoked
-            )
-        output.err.print(table)
+            name, since = output.one_line(str(g["name"])), f"seq {g['since_seq']} {g['since_time']}"
+            line = f"  {g['fingerprint']}  {name}  {g['role']}  since {since}"
+            if g["revoked_seq"]:
+                reason = output.one_line(str(g["revoked_reason"]))
+                line += f"  REVOKED at seq {g['revoked_seq']} {g['revoked_time']}: {reason}"
+            output.info(line)
 
 
 @app.command("show")
