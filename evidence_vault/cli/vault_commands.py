@@ -261,7 +261,7 @@ def ls(
             ", ".join(i.tags),
         )
     output.err.print(table)
-    output.info(f"{len(items)} items")
+    output.info(_count(len(items), "item"))
 
 
 def show(
@@ -458,11 +458,17 @@ def print_report(report: Report) -> None:
         color = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}[report.outcome]
         output.err.print(f"[bold {color}]{report.outcome}[/]  {summary}")
     if report.genesis_key:
-        pinned = "pinned" if report.genesis_pinned else "NOT pinned"
+        if report.genesis_pinned:
+            pinned = "pinned"
+        elif report.failures_for("trust.genesis-mismatch"):
+            pinned = "NOT the key you trust"
+        else:
+            pinned = "NOT pinned"
         output.info(f"genesis key {report.genesis_key} ({pinned})")
     proven = [i for i in report.items if i.get("proven_since")]
     if report.items:
-        output.info(f"{len(proven)} of {len(report.items)} items proven to exist at a point in time")
+        total = _count(len(report.items), "item")
+        output.info(f"{len(proven)} of {total} proven to exist at a point in time")
         for i in proven[:20]:
             output.info(
                 f"  {i['id'][7:19]}  since {i['proven_since']}  ({i['proof']}, checkpoint {i['checkpoint']})"
