@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Later additions go here, e.g. hashdeep (bench), chromium (HTML report rendering).
 APT_PACKAGES ?= openssl openssh-client chromium poppler-utils
 
-.PHONY: setup apt venv demo test lint bench clean help
+.PHONY: setup apt venv demo test lint docs bench clean help
 
 help:
 	@echo "make setup   create $(VENV) (pip install -e '.[test]') and install missing Debian tools"
@@ -59,6 +59,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# docs/cli.md below its hand-written head is written from the CLI's own --help (tests/test_docs.py checks it).
+docs: setup
+	$(PY) -m tests.cli_reference --write
 
 # The benchmark also compares against hashdeep.
 bench: APT_PACKAGES += hashdeep

@@ -83,7 +83,7 @@ def upgrade(
     explorer: Annotated[
         str | None, typer.Option("--explorer", help="Esplora-style block explorer base URL.")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout")] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetch completed proofs from allow-listed calendars and keep the block headers they need."""
@@ -157,7 +157,7 @@ def verify_proof_cmd(
     tsa_ca: Annotated[
         list[Path] | None, typer.Option("--tsa-ca", help="Your trust anchor for the TSA.")
     ] = None,
-    strict: Annotated[bool, typer.Option("--strict")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Check an inclusion proof offline: event signature, inclusion, checkpoint signature, time proofs."""

@@ -119,7 +119,9 @@ def derive(
         str, typer.Option("--action", callback=nonblank_text, help="redact | transcode | crop | extract")
     ],
     tool: Annotated[str, typer.Option("--tool", callback=nonblank_text, help="Tool and version used.")],
-    note: Annotated[str | None, typer.Option("--note", callback=utf8_text)] = None,
+    note: Annotated[
+        str | None, typer.Option("--note", callback=utf8_text, help="Free text (signed as a commitment).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest a working copy linked to its original."""

@@ -20,7 +20,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 def new(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", callback=nonblank_text, help="Your name as custodian.")],
-    email: Annotated[str | None, typer.Option("--email", callback=utf8_text)] = None,
+    email: Annotated[
+        str | None,
+        typer.Option(
+            "--email",
+            callback=utf8_text,
+            help="Email address, kept with the identity and in the public key comment.",
+        ),
+    ] = None,
     no_passphrase: Annotated[
         bool, typer.Option("--no-passphrase", help="Store the private key unencrypted (not recommended).")
     ] = False,
@@ -222,8 +229,22 @@ def export(
 def import_(
     ctx: typer.Context,
     file: Annotated[str, typer.Argument(help="OpenSSH Ed25519 private key (a backup or ~/.ssh/id_ed25519).")],
-    name: Annotated[str | None, typer.Option("--name", callback=utf8_text)] = None,
-    email: Annotated[str | None, typer.Option("--email", callback=utf8_text)] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            callback=utf8_text,
+            help="Your name as custodian (default: the key file's comment, else its name).",
+        ),
+    ] = None,
+    email: Annotated[
+        str | None,
+        typer.Option(
+            "--email",
+            callback=utf8_text,
+            help="Email address, kept with the identity and in the public key comment.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Import a private key as one of your identities."""

@@ -333,7 +333,11 @@ def verify(
     ] = "text",
     out_file: Annotated[
         Path | None,
-        typer.Option("--output", help="Write the report to FILE (the summary still goes to stderr)."),
+        typer.Option(
+            "--output",
+            help="Write the report to FILE (the summary still goes to stderr). A FILE inside the vault is "
+            "refused (exit 2): verify writes nothing there.",
+        ),
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     trust: Annotated[
