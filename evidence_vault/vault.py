@@ -251,9 +251,16 @@ class Vault:
         store.record_head(config.vault_id, event.seq, ev.line_hash(event.line()))
         return vault
 
+    def public_key_path(self, fingerprint: str) -> Path:
+        """``keys/<fingerprint>.pub`` (``/`` spelled ``_``, ``+`` spelled ``-``): for checks by hand."""
+        return (
+            self.root
+            / "keys"
+            / (fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub")
+        )
+
     def write_public_key(self, fingerprint: str, line: str) -> None:
-        name = fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
-        write_atomic(self.root / "keys" / name, (line + "\n").encode())
+        write_atomic(self.public_key_path(fingerprint), (line + "\n").encode())
 
     # -- index -------------------------------------------------------------------------------------
     @property

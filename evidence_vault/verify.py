@@ -32,6 +32,7 @@ from .keystore import TrustStore, utc_now
 from .object_checks import ObjectPass
 from .parallel import LOST, REFUSED, Workers
 from .prehash import MIN_LOG, Prehash
+from .regular_files import read_text
 from .report import Finding, Report, line_subject
 from .scratch import HolderTable, ItemRecord, ItemTable, LineHashes
 from .signing import (
@@ -583,6 +584,7 @@ def verify_vault(
                 "the log has no events, not even the genesis event `init` writes (events were removed)",
             )
         check_trust(report, state, trusted=trusted, pins=pins, vault_id=vault.config.vault_id)
+        check_key_files(vault, state, report)
         if state.line_hashes:
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
         if on_total is not None:
@@ -609,6 +611,29 @@ def verify_vault(
     if report.outcome != "FAIL" and not any(f.level == "FAIL" for f in report.findings):
         _save_state(vault, state, report, log_before)
     return report
+
+
+def check_key_files(vault: Vault, state: LogState, report: Report) -> None:
+    """``keys/*.pub`` are what a check by hand with ``ssh-keygen`` reads (docs/formats.md): each must be
+    the key its name says, as the log authorized it. ``verify`` itself never reads them."""
+    for fp, grant in sorted(state.authority.keys.items()):
+        path = vault.public_key_path(fp)
+        subject = f"keys/{path.name}"
+        try:
+            key = PublicKey.from_openssh(read_text(path, "utf-8"))
+        except FileNotFoundError:
+            report.warn("vault.key-file-missing", subject, f"no public key file for {fp} ({grant.name})")
+            continue
+        except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+            report.fail("vault.key-file-mismatch", subject, f"unreadable public key file: {exc}")
+            continue
+        if key.fingerprint != fp:
+            report.fail(
+                "vault.key-file-mismatch",
+                subject,
+                f"holds key {key.fingerprint}, not {fp} the log authorized: a check by hand with "
+                "ssh-keygen would trust the wrong key",
+            )
 
 
 def _resume(

@@ -353,3 +353,21 @@ def test_object_replaced_by_a_link_to_an_identical_file_outside(
         assert finding["code"] == "object.unreadable" and finding["item"] == item["id"]
         assert "symbolic link" in finding["message"]
     assert prehash._intact(str(path), item["id"].removeprefix("sha256:")) is None
+
+
+def test_public_key_file_replaced_or_removed(
+    filled_vault: Path, cli: Cli, verify: Callable[..., tuple[int, Report]], identity: str
+) -> None:
+    """keys/*.pub are what the ssh-keygen recipe of docs/formats.md reads: another key there would make
+    a check by hand trust the wrong key (FAIL); a missing one only stops that check (WARN)."""
+    (pub,) = (filled_vault / "keys").glob("*.pub")
+    assert identity.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub" == pub.name
+    good = pub.read_bytes()
+    pub.write_text(signing.generate().public.openssh() + "\n")
+    code, report = verify(filled_vault)
+    assert code == 1 and fail_codes(report) == {"vault.key-file-mismatch"}
+    pub.unlink()
+    code, report = verify(filled_vault)
+    assert code == 0 and {f["code"] for f in report["findings"]} == {"vault.key-file-missing"}
+    pub.write_bytes(good)
+    assert verify(filled_vault)[0] == 0
