@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import fingerprints, read_tsa_roots, signing_state, state, utf8_text
+from .context import fingerprints, read_tsa_roots, refuse_inside_vault, signing_state, state, utf8_text
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -53,7 +53,9 @@ def export(
     if out is None:
         raise UsageError("give --out PATH")
     st = signing_state(ctx)
-    vault = st.open_vault()
+    root = st.vault_root()
+    refuse_inside_vault(out, root, "--out")
+    vault = st.open_vault(root)
     ids = select_items(vault, items or [], all_items=all_items, tag=tag)
     words = [w for w in (redact or "").split(",") if w.strip()]
     result = do_export(vault, st.signer(), ids, out, as_zip=as_zip, redact=words, recipient=recipient)
@@ -140,7 +142,11 @@ def report_cmd(
     from ..custody_report import vault_report
     from ..export import select_items
 
-    vault = state(ctx).open_vault()
+    st = state(ctx)
+    root = st.vault_root()
+    if out is not None:
+        refuse_inside_vault(out, root, "--out")
+    vault = st.open_vault(root)
     ids = select_items(vault, items or [], all_items=not items)
     html = vault_report(vault, ids)
     vault.close()

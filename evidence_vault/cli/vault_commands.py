@@ -13,7 +13,15 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import fingerprints, nonblank_text, read_tsa_roots, signing_state, state, utf8_text
+from .context import (
+    fingerprints,
+    nonblank_text,
+    read_tsa_roots,
+    refuse_inside_vault,
+    signing_state,
+    state,
+    utf8_text,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -364,12 +372,8 @@ def verify(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     root = state(ctx).vault_root()
-    if out_file is not None and out_file.resolve().is_relative_to(root.resolve()):
-        raise UsageError(
-            "--output is inside the vault (verify writes nothing there; it could overwrite the log): "
-            "choose a path outside it",
-            path=out_file,
-        )
+    if out_file is not None:
+        refuse_inside_vault(out_file, root, "--output")
     # Forked before verify's code is imported (by main, before typer loaded, when it could tell the
     # vault): small objects are re-hashed on the idle core meanwhile.
     early = None if incremental else (claim_early(root) or Prehash.start(root))
