@@ -523,12 +523,25 @@ def doctor(
                     f"{where} {line.problem}; `doctor --repair` never cuts the first line or a line this "
                     "machine saw: run `evidence-vault verify`, and restore the vault from a copy"
                 )
+        if result.log_problem:
+            output.warn(
+                f"{result.log_problem}; `doctor --repair` cannot bring events back: run "
+                "`evidence-vault verify`, and restore the vault from a copy"
+            )
         if result.healthy:
             output.info("the log ends cleanly; nothing to repair")
-        elif not repair:
-            output.info(
-                "run `evidence-vault verify` for the whole log; `evidence-vault doctor --repair` to fix"
+        elif not repair and result.repairable:
+            # Only when --repair would do something: it never touches a cut or missing log.
+            fix = (
+                "to fix"
+                if not result.log_problem and all(u.repairable for u in result.unsound_lines)
+                else "to set aside what it may (not what this machine saw)"
             )
+            output.info(
+                f"run `evidence-vault verify` for the whole log; `evidence-vault doctor --repair` {fix}"
+            )
+        elif not repair:
+            output.info("run `evidence-vault verify` for the whole log")
     if result.unrepaired:
         raise typer.Exit(1)
 
