@@ -196,6 +196,39 @@ def test_export_with_a_tag_no_item_has_says_so(cli: Cli, filled_vault: Path, tmp
     assert (filled_vault / "log.jsonl").read_bytes() == before
 
 
+@pytest.mark.parametrize("value", ["", " "])
+@pytest.mark.parametrize(
+    "args", [("ls",), ("ls", "--json"), ("export", "--all"), ("export",), ("export", "ITEM")], ids=" ".join
+)
+def test_an_empty_tag_filter_is_a_usage_error(
+    cli: Cli,
+    filled_vault: Path,
+    tmp_path: Path,
+    items: Callable[[Path], list[dict[str, Any]]],
+    args: tuple[str, ...],
+    value: str,
+) -> None:
+    """`ls --tag ""` listed "0 items" (exit 0) and `export --all --tag ""` said "give item ids, --all or
+    --tag": an empty --tag is a usage error (exit 2) everywhere, as for add and annotate."""
+    item = items(filled_vault)[0]["id"][7:19]
+    args = tuple(item if a == "ITEM" else a for a in args)
+    out = ("--out", tmp_path / "bag") if args[0] == "export" else ()
+    before = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, *args, "--tag", value, *out)
+    assert res.code == 2, (res.stdout, res.stderr)
+    assert res.stdout == "" and "--tag: empty" in _one_line(res.stderr)
+    assert not (tmp_path / "bag").exists() and (filled_vault / "log.jsonl").read_bytes() == before
+
+
+def test_export_all_of_an_empty_vault_does_not_ask_for_all(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    res = cli("--vault", vault, "export", "--all", "--out", tmp_path / "bag")
+    assert res.code == 2
+    line = _one_line(res.stderr)
+    assert "nothing to export: the vault holds no items yet" in line and "--all" not in line
+    res = cli("--vault", vault, "report")
+    assert res.code == 2 and "nothing to report on: the vault holds no items yet" in _one_line(res.stderr)
+
+
 @pytest.mark.parametrize(("option", "value"), [("--name", "Alice\nEvil"), ("--email", "a@b\r\nc")])
 def test_key_new_refuses_a_line_break_that_would_split_the_public_key_line(
     cli: Cli, home: Path, option: str, value: str

@@ -243,11 +243,22 @@ def utf8_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) 
 
 def nonblank_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) -> TextValue:
     """:func:`utf8_text`, and not empty or blank: an empty tag, purpose or reason records nothing."""
+    return _nonblank(ctx, param, value, "give some text (nothing recorded)")
+
+
+def nonblank_filter(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) -> TextValue:
+    """:func:`nonblank_text` for an option that selects (``ls --tag``, ``export --tag``): no tag can be
+    empty (``add`` refuses one), so an empty value is a mistake (an unset shell variable), not a filter
+    that matches nothing."""
+    return _nonblank(ctx, param, value, "give a tag (no item can have an empty one)")
+
+
+def _nonblank(ctx: typer.Context, param: typer.CallbackParam, value: TextValue, hint: str) -> TextValue:
     value = utf8_text(ctx, param, value)
     texts = [] if value is None else [value] if isinstance(value, str) else value
     if any(not text.strip() for text in texts):
         name = param.opts[0] if param.opts else param.name
-        raise UsageError(f"{name}: empty; give some text (nothing recorded)")
+        raise UsageError(f"{name}: empty; {hint}")
     return value
 
 

@@ -9,7 +9,15 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import fingerprints, read_tsa_roots, refuse_inside_vault, signing_state, state, utf8_text
+from .context import (
+    fingerprints,
+    nonblank_filter,
+    read_tsa_roots,
+    refuse_inside_vault,
+    signing_state,
+    state,
+    utf8_text,
+)
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -28,7 +36,9 @@ def export(
         Path | None, typer.Option("--out", help="Bag directory (or .zip with --zip) to create.")
     ] = None,
     all_items: Annotated[bool, typer.Option("--all", help="Export every item.")] = False,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", callback=nonblank_filter, help="Only items with this tag.")
+    ] = None,
     as_zip: Annotated[
         bool, typer.Option("--zip", help="Write one .zip file instead of a directory.")
     ] = False,
@@ -147,7 +157,7 @@ def report_cmd(
     if out is not None:
         refuse_inside_vault(out, root, "--out")
     vault = st.open_vault(root)
-    ids = select_items(vault, items or [], all_items=not items)
+    ids = select_items(vault, items or [], all_items=not items, verb="report on")
     html = vault_report(vault, ids)
     vault.close()
     if out is None:

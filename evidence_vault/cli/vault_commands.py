@@ -15,6 +15,7 @@ from ..errors import UsageError
 from . import output
 from .context import (
     fingerprints,
+    nonblank_filter,
     nonblank_text,
     read_tsa_roots,
     refuse_inside_vault,
@@ -235,7 +236,9 @@ def add(
 
 def ls(
     ctx: typer.Context,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", callback=nonblank_filter, help="Only items with this tag.")
+    ] = None,
     custodian: Annotated[str | None, typer.Option("--custodian", help="Only items held by this key.")] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only items added on or after this date.")
