@@ -33,7 +33,10 @@ def export(
     ctx: typer.Context,
     items: Annotated[list[str] | None, typer.Argument(help="Item id prefixes or files.")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Bag directory (or .zip with --zip) to create.")
+        Path | None,
+        typer.Option(
+            "--out", help="Bag directory (or .zip with --zip) to create; a name ending in .zip needs --zip."
+        ),
     ] = None,
     all_items: Annotated[bool, typer.Option("--all", help="Export every item.")] = False,
     tag: Annotated[
@@ -62,6 +65,8 @@ def export(
 
     if out is None:
         raise UsageError("give --out PATH")
+    if not as_zip and out.suffix.lower() == ".zip":  # else a directory named x.zip would be made
+        raise UsageError("--out ends in .zip: add --zip for a zip file", path=out)
     st = signing_state(ctx)
     root = st.vault_root()
     refuse_inside_vault(out, root, "--out")
