@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -38,7 +39,7 @@ from .anchors_verify import (
 )
 from .bagit import read_bag_info, validate_bag
 from .checkpoint import Checkpoint
-from .errors import BagError, EvidenceVaultError, UsageError
+from .errors import BagError, DamagedZipError, EvidenceVaultError, UnsafeZipError, UsageError
 from .events import Event, line_hash, parse_line
 from .hashing import hash_file
 from .index import items_of
@@ -126,13 +127,26 @@ class _Root(_HasRoot):
         self.root = root
 
 
+def _why(exc: BaseException) -> str:
+    """Why a file of the bag could not be used, in words: no errno number, path or Python repr."""
+    if isinstance(exc, FileNotFoundError):
+        return "file is missing"
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or 'I/O error'}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not {exc.encoding.upper()} text"
+    if isinstance(exc, EvidenceVaultError):
+        return exc.message
+    return str(exc)
+
+
 def _read_json(path: Path, report: Report, subject: str) -> Any:
     try:
         return json.loads(read_text(path, "utf-8"))
     except FileNotFoundError:
         report.fail("bundle.missing-file", subject, "file is missing")
     except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+        report.fail("bundle.malformed", subject, f"unreadable: {_why(exc)}")
     except RecursionError:
         report.fail("bundle.malformed", subject, "unreadable: JSON nested too deeply")
     return None
@@ -239,7 +253,8 @@ def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> No
             body = read_bytes(d / f"{seq}.json")
             sig = unarmor(read_text(d / f"{seq}.json.sig", "ascii"))
         except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
-            report.fail("bundle.event-file-mismatch", subject, f"missing or unreadable: {exc}", seq=seq)
+            which = Path(exc.filename).name if isinstance(exc, OSError) and exc.filename else "event files"
+            report.fail("bundle.event-file-mismatch", subject, f"{which}: {_why(exc)}", seq=seq)
             continue
         try:
             same = body == event.signing_bytes() and sig == event.signature
@@ -452,7 +467,7 @@ def _check_pub_files(ev_root: Path, signers: set[str], report: Report) -> None:
         try:
             key = PublicKey.from_openssh(read_text(p, "utf-8").strip())
         except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
-            report.fail("bundle.keys-mismatch", f"evidence/keys/{p.name}", f"unreadable key: {exc}")
+            report.fail("bundle.keys-mismatch", f"evidence/keys/{p.name}", f"unreadable key: {_why(exc)}")
             continue
         seen.add(key.fingerprint)
         if key.fingerprint not in signers:
@@ -473,11 +488,14 @@ def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
     ev_root = bag_root / EVIDENCE
     auth = state.log.authority
     signers = set(state.signers)
+    subject = "evidence/keys/allowed_signers"
+    named = None
     try:
         named = parse_allowed_signers(read_text(ev_root / "keys" / "allowed_signers", "utf-8"))
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", subject, "file is missing: no list of the keys that may sign")
     except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
-        report.fail("bundle.keys-mismatch", "evidence/keys/allowed_signers", f"unreadable: {exc}")
-        named = None
+        report.fail("bundle.keys-mismatch", subject, f"unreadable: {_why(exc)}")
     _check_allowed_signers(named, signers, auth, report)
     _check_pub_files(ev_root, signers, report)
     try:
@@ -619,15 +637,31 @@ def verify_bundle(
         try:
             try:
                 root = safe_extract(path, extract_to)
-            except BagError as exc:  # a StorageError (disk full) is no verdict on the bag: raised
-                report.fail("bundle.unsafe-zip", str(path), exc.message)
+            except (UnsafeZipError, DamagedZipError) as exc:
+                # A verdict on the zip. Not a zip at all, or a disk that fills up (StorageError): raised.
+                code = "bundle.unsafe-zip" if isinstance(exc, UnsafeZipError) else "bundle.unreadable-zip"
+                report.fail(code, str(path), exc.message)
                 report.finished = utc_now()
                 return report
+            require_bag(root, path)
             return _verify_dir(root, report, trusted, tsa_roots)
         finally:
             if tmp_parent is not None:
                 shutil.rmtree(tmp_parent, ignore_errors=True)
+    if not path.is_dir():
+        raise BagError("neither a bag directory nor a zip file", path=path)
+    require_bag(path, path)
     return _verify_dir(path, report, trusted, tsa_roots)
+
+
+def require_bag(root: Path, given: Path) -> None:
+    """A :class:`BagError` (exit 2: nothing to check) if ``root`` holds none of what a bag holds
+    (``bagit.txt``, ``data/``, ``evidence/``): a folder of photos named by mistake, or a zip of one, is no
+    bag that fails. A bag that lacks some of them is checked, and its findings say what is missing.
+    ``given``: the path the user gave (the zip, for an extracted one)."""
+    if not any(os.path.lexists(root / name) for name in ("bagit.txt", "data", EVIDENCE)):
+        inside = " in the zip" if given != root else ""
+        raise BagError(f"not a BagIt bag (no bagit.txt, data/ or evidence/{inside})", path=given)
 
 
 def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: Sequence[bytes]) -> Report:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .append_guard import KeyChain, seen_problem, tail_problem, unwritten
@@ -47,16 +48,30 @@ class DoctorResult:
     torn_saved_to: str | None = None
     temp_files: list[str] = field(default_factory=list)
     unsound_lines: list[UnsoundLine] = field(default_factory=list)
+    log_problem: str | None = None  # the log is missing or has no events: --repair never touches that
     repaired: bool = False
 
     @property
     def healthy(self) -> bool:
-        return not self.torn_bytes and not self.temp_files and not self.unsound_lines
+        return not self.torn_bytes and not self.temp_files and not self.unsound_lines and not self.log_problem
 
     @property
     def unrepaired(self) -> bool:
         """Something found that ``--repair`` may not touch (or was not asked to)."""
-        return not self.healthy and (not self.repaired or any(u.saved_to is None for u in self.unsound_lines))
+        return not self.healthy and (
+            not self.repaired
+            or self.log_problem is not None
+            or any(u.saved_to is None for u in self.unsound_lines)
+        )
+
+    @property
+    def repairable(self) -> bool:
+        """Is there anything left that ``--repair`` would set aside, complete or remove?"""
+        return bool(
+            (self.torn_bytes and not self.torn_saved_to and not self.repaired)
+            or (self.temp_files and not self.repaired)
+            or any(u.repairable and u.saved_to is None for u in self.unsound_lines)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +81,7 @@ class DoctorResult:
             "torn_saved_to": self.torn_saved_to,
             "temp_files": self.temp_files,
             "unsound_lines": [u.to_dict() for u in self.unsound_lines],
+            "log_problem": self.log_problem,
             "repaired": self.repaired,
         }
 
@@ -73,13 +89,17 @@ class DoctorResult:
 def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorResult:
     result = DoctorResult()
     with exclusive_lock(vault.log.lock_path, wait=wait):
-        _line, _before, end, torn = vault.log.last_lines()
         tmpdir = vault.root / "objects" / "tmp"
         # Only files no running writer can still own: older than a minute.
         cutoff = time.time() - 60
         result.temp_files = (
             sorted(p.name for p in tmpdir.iterdir() if p.stat().st_mtime < cutoff) if tmpdir.is_dir() else []
         )
+        pin = TrustStore().get(vault.config.vault_id) or {}
+        result.log_problem = _log_problem(vault, pin)
+        if result.log_problem is not None and not vault.log.path.exists():  # nothing more to read
+            return _remove_temp_files(result, tmpdir) if repair else result
+        _line, _before, end, torn = vault.log.last_lines()
         result.torn_bytes = torn
         result.torn_complete = bool(torn) and _whole_event(vault, end - torn, torn)
         if repair and result.torn_complete:
@@ -88,7 +108,6 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
             _add_newline(vault)
         elif repair and torn:
             result.torn_saved_to = _set_aside(vault, end - torn, "torn-line", ".bin")
-        pin = TrustStore().get(vault.config.vault_id) or {}
         # A whole last event without its newline is judged once --repair completed it (the line before
         # it is not the last line).
         judge = repair or not result.torn_complete
@@ -99,12 +118,35 @@ def doctor(vault: Vault, *, repair: bool = False, wait: bool = True) -> DoctorRe
             found.saved_to = _set_aside(vault, found.offset, f"unsound-line-{found.seq}", ".jsonl")
         if not repair:
             return result
-        for name in result.temp_files:
-            os.unlink(tmpdir / name)
-        if result.temp_files:
-            fsync_dir(tmpdir)
-        result.repaired = True
+        _remove_temp_files(result, tmpdir)
     return result
+
+
+def _remove_temp_files(result: DoctorResult, tmpdir: Path) -> DoctorResult:
+    for name in result.temp_files:
+        os.unlink(tmpdir / name)
+    if result.temp_files:
+        fsync_dir(tmpdir)
+    result.repaired = True
+    return result
+
+
+def _log_problem(vault: Vault, pin: dict[str, Any]) -> str | None:
+    """What is wrong with the log as a whole, which ``--repair`` never touches: it is missing, or it holds
+    no complete line (not even the genesis event ``init`` writes). Says how far this machine saw it."""
+    seen = pin.get("head")
+    saw = (
+        f" (this machine saw it up to seq {seen['seq']})"
+        if isinstance(seen, dict) and isinstance(seen.get("seq"), int)
+        else ""
+    )
+    try:
+        size = vault.log.path.stat().st_size
+    except FileNotFoundError:
+        return f"the custody log is missing: every event was removed{saw}"
+    if size == 0:
+        return f"the custody log is empty: every event was removed, even the genesis event `init` writes{saw}"
+    return None
 
 
 def _unsound_tail(vault: Vault, pin: dict[str, Any], *, fresh: bool) -> UnsoundLine | None:

@@ -68,7 +68,17 @@ class NetworkError(TimestampError):
 
 
 class BagError(EvidenceVaultError):
-    """A BagIt bag or zip cannot be read or is unsafe to open."""
+    """A BagIt bag or zip cannot be read or is unsafe to open. Raised as such (exit 2), the tool could not
+    check it: not a bag, not a zip file. Its subclasses are verdicts on a zip, which ``verify-bundle``
+    reports as findings (FAIL)."""
+
+
+class UnsafeZipError(BagError):
+    """The zip is unsafe to extract (paths outside the target, links, bombs): nothing was extracted."""
+
+
+class DamagedZipError(BagError):
+    """The file is a zip (it starts with a zip signature), but damaged or cut short: it cannot be read."""
 
 
 class StorageError(EvidenceVaultError):

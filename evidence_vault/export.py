@@ -79,11 +79,19 @@ class Staged:
 
 
 def select_items(
-    vault: Vault, refs: Sequence[str], *, all_items: bool = False, tag: str | None = None
+    vault: Vault,
+    refs: Sequence[str],
+    *,
+    all_items: bool = False,
+    tag: str | None = None,
+    verb: str = "export",
 ) -> list[str]:
-    """Item ids from ``refs`` (id prefixes or files), or every item (optionally with ``tag``)."""
+    """Item ids from ``refs`` (id prefixes or files), or every item (optionally with ``tag``). ``verb``:
+    what is done with them, for the error when there are none ("nothing to export: ...")."""
     if refs and all_items:
         raise UsageError("give items or --all, not both")
+    if tag is not None and not tag.strip():
+        raise UsageError("--tag: empty; give a tag (no item can have an empty one)")
     if all_items or (tag and not refs):
         ids = [i.id for i in vault.items(tag=tag)]
     else:
@@ -93,9 +101,11 @@ def select_items(
             ids = [i for i in ids if i in tagged]
     ids = list(dict.fromkeys(ids))
     if not ids and tag:
-        raise UsageError(f"nothing to export: no {'given ' if refs else ''}item has the tag {tag!r}")
+        raise UsageError(f"nothing to {verb}: no {'given ' if refs else ''}item has the tag {tag!r}")
+    if not ids and all_items:
+        raise UsageError(f"nothing to {verb}: the vault holds no items yet")
     if not ids:
-        raise UsageError("nothing to export: give item ids, --all or --tag")
+        raise UsageError(f"nothing to {verb}: give item ids, --all or --tag")
     return ids
 
 

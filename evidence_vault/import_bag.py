@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .bagit import read_bag_info
-from .bundle_verify import verify_bundle
-from .errors import EvidenceVaultError, UsageError
+from .bundle_verify import require_bag, verify_bundle
+from .errors import DamagedZipError, EvidenceVaultError, UnsafeZipError, UsageError
 from .report import Report
 from .safezip import safe_extract
 from .signing import Signer
@@ -88,10 +88,10 @@ def import_bag(
         if path.is_file():
             try:
                 root = safe_extract(path, tmp / "bag")
-            except EvidenceVaultError as exc:
-                report = Report(target=str(path), kind="bundle")
-                report.fail("bundle.unsafe-zip", str(path), exc.message)
+            except (UnsafeZipError, DamagedZipError) as exc:  # as verify-bundle: FAIL, nothing imported
                 raise BundleRejected(f"bag rejected: {exc.message}", path=path) from None
+            # Not a zip at all, or a disk that fills up: raised (exit 2), as verify-bundle does.
+            require_bag(root, path)
         elif not path.is_dir():
             raise UsageError("no such bag", path=path)
         report = verify_bundle(root, trusted=trusted, tsa_roots=tsa_roots)

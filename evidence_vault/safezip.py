@@ -11,7 +11,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from evidence_vault.errors import BagError, StorageError
+from evidence_vault.errors import BagError, DamagedZipError, StorageError, UnsafeZipError
 
 __all__ = ["safe_extract"]
 
@@ -21,6 +21,8 @@ DEFAULT_MAX_FILES = 100_000
 MAX_RATIO = 100  # uncompressed / compressed, per entry (media is stored, text compresses ~10x)
 _RATIO_FLOOR = 1 << 20  # small entries may compress well without being a bomb
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+#: How a zip file starts: a local file header, or the end record of an empty zip (spanned: its marker).
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 
 def _reason(info: zipfile.ZipInfo) -> str | None:
@@ -72,18 +74,25 @@ def safe_extract(
     Rejects ``..``, absolute paths, drive letters, backslashes, NUL, symlinks and other special entries,
     duplicate names (also case- or normalization-insensitively), encrypted entries and zip bombs.
     Returns the single top-level folder if the zip has one (as a bag zip does), else ``dest``.
-    Raises :class:`BagError` for a zip that is unsafe or damaged, :class:`StorageError` when writing
-    fails (disk full): the first is a verdict on the zip, the second is not.
+    Raises :class:`UnsafeZipError` for a zip that is unsafe and :class:`DamagedZipError` for one that is
+    damaged or cut short (verdicts on the zip); a plain :class:`BagError` for a file that is no zip at all
+    or cannot be opened, or a ``dest`` that is not empty, and :class:`StorageError` when writing fails
+    (disk full): the tool could not check it.
     """
     zip_path, dest = Path(zip_path), Path(dest)
 
     def fail(msg: str) -> BagError:
-        return BagError(msg, path=zip_path)
+        return UnsafeZipError(msg, path=zip_path)
+
+    def damaged(msg: str) -> BagError:
+        return DamagedZipError(msg, path=zip_path)
 
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise fail(f"cannot open zip: {exc}") from None
+    except OSError as exc:
+        raise BagError(f"cannot read: {exc.strerror or exc}", path=zip_path) from None
+    except zipfile.BadZipFile as exc:
+        raise _not_a_zip_or_damaged(zip_path, exc) from None
     with zf:
         infos = zf.infolist()
         if len(infos) > max_files:
@@ -110,7 +119,7 @@ def safe_extract(
         if clash:
             raise fail(f"unsafe entry {seen[sorted(clash)[0]]!r}: is both a file and a directory")
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise fail(f"destination {dest} is not an empty directory")
+            raise BagError(f"destination {dest} is not an empty directory", path=zip_path)
 
         created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
@@ -141,12 +150,26 @@ def safe_extract(
             ) from None
         except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
             _cleanup(dest, created)
-            raise fail(f"extraction failed: {exc}") from None
+            raise damaged(f"damaged zip: cannot extract {name!r} ({exc}): nothing was extracted") from None
         except BaseException:
             _cleanup(dest, created)
             raise
         top = _top_level([i.filename for i in infos])
         return dest / top if top else dest
+
+
+def _not_a_zip_or_damaged(zip_path: Path, exc: zipfile.BadZipFile) -> BagError:
+    """zipfile's "File is not a zip file" for any file it cannot open: a file that starts as a zip does
+    is a damaged (often cut short) zip, a verdict on it; any other file is no zip at all."""
+    try:
+        with open(zip_path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        return BagError(f"cannot read: {err.strerror or err}", path=zip_path)
+    if not head.startswith(_ZIP_SIGNATURES):
+        return BagError("not a zip file" + (" (it is empty)" if not head else ""), path=zip_path)
+    why = "its central directory is missing (cut short?)" if str(exc) == "File is not a zip file" else exc
+    return DamagedZipError(f"damaged or truncated zip: {why}", path=zip_path)
 
 
 def _cleanup(dest: Path, created: bool) -> None:

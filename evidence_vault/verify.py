@@ -454,11 +454,11 @@ def check_trust(
     if isinstance(head, dict) and isinstance(head.get("seq"), int):
         seen_seq, seen_hash = head["seq"], head.get("hash")
         if seen_seq >= len(state.line_hashes):
+            now = f"ends at seq {len(state.line_hashes) - 1}" if state.line_hashes else "has no events"
             report.fail(
                 "log.truncated",
                 "log.jsonl",
-                f"this machine saw the log up to seq {seen_seq}; it now ends at seq "
-                f"{len(state.line_hashes) - 1} (events were removed)",
+                f"this machine saw the log up to seq {seen_seq}; it now {now} (events were removed)",
             )
         elif state.line_hashes[seen_seq] != seen_hash:
             report.fail(
@@ -531,7 +531,11 @@ def verify_vault(
     from .checkpoint import list_checkpoints
 
     report = Report(target=str(vault.root), vault_id=vault.config.vault_id, started=utc_now())
-    if not stat.S_ISREG(vault.log.path.stat().st_mode):  # a FIFO would block the log pass forever
+    try:
+        log_st: os.stat_result | None = vault.log.path.stat()
+    except FileNotFoundError:  # deleted: evidence removed (FAIL log.missing), not a tool failure
+        log_st = None
+    if log_st is not None and not stat.S_ISREG(log_st.st_mode):  # a FIFO would block the log pass
         raise VaultFormatError("the custody log is not a regular file", path=vault.log.path)
     log_before = _log_stamp(vault)  # before any byte of the log is read
     dirs = list_checkpoints(vault)
@@ -539,9 +543,11 @@ def verify_vault(
     pin = pins.get(vault.config.vault_id) or {}
     seen = pin.get("head", {}).get("seq") if isinstance(pin.get("head"), dict) else None
     keep = [seen] if isinstance(seen, int) else []
-    parallel = vault.log.path.stat().st_size > MIN_LOG  # about 500 events and more
+    parallel = log_st is not None and log_st.st_size > MIN_LOG  # about 500 events and more
     resume, saved = None, None
-    if incremental:
+    if incremental and log_st is None:
+        report.add("INFO", "incremental.full", "log.jsonl", "the custody log is missing: full run")
+    elif incremental:
         saved = inc.load(vault.config.vault_id)
         resume = _resume(vault, saved, keep, report, dirs) if saved else None
         if saved is None:
@@ -552,7 +558,7 @@ def verify_vault(
                 "no earlier clean verification on this machine: full run",
             )
     start_seq = len(resume[0].line_hashes) if resume else 0
-    lines = vault.log.iter_raw(saved.bytes if resume and saved else 0)
+    lines = iter(()) if log_st is None else vault.log.iter_raw(saved.bytes if resume and saved else 0)
     n_threads = workers or os.cpu_count() or 1
     if parallel:
         sodium_verify()  # loaded before the workers fork
@@ -577,7 +583,14 @@ def verify_vault(
             resume=resume,
             on_item=objects.item_recorded,
         )
-        if not state.line_hashes and not report.failures_for("log.torn-line"):
+        if log_st is None:
+            report.fail(
+                "log.missing",
+                "log.jsonl",
+                "the custody log is missing (deleted, with every event in it): nothing recorded can be "
+                "checked, and every stored object is reported as an orphan",
+            )
+        elif not state.line_hashes and not report.failures_for("log.torn-line"):
             report.fail(
                 "log.empty",
                 "log.jsonl",

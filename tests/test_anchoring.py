@@ -726,9 +726,15 @@ def test_prove_again_into_the_same_directory_leaves_no_stale_file(
     res = cli("verify-proof", out, "--json")
     assert res.code == 0 and not _codes(res.json()), res.json()["findings"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".proof")] == []
-    # a directory that is not a proof is never replaced
-    res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", stamped)
+    # a directory that is not a proof is never replaced (the vault itself is refused before that)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "case.txt").write_text("keep\n")
+    res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", notes)
     assert res.code == 2 and "not a proof directory" in res.stderr
+    assert (notes / "case.txt").read_text() == "keep\n"
+    res = cli("--vault", stamped, "prove", SAMPLE_FILES[1], "--out", stamped)
+    assert res.code == 2 and "inside the vault" in res.stderr
 
 
 def test_tsa_token_without_its_json_is_made_again(cli: Cli, stamped: Path, tsa: Any) -> None:

@@ -191,6 +191,46 @@ def test_log_cut_below_what_this_machine_saw_is_refused_and_not_repaired(
     assert log.read_bytes() == before
 
 
+def test_doctor_on_a_cut_log_does_not_advise_repair(cli: Cli, filled_vault: Path) -> None:
+    """A log cut below what this machine saw: doctor's advice says what --repair does not do, and does
+    not then tell the user to run it."""
+    log = _log(filled_vault)
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:2]))
+    res = cli("--vault", filled_vault, "doctor")
+    assert res.code == 1
+    assert "never cuts" in res.stderr and "doctor --repair` to fix" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "run `evidence-vault verify` for the whole log"
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+@pytest.mark.parametrize("pinned", [True, False])
+def test_doctor_on_an_emptied_or_deleted_log_finds_it(
+    cli: Cli, filled_vault: Path, tmp_path: Path, how: str, pinned: bool
+) -> None:
+    """`: > log.jsonl` (or rm) removed every event: doctor says so and exits 1, as for a log cut to fewer
+    lines, instead of "the log ends cleanly; nothing to repair"; --repair changes nothing."""
+    from evidence_vault import schemas
+
+    log = _log(filled_vault)
+    if how == "emptied":
+        log.write_bytes(b"")
+    else:
+        log.unlink()
+    env = {} if pinned else {"EVIDENCE_VAULT_HOME": str(tmp_path / "other-machine")}
+    for args in ((), ("--repair",)):
+        res = cli("--vault", filled_vault, "doctor", "--json", *args, env=env)
+        assert res.code == 1, (res.stdout, res.stderr)
+        found = res.json()
+        assert schemas.validate("doctor-result", found)
+        assert not found["healthy"] and found["unsound_lines"] == []
+        assert ("missing" if how == "deleted" else "empty") in found["log_problem"]
+        assert ("this machine saw it up to seq 4" in found["log_problem"]) == pinned
+        assert log.exists() == (how == "emptied") and (how == "deleted" or log.read_bytes() == b"")
+    res = cli("--vault", filled_vault, "doctor", env=env)
+    assert res.code == 1 and "nothing to repair" not in res.stderr
+    assert "cannot bring events back" in res.stderr and "doctor --repair` to" not in res.stderr
+
+
 def test_rewritten_last_line_is_refused_and_not_repaired(cli: Cli, filled_vault: Path) -> None:
     """The last line this machine wrote, replaced by one with other data: doctor keeps it for the
     investigation (it is at the head this machine saw)."""

@@ -196,6 +196,39 @@ def test_export_with_a_tag_no_item_has_says_so(cli: Cli, filled_vault: Path, tmp
     assert (filled_vault / "log.jsonl").read_bytes() == before
 
 
+@pytest.mark.parametrize("value", ["", " "])
+@pytest.mark.parametrize(
+    "args", [("ls",), ("ls", "--json"), ("export", "--all"), ("export",), ("export", "ITEM")], ids=" ".join
+)
+def test_an_empty_tag_filter_is_a_usage_error(
+    cli: Cli,
+    filled_vault: Path,
+    tmp_path: Path,
+    items: Callable[[Path], list[dict[str, Any]]],
+    args: tuple[str, ...],
+    value: str,
+) -> None:
+    """`ls --tag ""` listed "0 items" (exit 0) and `export --all --tag ""` said "give item ids, --all or
+    --tag": an empty --tag is a usage error (exit 2) everywhere, as for add and annotate."""
+    item = items(filled_vault)[0]["id"][7:19]
+    args = tuple(item if a == "ITEM" else a for a in args)
+    out = ("--out", tmp_path / "bag") if args[0] == "export" else ()
+    before = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, *args, "--tag", value, *out)
+    assert res.code == 2, (res.stdout, res.stderr)
+    assert res.stdout == "" and "--tag: empty" in _one_line(res.stderr)
+    assert not (tmp_path / "bag").exists() and (filled_vault / "log.jsonl").read_bytes() == before
+
+
+def test_export_all_of_an_empty_vault_does_not_ask_for_all(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    res = cli("--vault", vault, "export", "--all", "--out", tmp_path / "bag")
+    assert res.code == 2
+    line = _one_line(res.stderr)
+    assert "nothing to export: the vault holds no items yet" in line and "--all" not in line
+    res = cli("--vault", vault, "report")
+    assert res.code == 2 and "nothing to report on: the vault holds no items yet" in _one_line(res.stderr)
+
+
 @pytest.mark.parametrize(("option", "value"), [("--name", "Alice\nEvil"), ("--email", "a@b\r\nc")])
 def test_key_new_refuses_a_line_break_that_would_split_the_public_key_line(
     cli: Cli, home: Path, option: str, value: str
@@ -301,3 +334,60 @@ def test_an_out_path_in_a_missing_folder_is_refused(
     line = _one_line(res.stderr)
     assert str(missing) in line and "destination folder does not exist" in line
     assert not (tmp_path / "usb").exists()
+
+
+def _vault_files(vault: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(vault).as_posix(): p.read_bytes()
+        for p in sorted(vault.rglob("*"))
+        if p.is_file() and not p.is_symlink() and "cache" not in p.parts and p.name != ".lock"
+    }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--out", "log.jsonl"),
+        ("report", "--out", "vault.json"),
+        ("report", "--out", "objects/report.html"),
+        ("verify", "--format", "junit", "--output", "log.jsonl"),
+        ("prove", SAMPLE_FILES[0], "--out", "checkpoints/proof"),
+        ("prove", SAMPLE_FILES[0]),  # the default, proof-ID in the current directory: the vault
+        ("export", "--all", "--out", "keys/bag"),
+        ("export", "--all", "--zip", "--out", "bag.zip"),
+        ("key", "export", "--encrypted", "backup.key"),
+    ],
+    ids=lambda a: " ".join(str(x) for x in a if not isinstance(x, Path)),
+)
+def test_an_output_path_inside_the_vault_is_refused(
+    cli: Cli, filled_vault: Path, args: tuple[str | Path, ...]
+) -> None:
+    """Run from inside the vault, as the quickstart leaves you (`cd` into it): no command writes a
+    report, proof, bag or key backup there (`report --out log.jsonl` overwrote the custody log)."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    before = _vault_files(filled_vault)
+    names = sorted(p.name for p in filled_vault.iterdir())
+    res = cli(*args, cwd=filled_vault)
+    assert res.code == 2, res.stderr
+    assert "is inside the vault" in _one_line(res.stderr)
+    assert _vault_files(filled_vault) == before, "nothing in the vault was written"
+    assert sorted(p.name for p in filled_vault.iterdir()) == names
+    assert cli("--vault", filled_vault, "verify").code == 0
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_report_out_through_a_link_to_the_log_is_refused(
+    cli: Cli, filled_vault: Path, tmp_path: Path, link: str
+) -> None:
+    log = filled_vault / "log.jsonl"
+    before = log.read_bytes()
+    alias = tmp_path / "report.html"
+    alias.symlink_to(log) if link == "symlink" else alias.hardlink_to(log)
+    res = cli("--vault", filled_vault, "report", "--out", alias)
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert str(alias) in line and ("inside the vault" in line or "log.jsonl under another name" in line)
+    assert log.read_bytes() == before
+    # A path outside the vault is still written.
+    res = cli("--vault", filled_vault, "report", "--out", tmp_path / "ok.html")
+    assert res.code == 0 and (tmp_path / "ok.html").read_text().startswith("<!DOCTYPE html>")

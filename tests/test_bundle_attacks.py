@@ -650,3 +650,86 @@ def test_withheld_lines_are_noted_without_changing_the_outcome(
     report = cli("verify-bundle", full, "--json").json()
     assert report["stats"]["withheld"] == 0
     assert "bundle.withheld-lines" not in {f["code"] for f in report["findings"]}
+
+
+def _one_error(res: Any) -> str:
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return str(lines[0])
+
+
+@pytest.mark.parametrize("command", ["verify-bundle", "import"])
+def test_what_is_no_bag_or_no_zip_cannot_be_checked(
+    cli: Cli, vault: Path, tmp_path: Path, command: str
+) -> None:
+    """A plain directory (no bagit.txt, data/ or evidence/), a file that is no zip (a JPEG, an empty
+    file) or a zip of no bag: one line saying so, exit 2 (could not check), no findings about files a
+    bag would hold, no raw errno text."""
+    empty = tmp_path / "empty.zip"
+    empty.write_bytes(b"")
+    photos = tmp_path / "photos.zip"
+    with zipfile.ZipFile(photos, "w") as zf:
+        zf.write(CORPUS / "images" / "Canon_40D.jpg", "photos/Canon_40D.jpg")
+    cases = [
+        (CORPUS / "images", "not a BagIt bag (no bagit.txt, data/ or evidence/)"),
+        (CORPUS / "images" / "Canon_40D.jpg", "not a zip file"),
+        (empty, "not a zip file (it is empty)"),
+        (photos, "not a BagIt bag (no bagit.txt, data/ or evidence/ in the zip)"),
+    ]
+    log = (vault / "log.jsonl").read_bytes()
+    for path, said in cases:
+        res = cli("--vault", vault, command, path, "--json")
+        assert res.code == 2, (path, res.stdout, res.stderr)
+        assert res.stdout == "" and _one_error(res).endswith(f"{path}: {said}")
+        assert "Errno" not in res.stderr and "unsafe-zip" not in res.stderr
+    assert (vault / "log.jsonl").read_bytes() == log, "nothing imported"
+
+
+def _damage_payload(z: Path) -> None:
+    """Flip a byte inside the biggest member's data (not its headers): the zip opens, extracting fails."""
+    with zipfile.ZipFile(z) as zf:
+        info = max(zf.infolist(), key=lambda i: i.compress_size)
+    data = bytearray(z.read_bytes())
+    header = info.header_offset
+    name_len = int.from_bytes(data[header + 26 : header + 28], "little")
+    extra_len = int.from_bytes(data[header + 28 : header + 30], "little")
+    at = info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+    data[at] ^= 0xFF
+    z.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "payload byte flipped"])
+def test_a_damaged_zip_is_unreadable_zip_not_unsafe_zip(
+    cli: Cli, filled_vault: Path, tmp_path: Path, damage: str
+) -> None:
+    """A bag zip cut short (an interrupted download) or with a damaged member is FAIL
+    bundle.unreadable-zip naming the damage, not bundle.unsafe-zip ("File is not a zip file"); import
+    refuses it the same way (exit 1, nothing imported)."""
+    z = tmp_path / "bag.zip"
+    assert cli("--vault", filled_vault, "export", "--all", "--zip", "--out", z).code == 0
+    if damage == "truncated":
+        z.write_bytes(z.read_bytes()[: z.stat().st_size // 2])
+    else:
+        _damage_payload(z)
+    res = cli("verify-bundle", z, "--json")
+    assert res.code == 1, (res.stdout, res.stderr)
+    (finding,) = res.json()["findings"]
+    assert finding["code"] == "bundle.unreadable-zip" and finding["level"] == "FAIL"
+    assert "damaged" in finding["message"] and "File is not a zip file" not in finding["message"]
+    receiver = tmp_path / "receiver"
+    assert cli("init", receiver, "--name", "receiver").code == 0
+    res = cli("--vault", receiver, "import", z)
+    assert res.code == 1 and "bag rejected: damaged" in _one_error(res)
+
+
+def test_a_missing_allowed_signers_is_named_without_errno_text(cli: Cli, bag: Path) -> None:
+    (bag / "evidence" / "keys" / "allowed_signers").unlink()
+    res = cli("verify-bundle", bag, "--json")
+    assert res.code == 1
+    (finding,) = [
+        f
+        for f in res.json()["findings"]
+        if f["subject"] == "evidence/keys/allowed_signers" and f["code"].startswith("bundle.")
+    ]
+    assert finding["code"] == "bundle.missing-file" and finding["level"] == "FAIL"
+    assert "Errno" not in res.stdout and "No such file" not in res.stdout

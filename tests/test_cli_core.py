@@ -224,6 +224,7 @@ def test_doctor_clean_vault(cli: Cli, filled_vault: Path) -> None:
         "torn_saved_to": None,
         "temp_files": [],
         "unsound_lines": [],
+        "log_problem": None,
         "repaired": False,
     }
     res = cli("--vault", filled_vault, "doctor")

@@ -428,6 +428,25 @@ def test_export_refuses_existing_destination_and_unknown_items(
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.parametrize("name", ["case.zip", "CASE.ZIP"])
+def test_export_out_ending_in_zip_needs_zip(cli: Cli, filled_vault: Path, tmp_path: Path, name: str) -> None:
+    """`export ITEM --out x.zip` without --zip made a directory named x.zip: refused (exit 2, nothing
+    written or recorded); with --zip it is a zip file."""
+    item = cli("--vault", filled_vault, "ls", "--json").json()[0]["id"][7:19]
+    before = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, "export", item, "--out", tmp_path / name)
+    assert res.code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        f"{tmp_path / name}: --out ends in .zip: add --zip for a zip file"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["vault"]  # no directory named .zip, no temp folder
+    assert (filled_vault / "log.jsonl").read_bytes() == before
+    res = cli("--vault", filled_vault, "export", item, "--out", tmp_path / name, "--zip")
+    assert res.code == 0, res.stderr
+    assert zipfile.is_zipfile(tmp_path / name)
+
+
 def test_exporting_a_derived_item_alone_says_to_add_its_original(
     cli: Cli, filled_vault: Path, tmp_path: Path, identity: str
 ) -> None:

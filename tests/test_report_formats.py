@@ -166,3 +166,41 @@ def test_markdown_cells_carry_no_html_code_spans_or_links() -> None:
     html = MarkdownIt("commonmark").enable("table").render(md)
     assert html.count("<tr>") == 3 and "<!--" not in html and "<a " not in html and "<b>" not in html
     assert "<em>" not in html and "<code>x</code>" not in html
+
+
+def _ci_md_streams() -> dict[str, tuple[str, str]]:
+    """docs/ci.md's table of where each --format goes: format -> (without --output, with --output)."""
+    from tests.paths import REPO
+
+    text = (REPO / "docs" / "ci.md").read_text("utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`").split("`")[0] in FORMATS:
+            rows[cells[0].strip("`").split("`")[0]] = (cells[1], cells[2])
+    return rows
+
+
+def test_ci_md_says_where_each_format_goes(run: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """docs/ci.md said the report goes to stdout without --output; `text` (the default) goes to stderr
+    even off a terminal. Its table is checked against a real process (stderr not a terminal) for every
+    format, on a vault with a FAIL."""
+    rows = _ci_md_streams()
+    assert set(rows) == set(FORMATS), rows
+    _tamper(filled_vault)
+    for fmt, (plain, with_output) in rows.items():
+        res = run("--vault", filled_vault, "verify", "--format", fmt)
+        assert res.code == 1, res.stderr
+        if plain.startswith("stdout"):
+            assert "nothing on stderr" in plain and res.stdout and res.stderr == "", fmt
+        else:
+            assert plain.startswith("stderr") and "stdout stays empty" in plain, fmt
+            assert res.stdout == "" and "object.hash-mismatch" in res.stderr, fmt
+            assert any(line.startswith("FAIL  ") for line in res.stderr.splitlines())
+        out = tmp_path / f"report.{fmt}"
+        res = run("--vault", filled_vault, "verify", "--format", fmt, "--output", out)
+        assert with_output == "FILE, and the human report on stderr", fmt
+        assert res.code == 1 and res.stdout == "" and out.read_text()
+        assert "object.hash-mismatch" in res.stderr and f"{fmt} report written to {out}" in res.stderr
+    res = run("--vault", filled_vault, "verify", "--format", "sarif")
+    assert res.code == 2 and "sarif" in res.stderr

@@ -123,6 +123,30 @@ def test_emptied_log_fails(cli: Cli, filled_vault: Path, tmp_path: Path) -> None
     assert res.code == 1 and _codes(res, "FAIL") == ["log.empty"]
 
 
+def test_deleted_log_fails_and_the_report_lists_the_rest(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """A deleted log.jsonl (vault.json still there) is evidence removed: FAIL log.missing (exit 1), not
+    exit 2 "No such file or directory", which CI reads as an infrastructure problem."""
+    (filled_vault / "log.jsonl").unlink()
+    res = cli("--vault", filled_vault, "verify", "--json")
+    assert res.code == 1, (res.stdout, res.stderr)
+    fails = _codes(res, "FAIL")
+    assert "log.missing" in fails and "log.empty" not in fails
+    assert "log.truncated" in fails  # this machine saw seq 4
+    truncated = next(f for f in res.json()["findings"] if f["code"] == "log.truncated")
+    assert "now has no events" in truncated["message"]
+    assert len(_codes(res, "WARN")) == 8  # every object (4 originals, 4 metadata) is an orphan now
+    res = cli("--vault", filled_vault, "verify")  # the text report too: one line per finding
+    assert res.code == 1 and "log.missing" in res.stderr and "No such file" not in res.stderr
+    res = cli("--vault", filled_vault, "verify", "--incremental", "--json")
+    assert res.code == 1 and "log.missing" in _codes(res, "FAIL")
+    res = cli(
+        "--vault", filled_vault, "verify", "--json", env={"EVIDENCE_VAULT_HOME": str(tmp_path / "other")}
+    )
+    assert res.code == 1 and _codes(res, "FAIL") == ["log.missing"]
+
+
 def test_log_names_the_file_and_line_of_a_damaged_line(cli: Cli, filled_vault: Path) -> None:
     with open(filled_vault / "log.jsonl", "ab") as fh:
         fh.write(b'{"not an event\n')

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import fingerprints, read_tsa_roots, signing_state, state
+from .context import fingerprints, read_tsa_roots, refuse_inside_vault, signing_state, state
 from .vault_commands import JsonOpt, print_report
 
 
@@ -121,16 +121,29 @@ def upgrade(
 def prove(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or a path to the file.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Directory to write the proof to.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Directory to write the proof to (default: proof-ID in the current directory); not inside "
+            "the vault.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write an inclusion proof of the item in the earliest anchored checkpoint covering it, else the
     latest (checkable alone)."""
     from ..proofs import prove as make_proof
 
-    vault = state(ctx).open_vault()
+    st = state(ctx)
+    root = st.vault_root()
+    if out is not None:
+        refuse_inside_vault(out, root, "--out")
+    vault = st.open_vault(root)
     it = vault.resolve(item)
     target = out or Path(f"proof-{it.id[7:19]}")
+    if out is None:  # `cd` into the vault, as the quickstart does: the default lands inside it
+        refuse_inside_vault(target, root, "the default --out (proof-ID in the current directory)")
     doc, anchored = make_proof(vault, it.id, target)
     if json_out:
         output.emit_json({"out": str(target), "anchored": anchored, **doc})

@@ -191,6 +191,36 @@ def read_tsa_roots(paths: list[Path] | None) -> list[bytes]:
     return blobs
 
 
+def refuse_inside_vault(path: Path, root: Path, option: str) -> None:
+    """A usage error (exit 2, nothing written) if writing to ``path`` could write into the vault at
+    ``root``: the path, once symbolic links are followed, is the vault or lies inside it, or it is an
+    existing file that is the vault's log or ``vault.json`` under another name (a hard link). Only the
+    vault's own code writes there; a report, proof, bag or key backup written over ``log.jsonl`` would
+    destroy the custody log. ``option`` names what gave the path (``--out``)."""
+    vault = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))  # never raises (a symlink loop stays unresolved)
+    if target == vault or target.is_relative_to(vault):
+        raise UsageError(
+            f"{option} is inside the vault (only the vault itself writes there: a file written there could "
+            "overwrite its log or config): choose a path outside it",
+            path=path,
+        )
+    try:
+        st = target.stat()
+    except OSError:
+        return  # nothing there yet (or unreadable: writing it fails with its own error)
+    for name in ("log.jsonl", "vault.json"):
+        try:
+            own = (vault / name).stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+            raise UsageError(
+                f"{option} is the vault's {name} under another name (a hard link): choose another path",
+                path=path,
+            )
+
+
 def signing_state(ctx: typer.Context) -> State:
     """:func:`state` for a command that signs: its key starts unlocking now (:meth:`State.begin_unlock`)."""
     st = state(ctx)
@@ -213,11 +243,22 @@ def utf8_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) 
 
 def nonblank_text(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) -> TextValue:
     """:func:`utf8_text`, and not empty or blank: an empty tag, purpose or reason records nothing."""
+    return _nonblank(ctx, param, value, "give some text (nothing recorded)")
+
+
+def nonblank_filter(ctx: typer.Context, param: typer.CallbackParam, value: TextValue) -> TextValue:
+    """:func:`nonblank_text` for an option that selects (``ls --tag``, ``export --tag``): no tag can be
+    empty (``add`` refuses one), so an empty value is a mistake (an unset shell variable), not a filter
+    that matches nothing."""
+    return _nonblank(ctx, param, value, "give a tag (no item can have an empty one)")
+
+
+def _nonblank(ctx: typer.Context, param: typer.CallbackParam, value: TextValue, hint: str) -> TextValue:
     value = utf8_text(ctx, param, value)
     texts = [] if value is None else [value] if isinstance(value, str) else value
     if any(not text.strip() for text in texts):
         name = param.opts[0] if param.opts else param.name
-        raise UsageError(f"{name}: empty; give some text (nothing recorded)")
+        raise UsageError(f"{name}: empty; {hint}")
     return value
 
 

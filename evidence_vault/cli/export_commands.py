@@ -9,7 +9,15 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import fingerprints, read_tsa_roots, signing_state, state, utf8_text
+from .context import (
+    fingerprints,
+    nonblank_filter,
+    read_tsa_roots,
+    refuse_inside_vault,
+    signing_state,
+    state,
+    utf8_text,
+)
 from .vault_commands import JsonOpt, print_report
 
 TrustOpt = Annotated[
@@ -25,10 +33,17 @@ def export(
     ctx: typer.Context,
     items: Annotated[list[str] | None, typer.Argument(help="Item id prefixes or files.")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Bag directory (or .zip with --zip) to create.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Bag directory (or .zip with --zip) to create, not inside the vault; a name ending in .zip "
+            "needs --zip.",
+        ),
     ] = None,
     all_items: Annotated[bool, typer.Option("--all", help="Export every item.")] = False,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", callback=nonblank_filter, help="Only items with this tag.")
+    ] = None,
     as_zip: Annotated[
         bool, typer.Option("--zip", help="Write one .zip file instead of a directory.")
     ] = False,
@@ -52,8 +67,12 @@ def export(
 
     if out is None:
         raise UsageError("give --out PATH")
+    if not as_zip and out.suffix.lower() == ".zip":  # else a directory named x.zip would be made
+        raise UsageError("--out ends in .zip: add --zip for a zip file", path=out)
     st = signing_state(ctx)
-    vault = st.open_vault()
+    root = st.vault_root()
+    refuse_inside_vault(out, root, "--out")
+    vault = st.open_vault(root)
     ids = select_items(vault, items or [], all_items=all_items, tag=tag)
     words = [w for w in (redact or "").split(",") if w.strip()]
     result = do_export(vault, st.signer(), ids, out, as_zip=as_zip, redact=words, recipient=recipient)
@@ -134,14 +153,20 @@ def report_cmd(
     items: Annotated[
         list[str] | None, typer.Argument(help="Item id prefixes or files (default: all).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default: stdout); not inside the vault.")
+    ] = None,
 ) -> None:
     """Write the HTML custody report of the vault's items (or the ones given)."""
     from ..custody_report import vault_report
     from ..export import select_items
 
-    vault = state(ctx).open_vault()
-    ids = select_items(vault, items or [], all_items=not items)
+    st = state(ctx)
+    root = st.vault_root()
+    if out is not None:
+        refuse_inside_vault(out, root, "--out")
+    vault = st.open_vault(root)
+    ids = select_items(vault, items or [], all_items=not items, verb="report on")
     html = vault_report(vault, ids)
     vault.close()
     if out is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import nonblank_text, signing_state, state, utf8_text
+from .context import nonblank_text, refuse_inside_vault, signing_state, state, utf8_text
 
 app = typer.Typer(
     help="Create and inspect your signing identities.", no_args_is_help=True, rich_markup_mode=None
@@ -214,9 +214,16 @@ def export(
     """Back up a private key, passphrase-protected, so a lost laptop does not lose your authorship."""
     from pathlib import Path
 
+    from ..errors import VaultNotFoundError
     from ..keystore import export_private
 
     st = state(ctx)
+    try:  # a private key never lives in a vault (nor may its backup overwrite the log)
+        root = st.vault_root()
+    except VaultNotFoundError:
+        root = None
+    if root is not None:
+        refuse_inside_vault(Path(encrypted), root, "--encrypted")
     store = st.keystore()
     ident = store.find(fingerprint or st.key)
     export_private(

@@ -13,7 +13,16 @@ import typer
 
 from ..errors import UsageError
 from . import output
-from .context import fingerprints, nonblank_text, read_tsa_roots, signing_state, state, utf8_text
+from .context import (
+    fingerprints,
+    nonblank_filter,
+    nonblank_text,
+    read_tsa_roots,
+    refuse_inside_vault,
+    signing_state,
+    state,
+    utf8_text,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -227,7 +236,9 @@ def add(
 
 def ls(
     ctx: typer.Context,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only items with this tag.")] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", callback=nonblank_filter, help="Only items with this tag.")
+    ] = None,
     custodian: Annotated[str | None, typer.Option("--custodian", help="Only items held by this key.")] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Only items added on or after this date.")
@@ -329,7 +340,12 @@ def verify(
     ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     fmt: Annotated[
-        str, typer.Option("--format", help="Report format: json, junit, markdown or text (default).")
+        str,
+        typer.Option(
+            "--format",
+            help="Report format: json, junit, markdown or text (default). Without --output, text goes to "
+            "stderr, the others to stdout.",
+        ),
     ] = "text",
     out_file: Annotated[
         Path | None,
@@ -368,12 +384,8 @@ def verify(
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     root = state(ctx).vault_root()
-    if out_file is not None and out_file.resolve().is_relative_to(root.resolve()):
-        raise UsageError(
-            "--output is inside the vault (verify writes nothing there; it could overwrite the log): "
-            "choose a path outside it",
-            path=out_file,
-        )
+    if out_file is not None:
+        refuse_inside_vault(out_file, root, "--output")
     # Forked before verify's code is imported (by main, before typer loaded, when it could tell the
     # vault): small objects are re-hashed on the idle core meanwhile.
     early = None if incremental else (claim_early(root) or Prehash.start(root))
@@ -494,7 +506,11 @@ def doctor(
     json_out: JsonOpt = False,
 ) -> None:
     """Find what an interrupted write or a hand-made line left at the end of the log; with --repair,
-    set it aside."""
+    set it aside.
+
+    Exit 1 when it finds something: what --repair fixes, or what it never touches (a log cut shorter
+    than this machine saw, an emptied or deleted log: restore the vault from a copy).
+    """
     from ..doctor import doctor as run_doctor
 
     vault = state(ctx).open_vault()
@@ -529,12 +545,25 @@ def doctor(
                     f"{where} {line.problem}; `doctor --repair` never cuts the first line or a line this "
                     "machine saw: run `evidence-vault verify`, and restore the vault from a copy"
                 )
+        if result.log_problem:
+            output.warn(
+                f"{result.log_problem}; `doctor --repair` cannot bring events back: run "
+                "`evidence-vault verify`, and restore the vault from a copy"
+            )
         if result.healthy:
             output.info("the log ends cleanly; nothing to repair")
-        elif not repair:
-            output.info(
-                "run `evidence-vault verify` for the whole log; `evidence-vault doctor --repair` to fix"
+        elif not repair and result.repairable:
+            # Only when --repair would do something: it never touches a cut or missing log.
+            fix = (
+                "to fix"
+                if not result.log_problem and all(u.repairable for u in result.unsound_lines)
+                else "to set aside what it may (not what this machine saw)"
             )
+            output.info(
+                f"run `evidence-vault verify` for the whole log; `evidence-vault doctor --repair` {fix}"
+            )
+        elif not repair:
+            output.info("run `evidence-vault verify` for the whole log")
     if result.unrepaired:
         raise typer.Exit(1)
 
