@@ -19,7 +19,7 @@ from typing import Any
 from . import events as ev
 from .anchors_verify import _iso
 from .custody_log import Head
-from .errors import EvidenceVaultError, NotAuthorizedError, UsageError
+from .errors import EvidenceVaultError, NotAuthorizedError, UsageError, VaultFormatError
 from .events import Event
 from .hashing import hash_file
 from .keystore import KeyStore, check_identity_text
@@ -184,16 +184,33 @@ def access(vault: Vault, signer: Signer, item: str, *, purpose: str, kind: str =
 
 
 def open_copy(vault: Vault, signer: Signer, item: str, *, purpose: str) -> Path:
-    """A read-only working copy in a fresh temporary directory, recorded as an access."""
+    """A read-only working copy in a fresh temporary directory, recorded as an access.
+
+    The copy is made first and the access recorded after it: an original that cannot be copied (missing
+    from the store, unreadable) records nothing, and a refused append leaves no copy behind."""
     described = vault.index.item(item)
     if described is None:
         raise UsageError(f"no item {item} in this vault")
-    access(vault, signer, item, purpose=purpose, kind="opened")
+    source = vault.objects.path(item.removeprefix("sha256:"))
     directory = Path(tempfile.mkdtemp(prefix="evidence-vault-"))
     name = os.path.basename(described.name or item[7:19]) or item[7:19]
     target = directory / name
-    shutil.copyfile(vault.objects.path(item.removeprefix("sha256:")), target)
-    os.chmod(target, stat.S_IRUSR | stat.S_IRGRP)
+    try:
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError:
+            if os.path.lexists(source):
+                raise
+            raise VaultFormatError(
+                f"the original of item {item} is missing from the object store (`evidence-vault verify` "
+                "reports it as object.missing): nothing opened, nothing recorded",
+                path=source,
+            ) from None
+        os.chmod(target, stat.S_IRUSR | stat.S_IRGRP)
+        access(vault, signer, item, purpose=purpose, kind="opened")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     return target
 
 

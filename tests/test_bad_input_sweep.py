@@ -301,3 +301,34 @@ def test_an_out_path_in_a_missing_folder_is_refused(
     line = _one_line(res.stderr)
     assert str(missing) in line and "destination folder does not exist" in line
     assert not (tmp_path / "usb").exists()
+
+
+def test_open_of_a_missing_original_records_no_access(
+    cli: Cli,
+    filled_vault: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    items: Callable[[Path], list[dict[str, Any]]],
+) -> None:
+    """`open` signed an `item.accessed` event and then failed on ENOENT: an access that did not happen was
+    recorded. Now the copy comes first: one line naming the missing object, exit 2, nothing recorded,
+    no empty working-copy folder left behind."""
+    import tempfile
+
+    from tests.conftest import object_path
+
+    item = items(filled_vault)[0]["id"]
+    obj = object_path(filled_vault, item)
+    obj.parent.chmod(0o755)
+    obj.unlink()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    log = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, "open", item[7:19])
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert f"{obj}: the original of item {item} is missing from the object store" in line
+    assert "nothing recorded" in line and "No such file" not in line
+    assert (filled_vault / "log.jsonl").read_bytes() == log
+    assert list(scratch.iterdir()) == []
