@@ -20,7 +20,7 @@ from .append_guard import KeyChain, refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
 from .canonical import canonical
-from .custody_log import CustodyLog, Head
+from .custody_log import CustodyLog, Head, TornLineError
 from .errors import (
     EvidenceVaultError,
     IngestError,
@@ -364,6 +364,8 @@ class Vault:
             self.index.authority()
             sodium_verify()  # the tail check under the lock verifies a signature
         actor = signer()  # unlock before any file is read, so a wrong passphrase costs nothing
+        # What would refuse the append is known now: refuse before any file is stored (no orphans).
+        self.require_appendable(actor)
 
         def emit(res: AddResult) -> None:
             results.append(res)
@@ -692,6 +694,17 @@ class Vault:
         problem = tail_problem(head, index.authority(), keys, index.key_lines())
         if problem:
             raise refusal(head, problem, self.log.path, repairable=True)
+
+    def require_appendable(self, signer: Signer, etype: str = ev.ITEM_INGESTED) -> None:
+        """Raise now what appending an ``etype`` event signed by ``signer`` would raise (a torn last line,
+        one no authorized key wrote there, a key not allowed to sign), before work that stores objects.
+        The append checks it all again under the writer lock."""
+        head, torn = self.log.tail_state()
+        if torn:
+            raise TornLineError(self.log.path)
+        if head is not None:
+            self.require_sound_tail(head)
+        self.require_authorized(signer, head, etype)
 
     def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
         """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""
