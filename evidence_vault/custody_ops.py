@@ -24,7 +24,7 @@ from .events import Event
 from .hashing import hash_file
 from .keystore import KeyStore, check_identity_text
 from .signing import PublicKey, Signer, fingerprint_prefix
-from .vault import AddOptions, AddResult, Vault
+from .vault import AddOptions, AddResult, Vault, instead_of_revoked
 
 ACTIONS = ("redact", "transcode", "crop", "extract")
 
@@ -90,12 +90,21 @@ def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -
 def key_rotate(
     vault: Vault, old: Signer, store: KeyStore, passphrase: bytes | None, *, name: str, email: str | None
 ) -> tuple[str, list[Event]]:
-    """New key, old key revoked, in one step: the old key authorizes the new, the new revokes the old."""
+    """New key, old key revoked, in one step: the old key authorizes the new, the new revokes the old.
+    The new key becomes the default identity of ``store`` if the old one was."""
     from . import signing
 
-    grant = vault.authority().keys.get(old.fingerprint)
+    auth = vault.authority()
+    grant = auth.keys.get(old.fingerprint)
     if grant is None or grant.revoked_seq is not None:
-        raise NotAuthorizedError(f"key {old.fingerprint} is not an active key of this vault")
+        raise NotAuthorizedError(
+            f"key {old.fingerprint} is not an active key of this vault"
+            + instead_of_revoked(auth, old.fingerprint, store)
+        )
+    try:
+        was_default = store.find().fingerprint == old.fingerprint
+    except EvidenceVaultError:  # not one of this store's identities
+        was_default = False
     check_identity_text(name, email)  # before the log names the new key: add_identity would refuse it
     new = signing.generate()
     data = {
@@ -105,7 +114,7 @@ def key_rotate(
     }
     first = vault.append(old, [(ev.KEY_ADDED, data)])
     # Store the new private key only once the log names it.
-    store.add_identity(new, name=name, email=email, passphrase=passphrase)
+    store.add_identity(new, name=name, email=email, passphrase=passphrase, make_default=was_default)
     reason = f"rotated to {new.fingerprint}"
     try:
         second = vault.append(new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": reason})])

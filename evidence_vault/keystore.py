@@ -14,7 +14,7 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,9 +134,16 @@ class KeyStore:
 
     # -- create / load ---------------------------------------------------------------------------
     def add_identity(
-        self, signer: signing.Signer, *, name: str, email: str | None, passphrase: bytes | None
+        self,
+        signer: signing.Signer,
+        *,
+        name: str,
+        email: str | None,
+        passphrase: bytes | None,
+        make_default: bool = False,
     ) -> Identity:
-        """Store a private key (encrypted when a passphrase is given) and register it."""
+        """Store a private key (encrypted when a passphrase is given) and register it; it becomes the
+        default identity if it is the first one, or with ``make_default``."""
         check_identity_text(name, email)
         existing = self.identities()
         fp = signer.fingerprint
@@ -154,10 +161,12 @@ class KeyStore:
             name=name,
             email=email,
             created=utc_now(),
-            default=not existing,
+            default=make_default or not existing,
             encrypted=passphrase is not None,
             public_key=signer.public.openssh(),
         )
+        if ident.default:  # one default identity
+            existing = [replace(i, default=False) for i in existing]
         self._save_index([*(i.to_dict() for i in existing), ident.to_dict()])
         return ident
 

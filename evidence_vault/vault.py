@@ -32,7 +32,7 @@ from .errors import (
 from .events import Event
 from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
-from .keystore import TrustStore, utc_now
+from .keystore import KeyStore, TrustStore, utc_now
 from .locate import VAULT_FILE as VAULT_FILE
 from .locate import find_vault as find_vault
 from .merkle import root_from_leaves
@@ -201,6 +201,26 @@ RESTORED = "; its stored copy had the wrong size (damaged) and was restored from
 def _duplicate(shown: str, digest: Digest, media_type: str | None, restored: bool = False) -> AddResult:
     message = "already in the vault: nothing recorded" + (RESTORED if restored else "")
     return AddResult(shown, "duplicate", digest.id, digest.size, media_type, message=message)
+
+
+def instead_of_revoked(auth: Authority, actor: str, store: KeyStore | None = None) -> str:
+    """For a refusal of ``actor``'s signature: if the vault revoked ``actor``, a clause naming the key to
+    use instead (the one identity on this machine the vault authorizes), or pointing to ``--key``;
+    otherwise nothing."""
+    grant = auth.keys.get(actor)
+    if grant is None or grant.revoked_seq is None:
+        return ""
+    try:
+        mine = [i.fingerprint for i in (store or KeyStore()).identities()]
+    except EvidenceVaultError:  # an unreadable identity index: no key to name
+        mine = []
+    usable = [fp for fp in mine if (g := auth.keys.get(fp)) is not None and g.revoked_seq is None]
+    if len(usable) == 1:
+        return (
+            f"; use the one key on this machine that this vault authorizes: "
+            f"`evidence-vault --key {usable[0]} ...`"
+        )
+    return "; give a key this vault authorizes with `evidence-vault --key FINGERPRINT ...` (see `key list`)"
 
 
 class Vault:
@@ -711,10 +731,11 @@ class Vault:
         probe = Event(
             seq=(head.seq + 1) if head else 0, prev=None, time="", type=etype, actor=signer.fingerprint
         )
+        auth = self.index.authority()
         try:
-            self.index.authority().check(probe)
+            auth.check(probe)
         except NotAuthorizedError as exc:
-            raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
+            raise self._refused(exc, signer.fingerprint, auth) from None
 
     def append(
         self,
@@ -754,10 +775,17 @@ class Vault:
                 auth.check(probe)
                 custody.check(probe, auth)
             except NotAuthorizedError as exc:
-                raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
+                raise self._refused(exc, signer.fingerprint, auth) from None
             auth.apply(probe)
             custody.apply(probe)
             seq += 1
+
+    def _refused(self, exc: NotAuthorizedError, actor: str, auth: Authority) -> NotAuthorizedError:
+        """The one-line error of a refused append; if the acting key was revoked, it says which key to
+        use instead (:func:`instead_of_revoked`)."""
+        return NotAuthorizedError(
+            f"{exc.message}: nothing recorded{instead_of_revoked(auth, actor)}", path=self.root
+        )
 
     def put_openings(self, fields: dict[str, Any]) -> tuple[dict[str, str], str | None]:
         """Commit to free-text fields; store their openings as an object. Returns (commitments, object id)."""

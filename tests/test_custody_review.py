@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import SAMPLE_FILES, Cli
 
 
 def _new_key(cli: Cli, name: str) -> str:
@@ -296,3 +296,54 @@ def test_half_finished_rotate_says_how_to_finish(
     keys = cli("--vault", vault, "key", "list", "--json").json()["authorized"]
     assert [k["revoked_seq"] is None for k in keys if k["fingerprint"] == alice] == [False]
     assert cli("--vault", vault, "verify", "--json", "--trust", alice).code == 0
+
+
+def _defaults(cli: Cli) -> list[str]:
+    idents = cli("key", "list", "--json").json()["identities"]
+    return [i["fingerprint"] for i in idents if i["default"]]
+
+
+def test_rotate_makes_the_new_key_the_default(cli: Cli, vault: Path, identity: str, tmp_path: Path) -> None:
+    """After `key rotate` the revoked old key stayed the default identity: the next `add` or `annotate`
+    failed "was revoked" with no hint. The new key takes the old one's place as the default."""
+    res = cli("--vault", vault, "key", "rotate", "--json")
+    assert res.code == 0, res.stderr
+    new = res.json()["new"]
+    assert _defaults(cli) == [new]
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(b"taken after the rotation")
+    res = cli("--vault", vault, "add", photo, "--json")
+    assert res.code == 0, res.stderr
+    event = json.loads(_log(vault).splitlines()[-1])
+    assert event["actor"] == new and event["type"] == "item.ingested"
+    # Rotating a key that is not the default leaves the default alone.
+    bob = _new_key(cli, "Bob")
+    pub = cli("key", "export-public", bob).stdout.strip()
+    assert cli("--vault", vault, "key", "add", pub).code == 0
+    res = cli("--vault", vault, "--key", bob, "key", "rotate", "--json")
+    assert res.code == 0, res.stderr
+    assert _defaults(cli) == [new]
+
+
+def test_refusal_of_a_revoked_key_says_which_key_to_use(cli: Cli, filled_vault: Path, identity: str) -> None:
+    """A command refused because the acting key was revoked names the one key on this machine the vault
+    still authorizes, or points to --key when there is not exactly one."""
+    vault = filled_vault
+    item = SAMPLE_FILES[0]
+    bob = _new_key(cli, "Bob")
+    pub = cli("key", "export-public", bob).stdout.strip()
+    assert cli("--vault", vault, "key", "add", pub).code == 0
+    assert cli("--vault", vault, "key", "revoke", bob, "--reason", "laptop lost").code == 0
+    before = _log(vault)
+    res = cli("--vault", vault, "--key", bob, "annotate", item, "--note", "x")
+    assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "was revoked at seq" in res.stderr and "nothing recorded" in res.stderr
+    assert f"`evidence-vault --key {identity} ...`" in res.stderr
+    carol = _new_key(cli, "Carol")
+    pub = cli("key", "export-public", carol).stdout.strip()
+    assert cli("--vault", vault, "key", "add", pub).code == 0
+    before = _log(vault)
+    res = cli("--vault", vault, "--key", bob, "annotate", item, "--note", "x")
+    assert res.code == 2 and "`evidence-vault --key FINGERPRINT ...`" in res.stderr, res.stderr
+    assert identity not in res.stderr
+    assert _log(vault) == before
