@@ -233,7 +233,12 @@ def derive(
     tool: str,
     note: str | None,
 ) -> tuple[str, list[Event]]:
-    """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy)."""
+    """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy).
+
+    The link is the ``derived_from`` of the copy's ingest event, so a file already in the vault is
+    refused (``UsageError``), unless it is already this original's working copy: then nothing is
+    recorded and no events are returned (or only the ``item.derived`` event an interrupted derive did
+    not write)."""
     if action not in ACTIONS:
         raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     if vault.in_log(original) is None:
@@ -242,7 +247,27 @@ def derive(
     if derived_id == original:
         raise UsageError("the working copy is byte-identical to its original", path=derived_file)
     events: list[Event] = []
-    if vault.in_log(derived_id) is None:
+    if vault.in_log(derived_id) is not None:
+        recorded = vault.events_for(derived_id)
+        ingest = next(
+            (e for e in recorded if e.type == ev.ITEM_INGESTED and e.data.get("item") == derived_id), None
+        )
+        linked_to = ingest.data.get("derived_from") if ingest is not None else None
+        if linked_to != original:
+            what = f"as a working copy of {linked_to}" if linked_to else "as an item of its own"
+            raise UsageError(
+                f"already in the vault {what} ({derived_id}): only a file `derive` ingests can be "
+                "linked to an original; nothing recorded",
+                path=derived_file,
+            )
+        if any(
+            e.type == ev.ITEM_DERIVED
+            and e.data.get("original") == original
+            and e.data.get("derived") == derived_id
+            for e in recorded
+        ):
+            return derived_id, []  # already this original's working copy: nothing to record
+    else:
         results: list[AddResult] = vault.add(
             [str(derived_file)], lambda: signer, AddOptions(derived_from=original, follow_symlinks=True)
         )
