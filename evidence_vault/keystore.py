@@ -212,14 +212,26 @@ def export_private(
     new_passphrase: PassphraseSource | None = None,
 ) -> None:
     """Back up a private key as a passphrase-protected OpenSSH file (never unencrypted).
-    ``new_passphrase`` (default ``passphrase``) gives the backup's: a prompt asks for it twice."""
+    ``new_passphrase`` (default ``passphrase``) gives the backup's: a prompt asks for it twice.
+    ``out`` must be a new file in a folder that exists (checked before any passphrase is asked for)."""
+    _check_backup_path(out)
     signer = store.signer(ident, passphrase)
     secret = (new_passphrase or passphrase)(f"passphrase to protect the backup of {ident.name}")
     if not secret:
         raise PassphraseError("a backup is always encrypted: give a passphrase")
-    if out.exists():
-        raise UsageError("file exists; will not overwrite a key file", path=out)
+    _check_backup_path(out)  # again: a prompt may have taken a while
     write_atomic(out, signing.private_openssh(signer, secret), mode=0o600)
+
+
+def _check_backup_path(out: Path) -> None:
+    """Refuse a backup path that is a directory, an existing file, or in a folder that does not exist (as
+    ``export --out`` does: a mistyped path, or a disk not mounted, is no place to create folders)."""
+    if out.is_dir():
+        raise UsageError("is a directory; give the name of a new file for the backup", path=out)
+    if os.path.lexists(out):
+        raise UsageError("file exists; will not overwrite a key file", path=out)
+    if not out.parent.is_dir():
+        raise UsageError("destination folder does not exist", path=out.parent)
 
 
 def check_identity_text(name: str, email: str | None) -> None:

@@ -332,3 +332,25 @@ def test_open_of_a_missing_original_records_no_access(
     assert "nothing recorded" in line and "No such file" not in line
     assert (filled_vault / "log.jsonl").read_bytes() == log
     assert list(scratch.iterdir()) == []
+
+
+def test_key_export_to_a_missing_folder_or_a_directory_is_refused(
+    cli: Cli, identity: str, tmp_path: Path
+) -> None:
+    """`key export --encrypted` made the missing folders of its path (exit 0), where `export --out` and
+    `prove --out` refuse; and a directory was called "file exists"."""
+    missing = tmp_path / "usb" / "keys"
+    res = cli("key", "export", "--encrypted", missing / "backup.key")
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert f"{missing}: destination folder does not exist" in line
+    assert not (tmp_path / "usb").exists()
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    res = cli("key", "export", "--encrypted", folder)
+    assert res.code == 2, res.stderr
+    assert f"{folder}: is a directory" in _one_line(res.stderr)
+    assert list(folder.iterdir()) == []
+    assert cli("key", "export", "--encrypted", folder / "backup.key").code == 0
+    res = cli("key", "export", "--encrypted", folder / "backup.key")
+    assert res.code == 2 and "file exists; will not overwrite a key file" in _one_line(res.stderr)

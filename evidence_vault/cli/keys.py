@@ -214,7 +214,11 @@ def rotate(
 def export(
     ctx: typer.Context,
     encrypted: Annotated[
-        str, typer.Option("--encrypted", help="Backup file to write (OpenSSH, passphrase-protected).")
+        str,
+        typer.Option(
+            "--encrypted",
+            help="Backup file to write (OpenSSH, passphrase-protected): a new file in a folder that exists.",
+        ),
     ],
     fingerprint: Annotated[str | None, typer.Argument(help="Fingerprint (default: the acting key).")] = None,
 ) -> None:
