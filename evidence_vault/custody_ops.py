@@ -19,12 +19,12 @@ from typing import Any
 from . import events as ev
 from .anchors_verify import _iso
 from .custody_log import Head
-from .errors import EvidenceVaultError, NotAuthorizedError, UsageError
+from .errors import EvidenceVaultError, NotAuthorizedError, UsageError, VaultFormatError
 from .events import Event
 from .hashing import hash_file
 from .keystore import KeyStore, check_identity_text
 from .signing import PublicKey, Signer, fingerprint_prefix
-from .vault import AddOptions, AddResult, Vault
+from .vault import AddOptions, AddResult, Vault, instead_of_revoked
 
 ACTIONS = ("redact", "transcode", "crop", "extract")
 
@@ -90,12 +90,21 @@ def key_revoke(vault: Vault, signer: Signer, fingerprint: str, *, reason: str) -
 def key_rotate(
     vault: Vault, old: Signer, store: KeyStore, passphrase: bytes | None, *, name: str, email: str | None
 ) -> tuple[str, list[Event]]:
-    """New key, old key revoked, in one step: the old key authorizes the new, the new revokes the old."""
+    """New key, old key revoked, in one step: the old key authorizes the new, the new revokes the old.
+    The new key becomes the default identity of ``store`` if the old one was."""
     from . import signing
 
-    grant = vault.authority().keys.get(old.fingerprint)
+    auth = vault.authority()
+    grant = auth.keys.get(old.fingerprint)
     if grant is None or grant.revoked_seq is not None:
-        raise NotAuthorizedError(f"key {old.fingerprint} is not an active key of this vault")
+        raise NotAuthorizedError(
+            f"key {old.fingerprint} is not an active key of this vault"
+            + instead_of_revoked(auth, old.fingerprint, store)
+        )
+    try:
+        was_default = store.find().fingerprint == old.fingerprint
+    except EvidenceVaultError:  # not one of this store's identities
+        was_default = False
     check_identity_text(name, email)  # before the log names the new key: add_identity would refuse it
     new = signing.generate()
     data = {
@@ -105,7 +114,7 @@ def key_rotate(
     }
     first = vault.append(old, [(ev.KEY_ADDED, data)])
     # Store the new private key only once the log names it.
-    store.add_identity(new, name=name, email=email, passphrase=passphrase)
+    store.add_identity(new, name=name, email=email, passphrase=passphrase, make_default=was_default)
     reason = f"rotated to {new.fingerprint}"
     try:
         second = vault.append(new, [(ev.KEY_REVOKED, {"fingerprint": old.fingerprint, "reason": reason})])
@@ -184,16 +193,33 @@ def access(vault: Vault, signer: Signer, item: str, *, purpose: str, kind: str =
 
 
 def open_copy(vault: Vault, signer: Signer, item: str, *, purpose: str) -> Path:
-    """A read-only working copy in a fresh temporary directory, recorded as an access."""
+    """A read-only working copy in a fresh temporary directory, recorded as an access.
+
+    The copy is made first and the access recorded after it: an original that cannot be copied (missing
+    from the store, unreadable) records nothing, and a refused append leaves no copy behind."""
     described = vault.index.item(item)
     if described is None:
         raise UsageError(f"no item {item} in this vault")
-    access(vault, signer, item, purpose=purpose, kind="opened")
+    source = vault.objects.path(item.removeprefix("sha256:"))
     directory = Path(tempfile.mkdtemp(prefix="evidence-vault-"))
     name = os.path.basename(described.name or item[7:19]) or item[7:19]
     target = directory / name
-    shutil.copyfile(vault.objects.path(item.removeprefix("sha256:")), target)
-    os.chmod(target, stat.S_IRUSR | stat.S_IRGRP)
+    try:
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError:
+            if os.path.lexists(source):
+                raise
+            raise VaultFormatError(
+                f"the original of item {item} is missing from the object store (`evidence-vault verify` "
+                "reports it as object.missing): nothing opened, nothing recorded",
+                path=source,
+            ) from None
+        os.chmod(target, stat.S_IRUSR | stat.S_IRGRP)
+        access(vault, signer, item, purpose=purpose, kind="opened")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     return target
 
 
@@ -207,7 +233,12 @@ def derive(
     tool: str,
     note: str | None,
 ) -> tuple[str, list[Event]]:
-    """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy)."""
+    """Ingest a working copy linked to its original (Berkeley Protocol: original vs working copy).
+
+    The link is the ``derived_from`` of the copy's ingest event, so a file already in the vault is
+    refused (``UsageError``), unless it is already this original's working copy: then nothing is
+    recorded and no events are returned (or only the ``item.derived`` event an interrupted derive did
+    not write)."""
     if action not in ACTIONS:
         raise UsageError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     if vault.in_log(original) is None:
@@ -216,7 +247,27 @@ def derive(
     if derived_id == original:
         raise UsageError("the working copy is byte-identical to its original", path=derived_file)
     events: list[Event] = []
-    if vault.in_log(derived_id) is None:
+    if vault.in_log(derived_id) is not None:
+        recorded = vault.events_for(derived_id)
+        ingest = next(
+            (e for e in recorded if e.type == ev.ITEM_INGESTED and e.data.get("item") == derived_id), None
+        )
+        linked_to = ingest.data.get("derived_from") if ingest is not None else None
+        if linked_to != original:
+            what = f"as a working copy of {linked_to}" if linked_to else "as an item of its own"
+            raise UsageError(
+                f"already in the vault {what} ({derived_id}): only a file `derive` ingests can be "
+                "linked to an original; nothing recorded",
+                path=derived_file,
+            )
+        if any(
+            e.type == ev.ITEM_DERIVED
+            and e.data.get("original") == original
+            and e.data.get("derived") == derived_id
+            for e in recorded
+        ):
+            return derived_id, []  # already this original's working copy: nothing to record
+    else:
         results: list[AddResult] = vault.add(
             [str(derived_file)], lambda: signer, AddOptions(derived_from=original, follow_symlinks=True)
         )

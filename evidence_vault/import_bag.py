@@ -82,6 +82,7 @@ def import_bag(
 ) -> ImportResult:
     """Verify ``path`` (bag directory or zip), then ingest its payload (:class:`BundleRejected` if not)."""
     path = Path(path)
+    vault.require_appendable(signer)  # a refusal known now stores nothing (no orphan objects)
     tmp = Path(tempfile.mkdtemp(prefix="evidence-vault-import-"))
     try:
         root = path

@@ -14,7 +14,7 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,9 +134,16 @@ class KeyStore:
 
     # -- create / load ---------------------------------------------------------------------------
     def add_identity(
-        self, signer: signing.Signer, *, name: str, email: str | None, passphrase: bytes | None
+        self,
+        signer: signing.Signer,
+        *,
+        name: str,
+        email: str | None,
+        passphrase: bytes | None,
+        make_default: bool = False,
     ) -> Identity:
-        """Store a private key (encrypted when a passphrase is given) and register it."""
+        """Store a private key (encrypted when a passphrase is given) and register it; it becomes the
+        default identity if it is the first one, or with ``make_default``."""
         check_identity_text(name, email)
         existing = self.identities()
         fp = signer.fingerprint
@@ -154,10 +161,12 @@ class KeyStore:
             name=name,
             email=email,
             created=utc_now(),
-            default=not existing,
+            default=make_default or not existing,
             encrypted=passphrase is not None,
             public_key=signer.public.openssh(),
         )
+        if ident.default:  # one default identity
+            existing = [replace(i, default=False) for i in existing]
         self._save_index([*(i.to_dict() for i in existing), ident.to_dict()])
         return ident
 
@@ -203,14 +212,26 @@ def export_private(
     new_passphrase: PassphraseSource | None = None,
 ) -> None:
     """Back up a private key as a passphrase-protected OpenSSH file (never unencrypted).
-    ``new_passphrase`` (default ``passphrase``) gives the backup's: a prompt asks for it twice."""
+    ``new_passphrase`` (default ``passphrase``) gives the backup's: a prompt asks for it twice.
+    ``out`` must be a new file in a folder that exists (checked before any passphrase is asked for)."""
+    _check_backup_path(out)
     signer = store.signer(ident, passphrase)
     secret = (new_passphrase or passphrase)(f"passphrase to protect the backup of {ident.name}")
     if not secret:
         raise PassphraseError("a backup is always encrypted: give a passphrase")
-    if out.exists():
-        raise UsageError("file exists; will not overwrite a key file", path=out)
+    _check_backup_path(out)  # again: a prompt may have taken a while
     write_atomic(out, signing.private_openssh(signer, secret), mode=0o600)
+
+
+def _check_backup_path(out: Path) -> None:
+    """Refuse a backup path that is a directory, an existing file, or in a folder that does not exist (as
+    ``export --out`` does: a mistyped path, or a disk not mounted, is no place to create folders)."""
+    if out.is_dir():
+        raise UsageError("is a directory; give the name of a new file for the backup", path=out)
+    if os.path.lexists(out):
+        raise UsageError("file exists; will not overwrite a key file", path=out)
+    if not out.parent.is_dir():
+        raise UsageError("destination folder does not exist", path=out.parent)
 
 
 def check_identity_text(name: str, email: str | None) -> None:

@@ -20,7 +20,7 @@ from .append_guard import KeyChain, refusal, seen_problem, tail_problem
 from .atomic import write_atomic
 from .authority import Authority
 from .canonical import canonical
-from .custody_log import CustodyLog, Head
+from .custody_log import CustodyLog, Head, TornLineError
 from .errors import (
     EvidenceVaultError,
     IngestError,
@@ -32,7 +32,7 @@ from .errors import (
 from .events import Event
 from .hashing import LEAF_CHUNK, Digest, hash_file
 from .index import Index, IndexedItem, items_of
-from .keystore import TrustStore, utc_now
+from .keystore import KeyStore, TrustStore, utc_now
 from .locate import VAULT_FILE as VAULT_FILE
 from .locate import find_vault as find_vault
 from .merkle import root_from_leaves
@@ -203,6 +203,26 @@ def _duplicate(shown: str, digest: Digest, media_type: str | None, restored: boo
     return AddResult(shown, "duplicate", digest.id, digest.size, media_type, message=message)
 
 
+def instead_of_revoked(auth: Authority, actor: str, store: KeyStore | None = None) -> str:
+    """For a refusal of ``actor``'s signature: if the vault revoked ``actor``, a clause naming the key to
+    use instead (the one identity on this machine the vault authorizes), or pointing to ``--key``;
+    otherwise nothing."""
+    grant = auth.keys.get(actor)
+    if grant is None or grant.revoked_seq is None:
+        return ""
+    try:
+        mine = [i.fingerprint for i in (store or KeyStore()).identities()]
+    except EvidenceVaultError:  # an unreadable identity index: no key to name
+        mine = []
+    usable = [fp for fp in mine if (g := auth.keys.get(fp)) is not None and g.revoked_seq is None]
+    if len(usable) == 1:
+        return (
+            f"; use the one key on this machine that this vault authorizes: "
+            f"`evidence-vault --key {usable[0]} ...`"
+        )
+    return "; give a key this vault authorizes with `evidence-vault --key FINGERPRINT ...` (see `key list`)"
+
+
 class Vault:
     """An open vault directory."""
 
@@ -371,6 +391,8 @@ class Vault:
             self.index.authority()
             sodium_verify()  # the tail check under the lock verifies a signature
         actor = signer()  # unlock before any file is read, so a wrong passphrase costs nothing
+        # What would refuse the append is known now: refuse before any file is stored (no orphans).
+        self.require_appendable(actor)
 
         def emit(res: AddResult) -> None:
             results.append(res)
@@ -700,15 +722,27 @@ class Vault:
         if problem:
             raise refusal(head, problem, self.log.path, repairable=True)
 
+    def require_appendable(self, signer: Signer, etype: str = ev.ITEM_INGESTED) -> None:
+        """Raise now what appending an ``etype`` event signed by ``signer`` would raise (a torn last line,
+        one no authorized key wrote there, a key not allowed to sign), before work that stores objects.
+        The append checks it all again under the writer lock."""
+        head, torn = self.log.tail_state()
+        if torn:
+            raise TornLineError(self.log.path)
+        if head is not None:
+            self.require_sound_tail(head)
+        self.require_authorized(signer, head, etype)
+
     def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
         """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""
         probe = Event(
             seq=(head.seq + 1) if head else 0, prev=None, time="", type=etype, actor=signer.fingerprint
         )
+        auth = self.index.authority()
         try:
-            self.index.authority().check(probe)
+            auth.check(probe)
         except NotAuthorizedError as exc:
-            raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
+            raise self._refused(exc, signer.fingerprint, auth) from None
 
     def append(
         self,
@@ -748,10 +782,17 @@ class Vault:
                 auth.check(probe)
                 custody.check(probe, auth)
             except NotAuthorizedError as exc:
-                raise NotAuthorizedError(f"{exc.message}: nothing recorded", path=self.root) from None
+                raise self._refused(exc, signer.fingerprint, auth) from None
             auth.apply(probe)
             custody.apply(probe)
             seq += 1
+
+    def _refused(self, exc: NotAuthorizedError, actor: str, auth: Authority) -> NotAuthorizedError:
+        """The one-line error of a refused append; if the acting key was revoked, it says which key to
+        use instead (:func:`instead_of_revoked`)."""
+        return NotAuthorizedError(
+            f"{exc.message}: nothing recorded{instead_of_revoked(auth, actor)}", path=self.root
+        )
 
     def put_openings(self, fields: dict[str, Any]) -> tuple[dict[str, str], str | None]:
         """Commit to free-text fields; store their openings as an object. Returns (commitments, object id)."""

@@ -357,3 +357,55 @@ def test_vault_with_another_genesis_key_than_pinned_is_refused(
     code, found = _doctor(cli, filled_vault, "--repair")  # cutting lines would not help: none is cut
     assert code == 1 and not found["unsound_lines"][0]["repairable"]
     assert log.read_bytes() == before
+
+
+def _objects(vault: Path) -> set[str]:
+    return {p.name for p in (vault / "objects").rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("why", ["unsound last line", "revoked key"])
+def test_add_refused_for_a_known_reason_stores_nothing(
+    cli: Cli, filled_vault: Path, tmp_path: Path, why: str
+) -> None:
+    """A refusal known before any file is read (the log ends with a line no authorized key wrote, or the
+    acting key is revoked) said "nothing recorded" but left the file in objects/: the next `verify` warned
+    of an orphan (and `verify --strict` failed). Now nothing is stored either."""
+    new = tmp_path / "new.bin"
+    new.write_bytes(b"a file this vault has never seen " * 100)
+    args: tuple[str, ...] = ()
+    if why == "revoked key":
+        bob = cli("key", "new", "--name", "Bob", "--json").json()["fingerprint"]
+        pub = cli("key", "export-public", bob).stdout.strip()
+        assert cli("--vault", filled_vault, "key", "add", pub).code == 0
+        assert cli("--vault", filled_vault, "key", "revoke", bob, "--reason", "lost").code == 0
+        args = ("--key", bob)
+    else:
+        _append(filled_vault, _line(filled_vault, None, ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)))
+    stored = _objects(filled_vault)
+    log = _log(filled_vault)
+    before = log.read_bytes()
+    res = cli("--vault", filled_vault, *args, "add", new)
+    assert res.code == 2, res.stderr
+    assert "nothing recorded" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert log.read_bytes() == before
+    assert _objects(filled_vault) == stored, "a refused add must not leave the file in the store"
+    if why == "unsound last line":
+        assert cli("--vault", filled_vault, "doctor", "--repair").code == 0
+    res = cli("--vault", filled_vault, "verify", "--strict", "--json")
+    assert "object.orphan" not in {f["code"] for f in res.json()["findings"]}
+
+
+def test_import_refused_after_an_unsound_last_line_stores_nothing(
+    cli: Cli, filled_vault: Path, identity: str, tmp_path: Path
+) -> None:
+    """`import` stored the bag's files (and its tag files' object) before its append was refused."""
+    bag = tmp_path / "bag.zip"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag, "--zip").code == 0
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    _append(other, _line(other, None, ev.ITEM_ANNOTATED, {"item": "sha256:" + "0" * 64, "tags": ["forged"]}))
+    stored = _objects(other)
+    before = _log(other).read_bytes()
+    res = cli("--vault", other, "import", bag, "--trust", identity)
+    _refused(res, _log(other), before, "signature does not verify")
+    assert _objects(other) == stored

@@ -391,3 +391,56 @@ def test_report_out_through_a_link_to_the_log_is_refused(
     # A path outside the vault is still written.
     res = cli("--vault", filled_vault, "report", "--out", tmp_path / "ok.html")
     assert res.code == 0 and (tmp_path / "ok.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_open_of_a_missing_original_records_no_access(
+    cli: Cli,
+    filled_vault: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    items: Callable[[Path], list[dict[str, Any]]],
+) -> None:
+    """`open` signed an `item.accessed` event and then failed on ENOENT: an access that did not happen was
+    recorded. Now the copy comes first: one line naming the missing object, exit 2, nothing recorded,
+    no empty working-copy folder left behind."""
+    import tempfile
+
+    from tests.conftest import object_path
+
+    item = items(filled_vault)[0]["id"]
+    obj = object_path(filled_vault, item)
+    obj.parent.chmod(0o755)
+    obj.unlink()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    log = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, "open", item[7:19])
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert f"{obj}: the original of item {item} is missing from the object store" in line
+    assert "nothing recorded" in line and "No such file" not in line
+    assert (filled_vault / "log.jsonl").read_bytes() == log
+    assert list(scratch.iterdir()) == []
+
+
+def test_key_export_to_a_missing_folder_or_a_directory_is_refused(
+    cli: Cli, identity: str, tmp_path: Path
+) -> None:
+    """`key export --encrypted` made the missing folders of its path (exit 0), where `export --out` and
+    `prove --out` refuse; and a directory was called "file exists"."""
+    missing = tmp_path / "usb" / "keys"
+    res = cli("key", "export", "--encrypted", missing / "backup.key")
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert f"{missing}: destination folder does not exist" in line
+    assert not (tmp_path / "usb").exists()
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    res = cli("key", "export", "--encrypted", folder)
+    assert res.code == 2, res.stderr
+    assert f"{folder}: is a directory" in _one_line(res.stderr)
+    assert list(folder.iterdir()) == []
+    assert cli("key", "export", "--encrypted", folder / "backup.key").code == 0
+    res = cli("key", "export", "--encrypted", folder / "backup.key")
+    assert res.code == 2 and "file exists; will not overwrite a key file" in _one_line(res.stderr)

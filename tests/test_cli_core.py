@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from evidence_vault import __version__
 from tests.conftest import SAMPLE_FILES, Cli, object_path
 from tests.paths import CORPUS
@@ -349,3 +351,59 @@ def test_fingerprints_and_times_are_never_cut_to_fit(cli: Cli, filled_vault: Pat
         assert e["time"] in text.stderr and e["actor"] in text.stderr
     both = cli("--vault", filled_vault, "timeline", item, "--json", "--format", "markdown")
     assert both.code == 2 and "two formats" in both.stderr
+
+
+def _at_a_terminal_prompt(args: list[str], key: bytes, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``evidence-vault ARGS`` on a pseudo-terminal, type ``key`` at its first prompt; (exit, output)."""
+    import pty
+    import select
+    import time
+
+    from tests.conftest import _command
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once
+        command = _command()
+        os.execve(command[0], [*command, *args], env)
+    out = b""
+    typed = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the child is gone
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not typed and b"assphrase" in out:
+                time.sleep(0.2)  # let getpass switch echo off first
+                os.write(fd, key)
+                typed = True
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
+def test_end_of_input_at_a_passphrase_prompt_is_one_line_exit_2(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-D at a passphrase prompt printed click's "Aborted!" and exited 1 (FAIL elsewhere); Ctrl-C
+    there exits 130 with "interrupted", as anywhere else."""
+    monkeypatch.delenv("EVIDENCE_VAULT_PASSPHRASE")
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    code, out = _at_a_terminal_prompt(["key", "new", "--name", "X"], b"\x04", env)
+    assert code == 2, out
+    assert "Aborted" not in out and "Traceback" not in out
+    assert (
+        "error: no passphrase given (end of input): set EVIDENCE_VAULT_PASSPHRASE or use --passphrase-file"
+        in out
+    )
+    assert not (home / "identities.json").exists()
+    code, out = _at_a_terminal_prompt(["key", "new", "--name", "X"], b"\x03", env)
+    assert code == 130, out
+    assert "error: interrupted" in out and "Aborted" not in out

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import SAMPLE_FILES, Cli
 
 
 def _new_key(cli: Cli, name: str) -> str:
@@ -296,3 +296,123 @@ def test_half_finished_rotate_says_how_to_finish(
     keys = cli("--vault", vault, "key", "list", "--json").json()["authorized"]
     assert [k["revoked_seq"] is None for k in keys if k["fingerprint"] == alice] == [False]
     assert cli("--vault", vault, "verify", "--json", "--trust", alice).code == 0
+
+
+def _defaults(cli: Cli) -> list[str]:
+    idents = cli("key", "list", "--json").json()["identities"]
+    return [i["fingerprint"] for i in idents if i["default"]]
+
+
+def test_rotate_makes_the_new_key_the_default(cli: Cli, vault: Path, identity: str, tmp_path: Path) -> None:
+    """After `key rotate` the revoked old key stayed the default identity: the next `add` or `annotate`
+    failed "was revoked" with no hint. The new key takes the old one's place as the default."""
+    res = cli("--vault", vault, "key", "rotate", "--json")
+    assert res.code == 0, res.stderr
+    new = res.json()["new"]
+    assert _defaults(cli) == [new]
+    photo = tmp_path / "photo.bin"
+    photo.write_bytes(b"taken after the rotation")
+    res = cli("--vault", vault, "add", photo, "--json")
+    assert res.code == 0, res.stderr
+    event = json.loads(_log(vault).splitlines()[-1])
+    assert event["actor"] == new and event["type"] == "item.ingested"
+    # Rotating a key that is not the default leaves the default alone.
+    bob = _new_key(cli, "Bob")
+    pub = cli("key", "export-public", bob).stdout.strip()
+    assert cli("--vault", vault, "key", "add", pub).code == 0
+    res = cli("--vault", vault, "--key", bob, "key", "rotate", "--json")
+    assert res.code == 0, res.stderr
+    assert _defaults(cli) == [new]
+
+
+def test_refusal_of_a_revoked_key_says_which_key_to_use(cli: Cli, filled_vault: Path, identity: str) -> None:
+    """A command refused because the acting key was revoked names the one key on this machine the vault
+    still authorizes, or points to --key when there is not exactly one."""
+    vault = filled_vault
+    item = SAMPLE_FILES[0]
+    bob = _new_key(cli, "Bob")
+    pub = cli("key", "export-public", bob).stdout.strip()
+    assert cli("--vault", vault, "key", "add", pub).code == 0
+    assert cli("--vault", vault, "key", "revoke", bob, "--reason", "laptop lost").code == 0
+    before = _log(vault)
+    res = cli("--vault", vault, "--key", bob, "annotate", item, "--note", "x")
+    assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "was revoked at seq" in res.stderr and "nothing recorded" in res.stderr
+    assert f"`evidence-vault --key {identity} ...`" in res.stderr
+    carol = _new_key(cli, "Carol")
+    pub = cli("key", "export-public", carol).stdout.strip()
+    assert cli("--vault", vault, "key", "add", pub).code == 0
+    before = _log(vault)
+    res = cli("--vault", vault, "--key", bob, "annotate", item, "--note", "x")
+    assert res.code == 2 and "`evidence-vault --key FINGERPRINT ...`" in res.stderr, res.stderr
+    assert identity not in res.stderr
+    assert _log(vault) == before
+
+
+def test_derive_of_a_file_already_in_the_vault(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+    """`derive ORIGINAL FILE` where FILE was already an item signed `item.derived` (again on each run)
+    and said "linked to its original", yet `show` had no link (the link is the ingest's derived_from).
+    Now: refused unless FILE is already this original's working copy, which records nothing."""
+    vault = filled_vault
+
+    def derive(original: Path, copy: Path, *extra: str) -> Any:
+        return cli("--vault", vault, "derive", original, copy, "--action", "crop", "--tool", "t", *extra)
+
+    def item(path: Path) -> dict[str, Any]:
+        res = cli("--vault", vault, "show", path, "--json")
+        assert res.code == 0, res.stderr
+        shown: dict[str, Any] = res.json()
+        return shown
+
+    original, other = SAMPLE_FILES[0], SAMPLE_FILES[1]
+    before = _log(vault)
+    res = derive(original, other)
+    assert res.code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"{other}: already in the vault as an item of its own" in res.stderr
+    assert "nothing recorded" in res.stderr and _log(vault) == before
+    assert item(other)["derived_from"] is None
+
+    copy = tmp_path / "cropped.jpg"
+    copy.write_bytes(original.read_bytes()[:-64])
+    res = derive(original, copy, "--json")
+    assert res.code == 0 and res.json()["status"] == "added", res.stderr
+    assert item(copy)["derived_from"] == item(original)["id"]
+    before = _log(vault)
+    res = derive(original, copy, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["status"] == "duplicate" and res.json()["events"] == []
+    assert _log(vault) == before
+    human = derive(original, copy)
+    assert human.code == 0 and "already linked to this original: nothing recorded" in human.stderr
+    res = derive(other, copy)
+    assert res.code == 2 and f"already in the vault as a working copy of {item(original)['id']}" in res.stderr
+    assert _log(vault) == before
+    assert item(original)["derived_copies"] == [item(copy)["id"]]
+
+
+def test_derive_again_after_an_interrupted_one_records_the_link_event(
+    cli: Cli, filled_vault: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A derive whose `item.derived` append failed after the copy was ingested: running it again records
+    that event (the copy is already linked to this original), once."""
+    from evidence_vault import custody_ops
+    from evidence_vault.errors import EvidenceVaultError
+
+    copy = tmp_path / "cropped.jpg"
+    copy.write_bytes(SAMPLE_FILES[0].read_bytes()[:-64])
+    args = ("--vault", filled_vault, "derive", SAMPLE_FILES[0], copy, "--action", "crop", "--tool", "t")
+
+    def refuse(*_: Any) -> Any:
+        raise EvidenceVaultError("the vault is locked by another writer")
+
+    with monkeypatch.context() as m:  # not monkeypatch.undo(): that would also undo the test's home
+        m.setattr(custody_ops, "_append", refuse)
+        assert cli(*args).code == 2
+    types = [json.loads(line)["type"] for line in _log(filled_vault).splitlines()]
+    assert types[-1] == "item.ingested" and "item.derived" not in types
+    res = cli(*args, "--json")
+    assert res.code == 0 and res.json()["status"] == "added", res.stderr
+    assert [e["type"] for e in res.json()["events"]] == ["item.derived"]
+    res = cli(*args, "--json")
+    assert res.code == 0 and res.json()["status"] == "duplicate"
+    assert [json.loads(line)["type"] for line in _log(filled_vault).splitlines()].count("item.derived") == 1

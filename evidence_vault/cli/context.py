@@ -22,6 +22,11 @@ if TYPE_CHECKING:  # imported where used: `--help` and `--version` must not pay 
 TextValue = TypeVar("TextValue", str, "str | None", "list[str] | None")
 
 
+NO_PASSPHRASE_EOF = (
+    "no passphrase given (end of input): set EVIDENCE_VAULT_PASSPHRASE or use --passphrase-file"
+)
+
+
 @dataclass
 class State:
     vault: str | None = None
@@ -63,7 +68,16 @@ class State:
         if sys.stdin.isatty():
             # Only the first letter is raised: str.capitalize() would lowercase the key's fingerprint.
             text = what[:1].upper() + what[1:]
-            value: str = typer.prompt(text, hide_input=True, confirmation_prompt=confirm)
+            try:
+                value: str = typer.prompt(text, hide_input=True, confirmation_prompt=confirm)
+            except typer.Abort as exc:
+                # click turns both end of input (Ctrl-D) and Ctrl-C at a prompt into "Aborted!" and exit 1
+                # (1 means FAIL here); what it caught is the exception's context.
+                if isinstance(exc.__context__, EOFError):
+                    raise PassphraseError(NO_PASSPHRASE_EOF) from None
+                if isinstance(exc.__context__, KeyboardInterrupt):
+                    raise KeyboardInterrupt from None  # "interrupted", exit 130, as anywhere else
+                raise
             return value.encode() or None
         return None
 

@@ -124,7 +124,11 @@ def derive(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Ingest a working copy linked to its original."""
+    """Ingest a working copy linked to its original.
+
+    A file already in the vault is refused (exit 2), unless it is already this original's working copy:
+    then it is reported as a duplicate and nothing is recorded.
+    """
     from .. import custody_ops
 
     st = signing_state(ctx)
@@ -132,10 +136,13 @@ def derive(
     derived_id, events = custody_ops.derive(
         vault, st.signer(), vault.resolve(original).id, derived, action=action, tool=tool, note=note
     )
+    status = "added" if events else "duplicate"
     if json_out:
-        output.emit_json({"id": derived_id, "events": [e.to_dict() for e in events]})
-    else:
+        output.emit_json({"id": derived_id, "status": status, "events": [e.to_dict() for e in events]})
+    elif events:
         output.info(f"working copy {derived_id} linked to its original")
+    else:
+        output.info(f"working copy {derived_id} is already linked to this original: nothing recorded")
 
 
 TIMELINE_FORMATS = ("text", "json", "markdown")

@@ -183,7 +183,10 @@ def rotate(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Replace your key: the old key authorizes a new one, the new one revokes the old (one step)."""
+    """Replace your key: the old key authorizes a new one, the new one revokes the old (one step).
+
+    The new key becomes your default identity if the old one was.
+    """
     from ..custody_ops import key_rotate
 
     st = state(ctx)
@@ -199,7 +202,8 @@ def rotate(
     if json_out:
         output.emit_json({"old": old.fingerprint, "new": new_fp, "events": [e.to_dict() for e in events]})
     else:
-        output.info(f"rotated {old.fingerprint} -> {new_fp}")
+        moved = store.find().fingerprint == new_fp
+        output.info(f"rotated {old.fingerprint} -> {new_fp}" + (" (now your default key)" if moved else ""))
         print(new_fp)
 
 
@@ -207,7 +211,11 @@ def rotate(
 def export(
     ctx: typer.Context,
     encrypted: Annotated[
-        str, typer.Option("--encrypted", help="Backup file to write (OpenSSH, passphrase-protected).")
+        str,
+        typer.Option(
+            "--encrypted",
+            help="Backup file to write (OpenSSH, passphrase-protected): a new file in a folder that exists.",
+        ),
     ],
     fingerprint: Annotated[str | None, typer.Argument(help="Fingerprint (default: the acting key).")] = None,
 ) -> None:
