@@ -145,8 +145,13 @@ class CustodyLog:
         try:
             return Head.read(line, before, end - torn), torn
         except IntegrityError as exc:
-            raise IntegrityError(
-                f"last complete log line is damaged ({exc.message}); run `evidence-vault verify`",
+            from .append_guard import UnsoundTailError  # the guard reads this module
+
+            # Nothing is chained onto it: a refusal of the writing commands (exit 2), as for a line no
+            # authorized key wrote.
+            raise UnsoundTailError(
+                f"last complete log line is damaged ({exc.message}); nothing recorded. Run `evidence-vault "
+                "verify`; `evidence-vault doctor --repair` sets it aside (a copy is kept)",
                 path=self.path,
             ) from None
 

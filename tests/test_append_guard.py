@@ -252,7 +252,9 @@ def test_damaged_last_line_is_set_aside(cli: Cli, filled_vault: Path) -> None:
     genuine = log.read_bytes()
     _append(filled_vault, b"{not json\n")
     res = cli("--vault", filled_vault, "add", NEW_FILE)
-    assert res.code == 1 and "last complete log line is damaged" in res.stderr
+    assert (
+        res.code == 2 and "last complete log line is damaged" in res.stderr
+    )  # a refusal, as for any unsound last line
     code, fixed = _doctor(cli, filled_vault, "--repair")
     assert code == 0
     (line,) = fixed["unsound_lines"]
@@ -363,7 +365,7 @@ def _objects(vault: Path) -> set[str]:
     return {p.name for p in (vault / "objects").rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("why", ["unsound last line", "revoked key"])
+@pytest.mark.parametrize("why", ["unsound last line", "revoked key", "damaged last line"])
 def test_add_refused_for_a_known_reason_stores_nothing(
     cli: Cli, filled_vault: Path, tmp_path: Path, why: str
 ) -> None:
@@ -379,6 +381,8 @@ def test_add_refused_for_a_known_reason_stores_nothing(
         assert cli("--vault", filled_vault, "key", "add", pub).code == 0
         assert cli("--vault", filled_vault, "key", "revoke", bob, "--reason", "lost").code == 0
         args = ("--key", bob)
+    elif why == "damaged last line":  # no JSON at all: a refusal too (it exited 1, the FAIL code)
+        _append(filled_vault, b"garbage{\n")
     else:
         _append(filled_vault, _line(filled_vault, None, ev.ITEM_ANNOTATED, _annotation(cli, filled_vault)))
     stored = _objects(filled_vault)
@@ -389,7 +393,8 @@ def test_add_refused_for_a_known_reason_stores_nothing(
     assert "nothing recorded" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert log.read_bytes() == before
     assert _objects(filled_vault) == stored, "a refused add must not leave the file in the store"
-    if why == "unsound last line":
+    if why != "revoked key":
+        assert "doctor --repair" in res.stderr
         assert cli("--vault", filled_vault, "doctor", "--repair").code == 0
     res = cli("--vault", filled_vault, "verify", "--strict", "--json")
     assert "object.orphan" not in {f["code"] for f in res.json()["findings"]}
