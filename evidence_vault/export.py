@@ -469,6 +469,13 @@ def export(
     if not out.parent.is_dir():
         raise UsageError("destination folder does not exist", path=out.parent)
     vault.require_authorized(signer, vault.log.tail_state()[0], ev.ITEM_EXPORTED)
+    for item in item_ids:  # before anything is written: one line naming the item, not a bare ENOENT
+        if not vault.objects.path(item.removeprefix("sha256:")).is_file():
+            raise EvidenceVaultError(
+                f"the original of item {item} is missing from the object store (`evidence-vault verify` "
+                "reports it); nothing exported",
+                path=vault.objects.path(item.removeprefix("sha256:")),
+            )
     export_id = str(uuid.uuid4())
     created = utc_now()
     work = out.parent / f".{out.name}.export-{export_id[:8]}"

@@ -444,3 +444,22 @@ def test_key_export_to_a_missing_folder_or_a_directory_is_refused(
     assert cli("key", "export", "--encrypted", folder / "backup.key").code == 0
     res = cli("key", "export", "--encrypted", folder / "backup.key")
     assert res.code == 2 and "file exists; will not overwrite a key file" in _one_line(res.stderr)
+
+
+def test_export_of_a_missing_original_names_the_item(
+    cli: Cli, filled_vault: Path, tmp_path: Path, items: Callable[[Path], list[dict[str, Any]]]
+) -> None:
+    """export stopped on a bare "No such file or directory": one line names the item, nothing written."""
+    from tests.conftest import object_path
+
+    item = items(filled_vault)[0]["id"]
+    obj = object_path(filled_vault, item)
+    obj.parent.chmod(0o755)
+    obj.unlink()
+    log = (filled_vault / "log.jsonl").read_bytes()
+    res = cli("--vault", filled_vault, "export", item[7:19], "--out", tmp_path / "bag")
+    assert res.code == 2, res.stderr
+    line = _one_line(res.stderr)
+    assert f"the original of item {item} is missing from the object store" in line
+    assert "No such file" not in line
+    assert (filled_vault / "log.jsonl").read_bytes() == log and not (tmp_path / "bag").exists()
