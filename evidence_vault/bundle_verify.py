@@ -36,7 +36,7 @@ from .anchors_verify import (
     check_checkpoint_dir,
     pinned_tsa_roots,
 )
-from .bagit import read_bag_info, validate_bag
+from .bagit import SOFTWARE_AGENT, bag_info_value, read_bag_info, validate_bag
 from .checkpoint import Checkpoint
 from .errors import BagError, EvidenceVaultError, UsageError
 from .events import Event, line_hash, parse_line
@@ -60,6 +60,19 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _WITHHELD_KEYS = {"seq", "withheld", "line_sha256", "leaf_hash"}
 _SIZE_DIR = re.compile(r"^[0-9]{1,20}$")  # ASCII digits only: str.isdigit() also takes '²'
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: The labels an export writes in bag-info.txt, each once (Payload-Oxum is the BagIt validator's).
+BAG_INFO_LABELS = (
+    "Source-Organization",
+    "External-Description",
+    "External-Identifier",
+    "Internal-Sender-Identifier",
+    "Bag-Count",
+    "Bag-Group-Identifier",
+    "Bagging-Date",
+    "Bag-Software-Agent",
+    "Payload-Oxum",
+)
 
 
 def mentioned_items(event: Event) -> list[str]:
@@ -89,6 +102,19 @@ def withheld_stub(seq: int, line: bytes) -> bytes:
 
 def key_file_name(fingerprint: str) -> str:
     return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
+
+
+def external_description(n_items: int) -> str:
+    """bag-info.txt's ``External-Description`` of an export of ``n_items`` items."""
+    return (
+        f"evidence-vault export of {n_items} item(s) with their custody log, proofs and keys; see VERIFY.md"
+    )
+
+
+def short(value: Any, limit: int = 100) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile value can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass
@@ -548,6 +574,86 @@ def check_evidence(bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes]
     return state
 
 
+def signed_vault_name(state: EvidenceState) -> str | None:
+    """The vault name the bag's signed ``vault.created`` line (seq 0) gives, if it is revealed."""
+    genesis = state.revealed.get(0)
+    if genesis is None or genesis.type != ev.VAULT_CREATED:
+        return None
+    name = genesis.data.get("name")
+    return name if isinstance(name, str) else None
+
+
+def check_bag_info(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """bag-info.txt holds the labels an export writes, each once, with what the verified log gives:
+    ``Source-Organization`` = the vault name of the signed ``vault.created`` line, ``External-Identifier``
+    = its vault id; ``Internal-Sender-Identifier`` and ``Bag-Group-Identifier`` = ``export.json``'s
+    ``export_id``. Nothing else is in it (a label no one checks could claim anything)."""
+    subject = "bag-info.txt"
+    if not (bag_root / subject).is_file():
+        report.fail("bundle.missing-file", subject, "bag-info.txt is missing")
+        return
+    try:
+        info = read_bag_info(bag_root)
+    except EvidenceVaultError as exc:
+        report.fail("bundle.malformed", subject, exc.message)
+        return
+    for label in sorted(set(info) - set(BAG_INFO_LABELS)):
+        report.fail(
+            "bundle.export-mismatch",
+            subject,
+            f"label {short(label)} is not one an evidence-vault export writes (nothing checks it)",
+        )
+    name = signed_vault_name(state)
+    export_id = state.export.get("export_id")
+    expected: dict[str, tuple[str | None, str]] = {
+        "Source-Organization": (
+            None if name is None else bag_info_value(name),
+            "the vault name the signed vault.created line gives",
+        ),
+        "External-Identifier": (state.vault_id, "the vault id the signed vault.created line gives"),
+        "External-Description": (external_description(len(state.log.items)), "what the export writes"),
+        "Internal-Sender-Identifier": (
+            export_id if isinstance(export_id, str) else None,
+            "the export_id of evidence/export.json",
+        ),
+        "Bag-Group-Identifier": (
+            export_id if isinstance(export_id, str) else None,
+            "the export_id of evidence/export.json",
+        ),
+        "Bag-Count": ("1 of 1", "what the export writes"),
+        "Bag-Software-Agent": (SOFTWARE_AGENT, "what the export writes"),
+    }
+    for label in BAG_INFO_LABELS:
+        values = info.get(label, [])
+        if label == "Payload-Oxum":
+            continue  # the BagIt validator checks it (bag.bag-info.*)
+        if len(values) != 1:
+            report.fail(
+                "bundle.export-mismatch",
+                subject,
+                f"{label} is there {len(values)} times: an export writes it once",
+            )
+            continue
+        value = values[0]
+        if label == "Bagging-Date":
+            if not _DATE.match(value):
+                report.fail("bundle.export-mismatch", subject, f"Bagging-Date {short(value)} is no date")
+            continue
+        want, what = expected[label]
+        if want is None:
+            if label == "Source-Organization":
+                report.fail(
+                    "bundle.export-mismatch",
+                    subject,
+                    f"{label} cannot be checked: no signed vault.created line in the log gives a name",
+                )
+            continue  # a missing vault id or export_id is reported where it is missing
+        if value != want:
+            report.fail(
+                "bundle.export-mismatch", subject, f"{label} is {short(value)}, not {what} ({short(want)})"
+            )
+
+
 def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[str, str]:
     """Every file under data/ must be an exported item, and every exported item present: path -> item."""
     found: dict[str, str] = {}
@@ -641,14 +747,8 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
             report.warn(f"bag.{f.code}", f.path or ".", f.message)
     state = check_evidence(root, report, tsa_roots=tsa_roots)
     report.vault_id = state.vault_id
-    try:
-        info = read_bag_info(root)
-        if state.vault_id and info.get("External-Identifier", [state.vault_id])[0] != state.vault_id:
-            report.fail(
-                "bundle.export-mismatch", "bag-info.txt", "External-Identifier is not the log's vault id"
-            )
-    except EvidenceVaultError:
-        pass
+    report.vault_name = signed_vault_name(state)
+    check_bag_info(root, report, state)
     check_payload(root, report, state)
     check_keys(root, report, state)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)

@@ -27,8 +27,8 @@ from . import commitments, merkle
 from . import events as ev
 from .anchors_verify import tsa_root_file
 from .authority import Authority
-from .bagit import bag_to_zip, unique_names, write_bag
-from .bundle_verify import EVIDENCE, is_revealed, key_file_name, withheld_stub
+from .bagit import bag_info_value, bag_to_zip, unique_names, write_bag
+from .bundle_verify import EVIDENCE, external_description, is_revealed, key_file_name, withheld_stub
 from .canonical import canonical
 from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
@@ -71,6 +71,7 @@ class Staged:
     names: dict[str, str] = field(default_factory=dict)  # item -> payload name (under data/)
     signers: dict[str, str] = field(default_factory=dict)  # fingerprint -> key name
     genesis: str | None = None  # the vault's genesis key (the one to pin)
+    vault_name: str = ""  # as the signed vault.created line gives it (vault.json's copy is unsigned)
     revealed: int = 0
     withheld: int = 0
     redacted: set[str] = field(default_factory=set)
@@ -174,6 +175,7 @@ def stage_evidence(
     ingests: dict[str, Event] = {}
     hidden_ingests: dict[str, Event] = {}  # exported items whose ingest the rule withholds
     shown: set[int] = set()
+    signed_name: str | None = None
     for raw in vault.log.iter_raw():
         if not raw.complete:
             break
@@ -182,6 +184,8 @@ def stage_evidence(
         lines.append(raw.data)
         if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
             auth.apply(event)
+        if seq == 0 and event.type == ev.VAULT_CREATED and isinstance(event.data.get("name"), str):
+            signed_name = event.data["name"]
         if not is_revealed(event, exported):
             if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
                 hidden_ingests.setdefault(str(event.data["item"]), event)
@@ -208,6 +212,7 @@ def stage_evidence(
         wanted,
     )
     staged.genesis = auth.genesis
+    staged.vault_name = signed_name if signed_name is not None else vault.config.name
     _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
 
     # Checkpoints recorded in the log, with their proofs; the block headers; Merkle proofs.
@@ -317,7 +322,7 @@ def stage_evidence(
         "export_id": export_id,
         "created": created,
         "vault_id": vault.config.vault_id,
-        "vault_name": vault.config.name,
+        "vault_name": staged.vault_name,
         "genesis_key": auth.genesis,
         "log_size": len(lines),
         "checkpoints": staged.checkpoints,
@@ -467,7 +472,7 @@ def export(
         stage = work / "stage"
         stage.mkdir()
         staged = stage_evidence(vault, item_ids, stage, redact=redact, export_id=export_id, created=created)
-        (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, vault.config.name), "utf-8")
+        (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, staged.vault_name), "utf-8")
         thumbs = {i: vault.objects.path(i.removeprefix("sha256:")) for i in item_ids}
         html = render_for_bag(stage, thumbs, names={i: f"data/{n}" for i, n in staged.names.items()})
         tag_files = {
@@ -476,9 +481,8 @@ def export(
         tag_files["report.html"] = html.encode("utf-8")
         tag_files["verify_bundle.py"] = template("verify_bundle.py").encode("utf-8")
         bag_info = {
-            "Source-Organization": vault.config.name.replace("\n", " "),
-            "External-Description": f"evidence-vault export of {len(item_ids)} item(s) with their custody "
-            "log, proofs and keys; see VERIFY.md",
+            "Source-Organization": bag_info_value(staged.vault_name),
+            "External-Description": external_description(len(item_ids)),
             "External-Identifier": vault.config.vault_id,
             "Internal-Sender-Identifier": export_id,
             "Bag-Count": "1 of 1",

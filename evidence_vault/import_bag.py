@@ -1,9 +1,11 @@
 """Take custody of a received bag: verify it, then ingest its files with their provenance.
 
-Each payload file is ingested like ``add`` does, with ``source`` = "bag <External-Identifier> from
-<Source-Organization>", and its ingest event carries ``provenance``: the SHA-256 of the bag's
-``tagmanifest-sha256.txt``, the sending vault's id, and the object holding the bag's tag files (a zip of
-everything but ``data/``), so the received custody log and proofs stay with the files.
+Each payload file is ingested like ``add`` does, with ``source`` = "bag <vault id> from <vault name>",
+both as the bag's verified, signed ``vault.created`` line gives them (never from the unsigned
+bag-info.txt, which verify-bundle only checks against them), and its ingest event carries
+``provenance``: the SHA-256 of the bag's ``tagmanifest-sha256.txt``, the sending vault's id, and the
+object holding the bag's tag files (a zip of everything but ``data/``), so the received custody log and
+proofs stay with the files.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bagit import read_bag_info
+from .bagit import bag_info_value
 from .bundle_verify import verify_bundle
 from .errors import EvidenceVaultError, UsageError
 from .report import Report
@@ -100,10 +102,9 @@ def import_bag(
             raise BundleRejected(
                 f"bag does not verify ({report.outcome}: {', '.join(codes)}); nothing imported", path=path
             )
-        info = read_bag_info(root)
-        ext_id = (info.get("External-Identifier") or ["?"])[0]
-        org = (info.get("Source-Organization") or ["?"])[0]
-        source = f"bag {ext_id} from {org}"
+        # The sender as the verified log signs it, never as the unsigned bag-info.txt says.
+        sender = bag_info_value(report.vault_name) if report.vault_name is not None else "?"
+        source = f"bag {report.vault_id or '?'} from {sender}"
         tagmanifest = hashlib.sha256((root / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
         digest, stored_now = vault.objects.put_bytes(_tag_zip(root))
         provenance = {

@@ -650,3 +650,74 @@ def test_withheld_lines_are_noted_without_changing_the_outcome(
     report = cli("verify-bundle", full, "--json").json()
     assert report["stats"]["withheld"] == 0
     assert "bundle.withheld-lines" not in {f["code"] for f in report["findings"]}
+
+
+def _set_bag_info(bag: Path, label: str, value: str | None) -> None:
+    """Replace (or with None remove) a bag-info.txt label, then re-make the tag manifest."""
+    info = bag / "bag-info.txt"
+    lines = [ln for ln in info.read_text().splitlines() if not ln.startswith(f"{label}:")]
+    if value is not None:
+        lines.append(f"{label}: {value}")
+    info.write_text("".join(ln + "\n" for ln in lines))
+    rewrite_tagmanifest(bag)
+
+
+def _mismatches(bag: Path, code: str = "bundle.export-mismatch") -> list[str]:
+    report = verify_bundle(bag)
+    return [f"{f.subject}: {f.message}" for f in report.failures if f.code == code]
+
+
+def test_source_organization_must_be_the_signed_vault_name(cli: Cli, bag: Path, tmp_path: Path) -> None:
+    """bag-info.txt is unsigned: a Source-Organization other than the name the signed vault.created line
+    gives is a FAIL (and import, refusing the bag, records nothing)."""
+    assert "Source-Organization: test vault\n" in (bag / "bag-info.txt").read_text()
+    _set_bag_info(bag, "Source-Organization", "Trusted Police Lab")
+    assert _mismatches(bag) == [
+        "bag-info.txt: Source-Organization is 'Trusted Police Lab', not the vault name the signed "
+        "vault.created line gives ('test vault')"
+    ]
+    code, found = check(cli, bag)
+    assert code == 1 and found == {"bundle.export-mismatch"}
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    before = (other / "log.jsonl").read_bytes()
+    res = cli("--vault", other, "import", bag)
+    assert res.code == 1 and "bundle.export-mismatch" in res.stderr, res.stderr
+    assert (other / "log.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("label", "value", "expected"),
+    [
+        ("Contact-Name", "Det. Smith, Trusted Police Lab", "label 'Contact-Name' is not one"),
+        ("External-Description", "certified authentic", "External-Description is 'certified authentic'"),
+        ("External-Identifier", None, "External-Identifier is there 0 times"),
+        ("Internal-Sender-Identifier", "another-export", "Internal-Sender-Identifier is 'another-export'"),
+        ("Bag-Count", "1 of 2", "Bag-Count is '1 of 2'"),
+        ("Bagging-Date", "certified 2020", "Bagging-Date 'certified 2020' is no date"),
+    ],
+)
+def test_every_bag_info_label_is_checked(bag: Path, label: str, value: str | None, expected: str) -> None:
+    _set_bag_info(bag, label, value)
+    found = _mismatches(bag)
+    assert len(found) == 1 and found[0].startswith(f"bag-info.txt: {expected}"), found
+
+
+def test_import_takes_the_sender_from_the_signed_log(
+    cli: Cli, filled_vault: Path, tmp_path: Path, identity: str
+) -> None:
+    """vault.json's name is unsigned too: export writes the name the signed vault.created line gives, and
+    import records the sender from the verified log."""
+    config = filled_vault / "vault.json"
+    doc = json.loads(config.read_text())
+    doc["name"] = "Trusted Police Lab"
+    config.write_text(json.dumps(doc))
+    out = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", out).code == 0
+    assert "Source-Organization: test vault\n" in (out / "bag-info.txt").read_text()
+    assert json.loads((out / "evidence" / "export.json").read_text())["vault_name"] == "test vault"
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    res = cli("--vault", other, "import", out, "--trust", identity, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["source"] == f"bag {doc['vault_id']} from test vault"
