@@ -20,7 +20,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +109,16 @@ def external_description(n_items: int) -> str:
     return (
         f"evidence-vault export of {n_items} item(s) with their custody log, proofs and keys; see VERIFY.md"
     )
+
+
+def fingerprints_text(signers: Iterable[str], auth: Authority) -> str:
+    """``evidence/keys/fingerprints.txt``: one line per key that signed a revealed line (sorted), with the
+    role and name the log's key lines give it."""
+    out = []
+    for fp in sorted(signers):
+        grant = auth.keys.get(fp)
+        out.append(f"{fp}  {grant.role if grant else '?'}  {grant.name if grant else '?'}\n")
+    return "".join(out)
 
 
 def short(value: Any, limit: int = 100) -> str:
@@ -565,6 +575,8 @@ def check_evidence(bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes]
     ev_root = bag_root / EVIDENCE
     state = EvidenceState()
     export = _read_json(ev_root / "export.json", report, "evidence/export.json")
+    if export is not None and not isinstance(export, dict):
+        report.fail("bundle.malformed", "evidence/export.json", "not a JSON object")
     state.export = export if isinstance(export, dict) else {}
     check_log(ev_root, report, state)
     check_event_files(ev_root, report, state)
@@ -652,6 +664,143 @@ def check_bag_info(bag_root: Path, report: Report, state: EvidenceState) -> None
             report.fail(
                 "bundle.export-mismatch", subject, f"{label} is {short(value)}, not {what} ({short(want)})"
             )
+
+
+def check_fingerprints_txt(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """``evidence/keys/fingerprints.txt`` must list exactly the keys that signed, as the log names them."""
+    subject = "evidence/keys/fingerprints.txt"
+    try:
+        got = read_bytes(bag_root / EVIDENCE / "keys" / "fingerprints.txt")
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", subject, "file is missing")
+        return
+    except OSError as exc:
+        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+        return
+    want = fingerprints_text(state.signers, state.log.authority).encode()
+    if got != want:
+        have, need = got.splitlines(), want.splitlines()
+        extra = [short(x.decode("utf-8", "backslashreplace")) for x in have if x not in need]
+        missing = [short(x.decode()) for x in need if x not in have]
+        report.fail(
+            "bundle.keys-mismatch",
+            subject,
+            "is not exactly the keys that signed, with the role and name the log gives them: "
+            f"extra {', '.join(extra[:5]) or 'none'}; missing {', '.join(missing[:5]) or 'none'}",
+        )
+
+
+_EXPORT_FIELDS = frozenset(
+    {
+        "v",
+        "type",
+        "export_id",
+        "created",
+        "vault_id",
+        "vault_name",
+        "genesis_key",
+        "log_size",
+        "checkpoints",
+        "redacted_fields",
+        "items",
+    }
+)
+_EXPORT_ITEM_FIELDS = ("id", "path", "size", "media_type", "ingest_seq")
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal as JSON (``True`` is not ``1``)."""
+    return json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def _shipped_checkpoints(ev_root: Path) -> list[int]:
+    base = ev_root / "checkpoints"
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in base.iterdir() if _SIZE_DIR.match(p.name) and p.is_dir() and not p.is_symlink()
+    )
+
+
+def check_export_doc(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """Every field of ``evidence/export.json`` that the verified log and evidence determine must say
+    what they do (``bundle.export-mismatch`` naming the field); ``export_id`` and ``created`` are the
+    exporter's word alone (informational: the export id is in bag-info.txt too)."""
+    doc = state.export
+    if not doc:
+        return  # missing or not an object: reported
+    subject = "evidence/export.json"
+
+    def fail(message: str) -> None:
+        report.fail("bundle.export-mismatch", subject, message)
+
+    extra, missing = sorted(set(doc) - _EXPORT_FIELDS), sorted(_EXPORT_FIELDS - set(doc))
+    if extra:
+        fail(f"fields {', '.join(short(f) for f in extra[:5])} are not ones an export writes")
+    if missing:
+        fail(f"lacks the fields {', '.join(missing)}")
+    withheld: set[str] = set()
+    for item, rec in state.log.items.items():
+        withheld |= set(rec.committed) - set(state.openings.get(item, {}))
+    derived: dict[str, tuple[Any, str]] = {
+        "v": (1, "the format version"),
+        "type": ("evidence-vault-export", "the document type"),
+        "vault_id": (state.vault_id, "the vault id of the signed vault.created line"),
+        "vault_name": (signed_vault_name(state), "the vault name of the signed vault.created line"),
+        "genesis_key": (state.log.authority.genesis, "the key of the signed vault.created line"),
+        "log_size": (state.log.events, "the number of lines in evidence/log.jsonl"),
+        "checkpoints": (_shipped_checkpoints(bag_root / EVIDENCE), "the sizes in evidence/checkpoints/"),
+        "redacted_fields": (sorted(withheld), "the signed metadata fields the bag does not open"),
+    }
+    for name, (want, what) in derived.items():
+        if name in doc and want is not None and not _same(doc[name], want):
+            fail(f"field {name!r} is {short(doc[name])}, not {what} ({short(want)})")
+    if "export_id" in doc and not isinstance(doc["export_id"], str):
+        fail(f"field 'export_id' is {short(doc['export_id'])}, not a string")
+    if "created" in doc and not (isinstance(doc["created"], str) and _TIME.match(doc["created"])):
+        fail(f"field 'created' is {short(doc['created'])}, not a time (YYYY-MM-DDTHH:MM:SS.sssZ)")
+    if "items" in doc:
+        _check_export_items(doc["items"], state, fail)
+
+
+def _check_export_items(items: Any, state: EvidenceState, fail: Callable[[str], None]) -> None:
+    """``items``: one entry per item ingested in the revealed log, with its signed size, media type and
+    ingest seq (``path`` is checked against ``data/`` by :func:`check_payload`)."""
+    if not isinstance(items, list):
+        fail("field 'items' is not a list")
+        return
+    seen: set[str] = set()
+    for n, entry in enumerate(items):
+        where = f"field 'items' entry {n}"
+        if not isinstance(entry, dict):
+            fail(f"{where} is not an object")
+            continue
+        if sorted(entry) != sorted(_EXPORT_ITEM_FIELDS):
+            fail(f"{where} does not have exactly the fields {', '.join(_EXPORT_ITEM_FIELDS)}")
+        item = entry.get("id")
+        if not isinstance(item, str) or item not in state.log.items:
+            fail(f"{where}: {short(item)} is not an item ingested in the revealed log")
+            continue
+        if item in seen:
+            fail(f"{where}: item {item} is listed twice")
+            continue
+        seen.add(item)
+        rec = state.log.items[item]
+        ingest = state.revealed.get(rec.seq)
+        signed = {
+            "size": rec.size,
+            "ingest_seq": rec.seq,
+            "media_type": ingest.data.get("media_type") if ingest is not None else None,
+        }
+        for name, want in signed.items():
+            if name in entry and not _same(entry[name], want):
+                fail(
+                    f"{where} ({item}): {name!r} is {short(entry[name])}, not what its signed ingest "
+                    f"line gives ({short(want)})"
+                )
+    for item, _rec in state.log.items.items():
+        if item not in seen:
+            fail(f"field 'items' lacks item {item}, which the revealed log ingests")
 
 
 def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[str, str]:
@@ -750,7 +899,9 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
     report.vault_name = signed_vault_name(state)
     check_bag_info(root, report, state)
     check_payload(root, report, state)
+    check_export_doc(root, report, state)
     check_keys(root, report, state)
+    check_fingerprints_txt(root, report, state)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
     _note_withheld(report, state)
     _item_times(state.log, report, state.anchored)

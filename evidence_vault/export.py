@@ -28,7 +28,14 @@ from . import events as ev
 from .anchors_verify import tsa_root_file
 from .authority import Authority
 from .bagit import bag_info_value, bag_to_zip, unique_names, write_bag
-from .bundle_verify import EVIDENCE, external_description, is_revealed, key_file_name, withheld_stub
+from .bundle_verify import (
+    EVIDENCE,
+    external_description,
+    fingerprints_text,
+    is_revealed,
+    key_file_name,
+    withheld_stub,
+)
 from .canonical import canonical
 from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
@@ -273,13 +280,7 @@ def stage_evidence(
         _write(ev_root, f"keys/{key_file_name(fp)}", (grant.public_key + "\n").encode())
         allowed.append(f'{fp} namespaces="{NAMESPACE}" {grant.public_key}\n')
     _write(ev_root, "keys/allowed_signers", "".join(allowed).encode())
-    _write(
-        ev_root,
-        "keys/fingerprints.txt",
-        "".join(
-            f"{fp}  {auth.keys[fp].role}  {auth.keys[fp].name}\n" for fp in sorted(staged.signers)
-        ).encode(),
-    )
+    _write(ev_root, "keys/fingerprints.txt", fingerprints_text(staged.signers, auth).encode())
 
     # Metadata openings; payload names.
     originals: list[Any] = []

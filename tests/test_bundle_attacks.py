@@ -721,3 +721,63 @@ def test_import_takes_the_sender_from_the_signed_log(
     res = cli("--vault", other, "import", out, "--trust", identity, "--json")
     assert res.code == 0, res.stderr
     assert res.json()["source"] == f"bag {doc['vault_id']} from test vault"
+
+
+def test_fingerprints_txt_lists_exactly_the_signers(bag: Path) -> None:
+    """export.md: fingerprints.txt lists exactly the keys that signed (with the role and name the log
+    gives them); an extra line, or a name changed, is a FAIL."""
+    path = bag / "evidence" / "keys" / "fingerprints.txt"
+    honest = path.read_text()
+    path.write_text(honest + "SHA256:" + "A" * 43 + "  admin  Trusted Police Lab\n")
+    rewrite_tagmanifest(bag)
+    found = _mismatches(bag, "bundle.keys-mismatch")
+    assert len(found) == 1 and found[0].startswith("evidence/keys/fingerprints.txt: is not exactly"), found
+    assert "Trusted Police Lab" in found[0]
+    path.write_text(honest.replace("Alice Custodian", "Trusted Police Lab"))
+    rewrite_tagmanifest(bag)
+    assert [f.split(":")[0] for f in _mismatches(bag, "bundle.keys-mismatch")] == [
+        "evidence/keys/fingerprints.txt"
+    ]
+
+
+def _edit_export(bag: Path, change: Any) -> None:
+    path = bag / "evidence" / "export.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc, indent=1))
+    rewrite_tagmanifest(bag)
+
+
+EXPORT_EDITS: dict[str, tuple[Any, str]] = {
+    "genesis_key": (lambda d: d.update(genesis_key="SHA256:" + "A" * 43), "field 'genesis_key' is"),
+    "vault_name": (lambda d: d.update(vault_name="Trusted Police Lab"), "field 'vault_name' is"),
+    "vault_id": (lambda d: d.update(vault_id="00000000-0000-4000-8000-000000000000"), "field 'vault_id' is"),
+    "log_size": (lambda d: d.update(log_size=d["log_size"] + 1), "field 'log_size' is"),
+    "log_size true": (lambda d: d.update(log_size=True), "field 'log_size' is"),
+    "checkpoints": (lambda d: d.update(checkpoints=d["checkpoints"][:1]), "field 'checkpoints' is"),
+    "redacted_fields": (lambda d: d.update(redacted_fields=["gps_lat"]), "field 'redacted_fields' is"),
+    "created": (lambda d: d.update(created="certified"), "field 'created' is 'certified', not a time"),
+    "extra field": (lambda d: d.update(certified_by="Police"), "fields 'certified_by' are not ones"),
+    "field removed": (lambda d: d.pop("vault_name"), "lacks the fields vault_name"),
+    "item size": (lambda d: d["items"][0].update(size=1), "field 'items' entry 0 (sha256:"),
+    "item media_type": (
+        lambda d: d["items"][0].update(media_type="video/mp4"),
+        "'media_type' is 'video/mp4'",
+    ),
+    "item ingest_seq": (lambda d: d["items"][0].update(ingest_seq=0), "'ingest_seq' is 0, not"),
+    "item extra field": (
+        lambda d: d["items"][0].update(note="x"),
+        "entry 0 does not have exactly the fields",
+    ),
+    "item removed": (lambda d: d["items"].pop(), "field 'items' lacks item sha256:"),
+    "item twice": (lambda d: d["items"].append(dict(d["items"][0])), "is listed twice"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EXPORT_EDITS))
+def test_export_json_says_what_the_verified_log_does(bag: Path, edit: str) -> None:
+    """Every export.json field the verified log and evidence determine is checked; the finding names it."""
+    change, expected = EXPORT_EDITS[edit]
+    _edit_export(bag, change)
+    found = [f for f in _mismatches(bag) if f.startswith("evidence/export.json: ")]
+    assert len(found) == 1 and expected in found[0], found
