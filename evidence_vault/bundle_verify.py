@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -102,6 +103,36 @@ def withheld_stub(seq: int, line: bytes) -> bytes:
 
 def key_file_name(fingerprint: str) -> str:
     return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
+
+
+#: Files at the top of a bag that an export writes (beside data/ and evidence/).
+BAG_TOP_FILES = frozenset(
+    {
+        "bagit.txt",
+        "bag-info.txt",
+        "manifest-sha256.txt",
+        "tagmanifest-sha256.txt",
+        "VERIFY.md",
+        "report.html",
+        "verify_bundle.py",
+    }
+)
+_CHECKPOINT_FILES = frozenset({"checkpoint", "checkpoint.sig", "checkpoint.ots"})
+_TOKEN_FILES = (".chain.pem", ".ca.pem", ".json", ".tsr")  # beside each tsa-<name>.tsr
+
+
+def checkpoint_files(names: Iterable[str]) -> set[str]:
+    """Of the file names in a checkpoint directory, those an export ships: ``checkpoint``, its ``.sig``
+    and ``.ots``, and for each RFC 3161 token ``tsa-<name>.tsr`` its ``.json``, ``.chain.pem`` and
+    ``.ca.pem``. Anything else there is checked by nothing."""
+    names = set(names)
+    tokens = {n.removesuffix(".tsr") for n in names if n.startswith("tsa-") and n.endswith(".tsr")}
+    out = set()
+    for n in names:
+        ext = next((e for e in _TOKEN_FILES if n.endswith(e)), None)
+        if n in _CHECKPOINT_FILES or (ext is not None and n.removesuffix(ext) in tokens):
+            out.add(n)
+    return out
 
 
 def external_description(n_items: int) -> str:
@@ -803,6 +834,51 @@ def _check_export_items(items: Any, state: EvidenceState, fail: Callable[[str], 
             fail(f"field 'items' lacks item {item}, which the revealed log ingests")
 
 
+def check_bag_files(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """Every file of the bag must be one an export writes (``bundle.unexpected-file`` naming it
+    otherwise: nothing else checks it, and it could claim anything), and none a symbolic link (an export
+    writes none). The payload files are :func:`check_payload`'s, ``evidence/events/`` is
+    :func:`check_event_files`' and the entries right under ``evidence/checkpoints/`` are
+    :func:`_checkpoint_dirs`'."""
+    ev_dir = EVIDENCE
+    items = {item.removeprefix("sha256:"): rec for item, rec in state.log.items.items()}
+    expected = set(BAG_TOP_FILES) | {
+        f"{ev_dir}/{name}"
+        for name in (
+            "log.jsonl",
+            "export.json",
+            "headers.json",
+            "keys/allowed_signers",
+            "keys/fingerprints.txt",
+            *(f"keys/{key_file_name(fp)}" for fp in state.signers),
+            *(f"openings/{hex_id}.json" for hex_id in items),
+            *(f"metadata/{hex_id}.json" for hex_id, rec in items.items() if rec.metadata),
+        )
+    }
+    if _shipped_checkpoints(bag_root / EVIDENCE):
+        expected |= {f"{ev_dir}/proofs/inclusion.json", f"{ev_dir}/proofs/consistency.json"}
+    checkpoints = f"{ev_dir}/checkpoints"
+    for dirpath, dirnames, filenames in os.walk(bag_root):  # never into a symbolic link
+        base = Path(dirpath).relative_to(bag_root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        in_checkpoint = base.startswith(checkpoints + "/") and _SIZE_DIR.match(base.split("/")[2])
+        shipped = checkpoint_files(filenames) if in_checkpoint and base.count("/") == 2 else set()
+        for name in sorted(dirnames + filenames):
+            rel = prefix + name
+            if os.path.islink(os.path.join(dirpath, name)):
+                report.fail("bundle.unexpected-file", rel, "a symbolic link: an export writes none")
+            elif name in dirnames or base == checkpoints:
+                continue  # a directory; or right under checkpoints/: _checkpoint_dirs reports it
+            elif base == "data" or base.startswith(("data/", f"{ev_dir}/events")):
+                continue  # the payload, and the signed-bytes files: checked elsewhere
+            elif (name not in shipped) if in_checkpoint else (rel not in expected):
+                report.fail(
+                    "bundle.unexpected-file",
+                    rel,
+                    "not a file an evidence-vault export writes: nothing checks what it says",
+                )
+
+
 def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[str, str]:
     """Every file under data/ must be an exported item, and every exported item present: path -> item."""
     found: dict[str, str] = {}
@@ -902,6 +978,7 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
     check_export_doc(root, report, state)
     check_keys(root, report, state)
     check_fingerprints_txt(root, report, state)
+    check_bag_files(root, report, state)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
     _note_withheld(report, state)
     _item_times(state.log, report, state.anchored)

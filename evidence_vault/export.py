@@ -30,6 +30,7 @@ from .authority import Authority
 from .bagit import bag_info_value, bag_to_zip, unique_names, write_bag
 from .bundle_verify import (
     EVIDENCE,
+    checkpoint_files,
     external_description,
     fingerprints_text,
     is_revealed,
@@ -228,8 +229,9 @@ def stage_evidence(
     for size in recorded:
         src = checkpoint_dir(vault, size)
         rel_dir = f"checkpoints/{src.name}"
+        files = checkpoint_files(f.name for f in src.iterdir() if f.is_file() and not f.is_symlink())
         for f in sorted(src.iterdir()):
-            if not f.is_file() or f.name.startswith("."):
+            if f.name not in files:  # what verify-bundle would refuse: no checkpoint file, or a link
                 continue
             _write(ev_root, f"{rel_dir}/{f.name}", f.read_bytes())
             if f.name.startswith("tsa-") and f.suffix == ".json":

@@ -781,3 +781,48 @@ def test_export_json_says_what_the_verified_log_does(bag: Path, edit: str) -> No
     _edit_export(bag, change)
     found = [f for f in _mismatches(bag) if f.startswith("evidence/export.json: ")]
     assert len(found) == 1 and expected in found[0], found
+
+
+ZEROS = "0" * 64
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        f"evidence/metadata/{ZEROS}.json",
+        f"evidence/openings/{ZEROS}.json",
+        "evidence/extra.txt",
+        "evidence/keys/notes.txt",
+        "evidence/proofs/extra.json",
+        "evidence/notes/certificate.txt",
+        "CERTIFICATE.txt",
+        "checkpoint file",
+    ],
+)
+def test_a_file_the_export_does_not_write_is_a_fail(bag: Path, rel: str) -> None:
+    """Nothing checks a file the export does not write, so it could claim anything: FAIL naming it
+    (listed in the tag manifest or not)."""
+    if rel == "checkpoint file":
+        rel = _first_checkpoint(bag).relative_to(bag).as_posix() + "/tsa-x.json"
+    (bag / rel).parent.mkdir(parents=True, exist_ok=True)
+    (bag / rel).write_text('{"certified_by": "Trusted Police Lab"}\n')
+    rewrite_tagmanifest(bag)
+    with (bag / "tagmanifest-sha256.txt").open("a") as f:
+        f.write(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}\n")
+    assert _mismatches(bag, "bundle.unexpected-file") == [
+        f"{rel}: not a file an evidence-vault export writes: nothing checks what it says"
+    ]
+
+
+def test_a_symbolic_link_inside_the_bag_is_a_fail(cli: Cli, bag: Path) -> None:
+    """An export writes no link: one inside the bag (which BagIt only warns about) is a FAIL too."""
+    keys = bag / "evidence" / "keys"
+    (bag / "allowed_signers").write_bytes((keys / "allowed_signers").read_bytes())
+    (keys / "allowed_signers").unlink()
+    (keys / "allowed_signers").symlink_to("../../allowed_signers")
+    report = verify_bundle(bag)
+    assert ("bag.path.symlink", "WARN") in {(f.code, f.level) for f in report.findings}
+    assert [(f.subject, f.message) for f in report.failures if f.code == "bundle.unexpected-file"] == [
+        ("allowed_signers", "not a file an evidence-vault export writes: nothing checks what it says"),
+        ("evidence/keys/allowed_signers", "a symbolic link: an export writes none"),
+    ]
