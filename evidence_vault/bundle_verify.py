@@ -834,6 +834,22 @@ def _check_export_items(items: Any, state: EvidenceState, fail: Callable[[str], 
             fail(f"field 'items' lacks item {item}, which the revealed log ingests")
 
 
+#: Files every evidence-vault bag has that no other check reads (VERIFY.md, bag-info.txt and the
+#: evidence/ files are required where they are checked).
+REQUIRED_FILES = {
+    "manifest-sha256.txt": "the payload manifest (VERIFY.md checks data/ with it)",
+    "tagmanifest-sha256.txt": "the tag manifest, which binds evidence/ (log, keys, proofs) to the bag",
+    "verify_bundle.py": "the stdlib-only checking script VERIFY.md runs",
+}
+
+
+def check_required_files(bag_root: Path, report: Report) -> None:
+    """An evidence-vault bag always has these files (BagIt makes a tag manifest optional: ours is not)."""
+    for name, what in REQUIRED_FILES.items():
+        if not os.path.isfile(bag_root / name):
+            report.fail("bundle.missing-file", name, f"{name} is missing: {what}")
+
+
 def check_bag_files(bag_root: Path, report: Report, state: EvidenceState) -> None:
     """Every file of the bag must be one an export writes (``bundle.unexpected-file`` naming it
     otherwise: nothing else checks it, and it could claim anything), and none a symbolic link (an export
@@ -978,6 +994,7 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
     check_export_doc(root, report, state)
     check_keys(root, report, state)
     check_fingerprints_txt(root, report, state)
+    check_required_files(root, report)
     check_bag_files(root, report, state)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
     _note_withheld(report, state)

@@ -25,6 +25,7 @@ from typing import Any
 from .bagit import bag_info_value
 from .bundle_verify import verify_bundle
 from .errors import EvidenceVaultError, UsageError
+from .regular_files import read_bytes
 from .report import Report
 from .safezip import safe_extract
 from .signing import Signer
@@ -105,7 +106,14 @@ def import_bag(
         # The sender as the verified log signs it, never as the unsigned bag-info.txt says.
         sender = bag_info_value(report.vault_name) if report.vault_name is not None else "?"
         source = f"bag {report.vault_id or '?'} from {sender}"
-        tagmanifest = hashlib.sha256((root / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+        try:
+            tagmanifest = hashlib.sha256(read_bytes(root / "tagmanifest-sha256.txt")).hexdigest()
+        except OSError as exc:  # verify-bundle requires it: the bag changed since it was verified
+            raise BundleRejected(
+                "bag rejected: tagmanifest-sha256.txt cannot be read since the bag was verified "
+                f"({exc.strerror or exc}); nothing imported",
+                path=path,
+            ) from None
         digest, stored_now = vault.objects.put_bytes(_tag_zip(root))
         provenance = {
             "bag_tagmanifest_sha256": tagmanifest,

@@ -826,3 +826,26 @@ def test_a_symbolic_link_inside_the_bag_is_a_fail(cli: Cli, bag: Path) -> None:
         ("allowed_signers", "not a file an evidence-vault export writes: nothing checks what it says"),
         ("evidence/keys/allowed_signers", "a symbolic link: an export writes none"),
     ]
+
+
+def test_a_bag_without_its_tag_manifest_fails_and_is_not_imported(
+    cli: Cli, bag: Path, tmp_path: Path
+) -> None:
+    """BagIt makes a tag manifest optional; an evidence-vault bag always has one, and it is what binds
+    evidence/ to the bag: without it verify-bundle FAILs (as the stdlib script does), and import refuses
+    the bag with exit 1 and one line."""
+    (bag / "tagmanifest-sha256.txt").unlink()
+    assert _mismatches(bag, "bundle.missing-file") == [
+        "tagmanifest-sha256.txt: tagmanifest-sha256.txt is missing: the tag manifest, which binds evidence/ "
+        "(log, keys, proofs) to the bag"
+    ]
+    code, found = check(cli, bag)
+    assert code == 1 and found == {"bundle.missing-file"}
+    assert _stdlib_script(bag).returncode == 1
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    before = (other / "log.jsonl").read_bytes()
+    res = cli("--vault", other, "import", bag)
+    assert res.code == 1, res.stderr
+    assert res.stderr.count("\n") == 1 and "bundle.missing-file" in res.stderr, res.stderr
+    assert "nothing imported" in res.stderr and (other / "log.jsonl").read_bytes() == before
