@@ -368,9 +368,17 @@ for line in open(sys.argv[1], encoding="utf-8"):
     print(("\\\\" if escaped != path else "") + digest + "  " + escaped)'"""
 
 
+#: ``sha256sum`` follows symbolic links: the block first stops at any link or special file in the bag.
+_NO_LINKS = [
+    "odd=$(find . ! -type f ! -type d)",
+    'if [ -n "$odd" ]; then printf "not a plain file (an export holds no link):\\n%s\\n" "$odd"; exit 1; fi',
+]
+
+
 def _files_commands() -> list[str]:
-    """``sha256sum -c`` of both manifests, decoded first (a failing decode stops the block)."""
-    out = [_DECODE_MANIFEST]
+    """No link or special file in the bag, then ``sha256sum -c`` of both manifests, decoded first (a
+    failing decode stops the block)."""
+    out = [*_NO_LINKS, _DECODE_MANIFEST]
     for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
         out += [f'sums=$(python3 -c "$decode" {manifest})', 'printf "%s\\n" "$sums" | sha256sum --strict -c']
     return out

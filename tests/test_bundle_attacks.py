@@ -849,3 +849,60 @@ def test_a_bag_without_its_tag_manifest_fails_and_is_not_imported(
     assert res.code == 1, res.stderr
     assert res.stderr.count("\n") == 1 and "bundle.missing-file" in res.stderr, res.stderr
     assert "nothing imported" in res.stderr and (other / "log.jsonl").read_bytes() == before
+
+
+def _link_out(bag: Path, rel: str, tmp_path: Path) -> None:
+    """Move ``rel`` out of the bag (an identical copy) and leave a symbolic link to it in its place."""
+    outside = tmp_path / "outside" / rel.replace("/", "_")
+    outside.parent.mkdir(exist_ok=True)
+    shutil.move(bag / rel, outside)
+    (bag / rel).symlink_to(outside)
+
+
+@pytest.mark.parametrize("what", ["payload file", "data directory", "log", "fifo"])
+def test_stdlib_script_refuses_links_and_special_files(bag: Path, tmp_path: Path, what: str) -> None:
+    """The script followed links out of the bag: a payload file, data/ or the log replaced by a link to
+    an identical copy outside passed. Now any link or special file is a FAIL, and nothing is read."""
+    assert _stdlib_script(bag).returncode == 0
+    if what == "payload file":
+        rel = next((bag / "data").iterdir()).relative_to(bag).as_posix()
+        _link_out(bag, rel, tmp_path)
+    elif what == "data directory":
+        rel = "data"
+        _link_out(bag, rel, tmp_path)
+    elif what == "log":
+        rel = "evidence/log.jsonl"
+        _link_out(bag, rel, tmp_path)
+    else:
+        rel = "evidence/pipe"
+        os.mkfifo(bag / rel)
+    res = _stdlib_script(bag)  # a FIFO read would block: the timeout catches that
+    assert res.returncode == 1, res.stdout
+    kind = "is not a regular file" if what == "fifo" else "is a symbolic link"
+    assert f"FAIL {rel} {kind}" in res.stdout, res.stdout
+    assert res.stdout.rstrip().splitlines()[-1].startswith("FAIL ("), res.stdout
+    assert verify_bundle(bag).exit_code() == 1
+
+
+def test_stdlib_script_finds_an_item_missing_from_data(bag: Path) -> None:
+    """A payload file removed, and the manifests and Payload-Oxum made to match: the script checks that
+    every item of the revealed log (and of export.json) is in data/, as verify-bundle does."""
+    victim = next((bag / "data").iterdir())
+    rel = victim.relative_to(bag).as_posix()
+    item = "sha256:" + hashlib.sha256(victim.read_bytes()).hexdigest()
+    victim.unlink()
+    manifest = bag / "manifest-sha256.txt"
+    manifest.write_text(
+        "".join(ln + "\n" for ln in manifest.read_text().splitlines() if not ln.endswith(rel))
+    )
+    payload = list((bag / "data").iterdir())
+    oxum = f"{sum(p.stat().st_size for p in payload)}.{len(payload)}"
+    info = bag / "bag-info.txt"
+    info.write_text(re.sub(r"Payload-Oxum: .*", f"Payload-Oxum: {oxum}", info.read_text()))
+    rewrite_tagmanifest(bag)
+    res = _stdlib_script(bag)
+    assert res.returncode == 1, res.stdout
+    assert f"FAIL item {item} is ingested in the revealed log, but no file in data/ holds it" in res.stdout
+    assert f"FAIL evidence/export.json: '{rel}' is not a file in data/ holding item {item}" in res.stdout
+    report = verify_bundle(bag)
+    assert {f.code for f in report.failures} == {"bundle.item-missing", "bundle.export-mismatch"}
