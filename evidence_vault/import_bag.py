@@ -24,7 +24,7 @@ from typing import Any
 
 from .bagit import bag_info_value
 from .bundle_verify import verify_bundle
-from .errors import EvidenceVaultError, UsageError
+from .errors import BagError, EvidenceVaultError, UsageError
 from .regular_files import read_bytes
 from .report import Report
 from .safezip import safe_extract
@@ -91,7 +91,8 @@ def import_bag(
         if path.is_file():
             try:
                 root = safe_extract(path, tmp / "bag")
-            except EvidenceVaultError as exc:
+            except BagError as exc:  # unsafe or damaged: a verdict on the bag. A StorageError (disk full,
+                # a name this file system cannot hold) is none: raised, exit 2, as verify-bundle does
                 report = Report(target=str(path), kind="bundle")
                 report.fail("bundle.unsafe-zip", str(path), exc.message)
                 raise BundleRejected(f"bag rejected: {exc.message}", path=path) from None

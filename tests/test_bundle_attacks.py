@@ -906,3 +906,39 @@ def test_stdlib_script_finds_an_item_missing_from_data(bag: Path) -> None:
     assert f"FAIL evidence/export.json: '{rel}' is not a file in data/ holding item {item}" in res.stdout
     report = verify_bundle(bag)
     assert {f.code for f in report.failures} == {"bundle.item-missing", "bundle.export-mismatch"}
+
+
+def _long_name_zip(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "long.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("bag/bagit.txt", "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
+        zf.writestr(name, b"x")
+    return path
+
+
+def test_a_zip_entry_name_too_long_to_extract_is_one_short_line_and_exit_2(
+    cli: Cli, vault: Path, tmp_path: Path
+) -> None:
+    """A 300-byte path component cannot be written (ENAMETOOLONG): no verdict on the bag, exit 2 as
+    docs/exit-codes.md says, from verify-bundle and import alike (import said exit 1, "bag rejected").
+    The name, printed twice, is cut to 100 characters each time: one short line, not kilobytes."""
+    long = "a" * 300
+    z = _long_name_zip(tmp_path, f"bag/data/{long}.jpg")
+    before = (vault / "log.jsonl").read_bytes()
+    for args in (("verify-bundle", z), ("--vault", vault, "import", z)):
+        res = cli(*args)
+        assert res.code == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1 and len(res.stderr) < 400, res.stderr
+        assert "a" * 100 + "…" in res.stderr and "a" * 101 not in res.stderr
+        assert res.stderr.endswith("from long.zip: File name too long\n"), res.stderr
+    assert (vault / "log.jsonl").read_bytes() == before
+
+
+def test_a_finding_about_a_long_name_is_one_short_line(cli: Cli, tmp_path: Path) -> None:
+    """A zip entry name can be 64 KB: the finding line that names it is cut too (--json keeps it)."""
+    z = _long_name_zip(tmp_path, "bag/../" + "b" * 5000)
+    res = cli("verify-bundle", z)
+    assert res.code == 1
+    (line,) = [ln for ln in res.stderr.splitlines() if "bundle.unsafe-zip" in ln]
+    assert len(line) < 400 and "b" * 100 + "…" in line, line
+    assert "b" * 5000 in cli("verify-bundle", z, "--json").stdout
