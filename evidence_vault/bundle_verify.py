@@ -45,7 +45,7 @@ from .hashing import hash_file
 from .index import items_of
 from .keystore import utc_now
 from .regular_files import read_bytes, read_text
-from .report import Report, line_subject
+from .report import Finding, Report, line_subject
 from .safezip import safe_extract
 from .signing import FINGERPRINT_RE, PublicKey, unarmor
 from .timestamps.headers import HeaderStore
@@ -346,9 +346,10 @@ def _checkpoint_dirs(base: Path, report: Report) -> list[Path]:
 
 
 def check_checkpoints(
-    ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes]
+    ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes], *, hermetic: bool = False
 ) -> None:
-    """Every ``evidence/checkpoints/<size>/``: root from the leaf hashes, signature, OTS and RFC 3161."""
+    """Every ``evidence/checkpoints/<size>/``: root from the leaf hashes, signature, OTS and RFC 3161
+    (``hermetic``: no TSA root of this machine, pinned or configured, counts)."""
     base = ev_root / "checkpoints"
     try:
         store = (
@@ -390,7 +391,8 @@ def check_checkpoints(
             digest,
             report,
             tsa_roots,
-            pinned_tsa_roots(state.vault_id),
+            frozenset() if hermetic else pinned_tsa_roots(state.vault_id),
+            user_config=not hermetic,
         )
         state.pending[size] = any(f.code == "anchors.ots-pending" for f in report.findings[before:])
         state.anchors[size] = [Anchor("bitcoin", _iso(t), p) for t, p in ots_times] + [
@@ -601,8 +603,14 @@ def check_openings(ev_root: Path, report: Report, state: EvidenceState) -> None:
         state.openings[item] = values
 
 
-def check_evidence(bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes] = ()) -> EvidenceState:
-    """All checks of ``evidence/`` (no payload, no BagIt): used by verify-bundle and the custody report."""
+def check_evidence(
+    bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes] = (), hermetic: bool = False
+) -> EvidenceState:
+    """All checks of ``evidence/`` (no payload, no BagIt): used by verify-bundle and the custody report.
+    ``hermetic``: the verdict depends on the bag alone (no TSA root of this machine counts, and no
+    ``tsa_roots`` may be given), as for the report.html an export ships."""
+    if hermetic and tsa_roots:
+        raise ValueError("a hermetic check takes no TSA roots")
     ev_root = bag_root / EVIDENCE
     state = EvidenceState()
     export = _read_json(ev_root / "export.json", report, "evidence/export.json")
@@ -611,7 +619,7 @@ def check_evidence(bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes]
     state.export = export if isinstance(export, dict) else {}
     check_log(ev_root, report, state)
     check_event_files(ev_root, report, state)
-    check_checkpoints(ev_root, report, state, tsa_roots)
+    check_checkpoints(ev_root, report, state, tsa_roots, hermetic=hermetic)
     check_proofs(ev_root, report, state)
     check_openings(ev_root, report, state)
     return state
@@ -931,6 +939,58 @@ def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[
     return found
 
 
+def check_report_html(
+    bag_root: Path,
+    report: Report,
+    state: EvidenceState,
+    found: dict[str, str],
+    evidence_findings: Sequence[Finding],
+) -> None:
+    """``report.html`` must be, byte for byte, the report an export renders from this bag: from its
+    ``evidence/`` checked with no TSA root of this machine (what the bag proves by itself), at
+    ``export.json``'s ``created`` time, with the thumbnails of the files in ``data/``
+    (``bundle.report-mismatch`` otherwise: its names, dates or verdict were changed)."""
+    from .custody_report import bag_report, encode_report, render_checked
+
+    subject = "report.html"
+    try:
+        got = read_bytes(bag_root / subject)
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", subject, "the custody report is missing")
+        return
+    except OSError as exc:
+        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+        return
+    made = state.export.get("created")
+    if not isinstance(made, str):
+        report.fail(
+            "bundle.report-mismatch", subject, "cannot be rendered again: export.json gives no creation time"
+        )
+        return
+    entries = state.export.get("items")
+    names = {
+        e["id"]: e["path"]
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("path"), str)
+    }
+    thumbs = {item: bag_root / rel for rel, item in found.items()}
+    if any((bag_root / EVIDENCE / "checkpoints").glob("*/tsa-*.tsr")):
+        # This run's verdict on an RFC 3161 token may rest on roots of this machine or --tsa-ca: the
+        # report rests on the bag alone, so check it again that way.
+        want = bag_report(bag_root, thumbs, names=names, made=made)
+    else:  # nothing in this run's check of evidence/ depended on this machine
+        want = encode_report(render_checked(state, evidence_findings, thumbs=thumbs, names=names, made=made))
+    if got != want:
+        have, need = got.split(b"\n"), want.split(b"\n")
+        line = next((n for n, (a, b) in enumerate(zip(have, need, strict=False)) if a != b), len(need)) + 1
+        report.fail(
+            "bundle.report-mismatch",
+            subject,
+            f"is not the report this bag's verified evidence renders to (line {line} differs): it was "
+            "changed after the export; rely on verify-bundle's findings, not on it",
+        )
+
+
 def _note_withheld(report: Report, state: EvidenceState) -> None:
     """Say (INFO: no effect on the outcome) what withheld lines leave unchecked."""
     if not state.withheld:
@@ -986,16 +1046,19 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
             report.fail(f"bag.{f.code}", f.path or ".", f.message)
         else:
             report.warn(f"bag.{f.code}", f.path or ".", f.message)
+    before = len(report.findings)
     state = check_evidence(root, report, tsa_roots=tsa_roots)
+    evidence_findings = report.findings[before:]
     report.vault_id = state.vault_id
     report.vault_name = signed_vault_name(state)
     check_bag_info(root, report, state)
-    check_payload(root, report, state)
+    found = check_payload(root, report, state)
     check_export_doc(root, report, state)
     check_keys(root, report, state)
     check_fingerprints_txt(root, report, state)
     check_required_files(root, report)
     check_bag_files(root, report, state)
+    check_report_html(root, report, state, found, evidence_findings)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
     _note_withheld(report, state)
     _item_times(state.log, report, state.anchored)

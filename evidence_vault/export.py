@@ -467,7 +467,7 @@ def export(
     recipient: str | None = None,
 ) -> ExportResult:
     """Write the bag (or its zip) at ``out`` and record an ``item.exported`` event signed by ``signer``."""
-    from .custody_report import render_for_bag
+    from .custody_report import bag_report
 
     out = Path(out)
     if out.exists() or out.is_symlink():
@@ -485,11 +485,12 @@ def export(
         staged = stage_evidence(vault, item_ids, stage, redact=redact, export_id=export_id, created=created)
         (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, staged.vault_name), "utf-8")
         thumbs = {i: vault.objects.path(i.removeprefix("sha256:")) for i in item_ids}
-        html = render_for_bag(stage, thumbs, names={i: f"data/{n}" for i, n in staged.names.items()})
+        names = {i: f"data/{n}" for i, n in staged.names.items()}
+        html = bag_report(stage, thumbs, names=names, made=created)  # verify-bundle renders it again
         tag_files = {
             p.relative_to(stage).as_posix(): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()
         }
-        tag_files["report.html"] = html.encode("utf-8")
+        tag_files["report.html"] = html
         tag_files["verify_bundle.py"] = template("verify_bundle.py").encode("utf-8")
         bag_info = {
             "Source-Organization": bag_info_value(staged.vault_name),
