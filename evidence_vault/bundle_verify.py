@@ -907,7 +907,8 @@ def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[
     """Every file under data/ must be an exported item, and every exported item present: path -> item."""
     found: dict[str, str] = {}
     data = bag_root / "data"
-    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink()) if data.is_dir() else []
+    walk = data.is_dir() and not data.is_symlink()  # a link (to /, say) is reported, never walked
+    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink()) if walk else []
     for p in files:
         rel = p.relative_to(bag_root).as_posix()
         digest = hash_file(p)

@@ -985,3 +985,17 @@ def test_report_html_of_a_stamped_bag_checks_on_any_machine(
     (stamped_bag / "report.html").write_text(html.replace("Alice Custodian", "Trusted Police Lab"))
     rewrite_tagmanifest(stamped_bag)
     assert check(cli, stamped_bag) == (1, {"bundle.report-mismatch"})
+
+
+def test_a_data_link_is_not_walked(bag: Path, tmp_path: Path) -> None:
+    """data/ as a symbolic link to a directory outside the bag (/, say) is reported, never walked:
+    verify-bundle hashed every file under it and named each in a finding."""
+    outside = tmp_path / "elsewhere"
+    shutil.move(bag / "data", outside)
+    (outside / "private-letter.txt").write_text("not part of the bag\n")
+    (bag / "data").symlink_to(outside)
+    report = verify_bundle(bag)
+    assert {"bag.payload.missing-dir", "bundle.unexpected-file", "bundle.item-missing"} <= {
+        f.code for f in report.failures
+    }
+    assert not [f for f in report.findings if "private-letter" in f.subject + f.message]
