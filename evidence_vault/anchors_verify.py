@@ -324,6 +324,7 @@ def _tsa_anchor(
     subject: str,
     report: Report,
     pinned: frozenset[str] = frozenset(),
+    user_config: bool = True,
 ) -> tuple[list[bytes], str, bool] | None:
     """The roots one token is checked against, how they were chosen, and whether they are independent
     of whoever could write the vault or made the bag; None if unreadable (reported).
@@ -335,7 +336,7 @@ def _tsa_anchor(
     """
     if user_roots:
         return list(user_roots), "trust anchor given by you", True
-    mine = _user_tsa_ca(meta.get("url"))
+    mine = _user_tsa_ca(meta.get("url")) if user_config else None
     ca = _vault_ca(vault, meta.get("ca"))
     shipped = d / f"{base}.ca.pem"
     if mine is not None:
@@ -362,11 +363,15 @@ def _check_tsrs(
     report: Report,
     extra_roots: Sequence[bytes],
     pinned: frozenset[str] = frozenset(),
+    *,
+    user_config: bool = True,
 ) -> list[tuple[float, str]]:
     """Check every ``tsa-*.tsr`` in ``d``: against ``extra_roots`` alone when given, else the TSA's
     configured or shipped root. Returns (genTime, proof) of the tokens that check against an
     independent root (see :func:`_tsa_anchor`); one that checks only against a root from inside the
-    vault or the bag is a WARN ``anchors.tsa-unpinned`` and proves no time."""
+    vault or the bag is a WARN ``anchors.tsa-unpinned`` and proves no time. ``user_config=False``
+    leaves this user's ``config.json`` out (with no ``pinned`` and no ``extra_roots``: the verdict
+    depends on the files checked alone, the same on every machine)."""
     from .timestamps import rfc3161
 
     out: list[tuple[float, str]] = []
@@ -376,7 +381,7 @@ def _check_tsrs(
         meta = _read_tsa_meta(d / f"{base}.json", f"{subject}/{base}.json", report)
         if meta is None:
             continue
-        anchor = _tsa_anchor(vault, d, base, meta, extra_roots, subject, report, pinned)
+        anchor = _tsa_anchor(vault, d, base, meta, extra_roots, subject, report, pinned, user_config)
         if anchor is None:
             continue
         roots, anchor_note, independent = anchor

@@ -171,6 +171,11 @@ def _copy_hashing(src: Path, dst: Path, algorithms: Sequence[str]) -> tuple[int,
     return size, {a: h.hexdigest() for a, h in hashers.items()}
 
 
+def bag_info_value(text: str) -> str:
+    """``text`` as one bag-info.txt value reads back: line breaks as spaces, no surrounding whitespace."""
+    return _NEWLINES.sub(" ", text).strip()
+
+
 def _bag_info_text(bag_info: Mapping[str, str | Sequence[str]], oxum: str) -> str:
     lines: list[str] = []
     seen = {k.lower() for k in bag_info}

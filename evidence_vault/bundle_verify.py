@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ from .anchors_verify import (
     check_checkpoint_dir,
     pinned_tsa_roots,
 )
-from .bagit import read_bag_info, validate_bag
+from .bagit import SOFTWARE_AGENT, bag_info_value, read_bag_info, validate_bag
 from .checkpoint import Checkpoint
 from .errors import BagError, DamagedZipError, EvidenceVaultError, UnsafeZipError, UsageError
 from .events import Event, line_hash, parse_line
@@ -45,7 +45,7 @@ from .hashing import hash_file
 from .index import items_of
 from .keystore import utc_now
 from .regular_files import read_bytes, read_text
-from .report import Report, line_subject
+from .report import Finding, Report, line_subject
 from .safezip import safe_extract
 from .signing import FINGERPRINT_RE, PublicKey, unarmor
 from .timestamps.headers import HeaderStore
@@ -61,6 +61,19 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _WITHHELD_KEYS = {"seq", "withheld", "line_sha256", "leaf_hash"}
 _SIZE_DIR = re.compile(r"^[0-9]{1,20}$")  # ASCII digits only: str.isdigit() also takes '²'
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: The labels an export writes in bag-info.txt, each once (Payload-Oxum is the BagIt validator's).
+BAG_INFO_LABELS = (
+    "Source-Organization",
+    "External-Description",
+    "External-Identifier",
+    "Internal-Sender-Identifier",
+    "Bag-Count",
+    "Bag-Group-Identifier",
+    "Bagging-Date",
+    "Bag-Software-Agent",
+    "Payload-Oxum",
+)
 
 
 def mentioned_items(event: Event) -> list[str]:
@@ -90,6 +103,59 @@ def withheld_stub(seq: int, line: bytes) -> bytes:
 
 def key_file_name(fingerprint: str) -> str:
     return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
+
+
+#: Files at the top of a bag that an export writes (beside data/ and evidence/).
+BAG_TOP_FILES = frozenset(
+    {
+        "bagit.txt",
+        "bag-info.txt",
+        "manifest-sha256.txt",
+        "tagmanifest-sha256.txt",
+        "VERIFY.md",
+        "report.html",
+        "verify_bundle.py",
+    }
+)
+_CHECKPOINT_FILES = frozenset({"checkpoint", "checkpoint.sig", "checkpoint.ots"})
+_TOKEN_FILES = (".chain.pem", ".ca.pem", ".json", ".tsr")  # beside each tsa-<name>.tsr
+
+
+def checkpoint_files(names: Iterable[str]) -> set[str]:
+    """Of the file names in a checkpoint directory, those an export ships: ``checkpoint``, its ``.sig``
+    and ``.ots``, and for each RFC 3161 token ``tsa-<name>.tsr`` its ``.json``, ``.chain.pem`` and
+    ``.ca.pem``. Anything else there is checked by nothing."""
+    names = set(names)
+    tokens = {n.removesuffix(".tsr") for n in names if n.startswith("tsa-") and n.endswith(".tsr")}
+    out = set()
+    for n in names:
+        ext = next((e for e in _TOKEN_FILES if n.endswith(e)), None)
+        if n in _CHECKPOINT_FILES or (ext is not None and n.removesuffix(ext) in tokens):
+            out.add(n)
+    return out
+
+
+def external_description(n_items: int) -> str:
+    """bag-info.txt's ``External-Description`` of an export of ``n_items`` items."""
+    return (
+        f"evidence-vault export of {n_items} item(s) with their custody log, proofs and keys; see VERIFY.md"
+    )
+
+
+def fingerprints_text(signers: Iterable[str], auth: Authority) -> str:
+    """``evidence/keys/fingerprints.txt``: one line per key that signed a revealed line (sorted), with the
+    role and name the log's key lines give it."""
+    out = []
+    for fp in sorted(signers):
+        grant = auth.keys.get(fp)
+        out.append(f"{fp}  {grant.role if grant else '?'}  {grant.name if grant else '?'}\n")
+    return "".join(out)
+
+
+def short(value: Any, limit: int = 100) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile value can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass
@@ -294,9 +360,10 @@ def _checkpoint_dirs(base: Path, report: Report) -> list[Path]:
 
 
 def check_checkpoints(
-    ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes]
+    ev_root: Path, report: Report, state: EvidenceState, tsa_roots: Sequence[bytes], *, hermetic: bool = False
 ) -> None:
-    """Every ``evidence/checkpoints/<size>/``: root from the leaf hashes, signature, OTS and RFC 3161."""
+    """Every ``evidence/checkpoints/<size>/``: root from the leaf hashes, signature, OTS and RFC 3161
+    (``hermetic``: no TSA root of this machine, pinned or configured, counts)."""
     base = ev_root / "checkpoints"
     try:
         store = (
@@ -338,7 +405,8 @@ def check_checkpoints(
             digest,
             report,
             tsa_roots,
-            pinned_tsa_roots(state.vault_id),
+            frozenset() if hermetic else pinned_tsa_roots(state.vault_id),
+            user_config=not hermetic,
         )
         state.pending[size] = any(f.code == "anchors.ots-pending" for f in report.findings[before:])
         state.anchors[size] = [Anchor("bitcoin", _iso(t), p) for t, p in ots_times] + [
@@ -552,25 +620,312 @@ def check_openings(ev_root: Path, report: Report, state: EvidenceState) -> None:
         state.openings[item] = values
 
 
-def check_evidence(bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes] = ()) -> EvidenceState:
-    """All checks of ``evidence/`` (no payload, no BagIt): used by verify-bundle and the custody report."""
+def check_evidence(
+    bag_root: Path, report: Report, *, tsa_roots: Sequence[bytes] = (), hermetic: bool = False
+) -> EvidenceState:
+    """All checks of ``evidence/`` (no payload, no BagIt): used by verify-bundle and the custody report.
+    ``hermetic``: the verdict depends on the bag alone (no TSA root of this machine counts, and no
+    ``tsa_roots`` may be given), as for the report.html an export ships."""
+    if hermetic and tsa_roots:
+        raise ValueError("a hermetic check takes no TSA roots")
     ev_root = bag_root / EVIDENCE
     state = EvidenceState()
     export = _read_json(ev_root / "export.json", report, "evidence/export.json")
+    if export is not None and not isinstance(export, dict):
+        report.fail("bundle.malformed", "evidence/export.json", "not a JSON object")
     state.export = export if isinstance(export, dict) else {}
     check_log(ev_root, report, state)
     check_event_files(ev_root, report, state)
-    check_checkpoints(ev_root, report, state, tsa_roots)
+    check_checkpoints(ev_root, report, state, tsa_roots, hermetic=hermetic)
     check_proofs(ev_root, report, state)
     check_openings(ev_root, report, state)
     return state
+
+
+def signed_vault_name(state: EvidenceState) -> str | None:
+    """The vault name the bag's signed ``vault.created`` line (seq 0) gives, if it is revealed."""
+    genesis = state.revealed.get(0)
+    if genesis is None or genesis.type != ev.VAULT_CREATED:
+        return None
+    name = genesis.data.get("name")
+    return name if isinstance(name, str) else None
+
+
+def check_bag_info(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """bag-info.txt holds the labels an export writes, each once, with what the verified log gives:
+    ``Source-Organization`` = the vault name of the signed ``vault.created`` line, ``External-Identifier``
+    = its vault id; ``Internal-Sender-Identifier`` and ``Bag-Group-Identifier`` = ``export.json``'s
+    ``export_id``. Nothing else is in it (a label no one checks could claim anything)."""
+    subject = "bag-info.txt"
+    if not (bag_root / subject).is_file():
+        report.fail("bundle.missing-file", subject, "bag-info.txt is missing")
+        return
+    try:
+        info = read_bag_info(bag_root)
+    except EvidenceVaultError as exc:
+        report.fail("bundle.malformed", subject, exc.message)
+        return
+    for label in sorted(set(info) - set(BAG_INFO_LABELS)):
+        report.fail(
+            "bundle.export-mismatch",
+            subject,
+            f"label {short(label)} is not one an evidence-vault export writes (nothing checks it)",
+        )
+    name = signed_vault_name(state)
+    export_id = state.export.get("export_id")
+    expected: dict[str, tuple[str | None, str]] = {
+        "Source-Organization": (
+            None if name is None else bag_info_value(name),
+            "the vault name the signed vault.created line gives",
+        ),
+        "External-Identifier": (state.vault_id, "the vault id the signed vault.created line gives"),
+        "External-Description": (external_description(len(state.log.items)), "what the export writes"),
+        "Internal-Sender-Identifier": (
+            export_id if isinstance(export_id, str) else None,
+            "the export_id of evidence/export.json",
+        ),
+        "Bag-Group-Identifier": (
+            export_id if isinstance(export_id, str) else None,
+            "the export_id of evidence/export.json",
+        ),
+        "Bag-Count": ("1 of 1", "what the export writes"),
+        "Bag-Software-Agent": (SOFTWARE_AGENT, "what the export writes"),
+    }
+    for label in BAG_INFO_LABELS:
+        values = info.get(label, [])
+        if label == "Payload-Oxum":
+            continue  # the BagIt validator checks it (bag.bag-info.*)
+        if len(values) != 1:
+            report.fail(
+                "bundle.export-mismatch",
+                subject,
+                f"{label} is there {len(values)} times: an export writes it once",
+            )
+            continue
+        value = values[0]
+        if label == "Bagging-Date":
+            if not _DATE.match(value):
+                report.fail("bundle.export-mismatch", subject, f"Bagging-Date {short(value)} is no date")
+            continue
+        want, what = expected[label]
+        if want is None:
+            if label == "Source-Organization":
+                report.fail(
+                    "bundle.export-mismatch",
+                    subject,
+                    f"{label} cannot be checked: no signed vault.created line in the log gives a name",
+                )
+            continue  # a missing vault id or export_id is reported where it is missing
+        if value != want:
+            report.fail(
+                "bundle.export-mismatch", subject, f"{label} is {short(value)}, not {what} ({short(want)})"
+            )
+
+
+def check_fingerprints_txt(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """``evidence/keys/fingerprints.txt`` must list exactly the keys that signed, as the log names them."""
+    subject = "evidence/keys/fingerprints.txt"
+    try:
+        got = read_bytes(bag_root / EVIDENCE / "keys" / "fingerprints.txt")
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", subject, "file is missing")
+        return
+    except OSError as exc:
+        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+        return
+    want = fingerprints_text(state.signers, state.log.authority).encode()
+    if got != want:
+        have, need = got.splitlines(), want.splitlines()
+        extra = [short(x.decode("utf-8", "backslashreplace")) for x in have if x not in need]
+        missing = [short(x.decode()) for x in need if x not in have]
+        report.fail(
+            "bundle.keys-mismatch",
+            subject,
+            "is not exactly the keys that signed, with the role and name the log gives them: "
+            f"extra {', '.join(extra[:5]) or 'none'}; missing {', '.join(missing[:5]) or 'none'}",
+        )
+
+
+_EXPORT_FIELDS = frozenset(
+    {
+        "v",
+        "type",
+        "export_id",
+        "created",
+        "vault_id",
+        "vault_name",
+        "genesis_key",
+        "log_size",
+        "checkpoints",
+        "redacted_fields",
+        "items",
+    }
+)
+_EXPORT_ITEM_FIELDS = ("id", "path", "size", "media_type", "ingest_seq")
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal as JSON (``True`` is not ``1``)."""
+    return json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def _shipped_checkpoints(ev_root: Path) -> list[int]:
+    base = ev_root / "checkpoints"
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in base.iterdir() if _SIZE_DIR.match(p.name) and p.is_dir() and not p.is_symlink()
+    )
+
+
+def check_export_doc(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """Every field of ``evidence/export.json`` that the verified log and evidence determine must say
+    what they do (``bundle.export-mismatch`` naming the field); ``export_id`` and ``created`` are the
+    exporter's word alone (informational: the export id is in bag-info.txt too)."""
+    doc = state.export
+    if not doc:
+        return  # missing or not an object: reported
+    subject = "evidence/export.json"
+
+    def fail(message: str) -> None:
+        report.fail("bundle.export-mismatch", subject, message)
+
+    extra, missing = sorted(set(doc) - _EXPORT_FIELDS), sorted(_EXPORT_FIELDS - set(doc))
+    if extra:
+        fail(f"fields {', '.join(short(f) for f in extra[:5])} are not ones an export writes")
+    if missing:
+        fail(f"lacks the fields {', '.join(missing)}")
+    withheld: set[str] = set()
+    for item, rec in state.log.items.items():
+        withheld |= set(rec.committed) - set(state.openings.get(item, {}))
+    derived: dict[str, tuple[Any, str]] = {
+        "v": (1, "the format version"),
+        "type": ("evidence-vault-export", "the document type"),
+        "vault_id": (state.vault_id, "the vault id of the signed vault.created line"),
+        "vault_name": (signed_vault_name(state), "the vault name of the signed vault.created line"),
+        "genesis_key": (state.log.authority.genesis, "the key of the signed vault.created line"),
+        "log_size": (state.log.events, "the number of lines in evidence/log.jsonl"),
+        "checkpoints": (_shipped_checkpoints(bag_root / EVIDENCE), "the sizes in evidence/checkpoints/"),
+        "redacted_fields": (sorted(withheld), "the signed metadata fields the bag does not open"),
+    }
+    for name, (want, what) in derived.items():
+        if name in doc and want is not None and not _same(doc[name], want):
+            fail(f"field {name!r} is {short(doc[name])}, not {what} ({short(want)})")
+    if "export_id" in doc and not isinstance(doc["export_id"], str):
+        fail(f"field 'export_id' is {short(doc['export_id'])}, not a string")
+    if "created" in doc and not (isinstance(doc["created"], str) and _TIME.match(doc["created"])):
+        fail(f"field 'created' is {short(doc['created'])}, not a time (YYYY-MM-DDTHH:MM:SS.sssZ)")
+    if "items" in doc:
+        _check_export_items(doc["items"], state, fail)
+
+
+def _check_export_items(items: Any, state: EvidenceState, fail: Callable[[str], None]) -> None:
+    """``items``: one entry per item ingested in the revealed log, with its signed size, media type and
+    ingest seq (``path`` is checked against ``data/`` by :func:`check_payload`)."""
+    if not isinstance(items, list):
+        fail("field 'items' is not a list")
+        return
+    seen: set[str] = set()
+    for n, entry in enumerate(items):
+        where = f"field 'items' entry {n}"
+        if not isinstance(entry, dict):
+            fail(f"{where} is not an object")
+            continue
+        if sorted(entry) != sorted(_EXPORT_ITEM_FIELDS):
+            fail(f"{where} does not have exactly the fields {', '.join(_EXPORT_ITEM_FIELDS)}")
+        item = entry.get("id")
+        if not isinstance(item, str) or item not in state.log.items:
+            fail(f"{where}: {short(item)} is not an item ingested in the revealed log")
+            continue
+        if item in seen:
+            fail(f"{where}: item {item} is listed twice")
+            continue
+        seen.add(item)
+        rec = state.log.items[item]
+        ingest = state.revealed.get(rec.seq)
+        signed = {
+            "size": rec.size,
+            "ingest_seq": rec.seq,
+            "media_type": ingest.data.get("media_type") if ingest is not None else None,
+        }
+        for name, want in signed.items():
+            if name in entry and not _same(entry[name], want):
+                fail(
+                    f"{where} ({item}): {name!r} is {short(entry[name])}, not what its signed ingest "
+                    f"line gives ({short(want)})"
+                )
+    for item, _rec in state.log.items.items():
+        if item not in seen:
+            fail(f"field 'items' lacks item {item}, which the revealed log ingests")
+
+
+#: Files every evidence-vault bag has that no other check reads (VERIFY.md, bag-info.txt and the
+#: evidence/ files are required where they are checked).
+REQUIRED_FILES = {
+    "manifest-sha256.txt": "the payload manifest (VERIFY.md checks data/ with it)",
+    "tagmanifest-sha256.txt": "the tag manifest, which binds evidence/ (log, keys, proofs) to the bag",
+    "verify_bundle.py": "the stdlib-only checking script VERIFY.md runs",
+}
+
+
+def check_required_files(bag_root: Path, report: Report) -> None:
+    """An evidence-vault bag always has these files (BagIt makes a tag manifest optional: ours is not)."""
+    for name, what in REQUIRED_FILES.items():
+        if not os.path.isfile(bag_root / name):
+            report.fail("bundle.missing-file", name, f"{name} is missing: {what}")
+
+
+def check_bag_files(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """Every file of the bag must be one an export writes (``bundle.unexpected-file`` naming it
+    otherwise: nothing else checks it, and it could claim anything), and none a symbolic link (an export
+    writes none). The payload files are :func:`check_payload`'s, ``evidence/events/`` is
+    :func:`check_event_files`' and the entries right under ``evidence/checkpoints/`` are
+    :func:`_checkpoint_dirs`'."""
+    ev_dir = EVIDENCE
+    items = {item.removeprefix("sha256:"): rec for item, rec in state.log.items.items()}
+    expected = set(BAG_TOP_FILES) | {
+        f"{ev_dir}/{name}"
+        for name in (
+            "log.jsonl",
+            "export.json",
+            "headers.json",
+            "keys/allowed_signers",
+            "keys/fingerprints.txt",
+            *(f"keys/{key_file_name(fp)}" for fp in state.signers),
+            *(f"openings/{hex_id}.json" for hex_id in items),
+            *(f"metadata/{hex_id}.json" for hex_id, rec in items.items() if rec.metadata),
+        )
+    }
+    if _shipped_checkpoints(bag_root / EVIDENCE):
+        expected |= {f"{ev_dir}/proofs/inclusion.json", f"{ev_dir}/proofs/consistency.json"}
+    checkpoints = f"{ev_dir}/checkpoints"
+    for dirpath, dirnames, filenames in os.walk(bag_root):  # never into a symbolic link
+        base = Path(dirpath).relative_to(bag_root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        in_checkpoint = base.startswith(checkpoints + "/") and _SIZE_DIR.match(base.split("/")[2])
+        shipped = checkpoint_files(filenames) if in_checkpoint and base.count("/") == 2 else set()
+        for name in sorted(dirnames + filenames):
+            rel = prefix + name
+            if os.path.islink(os.path.join(dirpath, name)):
+                report.fail("bundle.unexpected-file", rel, "a symbolic link: an export writes none")
+            elif name in dirnames or base == checkpoints:
+                continue  # a directory; or right under checkpoints/: _checkpoint_dirs reports it
+            elif base == "data" or base.startswith(("data/", f"{ev_dir}/events")):
+                continue  # the payload, and the signed-bytes files: checked elsewhere
+            elif (name not in shipped) if in_checkpoint else (rel not in expected):
+                report.fail(
+                    "bundle.unexpected-file",
+                    rel,
+                    "not a file an evidence-vault export writes: nothing checks what it says",
+                )
 
 
 def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[str, str]:
     """Every file under data/ must be an exported item, and every exported item present: path -> item."""
     found: dict[str, str] = {}
     data = bag_root / "data"
-    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink()) if data.is_dir() else []
+    walk = data.is_dir() and not data.is_symlink()  # a link (to /, say) is reported, never walked
+    files = sorted(p for p in data.rglob("*") if p.is_file() and not p.is_symlink()) if walk else []
     for p in files:
         rel = p.relative_to(bag_root).as_posix()
         digest = hash_file(p)
@@ -600,6 +955,58 @@ def check_payload(bag_root: Path, report: Report, state: EvidenceState) -> dict[
                 f"{entry.get('path')!r} is not item {entry.get('id')}",
             )
     return found
+
+
+def check_report_html(
+    bag_root: Path,
+    report: Report,
+    state: EvidenceState,
+    found: dict[str, str],
+    evidence_findings: Sequence[Finding],
+) -> None:
+    """``report.html`` must be, byte for byte, the report an export renders from this bag: from its
+    ``evidence/`` checked with no TSA root of this machine (what the bag proves by itself), at
+    ``export.json``'s ``created`` time, with the thumbnails of the files in ``data/``
+    (``bundle.report-mismatch`` otherwise: its names, dates or verdict were changed)."""
+    from .custody_report import bag_report, encode_report, render_checked
+
+    subject = "report.html"
+    try:
+        got = read_bytes(bag_root / subject)
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", subject, "the custody report is missing")
+        return
+    except OSError as exc:
+        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+        return
+    made = state.export.get("created")
+    if not isinstance(made, str):
+        report.fail(
+            "bundle.report-mismatch", subject, "cannot be rendered again: export.json gives no creation time"
+        )
+        return
+    entries = state.export.get("items")
+    names = {
+        e["id"]: e["path"]
+        for e in (entries if isinstance(entries, list) else [])
+        if isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("path"), str)
+    }
+    thumbs = {item: bag_root / rel for rel, item in found.items()}
+    if any((bag_root / EVIDENCE / "checkpoints").glob("*/tsa-*.tsr")):
+        # This run's verdict on an RFC 3161 token may rest on roots of this machine or --tsa-ca: the
+        # report rests on the bag alone, so check it again that way.
+        want = bag_report(bag_root, thumbs, names=names, made=made)
+    else:  # nothing in this run's check of evidence/ depended on this machine
+        want = encode_report(render_checked(state, evidence_findings, thumbs=thumbs, names=names, made=made))
+    if got != want:
+        have, need = got.split(b"\n"), want.split(b"\n")
+        line = next((n for n, (a, b) in enumerate(zip(have, need, strict=False)) if a != b), len(need)) + 1
+        report.fail(
+            "bundle.report-mismatch",
+            subject,
+            f"is not the report this bag's verified evidence renders to (line {line} differs): it was "
+            "changed after the export; rely on verify-bundle's findings, not on it",
+        )
 
 
 def _note_withheld(report: Report, state: EvidenceState) -> None:
@@ -673,18 +1080,19 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
             report.fail(f"bag.{f.code}", f.path or ".", f.message)
         else:
             report.warn(f"bag.{f.code}", f.path or ".", f.message)
+    before = len(report.findings)
     state = check_evidence(root, report, tsa_roots=tsa_roots)
+    evidence_findings = report.findings[before:]
     report.vault_id = state.vault_id
-    try:
-        info = read_bag_info(root)
-        if state.vault_id and info.get("External-Identifier", [state.vault_id])[0] != state.vault_id:
-            report.fail(
-                "bundle.export-mismatch", "bag-info.txt", "External-Identifier is not the log's vault id"
-            )
-    except EvidenceVaultError:
-        pass
-    check_payload(root, report, state)
+    report.vault_name = signed_vault_name(state)
+    check_bag_info(root, report, state)
+    found = check_payload(root, report, state)
+    check_export_doc(root, report, state)
     check_keys(root, report, state)
+    check_fingerprints_txt(root, report, state)
+    check_required_files(root, report)
+    check_bag_files(root, report, state)
+    check_report_html(root, report, state, found, evidence_findings)
     check_trust(report, state.log, trusted=trusted, pins=None, vault_id=state.vault_id)
     _note_withheld(report, state)
     _item_times(state.log, report, state.anchored)

@@ -3,7 +3,8 @@
 Everything shown comes from an ``evidence/`` folder that :func:`bundle_verify.check_evidence` has just
 checked (an export's staging folder, a received bag, or a temporary one for ``evidence-vault report``),
 so the report states only what verification established. All text is HTML-escaped: file names and
-metadata are hostile input.
+metadata are hostile input. The report an export ships (:func:`bag_report`) depends on the bag alone,
+so that verify-bundle can render it again and compare.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from . import events as ev
 from .bundle_verify import EvidenceState, check_evidence, mentioned_items
 from .keystore import utc_now
-from .report import Report
+from .report import Finding, Report
 from .vault import Vault
 
 THUMB_TYPES = {"image/jpeg", "image/png", "image/webp", "image/gif"}
@@ -78,6 +79,15 @@ def _thumb(media_type: str, path: Path | None) -> str:
     return _ICON_VIDEO if media_type.startswith("video/") else _ICON_IMAGE
 
 
+def _checkpoint_of(subject: str) -> int | None:
+    """The tree size of the checkpoint directory a finding's subject is in (``…/checkpoints/<size>/…``)."""
+    parts = subject.split("/")
+    for at, part in enumerate(parts[:-1]):
+        if part == "checkpoints" and parts[at + 1].isascii() and parts[at + 1].isdigit():
+            return int(parts[at + 1])
+    return None
+
+
 def _proof_text(state: EvidenceState, report: Report, item: str) -> str:
     entry = next((i for i in report.items if i.get("id") == item), None)
     if entry is None:
@@ -98,6 +108,17 @@ def _proof_text(state: EvidenceState, report: Report, item: str) -> str:
             parts.append(
                 f"checkpoint {size}: OpenTimestamps proof still pending (not yet in a Bitcoin block)"
             )
+        unpinned = sum(
+            1
+            for f in report.warnings
+            if f.code == "anchors.tsa-unpinned" and _checkpoint_of(f.subject) == size
+        )
+        if unpinned:
+            parts.append(
+                f"checkpoint {size}: {unpinned} RFC 3161 token(s) that check only against the TSA "
+                "root shipped with them, which proves no time: check them against your own copy of the "
+                "TSA's root (evidence-vault verify-bundle --tsa-ca)"
+            )
     if not covering:
         parts.append("no checkpoint covers this item yet: no time proof")
     elif not entry.get("proven_since"):
@@ -112,8 +133,10 @@ def render(
     thumbs: Mapping[str, Path],
     names: Mapping[str, str],
     title: str = "Chain of custody report",
+    made: str | None = None,
 ) -> str:
-    """The HTML page for the items of ``state`` (already checked; findings in ``report``)."""
+    """The HTML page for the items of ``state`` (already checked; findings in ``report``), made at
+    ``made`` (default: now)."""
     auth = state.log.authority
     vault_name = state.export.get("vault_name") or ""
     fails, warns = report.failures, report.warnings
@@ -124,7 +147,7 @@ def render(
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f"<p>Vault <b>{e(vault_name)}</b> (id <code>{e(state.vault_id or '?')}</code>); "
-        f"report made {e(utc_now())}.</p>",
+        f"report made {e(made or utc_now())}.</p>",
         '<div class="summary">',
         f'<p>Verification outcome: <b class="outcome-{e(report.outcome)}">{e(report.outcome)}</b> '
         f"({len(fails)} failures, {len(warns)} warnings).</p>",
@@ -203,15 +226,49 @@ def render(
 
 
 def render_for_bag(
-    bag_root: Path, thumbs: Mapping[str, Path], *, names: Mapping[str, str], tsa_roots: Sequence[bytes] = ()
+    bag_root: Path,
+    thumbs: Mapping[str, Path],
+    *,
+    names: Mapping[str, str],
+    tsa_roots: Sequence[bytes] = (),
+    made: str | None = None,
+    hermetic: bool = False,
 ) -> str:
     """Check ``bag_root/evidence`` and render its report (the payload itself is not re-hashed here)."""
+    report = Report(target=str(bag_root), kind="bundle", started=utc_now())
+    state = check_evidence(bag_root, report, tsa_roots=tsa_roots, hermetic=hermetic)
+    return render_checked(state, report.findings, thumbs=thumbs, names=names, made=made)
+
+
+def render_checked(
+    state: EvidenceState,
+    findings: Sequence[Finding],
+    *,
+    thumbs: Mapping[str, Path],
+    names: Mapping[str, str],
+    made: str | None = None,
+) -> str:
+    """The report of an ``evidence/`` that :func:`check_evidence` checked into ``state``, with the
+    ``findings`` it made."""
     from .anchors_verify import _item_times
 
-    report = Report(target=str(bag_root), kind="bundle", started=utc_now())
-    state = check_evidence(bag_root, report, tsa_roots=tsa_roots)
+    report = Report(target="", kind="bundle")
+    report.findings = list(findings)
     _item_times(state.log, report, state.anchored)
-    return render(state, report, thumbs=thumbs, names=names)
+    return render(state, report, thumbs=thumbs, names=names, made=made)
+
+
+def encode_report(html_text: str) -> bytes:
+    """The bytes of ``report.html`` (a lone surrogate from a hand-made name written as its escape)."""
+    return html_text.encode("utf-8", "backslashreplace")
+
+
+def bag_report(bag_root: Path, thumbs: Mapping[str, Path], *, names: Mapping[str, str], made: str) -> bytes:
+    """The ``report.html`` an export ships: from the bag's ``evidence/`` checked hermetically (no TSA
+    root of this machine counts: it states what the bag proves by itself), made at the export's
+    ``created`` time, with the thumbnails of the files in ``data/``. Deterministic, so that
+    verify-bundle can render it again from the bag and compare, byte for byte."""
+    return encode_report(render_for_bag(bag_root, thumbs, names=names, made=made, hermetic=True))
 
 
 def vault_report(vault: Vault, item_ids: Sequence[str]) -> str:

@@ -27,8 +27,16 @@ from . import commitments, merkle
 from . import events as ev
 from .anchors_verify import tsa_root_file
 from .authority import Authority
-from .bagit import bag_to_zip, unique_names, write_bag
-from .bundle_verify import EVIDENCE, is_revealed, key_file_name, withheld_stub
+from .bagit import bag_info_value, bag_to_zip, unique_names, write_bag
+from .bundle_verify import (
+    EVIDENCE,
+    checkpoint_files,
+    external_description,
+    fingerprints_text,
+    is_revealed,
+    key_file_name,
+    withheld_stub,
+)
 from .canonical import canonical
 from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
@@ -71,6 +79,7 @@ class Staged:
     names: dict[str, str] = field(default_factory=dict)  # item -> payload name (under data/)
     signers: dict[str, str] = field(default_factory=dict)  # fingerprint -> key name
     genesis: str | None = None  # the vault's genesis key (the one to pin)
+    vault_name: str = ""  # as the signed vault.created line gives it (vault.json's copy is unsigned)
     revealed: int = 0
     withheld: int = 0
     redacted: set[str] = field(default_factory=set)
@@ -184,6 +193,7 @@ def stage_evidence(
     ingests: dict[str, Event] = {}
     hidden_ingests: dict[str, Event] = {}  # exported items whose ingest the rule withholds
     shown: set[int] = set()
+    signed_name: str | None = None
     for raw in vault.log.iter_raw():
         if not raw.complete:
             break
@@ -192,6 +202,8 @@ def stage_evidence(
         lines.append(raw.data)
         if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
             auth.apply(event)
+        if seq == 0 and event.type == ev.VAULT_CREATED and isinstance(event.data.get("name"), str):
+            signed_name = event.data["name"]
         if not is_revealed(event, exported):
             if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
                 hidden_ingests.setdefault(str(event.data["item"]), event)
@@ -218,6 +230,7 @@ def stage_evidence(
         wanted,
     )
     staged.genesis = auth.genesis
+    staged.vault_name = signed_name if signed_name is not None else vault.config.name
     _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
 
     # Checkpoints recorded in the log, with their proofs; the block headers; Merkle proofs.
@@ -226,8 +239,9 @@ def stage_evidence(
     for size in recorded:
         src = checkpoint_dir(vault, size)
         rel_dir = f"checkpoints/{src.name}"
+        files = checkpoint_files(f.name for f in src.iterdir() if f.is_file() and not f.is_symlink())
         for f in sorted(src.iterdir()):
-            if not f.is_file() or f.name.startswith("."):
+            if f.name not in files:  # what verify-bundle would refuse: no checkpoint file, or a link
                 continue
             _write(ev_root, f"{rel_dir}/{f.name}", f.read_bytes())
             if f.name.startswith("tsa-") and f.suffix == ".json":
@@ -278,13 +292,7 @@ def stage_evidence(
         _write(ev_root, f"keys/{key_file_name(fp)}", (grant.public_key + "\n").encode())
         allowed.append(f'{fp} namespaces="{NAMESPACE}" {grant.public_key}\n')
     _write(ev_root, "keys/allowed_signers", "".join(allowed).encode())
-    _write(
-        ev_root,
-        "keys/fingerprints.txt",
-        "".join(
-            f"{fp}  {auth.keys[fp].role}  {auth.keys[fp].name}\n" for fp in sorted(staged.signers)
-        ).encode(),
-    )
+    _write(ev_root, "keys/fingerprints.txt", fingerprints_text(staged.signers, auth).encode())
 
     # Metadata openings; payload names.
     originals: list[Any] = []
@@ -327,7 +335,7 @@ def stage_evidence(
         "export_id": export_id,
         "created": created,
         "vault_id": vault.config.vault_id,
-        "vault_name": vault.config.name,
+        "vault_name": staged.vault_name,
         "genesis_key": auth.genesis,
         "log_size": len(lines),
         "checkpoints": staged.checkpoints,
@@ -370,9 +378,17 @@ for line in open(sys.argv[1], encoding="utf-8"):
     print(("\\\\" if escaped != path else "") + digest + "  " + escaped)'"""
 
 
+#: ``sha256sum`` follows symbolic links: the block first stops at any link or special file in the bag.
+_NO_LINKS = [
+    "odd=$(find . ! -type f ! -type d)",
+    'if [ -n "$odd" ]; then printf "not a plain file (an export holds no link):\\n%s\\n" "$odd"; exit 1; fi',
+]
+
+
 def _files_commands() -> list[str]:
-    """``sha256sum -c`` of both manifests, decoded first (a failing decode stops the block)."""
-    out = [_DECODE_MANIFEST]
+    """No link or special file in the bag, then ``sha256sum -c`` of both manifests, decoded first (a
+    failing decode stops the block)."""
+    out = [*_NO_LINKS, _DECODE_MANIFEST]
     for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
         out += [f'sums=$(python3 -c "$decode" {manifest})', 'printf "%s\\n" "$sums" | sha256sum --strict -c']
     return out
@@ -461,7 +477,7 @@ def export(
     recipient: str | None = None,
 ) -> ExportResult:
     """Write the bag (or its zip) at ``out`` and record an ``item.exported`` event signed by ``signer``."""
-    from .custody_report import render_for_bag
+    from .custody_report import bag_report
 
     out = Path(out)
     if out.exists() or out.is_symlink():
@@ -484,18 +500,18 @@ def export(
         stage = work / "stage"
         stage.mkdir()
         staged = stage_evidence(vault, item_ids, stage, redact=redact, export_id=export_id, created=created)
-        (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, vault.config.name), "utf-8")
+        (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, staged.vault_name), "utf-8")
         thumbs = {i: vault.objects.path(i.removeprefix("sha256:")) for i in item_ids}
-        html = render_for_bag(stage, thumbs, names={i: f"data/{n}" for i, n in staged.names.items()})
+        names = {i: f"data/{n}" for i, n in staged.names.items()}
+        html = bag_report(stage, thumbs, names=names, made=created)  # verify-bundle renders it again
         tag_files = {
             p.relative_to(stage).as_posix(): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()
         }
-        tag_files["report.html"] = html.encode("utf-8")
+        tag_files["report.html"] = html
         tag_files["verify_bundle.py"] = template("verify_bundle.py").encode("utf-8")
         bag_info = {
-            "Source-Organization": vault.config.name.replace("\n", " "),
-            "External-Description": f"evidence-vault export of {len(item_ids)} item(s) with their custody "
-            "log, proofs and keys; see VERIFY.md",
+            "Source-Organization": bag_info_value(staged.vault_name),
+            "External-Description": external_description(len(item_ids)),
             "External-Identifier": vault.config.vault_id,
             "Internal-Sender-Identifier": export_id,
             "Bag-Count": "1 of 1",

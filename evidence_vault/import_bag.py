@@ -1,9 +1,11 @@
 """Take custody of a received bag: verify it, then ingest its files with their provenance.
 
-Each payload file is ingested like ``add`` does, with ``source`` = "bag <External-Identifier> from
-<Source-Organization>", and its ingest event carries ``provenance``: the SHA-256 of the bag's
-``tagmanifest-sha256.txt``, the sending vault's id, and the object holding the bag's tag files (a zip of
-everything but ``data/``), so the received custody log and proofs stay with the files.
+Each payload file is ingested like ``add`` does, with ``source`` = "bag <vault id> from <vault name>",
+both as the bag's verified, signed ``vault.created`` line gives them (never from the unsigned
+bag-info.txt, which verify-bundle only checks against them), and its ingest event carries
+``provenance``: the SHA-256 of the bag's ``tagmanifest-sha256.txt``, the sending vault's id, and the
+object holding the bag's tag files (a zip of everything but ``data/``), so the received custody log and
+proofs stay with the files.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bagit import read_bag_info
+from .bagit import bag_info_value
 from .bundle_verify import require_bag, verify_bundle
 from .errors import DamagedZipError, EvidenceVaultError, UnsafeZipError, UsageError
+from .regular_files import read_bytes
 from .report import Report
 from .safezip import safe_extract
 from .signing import Signer
@@ -101,11 +104,17 @@ def import_bag(
             raise BundleRejected(
                 f"bag does not verify ({report.outcome}: {', '.join(codes)}); nothing imported", path=path
             )
-        info = read_bag_info(root)
-        ext_id = (info.get("External-Identifier") or ["?"])[0]
-        org = (info.get("Source-Organization") or ["?"])[0]
-        source = f"bag {ext_id} from {org}"
-        tagmanifest = hashlib.sha256((root / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+        # The sender as the verified log signs it, never as the unsigned bag-info.txt says.
+        sender = bag_info_value(report.vault_name) if report.vault_name is not None else "?"
+        source = f"bag {report.vault_id or '?'} from {sender}"
+        try:
+            tagmanifest = hashlib.sha256(read_bytes(root / "tagmanifest-sha256.txt")).hexdigest()
+        except OSError as exc:  # verify-bundle requires it: the bag changed since it was verified
+            raise BundleRejected(
+                "bag rejected: tagmanifest-sha256.txt cannot be read since the bag was verified "
+                f"({exc.strerror or exc}); nothing imported",
+                path=path,
+            ) from None
         digest, stored_now = vault.objects.put_bytes(_tag_zip(root))
         provenance = {
             "bag_tagmanifest_sha256": tagmanifest,

@@ -66,6 +66,8 @@ class Report:
     kind: str = "vault"
     vault_id: str | None = None
     genesis_key: str | None = None
+    #: (bundle) the vault name its signed ``vault.created`` line gives; not in ``to_dict`` (report v1)
+    vault_name: str | None = None
     genesis_pinned: bool = False
     head: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)

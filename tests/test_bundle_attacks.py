@@ -733,3 +733,352 @@ def test_a_missing_allowed_signers_is_named_without_errno_text(cli: Cli, bag: Pa
     ]
     assert finding["code"] == "bundle.missing-file" and finding["level"] == "FAIL"
     assert "Errno" not in res.stdout and "No such file" not in res.stdout
+
+
+def _set_bag_info(bag: Path, label: str, value: str | None) -> None:
+    """Replace (or with None remove) a bag-info.txt label, then re-make the tag manifest."""
+    info = bag / "bag-info.txt"
+    lines = [ln for ln in info.read_text().splitlines() if not ln.startswith(f"{label}:")]
+    if value is not None:
+        lines.append(f"{label}: {value}")
+    info.write_text("".join(ln + "\n" for ln in lines))
+    rewrite_tagmanifest(bag)
+
+
+def _mismatches(bag: Path, code: str = "bundle.export-mismatch") -> list[str]:
+    report = verify_bundle(bag)
+    return [f"{f.subject}: {f.message}" for f in report.failures if f.code == code]
+
+
+def test_source_organization_must_be_the_signed_vault_name(cli: Cli, bag: Path, tmp_path: Path) -> None:
+    """bag-info.txt is unsigned: a Source-Organization other than the name the signed vault.created line
+    gives is a FAIL (and import, refusing the bag, records nothing)."""
+    assert "Source-Organization: test vault\n" in (bag / "bag-info.txt").read_text()
+    _set_bag_info(bag, "Source-Organization", "Trusted Police Lab")
+    assert _mismatches(bag) == [
+        "bag-info.txt: Source-Organization is 'Trusted Police Lab', not the vault name the signed "
+        "vault.created line gives ('test vault')"
+    ]
+    code, found = check(cli, bag)
+    assert code == 1 and found == {"bundle.export-mismatch"}
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    before = (other / "log.jsonl").read_bytes()
+    res = cli("--vault", other, "import", bag)
+    assert res.code == 1 and "bundle.export-mismatch" in res.stderr, res.stderr
+    assert (other / "log.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("label", "value", "expected"),
+    [
+        ("Contact-Name", "Det. Smith, Trusted Police Lab", "label 'Contact-Name' is not one"),
+        ("External-Description", "certified authentic", "External-Description is 'certified authentic'"),
+        ("External-Identifier", None, "External-Identifier is there 0 times"),
+        ("Internal-Sender-Identifier", "another-export", "Internal-Sender-Identifier is 'another-export'"),
+        ("Bag-Count", "1 of 2", "Bag-Count is '1 of 2'"),
+        ("Bagging-Date", "certified 2020", "Bagging-Date 'certified 2020' is no date"),
+    ],
+)
+def test_every_bag_info_label_is_checked(bag: Path, label: str, value: str | None, expected: str) -> None:
+    _set_bag_info(bag, label, value)
+    found = _mismatches(bag)
+    assert len(found) == 1 and found[0].startswith(f"bag-info.txt: {expected}"), found
+
+
+def test_import_takes_the_sender_from_the_signed_log(
+    cli: Cli, filled_vault: Path, tmp_path: Path, identity: str
+) -> None:
+    """vault.json's name is unsigned too: export writes the name the signed vault.created line gives, and
+    import records the sender from the verified log."""
+    config = filled_vault / "vault.json"
+    doc = json.loads(config.read_text())
+    doc["name"] = "Trusted Police Lab"
+    config.write_text(json.dumps(doc))
+    out = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", out).code == 0
+    assert "Source-Organization: test vault\n" in (out / "bag-info.txt").read_text()
+    assert json.loads((out / "evidence" / "export.json").read_text())["vault_name"] == "test vault"
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    res = cli("--vault", other, "import", out, "--trust", identity, "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["source"] == f"bag {doc['vault_id']} from test vault"
+
+
+def test_fingerprints_txt_lists_exactly_the_signers(bag: Path) -> None:
+    """export.md: fingerprints.txt lists exactly the keys that signed (with the role and name the log
+    gives them); an extra line, or a name changed, is a FAIL."""
+    path = bag / "evidence" / "keys" / "fingerprints.txt"
+    honest = path.read_text()
+    path.write_text(honest + "SHA256:" + "A" * 43 + "  admin  Trusted Police Lab\n")
+    rewrite_tagmanifest(bag)
+    found = _mismatches(bag, "bundle.keys-mismatch")
+    assert len(found) == 1 and found[0].startswith("evidence/keys/fingerprints.txt: is not exactly"), found
+    assert "Trusted Police Lab" in found[0]
+    path.write_text(honest.replace("Alice Custodian", "Trusted Police Lab"))
+    rewrite_tagmanifest(bag)
+    assert [f.split(":")[0] for f in _mismatches(bag, "bundle.keys-mismatch")] == [
+        "evidence/keys/fingerprints.txt"
+    ]
+
+
+def _edit_export(bag: Path, change: Any) -> None:
+    path = bag / "evidence" / "export.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc, indent=1))
+    rewrite_tagmanifest(bag)
+
+
+EXPORT_EDITS: dict[str, tuple[Any, str]] = {
+    "genesis_key": (lambda d: d.update(genesis_key="SHA256:" + "A" * 43), "field 'genesis_key' is"),
+    "vault_name": (lambda d: d.update(vault_name="Trusted Police Lab"), "field 'vault_name' is"),
+    "vault_id": (lambda d: d.update(vault_id="00000000-0000-4000-8000-000000000000"), "field 'vault_id' is"),
+    "log_size": (lambda d: d.update(log_size=d["log_size"] + 1), "field 'log_size' is"),
+    "log_size true": (lambda d: d.update(log_size=True), "field 'log_size' is"),
+    "checkpoints": (lambda d: d.update(checkpoints=d["checkpoints"][:1]), "field 'checkpoints' is"),
+    "redacted_fields": (lambda d: d.update(redacted_fields=["gps_lat"]), "field 'redacted_fields' is"),
+    "created": (lambda d: d.update(created="certified"), "field 'created' is 'certified', not a time"),
+    "extra field": (lambda d: d.update(certified_by="Police"), "fields 'certified_by' are not ones"),
+    "field removed": (lambda d: d.pop("vault_name"), "lacks the fields vault_name"),
+    "item size": (lambda d: d["items"][0].update(size=1), "field 'items' entry 0 (sha256:"),
+    "item media_type": (
+        lambda d: d["items"][0].update(media_type="video/mp4"),
+        "'media_type' is 'video/mp4'",
+    ),
+    "item ingest_seq": (lambda d: d["items"][0].update(ingest_seq=0), "'ingest_seq' is 0, not"),
+    "item extra field": (
+        lambda d: d["items"][0].update(note="x"),
+        "entry 0 does not have exactly the fields",
+    ),
+    "item removed": (lambda d: d["items"].pop(), "field 'items' lacks item sha256:"),
+    "item twice": (lambda d: d["items"].append(dict(d["items"][0])), "is listed twice"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EXPORT_EDITS))
+def test_export_json_says_what_the_verified_log_does(bag: Path, edit: str) -> None:
+    """Every export.json field the verified log and evidence determine is checked; the finding names it."""
+    change, expected = EXPORT_EDITS[edit]
+    _edit_export(bag, change)
+    found = [f for f in _mismatches(bag) if f.startswith("evidence/export.json: ")]
+    assert len(found) == 1 and expected in found[0], found
+
+
+ZEROS = "0" * 64
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        f"evidence/metadata/{ZEROS}.json",
+        f"evidence/openings/{ZEROS}.json",
+        "evidence/extra.txt",
+        "evidence/keys/notes.txt",
+        "evidence/proofs/extra.json",
+        "evidence/notes/certificate.txt",
+        "CERTIFICATE.txt",
+        "checkpoint file",
+    ],
+)
+def test_a_file_the_export_does_not_write_is_a_fail(bag: Path, rel: str) -> None:
+    """Nothing checks a file the export does not write, so it could claim anything: FAIL naming it
+    (listed in the tag manifest or not)."""
+    if rel == "checkpoint file":
+        rel = _first_checkpoint(bag).relative_to(bag).as_posix() + "/tsa-x.json"
+    (bag / rel).parent.mkdir(parents=True, exist_ok=True)
+    (bag / rel).write_text('{"certified_by": "Trusted Police Lab"}\n')
+    rewrite_tagmanifest(bag)
+    with (bag / "tagmanifest-sha256.txt").open("a") as f:
+        f.write(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}\n")
+    assert _mismatches(bag, "bundle.unexpected-file") == [
+        f"{rel}: not a file an evidence-vault export writes: nothing checks what it says"
+    ]
+
+
+def test_a_symbolic_link_inside_the_bag_is_a_fail(cli: Cli, bag: Path) -> None:
+    """An export writes no link: one inside the bag (which BagIt only warns about) is a FAIL too."""
+    keys = bag / "evidence" / "keys"
+    (bag / "allowed_signers").write_bytes((keys / "allowed_signers").read_bytes())
+    (keys / "allowed_signers").unlink()
+    (keys / "allowed_signers").symlink_to("../../allowed_signers")
+    report = verify_bundle(bag)
+    assert ("bag.path.symlink", "WARN") in {(f.code, f.level) for f in report.findings}
+    assert [(f.subject, f.message) for f in report.failures if f.code == "bundle.unexpected-file"] == [
+        ("allowed_signers", "not a file an evidence-vault export writes: nothing checks what it says"),
+        ("evidence/keys/allowed_signers", "a symbolic link: an export writes none"),
+    ]
+
+
+def test_a_bag_without_its_tag_manifest_fails_and_is_not_imported(
+    cli: Cli, bag: Path, tmp_path: Path
+) -> None:
+    """BagIt makes a tag manifest optional; an evidence-vault bag always has one, and it is what binds
+    evidence/ to the bag: without it verify-bundle FAILs (as the stdlib script does), and import refuses
+    the bag with exit 1 and one line."""
+    (bag / "tagmanifest-sha256.txt").unlink()
+    assert _mismatches(bag, "bundle.missing-file") == [
+        "tagmanifest-sha256.txt: tagmanifest-sha256.txt is missing: the tag manifest, which binds evidence/ "
+        "(log, keys, proofs) to the bag"
+    ]
+    code, found = check(cli, bag)
+    assert code == 1 and found == {"bundle.missing-file"}
+    assert _stdlib_script(bag).returncode == 1
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    before = (other / "log.jsonl").read_bytes()
+    res = cli("--vault", other, "import", bag)
+    assert res.code == 1, res.stderr
+    assert res.stderr.count("\n") == 1 and "bundle.missing-file" in res.stderr, res.stderr
+    assert "nothing imported" in res.stderr and (other / "log.jsonl").read_bytes() == before
+
+
+def _link_out(bag: Path, rel: str, tmp_path: Path) -> None:
+    """Move ``rel`` out of the bag (an identical copy) and leave a symbolic link to it in its place."""
+    outside = tmp_path / "outside" / rel.replace("/", "_")
+    outside.parent.mkdir(exist_ok=True)
+    shutil.move(bag / rel, outside)
+    (bag / rel).symlink_to(outside)
+
+
+@pytest.mark.parametrize("what", ["payload file", "data directory", "log", "fifo"])
+def test_stdlib_script_refuses_links_and_special_files(bag: Path, tmp_path: Path, what: str) -> None:
+    """The script followed links out of the bag: a payload file, data/ or the log replaced by a link to
+    an identical copy outside passed. Now any link or special file is a FAIL, and nothing is read."""
+    assert _stdlib_script(bag).returncode == 0
+    if what == "payload file":
+        rel = next((bag / "data").iterdir()).relative_to(bag).as_posix()
+        _link_out(bag, rel, tmp_path)
+    elif what == "data directory":
+        rel = "data"
+        _link_out(bag, rel, tmp_path)
+    elif what == "log":
+        rel = "evidence/log.jsonl"
+        _link_out(bag, rel, tmp_path)
+    else:
+        rel = "evidence/pipe"
+        os.mkfifo(bag / rel)
+    res = _stdlib_script(bag)  # a FIFO read would block: the timeout catches that
+    assert res.returncode == 1, res.stdout
+    kind = "is not a regular file" if what == "fifo" else "is a symbolic link"
+    assert f"FAIL {rel} {kind}" in res.stdout, res.stdout
+    assert res.stdout.rstrip().splitlines()[-1].startswith("FAIL ("), res.stdout
+    assert verify_bundle(bag).exit_code() == 1
+
+
+def test_stdlib_script_finds_an_item_missing_from_data(bag: Path) -> None:
+    """A payload file removed, and the manifests and Payload-Oxum made to match: the script checks that
+    every item of the revealed log (and of export.json) is in data/, as verify-bundle does."""
+    victim = next((bag / "data").iterdir())
+    rel = victim.relative_to(bag).as_posix()
+    item = "sha256:" + hashlib.sha256(victim.read_bytes()).hexdigest()
+    victim.unlink()
+    manifest = bag / "manifest-sha256.txt"
+    manifest.write_text(
+        "".join(ln + "\n" for ln in manifest.read_text().splitlines() if not ln.endswith(rel))
+    )
+    payload = list((bag / "data").iterdir())
+    oxum = f"{sum(p.stat().st_size for p in payload)}.{len(payload)}"
+    info = bag / "bag-info.txt"
+    info.write_text(re.sub(r"Payload-Oxum: .*", f"Payload-Oxum: {oxum}", info.read_text()))
+    rewrite_tagmanifest(bag)
+    res = _stdlib_script(bag)
+    assert res.returncode == 1, res.stdout
+    assert f"FAIL item {item} is ingested in the revealed log, but no file in data/ holds it" in res.stdout
+    assert f"FAIL evidence/export.json: '{rel}' is not a file in data/ holding item {item}" in res.stdout
+    report = verify_bundle(bag)
+    assert {"bundle.item-missing", "bundle.export-mismatch"} <= {f.code for f in report.failures}
+
+
+def _long_name_zip(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "long.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("bag/bagit.txt", "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
+        zf.writestr(name, b"x")
+    return path
+
+
+def test_a_zip_entry_name_too_long_to_extract_is_one_short_line_and_exit_2(
+    cli: Cli, vault: Path, tmp_path: Path
+) -> None:
+    """A 300-byte path component cannot be written (ENAMETOOLONG): no verdict on the bag, exit 2 as
+    docs/exit-codes.md says, from verify-bundle and import alike (import said exit 1, "bag rejected").
+    The name, printed twice, is cut to 100 characters each time: one short line, not kilobytes."""
+    long = "a" * 300
+    z = _long_name_zip(tmp_path, f"bag/data/{long}.jpg")
+    before = (vault / "log.jsonl").read_bytes()
+    for args in (("verify-bundle", z), ("--vault", vault, "import", z)):
+        res = cli(*args)
+        assert res.code == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1 and len(res.stderr) < 400, res.stderr
+        assert "a" * 100 + "…" in res.stderr and "a" * 101 not in res.stderr
+        assert res.stderr.endswith("from long.zip: File name too long\n"), res.stderr
+    assert (vault / "log.jsonl").read_bytes() == before
+
+
+def test_a_finding_about_a_long_name_is_one_short_line(cli: Cli, tmp_path: Path) -> None:
+    """A zip entry name can be 64 KB: the finding line that names it is cut too (--json keeps it)."""
+    z = _long_name_zip(tmp_path, "bag/../" + "b" * 5000)
+    res = cli("verify-bundle", z)
+    assert res.code == 1
+    (line,) = [ln for ln in res.stderr.splitlines() if "bundle.unsafe-zip" in ln]
+    assert len(line) < 400 and "b" * 100 + "…" in line, line
+    assert "b" * 5000 in cli("verify-bundle", z, "--json").stdout
+
+
+@pytest.mark.parametrize("edit", ["name", "date", "verdict", "removed"])
+def test_report_html_is_rendered_again_and_compared(cli: Cli, bag: Path, edit: str) -> None:
+    """report.html was never checked: names or dates edited in it still verified. verify-bundle now
+    renders it again from the verified evidence and fails it when it differs (or is missing)."""
+    path = bag / "report.html"
+    html = path.read_text()
+    created = json.loads((bag / "evidence" / "export.json").read_text())["created"]
+    assert f"report made {created}." in html and "Alice Custodian" in html
+    if edit == "removed":
+        path.unlink()
+    else:
+        old, new = {
+            "name": ("Alice Custodian", "Trusted Police Lab"),
+            "date": (created, "2019-01-01T00:00:00.000Z"),
+            "verdict": ('class="outcome-WARN">WARN', 'class="outcome-PASS">PASS'),
+        }[edit]
+        assert old in html
+        path.write_text(html.replace(old, new))
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and found == {"bundle.missing-file" if edit == "removed" else "bundle.report-mismatch"}
+
+
+def test_report_html_of_a_stamped_bag_checks_on_any_machine(
+    cli: Cli, stamped_bag: Path, home: Path, tmp_path: Path
+) -> None:
+    """The shipped report states what the bag proves by itself (no TSA root of the exporting machine
+    counts), so it renders the same on the machine that pinned the TSA root, on a lawyer's, and with
+    --tsa-ca; it says that the token checks only against the root shipped with it."""
+    html = (stamped_bag / "report.html").read_text()
+    assert "RFC 3161 token(s) that check only against the TSA root shipped with them" in html
+    shipped = next(stamped_bag.glob("evidence/checkpoints/*/tsa-*.ca.pem"))
+    for args in ((), ("--tsa-ca", shipped)):
+        res = cli("verify-bundle", stamped_bag, "--json", *args)  # the stamping machine: root pinned
+        assert res.code == 0 and "bundle.report-mismatch" not in res.stdout, res.stdout
+    (home / "vaults.json").unlink()  # a lawyer's machine
+    res = cli("verify-bundle", stamped_bag, "--json")
+    assert res.code == 0 and "bundle.report-mismatch" not in res.stdout, res.stdout
+    (stamped_bag / "report.html").write_text(html.replace("Alice Custodian", "Trusted Police Lab"))
+    rewrite_tagmanifest(stamped_bag)
+    assert check(cli, stamped_bag) == (1, {"bundle.report-mismatch"})
+
+
+def test_a_data_link_is_not_walked(bag: Path, tmp_path: Path) -> None:
+    """data/ as a symbolic link to a directory outside the bag (/, say) is reported, never walked:
+    verify-bundle hashed every file under it and named each in a finding."""
+    outside = tmp_path / "elsewhere"
+    shutil.move(bag / "data", outside)
+    (outside / "private-letter.txt").write_text("not part of the bag\n")
+    (bag / "data").symlink_to(outside)
+    report = verify_bundle(bag)
+    assert {"bag.payload.missing-dir", "bundle.unexpected-file", "bundle.item-missing"} <= {
+        f.code for f in report.failures
+    }
+    assert not [f for f in report.findings if "private-letter" in f.subject + f.message]

@@ -312,6 +312,25 @@ def test_verify_md_files_block_handles_percent_encoded_names(cli: Cli, vault: Pa
     assert done.returncode != 0 and "data/50%.txt: FAILED" in done.stdout, done.stdout
 
 
+def test_verify_md_files_block_refuses_a_link_to_an_identical_file(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """sha256sum follows links: a payload file replaced by a link to an identical copy outside the bag
+    would pass `sha256sum -c`. The files block stops at any link or special file first."""
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    files = _blocks((bag / "VERIFY.md").read_text())["files"]
+    assert "find . -type l" in (bag / "VERIFY.md").read_text()  # for whoever checks by hand
+    assert _run_block(files, bag).returncode == 0
+    victim = next((bag / "data").iterdir())
+    outside = tmp_path / victim.name
+    victim.rename(outside)
+    victim.symlink_to(outside)
+    done = _run_block(files, bag)
+    assert done.returncode == 1 and f"./data/{victim.name}" in done.stdout, done.stdout + done.stderr
+    assert ": OK" not in done.stdout  # it stopped before sha256sum
+
+
 def test_verify_md_blocks_stop_at_the_first_failure(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
     """'Each block stops at the first failure it meets': a failing command that is not the last one
     makes the block fail (run by plain bash, as pasted), and nothing after it runs."""

@@ -3,10 +3,14 @@
 
     python3 verify_bundle.py /path/to/bag
 
-Checks: (1) every file against manifest-sha256.txt and tagmanifest-sha256.txt; (2) the hash chain of
+Checks: (0) that nothing in the bag is a symbolic link or a special file (an export writes none, and a
+link would have the other checks read a file outside the bag: the script stops there); (1) every file
+against manifest-sha256.txt and tagmanifest-sha256.txt; (2) the hash chain of
 evidence/log.jsonl, through withheld lines (given as their hashes); (3) each checkpoint's Merkle root
 recomputed from the leaf hashes (RFC 9162); (4) the inclusion proofs of the revealed lines and the
-consistency proofs between checkpoints; (5) that every file in data/ is an item ingested in the log;
+consistency proofs between checkpoints; (5) that every file in data/ is an item ingested in the log,
+and that every item ingested in the revealed log, and every item evidence/export.json lists (with its
+path), is there;
 (6) that no key in evidence/keys/allowed_signers or in a revealed key event is an Ed25519 point of small
 order (with such a key one signature verifies for every message, and ssh-keygen accepts it); (7) that
 evidence/events/<seq>.json and .json.sig are exactly the signed bytes and the signature of log line <seq>
@@ -22,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import sys
 
 problems: list[str] = []
@@ -206,24 +211,79 @@ def check_event_files(ev: str, revealed: dict[int, bytes]) -> None:
     print(f"events: {len(revealed)} signed-bytes files match their log lines")
 
 
-def check_manifest(bag: str, name: str) -> set[str]:
+def check_tree(bag: str) -> bool:
+    """Nothing in the bag may be a symbolic link (to a file or a directory, inside the bag or out of it)
+    or a device, FIFO or socket: an export writes none, and reading through one would check a file that
+    is not in the bag (or never end). True if the bag is clean."""
+    clean = True
+    for root, dirs, files in os.walk(bag):  # does not follow links
+        for name in sorted(dirs + files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, bag).replace(os.sep, "/")
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                fail(f"{rel} is a symbolic link (to {os.readlink(path)}): an export writes none")
+                clean = False
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                fail(f"{rel} is not a regular file (device, FIFO or socket): an export writes none")
+                clean = False
+    return clean
+
+
+def check_manifest(bag: str, name: str, digests: dict[str, str]) -> set[str]:
+    """Check each file a manifest lists; the SHA-256 of each file found goes into ``digests``."""
     listed: set[str] = set()
     with open(os.path.join(bag, name), encoding="utf-8") as f:
         for line in f:
             digest, _, rel = line.rstrip("\n").partition("  ")
             rel = rel.replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
+            parts = rel.split("/")
+            if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+                fail(f"{name}: {rel!r} is not a path inside the bag")
+                continue
+            if (parts[0] == "data") != (name == "manifest-sha256.txt"):
+                fail(f"{name}: {rel} is {'not ' if parts[0] != 'data' else ''}a payload file")
             listed.add(rel)
-            path = os.path.join(bag, *rel.split("/"))
-            if not os.path.isfile(path):
+            path = os.path.join(bag, *parts)
+            if not (os.path.lexists(path) and stat.S_ISREG(os.lstat(path).st_mode)):
                 fail(f"{name}: {rel} is missing")
-            elif sha256_file(path) != digest:
+                continue
+            digests[rel] = sha256_file(path)
+            if digests[rel] != digest:
                 fail(f"{name}: {rel} does not match its SHA-256")
     return listed
 
 
+def check_items(ev: str, items: set[str], payload: dict[str, str]) -> None:
+    """Every item ingested in the revealed log must be in data/, and every entry of export.json must be
+    such an item, at the path it gives."""
+    present = set(payload.values())
+    for ingested in sorted(items):
+        if str(ingested).removeprefix("sha256:") not in present:
+            fail(f"item {ingested} is ingested in the revealed log, but no file in data/ holds it")
+    with open(os.path.join(ev, "export.json"), encoding="utf-8") as f:
+        doc = json.load(f)
+    entries = doc.get("items") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        fail("evidence/export.json: has no list of items")
+        return
+    for entry in entries:
+        item = entry.get("id") if isinstance(entry, dict) else None
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(item, str) or item not in items:
+            fail(f"evidence/export.json: {item!r} is not an item ingested in the revealed log")
+        elif not isinstance(path, str) or "sha256:" + payload.get(path, "") != item:
+            fail(f"evidence/export.json: {path!r} is not a file in data/ holding item {item}")
+    print(f"items: {len(items)} ingested in the revealed log, checked against data/ and export.json")
+
+
 def main(bag: str) -> int:
-    payload = check_manifest(bag, "manifest-sha256.txt")
-    check_manifest(bag, "tagmanifest-sha256.txt")
+    if not check_tree(bag):
+        print("FAIL", f"({len(problems)} problems; the checks stopped here: nothing is read through a link)")
+        return 1
+    digests: dict[str, str] = {}
+    payload = check_manifest(bag, "manifest-sha256.txt", digests)
+    check_manifest(bag, "tagmanifest-sha256.txt", digests)
     for root, _dirs, files in os.walk(os.path.join(bag, "data")):
         for name in files:
             rel = os.path.relpath(os.path.join(root, name), bag).replace(os.sep, "/")
@@ -298,9 +358,11 @@ def main(bag: str) -> int:
 
     check_event_files(ev, revealed)
     check_keys(ev, revealed)
-    for rel in sorted(payload):
-        if "sha256:" + sha256_file(os.path.join(bag, *rel.split("/"))) not in items:
+    payload_digests = {rel: digests[rel] for rel in payload if rel in digests}
+    for rel, digest in sorted(payload_digests.items()):
+        if "sha256:" + digest not in items:
             fail(f"{rel} is not an item ingested in the revealed log")
+    check_items(ev, items, payload_digests)
     print("signatures: not checked here (no Ed25519 in the standard library); see VERIFY.md steps 3-4")
     print("FAIL" if problems else "PASS", f"({len(problems)} problems)")
     return 1 if problems else 0

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -105,16 +106,16 @@ def emit_json_line(value: Any) -> None:
 def error(message: str) -> None:
     """One line: ``evidence-vault: error: <message>``."""
     if plain():
-        sys.stderr.write(f"evidence-vault: error: {one_line(message)}\n")
+        sys.stderr.write(f"evidence-vault: error: {message_line(message)}\n")
     else:
-        console().print(f"[bold red]evidence-vault: error:[/] {escape(one_line(message))}")
+        console().print(f"[bold red]evidence-vault: error:[/] {escape(message_line(message))}")
 
 
 def warn(message: str) -> None:
     if plain():
-        sys.stderr.write(f"warning: {one_line(message)}\n")
+        sys.stderr.write(f"warning: {message_line(message)}\n")
     else:
-        console().print(f"[yellow]warning:[/] {escape(one_line(message))}")
+        console().print(f"[yellow]warning:[/] {escape(message_line(message))}")
 
 
 def info(message: str) -> None:
@@ -129,6 +130,18 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+#: A name in a message is cut after this many characters (a zip entry or file name can be 64 KB long).
+NAME_LIMIT = 100
+_LONG_NAME = re.compile(r"[^/:\s'\"]{" + str(NAME_LIMIT + 1) + ",}")
+
+
+def message_line(text: str) -> str:
+    """:func:`one_line`, with every name in it (a run of characters without a slash, colon, space or quote)
+    longer than ``NAME_LIMIT`` cut to its first ``NAME_LIMIT`` characters and "…": an error or finding
+    stays one readable line, however long the file name it is about."""
+    return _LONG_NAME.sub(lambda m: m[0][:NAME_LIMIT] + "…", one_line(text))
 
 
 def human_size(n: int | None) -> str:

@@ -448,9 +448,8 @@ def print_report(report: Report) -> None:
     summary line starts with PASS, WARN or FAIL, for scripts that look for it."""
     if report.findings and output.plain():
         for f in report.findings:
-            sys.stderr.write(
-                f"  {f.level:<5} {f.code}  {output.one_line(f.subject)}: {output.one_line(f.message)}\n"
-            )
+            where, what = output.message_line(f.subject), output.message_line(f.message)
+            sys.stderr.write(f"  {f.level:<5} {f.code}  {where}: {what}\n")
     elif report.findings:
         from rich.markup import escape
         from rich.table import Table
@@ -459,7 +458,10 @@ def print_report(report: Report) -> None:
         for f in report.findings:
             color = {"FAIL": "red", "WARN": "yellow"}.get(f.level, "white")
             table.add_row(
-                f"[{color}]{f.level}[/]", f.code, escape(f.subject), escape(output.one_line(f.message))
+                f"[{color}]{f.level}[/]",
+                f.code,
+                escape(output.message_line(f.subject)),
+                escape(output.message_line(f.message)),
             )
         output.err.print(table)
     stats = report.stats
