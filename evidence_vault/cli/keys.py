@@ -16,18 +16,21 @@ app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
+EmailOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--email",
+        callback=utf8_text,
+        help="Email address, kept with the identity and in the public key comment.",
+    ),
+]
+
+
 @app.command("new")
 def new(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", callback=nonblank_text, help="Your name as custodian.")],
-    email: Annotated[
-        str | None,
-        typer.Option(
-            "--email",
-            callback=utf8_text,
-            help="Email address, kept with the identity and in the public key comment.",
-        ),
-    ] = None,
+    email: EmailOpt = None,
     no_passphrase: Annotated[
         bool, typer.Option("--no-passphrase", help="Store the private key unencrypted (not recommended).")
     ] = False,
@@ -252,14 +255,7 @@ def import_(
             help="Your name as custodian (default: the key file's comment, else its name).",
         ),
     ] = None,
-    email: Annotated[
-        str | None,
-        typer.Option(
-            "--email",
-            callback=utf8_text,
-            help="Email address, kept with the identity and in the public key comment.",
-        ),
-    ] = None,
+    email: EmailOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Import a private key as one of your identities."""
