@@ -1082,3 +1082,16 @@ def test_a_data_link_is_not_walked(bag: Path, tmp_path: Path) -> None:
         f.code for f in report.failures
     }
     assert not [f for f in report.findings if "private-letter" in f.subject + f.message]
+
+
+def test_a_hand_made_ingest_line_naming_no_item_string_is_a_finding(cli: Cli, bag: Path) -> None:
+    """An item.ingested line whose ``item`` is a list (any JSON, in a hand-made bag) stopped the custody
+    report's rendering with an internal error (exit 2): it is a FAIL like any bad line."""
+    lines = log_lines(bag)
+    event = json.loads(lines[0])
+    event.update(type="item.ingested", data={**event["data"], "size": None, "item": []})
+    lines[0] = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    write_log(bag, lines)
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and found, found
