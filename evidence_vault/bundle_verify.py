@@ -5,8 +5,10 @@ every revealed log line (canonical form, seq, chain, authorization, signature); 
 withheld lines, whose line hashes and leaf hashes are given; each checkpoint's root recomputed from the
 leaf hashes, its signature, its OpenTimestamps proof against the bag's block headers and its RFC 3161
 tokens; the inclusion proofs of the revealed events in the latest checkpoint and the consistency proofs
-between checkpoints; the metadata openings against their signed commitments; and that the keys the bag
-names (``evidence/keys/allowed_signers``, ``VERIFY.md``) are exactly the keys that signed.
+between checkpoints; the metadata openings against their signed commitments; the exporter's signature
+over ``tagmanifest-sha256.txt`` (so over every file) with the key the revealed log authorized; and that
+the keys the bag names (``evidence/keys/allowed_signers``, ``VERIFY.md``) are exactly the keys that
+signed, revealed lines or the bag.
 
 What cannot be checked: a withheld line's leaf hash against its line hash (the line itself is not in the
 bag). The leaf hash is bound by the checkpoint root; the line hash by the next revealed line's ``prev``.
@@ -47,7 +49,7 @@ from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Finding, Report, line_subject
 from .safezip import safe_extract
-from .signing import FINGERPRINT_RE, PublicKey, unarmor
+from .signing import FINGERPRINT_RE, PublicKey, unarmor, verify_signature
 from .timestamps.headers import HeaderStore
 from .verify import LogState, check_event
 
@@ -72,8 +74,13 @@ BAG_INFO_LABELS = (
     "Bag-Group-Identifier",
     "Bagging-Date",
     "Bag-Software-Agent",
+    "Evidence-Vault-Exporter",
     "Payload-Oxum",
 )
+#: The bag-info.txt label naming the key that signed the bag (``SHA256:…``); and the tag file holding
+#: that key's signature over the exact bytes of ``tagmanifest-sha256.txt`` (which it cannot list).
+EXPORTER_LABEL = "Evidence-Vault-Exporter"
+BAG_SIGNATURE = "tagmanifest-sha256.txt.sig"
 
 
 def mentioned_items(event: Event) -> list[str]:
@@ -112,6 +119,7 @@ BAG_TOP_FILES = frozenset(
         "bag-info.txt",
         "manifest-sha256.txt",
         "tagmanifest-sha256.txt",
+        "tagmanifest-sha256.txt.sig",
         "VERIFY.md",
         "report.html",
         "verify_bundle.py",
@@ -143,8 +151,8 @@ def external_description(n_items: int) -> str:
 
 
 def fingerprints_text(signers: Iterable[str], auth: Authority) -> str:
-    """``evidence/keys/fingerprints.txt``: one line per key that signed a revealed line (sorted), with the
-    role and name the log's key lines give it."""
+    """``evidence/keys/fingerprints.txt``: one line per key that signed a revealed line or the bag (the
+    exporter), sorted, with the role and name the log's key lines give it."""
     out = []
     for fp in sorted(signers):
         grant = auth.keys.get(fp)
@@ -184,6 +192,12 @@ class EvidenceState:
     export: dict[str, Any] = field(default_factory=dict)
     openings: dict[str, dict[str, Any]] = field(default_factory=dict)  # item -> field -> value (checked)
     vault_id: str | None = None
+    exporter: str | None = None  # the key bag-info.txt names as the exporter, if the log authorized it
+
+    def named_keys(self) -> set[str]:
+        """The keys the bag must name (allowed_signers, keys/, fingerprints.txt, VERIFY.md): those that
+        signed a revealed line, plus the exporter."""
+        return self.signers | ({self.exporter} if self.exporter else set())
 
 
 class _Root(_HasRoot):
@@ -514,7 +528,7 @@ def _check_allowed_signers(
         report.fail(
             "bundle.keys-mismatch",
             "evidence/keys/allowed_signers",
-            f"names {', '.join(extra) or 'no other keys'} beyond the signers; lacks "
+            f"names {', '.join(extra) or 'no other keys'} beyond the signers and the exporter; lacks "
             f"{', '.join(missing) or 'none'}",
         )
     for principal, key in named.items():
@@ -547,15 +561,15 @@ def _check_pub_files(ev_root: Path, signers: set[str], report: Report) -> None:
         report.fail(
             "bundle.keys-mismatch",
             "evidence/keys",
-            f"no public key file for {', '.join(missing)}, which signed revealed lines",
+            f"no public key file for {', '.join(missing)}, which signed revealed lines or the bag",
         )
 
 
 def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
-    """The keys the bag names must be exactly the keys that signed its revealed events."""
+    """The keys the bag names must be exactly the keys that signed its revealed events, plus the exporter."""
     ev_root = bag_root / EVIDENCE
     auth = state.log.authority
-    signers = set(state.signers)
+    signers = state.named_keys()
     subject = "evidence/keys/allowed_signers"
     named = None
     try:
@@ -576,7 +590,7 @@ def check_keys(bag_root: Path, report: Report, state: EvidenceState) -> None:
         report.fail(
             "bundle.keys-mismatch",
             "VERIFY.md",
-            "fingerprints in VERIFY.md are not exactly the keys that signed: "
+            "fingerprints in VERIFY.md are not exactly the keys that signed (lines, or the bag): "
             f"extra {sorted(in_md - signers)}, missing {sorted(signers - in_md)}",
         )
 
@@ -693,8 +707,8 @@ def check_bag_info(bag_root: Path, report: Report, state: EvidenceState) -> None
     }
     for label in BAG_INFO_LABELS:
         values = info.get(label, [])
-        if label == "Payload-Oxum":
-            continue  # the BagIt validator checks it (bag.bag-info.*)
+        if label in ("Payload-Oxum", EXPORTER_LABEL):
+            continue  # the BagIt validator checks it (bag.bag-info.*); check_exporter the exporter
         if len(values) != 1:
             report.fail(
                 "bundle.export-mismatch",
@@ -722,8 +736,76 @@ def check_bag_info(bag_root: Path, report: Report, state: EvidenceState) -> None
             )
 
 
+def check_exporter(bag_root: Path, report: Report, state: EvidenceState) -> None:
+    """The exporter's signature over the exact bytes of ``tagmanifest-sha256.txt`` (which lists the
+    SHA-256 of every tag file, ``manifest-sha256.txt`` and so the payload among them): ``bag-info.txt``
+    names the key (``Evidence-Vault-Exporter``), the revealed log gives it (never a file of the bag
+    alone), and it must be authorized, not revoked, at the bag's last revealed line. Without this, anyone
+    handling the bag could withhold more lines and make the tag manifest again."""
+    try:
+        values = read_bag_info(bag_root).get(EXPORTER_LABEL, [])
+    except EvidenceVaultError:
+        values = []  # an unreadable bag-info.txt is reported by check_bag_info
+    auth = state.log.authority
+    fp = values[0] if len(values) == 1 else ""
+    grant = auth.keys.get(fp) if FINGERPRINT_RE.fullmatch(fp) else None
+    if grant is not None:
+        state.exporter = fp  # its keys files are expected, signature or not
+    sig_path = bag_root / BAG_SIGNATURE
+    if len(values) != 1 or not os.path.lexists(sig_path):
+        missing = []
+        if len(values) != 1:
+            missing.append(f"bag-info.txt gives {EXPORTER_LABEL} {len(values)} times, not once")
+        if not os.path.lexists(sig_path):
+            missing.append(f"{BAG_SIGNATURE} is missing")
+        report.fail(
+            "bundle.unsigned",
+            BAG_SIGNATURE,
+            f"the bag is not signed by its exporter ({'; '.join(missing)}): anyone who handled it could "
+            "have withheld more log lines and made the tag manifest again",
+        )
+        return
+    if grant is None:
+        report.fail(
+            "bundle.exporter-unauthorized",
+            "bag-info.txt",
+            f"{EXPORTER_LABEL} {short(fp)} is not a key the revealed log authorizes: the bag's signature "
+            "cannot be checked",
+        )
+        return
+    if not os.path.isfile(bag_root / "tagmanifest-sha256.txt"):
+        return  # nothing to check the signature over: check_required_files reports it
+    try:
+        blob = unarmor(read_text(sig_path, "ascii"))
+        verify_signature(blob, read_bytes(bag_root / "tagmanifest-sha256.txt"), auth.public_key(fp))
+    except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
+        report.fail(
+            "bundle.bad-signature",
+            BAG_SIGNATURE,
+            f"is not a signature of tagmanifest-sha256.txt by the exporter {fp} ({_why(exc)}): the bag was "
+            "changed after it was signed",
+        )
+        return
+    if grant.revoked_seq is not None:
+        report.fail(
+            "bundle.exporter-unauthorized",
+            BAG_SIGNATURE,
+            f"the exporter {fp} ({short(grant.name)}) was revoked at seq {grant.revoked_seq}: it may not "
+            "sign for this vault at the bag's last line",
+        )
+        return
+    report.add(
+        "INFO",
+        "bundle.signed",
+        BAG_SIGNATURE,
+        f"the bag (its tag manifest, which covers every file) is signed by its exporter {fp} "
+        f"({grant.role}, {short(grant.name)}), a key the revealed log authorizes",
+    )
+
+
 def check_fingerprints_txt(bag_root: Path, report: Report, state: EvidenceState) -> None:
-    """``evidence/keys/fingerprints.txt`` must list exactly the keys that signed, as the log names them."""
+    """``evidence/keys/fingerprints.txt`` must list exactly the keys that signed (revealed lines, or the bag:
+    the exporter), as the log names them."""
     subject = "evidence/keys/fingerprints.txt"
     try:
         got = read_bytes(bag_root / EVIDENCE / "keys" / "fingerprints.txt")
@@ -733,7 +815,7 @@ def check_fingerprints_txt(bag_root: Path, report: Report, state: EvidenceState)
     except OSError as exc:
         report.fail("bundle.malformed", subject, f"unreadable: {exc}")
         return
-    want = fingerprints_text(state.signers, state.log.authority).encode()
+    want = fingerprints_text(state.named_keys(), state.log.authority).encode()
     if got != want:
         have, need = got.splitlines(), want.splitlines()
         extra = [short(x.decode("utf-8", "backslashreplace")) for x in have if x not in need]
@@ -741,7 +823,8 @@ def check_fingerprints_txt(bag_root: Path, report: Report, state: EvidenceState)
         report.fail(
             "bundle.keys-mismatch",
             subject,
-            "is not exactly the keys that signed, with the role and name the log gives them: "
+            "is not exactly the keys that signed (lines, or the bag), with the role and name the log gives "
+            "them: "
             f"extra {', '.join(extra[:5]) or 'none'}; missing {', '.join(missing[:5]) or 'none'}",
         )
 
@@ -891,7 +974,7 @@ def check_bag_files(bag_root: Path, report: Report, state: EvidenceState) -> Non
             "headers.json",
             "keys/allowed_signers",
             "keys/fingerprints.txt",
-            *(f"keys/{key_file_name(fp)}" for fp in state.signers),
+            *(f"keys/{key_file_name(fp)}" for fp in state.named_keys()),
             *(f"openings/{hex_id}.json" for hex_id in items),
             *(f"metadata/{hex_id}.json" for hex_id, rec in items.items() if rec.metadata),
         )
@@ -1086,6 +1169,7 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
     report.vault_id = state.vault_id
     report.vault_name = signed_vault_name(state)
     check_bag_info(root, report, state)
+    check_exporter(root, report, state)
     found = check_payload(root, report, state)
     check_export_doc(root, report, state)
     check_keys(root, report, state)

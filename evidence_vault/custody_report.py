@@ -178,7 +178,9 @@ def render(
     out.append("</table>")
     out.append(f"<h2>Items ({len(state.log.items)})</h2>")
     ingest_events = {
-        ev_.data.get("item"): ev_ for ev_ in state.revealed.values() if ev_.type == ev.ITEM_INGESTED
+        ev_.data["item"]: ev_
+        for ev_ in state.revealed.values()
+        if ev_.type == ev.ITEM_INGESTED and isinstance(ev_.data.get("item"), str)  # hand-made lines: any JSON
     }
     for item, rec in state.log.items.items():
         ingest = ingest_events.get(item)

@@ -29,7 +29,9 @@ from .anchors_verify import tsa_root_file
 from .authority import Authority
 from .bagit import bag_info_value, bag_to_zip, unique_names, write_bag
 from .bundle_verify import (
+    BAG_SIGNATURE,
     EVIDENCE,
+    EXPORTER_LABEL,
     checkpoint_files,
     external_description,
     fingerprints_text,
@@ -79,6 +81,7 @@ class Staged:
     names: dict[str, str] = field(default_factory=dict)  # item -> payload name (under data/)
     signers: dict[str, str] = field(default_factory=dict)  # fingerprint -> key name
     genesis: str | None = None  # the vault's genesis key (the one to pin)
+    exporter: str | None = None  # the key that signs the bag (its public key ships even if it signed no line)
     vault_name: str = ""  # as the signed vault.created line gives it (vault.json's copy is unsigned)
     revealed: int = 0
     withheld: int = 0
@@ -182,8 +185,10 @@ def stage_evidence(
     redact: Iterable[str] = (),
     export_id: str = "",
     created: str = "",
+    exporter: str | None = None,
 ) -> Staged:
-    """Write ``dest/evidence/`` for ``item_ids`` (nothing about other items beyond line hashes)."""
+    """Write ``dest/evidence/`` for ``item_ids`` (nothing about other items beyond line hashes);
+    ``exporter``: the fingerprint of the key that will sign the bag (its keys files are written too)."""
     exported = frozenset(item_ids)
     ev_root = dest / EVIDENCE
     staged = Staged()
@@ -282,7 +287,10 @@ def stage_evidence(
         ]
         _write(ev_root, "proofs/consistency.json", json.dumps(cons, indent=1).encode() + b"\n")
 
-    # Keys: exactly the keys that signed a revealed event.
+    # Keys: exactly the keys that signed a revealed event, plus the exporter (which signs the bag).
+    if exporter is not None:
+        staged.exporter = exporter
+        staged.signers[exporter] = ""
     allowed = []
     for fp in sorted(staged.signers):
         grant = auth.keys.get(fp)
@@ -441,12 +449,27 @@ def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
             f"{untrusted} -attime {epoch}"
         )
     keys = "\n".join(
-        f"- `{fp}` ({name or 'unnamed key'})" + (" **genesis key**" if fp == staged.genesis else "")
+        f"- `{fp}` ({name or 'unnamed key'})"
+        + (" **genesis key**" if fp == staged.genesis else "")
+        + (" **exporter**" if fp == staged.exporter else "")
         for fp, name in sorted(staged.signers.items())
+    )
+    bag_sig = (
+        _block(
+            "exporter-signature",
+            [
+                f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {staged.exporter} -n {NAMESPACE} "
+                f"-s {BAG_SIGNATURE} < tagmanifest-sha256.txt"
+            ],
+        )
+        if staged.exporter
+        else "(This bag is not signed by its exporter.)"
     )
     parts = {
         "{{VAULT_NAME}}": vault_name.replace("\n", " "),
         "{{KEYS}}": keys,
+        "{{EXPORTER}}": f"`{staged.exporter}`" if staged.exporter else "(none)",
+        "{{EXPORTER_SIG_BLOCK}}": bag_sig,
         "{{FILES_BLOCK}}": _block("files", _files_commands()),
         "{{CHECKPOINT_SIG_BLOCK}}": _block("checkpoint-signatures", sig_cmds)
         if sig_cmds
@@ -499,7 +522,15 @@ def export(
     try:
         stage = work / "stage"
         stage.mkdir()
-        staged = stage_evidence(vault, item_ids, stage, redact=redact, export_id=export_id, created=created)
+        staged = stage_evidence(
+            vault,
+            item_ids,
+            stage,
+            redact=redact,
+            export_id=export_id,
+            created=created,
+            exporter=signer.fingerprint,
+        )
         (stage / "VERIFY.md").write_text(render_verify_md(staged, stage, staged.vault_name), "utf-8")
         thumbs = {i: vault.objects.path(i.removeprefix("sha256:")) for i in item_ids}
         names = {i: f"data/{n}" for i, n in staged.names.items()}
@@ -516,14 +547,23 @@ def export(
             "Internal-Sender-Identifier": export_id,
             "Bag-Count": "1 of 1",
             "Bag-Group-Identifier": export_id,
+            EXPORTER_LABEL: signer.fingerprint,  # covered by the tag manifest: signed too
         }
         payload = [(staged.names[i], vault.objects.path(i.removeprefix("sha256:"))) for i in item_ids]
         hashes = {"sha256": {staged.names[i]: i.removeprefix("sha256:") for i in item_ids}}
-        bag_dir = work / out.stem if as_zip else out
+        bag_dir = work / (out.stem if as_zip else "bag")
         write_bag(bag_dir, payload, tag_files=tag_files, bag_info=bag_info, hashes=hashes)
-        tagmanifest = hashlib.sha256((bag_dir / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+        # The exporter signs the bag: the exact bytes of the tag manifest, which lists every tag file
+        # (evidence/, bag-info.txt with the exporter's name, manifest-sha256.txt and so the payload).
+        manifest_bytes = (bag_dir / "tagmanifest-sha256.txt").read_bytes()
+        tagmanifest = hashlib.sha256(manifest_bytes).hexdigest()
+        (bag_dir / BAG_SIGNATURE).write_text(armor(signer.sign(manifest_bytes)), "ascii")
         if as_zip:
             bag_to_zip(bag_dir, out)
+        else:  # written whole beside it, then renamed: no unsigned bag at `out` if signing fails
+            if out.exists() or out.is_symlink():
+                raise UsageError("destination already exists", path=out)
+            bag_dir.rename(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     data: dict[str, Any] = {

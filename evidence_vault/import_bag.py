@@ -104,7 +104,7 @@ def import_bag(
             raise BundleRejected(
                 f"bag does not verify ({report.outcome}: {', '.join(codes)}); nothing imported", path=path
             )
-        # The sender as the verified log signs it, never as the unsigned bag-info.txt says.
+        # The sender as the verified log signs it, never as bag-info.txt (the exporter's word) says.
         sender = bag_info_value(report.vault_name) if report.vault_name is not None else "?"
         source = f"bag {report.vault_id or '?'} from {sender}"
         try:

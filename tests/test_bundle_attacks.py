@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from evidence_vault.bundle_verify import verify_bundle
-from tests.conftest import Cli
+from evidence_vault.signing import armor
+from tests.conftest import Cli, signer_of
 from tests.hostile_json import FIELDS, JSON
 from tests.paths import CORPUS
 
@@ -70,6 +71,17 @@ def rewrite_tagmanifest(bag: Path) -> None:
         if (bag / rel).is_file():
             lines.append(f"{hashlib.sha256((bag / rel).read_bytes()).hexdigest()}  {rel}\n")
     (bag / "tagmanifest-sha256.txt").write_text("".join(lines))
+
+
+def resign_as_exporter(bag: Path) -> None:
+    """What the exporter itself (or whoever holds its private key) can do after forging: sign the
+    re-made tag manifest again. The checks of what the bag says must catch it without the signature."""
+    fp = re.search(r"^Evidence-Vault-Exporter: (\S+)$", (bag / "bag-info.txt").read_text(), re.M)
+    assert fp is not None
+    signer = signer_of(Path(os.environ["EVIDENCE_VAULT_HOME"]), fp.group(1))
+    (bag / "tagmanifest-sha256.txt.sig").write_text(
+        armor(signer.sign((bag / "tagmanifest-sha256.txt").read_bytes()))
+    )
 
 
 def log_lines(bag: Path) -> list[bytes]:
@@ -755,6 +767,7 @@ def test_source_organization_must_be_the_signed_vault_name(cli: Cli, bag: Path, 
     gives is a FAIL (and import, refusing the bag, records nothing)."""
     assert "Source-Organization: test vault\n" in (bag / "bag-info.txt").read_text()
     _set_bag_info(bag, "Source-Organization", "Trusted Police Lab")
+    resign_as_exporter(bag)  # even the exporter cannot make bag-info.txt say another name
     assert _mismatches(bag) == [
         "bag-info.txt: Source-Organization is 'Trusted Police Lab', not the vault name the signed "
         "vault.created line gives ('test vault')"
@@ -1046,6 +1059,7 @@ def test_report_html_is_rendered_again_and_compared(cli: Cli, bag: Path, edit: s
         assert old in html
         path.write_text(html.replace(old, new))
     rewrite_tagmanifest(bag)
+    resign_as_exporter(bag)
     code, found = check(cli, bag)
     assert code == 1 and found == {"bundle.missing-file" if edit == "removed" else "bundle.report-mismatch"}
 
@@ -1067,6 +1081,7 @@ def test_report_html_of_a_stamped_bag_checks_on_any_machine(
     assert res.code == 0 and "bundle.report-mismatch" not in res.stdout, res.stdout
     (stamped_bag / "report.html").write_text(html.replace("Alice Custodian", "Trusted Police Lab"))
     rewrite_tagmanifest(stamped_bag)
+    resign_as_exporter(stamped_bag)
     assert check(cli, stamped_bag) == (1, {"bundle.report-mismatch"})
 
 
@@ -1082,3 +1097,159 @@ def test_a_data_link_is_not_walked(bag: Path, tmp_path: Path) -> None:
         f.code for f in report.failures
     }
     assert not [f for f in report.findings if "private-letter" in f.subject + f.message]
+
+
+# -- the exporter signs the bag ------------------------------------------------------------------------
+
+PHOTO = CORPUS / "images" / "Canon_40D.jpg"
+
+
+@pytest.fixture
+def custody_bag(cli: Cli, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Alice (genesis) takes a photo in, adds Bob and Carol, transfers the photo to Bob, who accepts it;
+    Carol, who signed no line the bag reveals, exports it."""
+    fps = {}
+    for name in ("Alice", "Bob", "Carol"):
+        res = cli("key", "new", "--name", name, "--json")
+        assert res.code == 0, res.stderr
+        fps[name] = res.json()["fingerprint"]
+    vault = tmp_path / "vault"
+    assert cli("--key", fps["Alice"], "init", vault).code == 0
+
+    def run(who: str, *args: Any) -> Any:
+        return cli("--vault", vault, "--key", fps[who], *args)
+
+    assert run("Alice", "add", PHOTO).code == 0
+    for who in ("Bob", "Carol"):
+        pub = cli("key", "export-public", fps[who]).stdout.strip()
+        assert run("Alice", "key", "add", pub, "--role", "custodian").code == 0
+    res = run("Alice", "transfer", PHOTO, "--to", fps["Bob"], "--reason", "to the lab", "--json")
+    assert res.code == 0, res.stderr
+    assert run("Bob", "accept", res.json()["transfer_id"]).code == 0
+    assert run("Alice", "checkpoint").code == 0
+    out = tmp_path / "bag"
+    assert run("Carol", "export", "--all", "--out", out).code == 0
+    return out, fps
+
+
+def _courier_hides(bag: Path, who: str) -> list[int]:
+    """What anyone handling the bag could do with no key: turn the revealed lines ``who`` signed (a
+    custody transfer accepted) into withheld stubs, drop their files and ``who``'s key files, render
+    report.html again from what is left and make the tag manifest again."""
+    from evidence_vault.bundle_verify import key_file_name, withheld_stub
+    from evidence_vault.custody_report import bag_report
+
+    lines = log_lines(bag)
+    hidden = [n for n, line in enumerate(lines) if b'"custody.' in line and b'"withheld"' not in line]
+    assert len(hidden) == 2  # the transfer and its acceptance
+    for n in hidden:
+        lines[n] = withheld_stub(n, lines[n])
+        (bag / "evidence" / "events" / f"{n}.json").unlink()
+        (bag / "evidence" / "events" / f"{n}.json.sig").unlink()
+    write_log(bag, lines)
+    keys = bag / "evidence" / "keys"
+    (keys / key_file_name(who)).unlink()
+    for path in (keys / "allowed_signers", keys / "fingerprints.txt", bag / "VERIFY.md"):
+        path.write_text("".join(ln for ln in path.read_text().splitlines(True) if who not in ln))
+    export = json.loads((bag / "evidence" / "export.json").read_text())
+    names = {e["id"]: e["path"] for e in export["items"]}
+    thumbs = {i: bag / p for i, p in names.items()}
+    (bag / "report.html").write_bytes(bag_report(bag, thumbs, names=names, made=export["created"]))
+    rewrite_tagmanifest(bag)
+    return hidden
+
+
+def test_a_signed_export_verifies_with_the_exporter_named(
+    cli: Cli, custody_bag: tuple[Path, dict[str, str]]
+) -> None:
+    """The exporter signs tagmanifest-sha256.txt; bag-info.txt names it; its key ships even though it
+    signed no revealed line. verify-bundle, the stdlib script and VERIFY.md's ssh-keygen command pass."""
+    bag, fps = custody_bag
+    assert f"Evidence-Vault-Exporter: {fps['Carol']}\n" in (bag / "bag-info.txt").read_text()
+    assert "tagmanifest-sha256.txt.sig" not in (bag / "tagmanifest-sha256.txt").read_text()
+    keys = bag / "evidence" / "keys"
+    assert fps["Carol"] in (keys / "allowed_signers").read_text()
+    assert fps["Carol"] in (keys / "fingerprints.txt").read_text()
+    res = cli("verify-bundle", bag, "--json", "--trust", fps["Alice"])
+    assert res.code == 0, res.stdout
+    (signed,) = [f for f in res.json()["findings"] if f["code"] == "bundle.signed"]
+    assert signed["level"] == "INFO" and fps["Carol"] in signed["message"], signed
+    script = _stdlib_script(bag)
+    assert script.returncode == 0 and "PASS" in script.stdout, script.stdout
+    assert f"exporter {fps['Carol']}" in script.stdout and "ssh-keygen" in script.stdout
+    command = (
+        f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {fps['Carol']} -n evidence-vault "
+        "-s tagmanifest-sha256.txt.sig < tagmanifest-sha256.txt"
+    )
+    assert command in (bag / "VERIFY.md").read_text()
+    done = subprocess.run(["sh", "-c", command], cwd=bag, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and 'Good "evidence-vault" signature' in done.stdout + done.stderr, done
+    (bag / "tagmanifest-sha256.txt").write_text((bag / "tagmanifest-sha256.txt").read_text() + "\n")
+    done = subprocess.run(["sh", "-c", command], cwd=bag, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+
+
+def test_a_courier_cannot_withhold_more_lines(
+    cli: Cli, custody_bag: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """Turning revealed lines into stubs (a custody transfer, and the receiver's keys) left a bag that
+    verified, with only a larger withheld-lines count: the exporter's signature no longer checks."""
+    bag, fps = custody_bag
+    _courier_hides(bag, fps["Bob"])
+    assert check(cli, bag) == (1, {"bundle.bad-signature"})  # nothing else tells
+    assert _stdlib_script(bag).returncode == 0  # it cannot check Ed25519: it says so
+    other = tmp_path / "receiving"
+    assert cli("init", other).code == 0
+    before = (other / "log.jsonl").read_bytes()
+    res = cli("--vault", other, "import", bag, "--trust", fps["Alice"])
+    assert res.code == 1 and "bundle.bad-signature" in res.stderr, res.stderr
+    assert (other / "log.jsonl").read_bytes() == before
+
+
+def test_a_bag_without_the_exporter_signature_fails(
+    cli: Cli, custody_bag: tuple[Path, dict[str, str]]
+) -> None:
+    bag, fps = custody_bag
+    _courier_hides(bag, fps["Bob"])
+    (bag / "tagmanifest-sha256.txt.sig").unlink()
+    assert check(cli, bag) == (1, {"bundle.unsigned"})
+    script = _stdlib_script(bag)
+    assert script.returncode == 1 and "not signed by its exporter" in script.stdout, script.stdout
+    _set_bag_info(bag, "Evidence-Vault-Exporter", None)  # the label gone too
+    code, found = check(cli, bag)
+    assert code == 1 and "bundle.unsigned" in found, found
+
+
+def test_a_bag_signed_again_by_a_key_the_vault_never_authorized_fails(
+    cli: Cli, custody_bag: tuple[Path, dict[str, str]]
+) -> None:
+    from evidence_vault.signing import generate
+
+    bag, fps = custody_bag
+    _courier_hides(bag, fps["Bob"])
+    mallory = generate()
+
+    def sign() -> None:
+        manifest = (bag / "tagmanifest-sha256.txt").read_bytes()
+        (bag / "tagmanifest-sha256.txt.sig").write_text(armor(mallory.sign(manifest)))
+
+    sign()  # over the bag as the courier left it, still naming Carol
+    assert check(cli, bag) == (1, {"bundle.bad-signature"})
+    _set_bag_info(bag, "Evidence-Vault-Exporter", mallory.fingerprint)  # and naming itself
+    sign()
+    code, found = check(cli, bag)
+    assert code == 1 and "bundle.exporter-unauthorized" in found, found
+    assert "bundle.signed" not in cli("verify-bundle", bag, "--json").stdout
+
+
+def test_a_hand_made_ingest_line_naming_no_item_string_is_a_finding(cli: Cli, bag: Path) -> None:
+    """An item.ingested line whose ``item`` is a list (any JSON, in a hand-made bag) stopped the custody
+    report's rendering with an internal error (exit 2): it is a FAIL like any bad line."""
+    lines = log_lines(bag)
+    event = json.loads(lines[0])
+    event.update(type="item.ingested", data={**event["data"], "size": None, "item": []})
+    lines[0] = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    write_log(bag, lines)
+    rewrite_tagmanifest(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and found, found

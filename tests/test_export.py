@@ -239,7 +239,7 @@ def _run_block(body: str, bag: Path, env: dict[str, str] | None = None) -> subpr
     )
 
 
-def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path: Path, identity: str) -> None:
     with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
         stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path)
     cli("--vault", filled_vault, "add", CORPUS / "images" / "Canon_40D.jpg")  # already in: nothing recorded
@@ -263,8 +263,16 @@ def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path:
         "opentimestamps",
         "rfc3161",
         "script",
+        "exporter-signature",
     }
-    for name in ("files", "checkpoint-signatures", "event-signatures", "rfc3161", "script"):
+    for name in (
+        "files",
+        "checkpoint-signatures",
+        "event-signatures",
+        "rfc3161",
+        "script",
+        "exporter-signature",
+    ):
         done = _run_block(blocks[name], bag)
         assert done.returncode == 0, (name, done.stdout, done.stderr)
     assert blocks["event-signatures"].count("ssh-keygen -Y verify") == 4  # genesis, 2 ingests, checkpoint
@@ -272,6 +280,9 @@ def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path:
     assert (sigs.stdout + sigs.stderr).count('Good "evidence-vault" signature') == 4
     assert "Verification: OK" in _run_block(blocks["rfc3161"], bag).stdout
     assert "PASS" in _run_block(blocks["script"], bag).stdout
+    exporter = _run_block(blocks["exporter-signature"], bag)
+    assert 'Good "evidence-vault" signature' in exporter.stdout + exporter.stderr
+    assert f"-I {identity} -n evidence-vault -s tagmanifest-sha256.txt.sig" in blocks["exporter-signature"]
     # Our stamps are still pending (the stand-in calendars never reach a block): ots says so and fails.
     with BitcoindServer() as node:
         done = _run_block(blocks["opentimestamps"], bag, {"BITCOIN_NODE": node.url})
@@ -286,6 +297,10 @@ def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path:
     assert _run_block(blocks["rfc3161"], bag).returncode != 0
     assert _run_block(blocks["files"], bag).returncode != 0
     assert _run_block(blocks["script"], bag).returncode != 0
+    # The exporter's signature covers the tag manifest: one made again (to match the tampered files) fails.
+    tagmanifest = bag / "tagmanifest-sha256.txt"
+    tagmanifest.write_text(tagmanifest.read_text().replace("  evidence/log.jsonl", "  evidence/log.jsonl "))
+    assert _run_block(blocks["exporter-signature"], bag).returncode != 0
 
 
 def test_verify_md_files_block_handles_percent_encoded_names(cli: Cli, vault: Path, tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ evidence/events/<seq>.json and .json.sig are exactly the signed bytes and the si
 (so the ssh-keygen checks of VERIFY.md are about the lines of the log). Runs on Python 3.9 and later.
 
 It does NOT check signatures (the standard library has no Ed25519): use the ssh-keygen commands in
-VERIFY.md, or `evidence-vault verify-bundle`. Exit code 0 = all checks passed, 1 = a check failed.
+VERIFY.md, or `evidence-vault verify-bundle`. That includes the exporter's signature over the whole bag
+(tagmanifest-sha256.txt.sig, VERIFY.md step 8): this script only checks that it is there.
+Exit code 0 = all checks passed, 1 = a check failed.
 """
 
 from __future__ import annotations
@@ -277,6 +279,26 @@ def check_items(ev: str, items: set[str], payload: dict[str, str]) -> None:
     print(f"items: {len(items)} ingested in the revealed log, checked against data/ and export.json")
 
 
+def check_exporter_signature(bag: str) -> None:
+    """The exporter's signature over tagmanifest-sha256.txt must be there; it is checked elsewhere."""
+    exporter = "?"
+    with open(os.path.join(bag, "bag-info.txt"), encoding="utf-8") as f:
+        for entry in f:
+            label, _, value = entry.partition(":")
+            if label == "Evidence-Vault-Exporter":
+                exporter = value.strip()
+    if not os.path.isfile(os.path.join(bag, "tagmanifest-sha256.txt.sig")) or exporter == "?":
+        fail(
+            "the bag is not signed by its exporter (tagmanifest-sha256.txt.sig, or the bag-info.txt label "
+            "Evidence-Vault-Exporter, is missing)"
+        )
+        return
+    print(
+        f"exporter {exporter}: its signature tagmanifest-sha256.txt.sig is not checked here; check it with "
+        "`evidence-vault verify-bundle`, or by hand with the ssh-keygen command of VERIFY.md step 8"
+    )
+
+
 def main(bag: str) -> int:
     if not check_tree(bag):
         print("FAIL", f"({len(problems)} problems; the checks stopped here: nothing is read through a link)")
@@ -363,6 +385,7 @@ def main(bag: str) -> int:
         if "sha256:" + digest not in items:
             fail(f"{rel} is not an item ingested in the revealed log")
     check_items(ev, items, payload_digests)
+    check_exporter_signature(bag)
     print("signatures: not checked here (no Ed25519 in the standard library); see VERIFY.md steps 3-4")
     print("FAIL" if problems else "PASS", f"({len(problems)} problems)")
     return 1 if problems else 0
