@@ -803,17 +803,23 @@ def check_exporter(bag_root: Path, report: Report, state: EvidenceState) -> None
     )
 
 
+def _required_file(bag_root: Path, rel: str, report: Report, missing: str) -> bytes | None:
+    """The bytes of a file every bag has; None, with a FAIL naming it, if it is missing or unreadable."""
+    try:
+        return read_bytes(bag_root / rel)
+    except FileNotFoundError:
+        report.fail("bundle.missing-file", rel, missing)
+    except OSError as exc:
+        report.fail("bundle.malformed", rel, f"unreadable: {exc}")
+    return None
+
+
 def check_fingerprints_txt(bag_root: Path, report: Report, state: EvidenceState) -> None:
     """``evidence/keys/fingerprints.txt`` must list exactly the keys that signed (revealed lines, or the bag:
     the exporter), as the log names them."""
     subject = "evidence/keys/fingerprints.txt"
-    try:
-        got = read_bytes(bag_root / EVIDENCE / "keys" / "fingerprints.txt")
-    except FileNotFoundError:
-        report.fail("bundle.missing-file", subject, "file is missing")
-        return
-    except OSError as exc:
-        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+    got = _required_file(bag_root, subject, report, "file is missing")
+    if got is None:
         return
     want = fingerprints_text(state.named_keys(), state.log.authority).encode()
     if got != want:
@@ -1054,13 +1060,8 @@ def check_report_html(
     from .custody_report import bag_report, encode_report, render_checked
 
     subject = "report.html"
-    try:
-        got = read_bytes(bag_root / subject)
-    except FileNotFoundError:
-        report.fail("bundle.missing-file", subject, "the custody report is missing")
-        return
-    except OSError as exc:
-        report.fail("bundle.malformed", subject, f"unreadable: {exc}")
+    got = _required_file(bag_root, subject, report, "the custody report is missing")
+    if got is None:
         return
     made = state.export.get("created")
     if not isinstance(made, str):

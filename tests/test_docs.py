@@ -120,16 +120,9 @@ def test_every_finding_code_is_documented() -> None:
 
 # -- CLI reference -------------------------------------------------------------------------------------------
 def _commands() -> Iterator[tuple[list[str], Any]]:
-    import typer.main
+    from tests.cli_reference import commands
 
-    from evidence_vault.cli.app import app
-
-    def walk(cmd: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
-        yield path, cmd
-        for name, sub in getattr(cmd, "commands", {}).items():
-            yield from walk(sub, [*path, name])
-
-    yield from walk(typer.main.get_command(app), [])
+    return commands()
 
 
 def test_cli_md_is_generated_from_the_help() -> None:
