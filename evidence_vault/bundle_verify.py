@@ -49,7 +49,7 @@ from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Finding, Report, line_subject
 from .safezip import safe_extract
-from .signing import FINGERPRINT_RE, PublicKey, unarmor, verify_signature
+from .signing import FINGERPRINT_RE, PublicKey, parse_allowed_signers, unarmor, verify_signature
 from .timestamps.headers import HeaderStore
 from .verify import LogState, check_event
 
@@ -501,20 +501,6 @@ def check_proofs(ev_root: Path, report: Report, state: EvidenceState) -> None:
                 "evidence/proofs/consistency.json",
                 f"no valid consistency proof from checkpoint {old} to {new}",
             )
-
-
-def parse_allowed_signers(text: str) -> dict[str, PublicKey]:
-    """``principal [options] keytype base64`` lines -> {principal: key}; raises on a bad line."""
-    out: dict[str, PublicKey] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 3:
-            raise EvidenceVaultError(f"bad allowed_signers line {line[:60]!r}")
-        out[parts[0]] = PublicKey.from_openssh(" ".join(parts[-2:]))
-    return out
 
 
 def _check_allowed_signers(

@@ -7,7 +7,6 @@ need, and the signer's public key. ``verify_proof`` checks all of it offline and
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +27,14 @@ from .hashing import hash_file
 from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Report
-from .signing import PublicKey, fingerprint_prefix, normalize_fingerprint, unarmor, verify_signature
+from .signing import (
+    PublicKey,
+    fingerprint_prefix,
+    normalize_fingerprint,
+    parse_allowed_signers,
+    unarmor,
+    verify_signature,
+)
 from .timestamps import ots
 from .timestamps.headers import HeaderStore
 from .vault import Vault
@@ -303,15 +309,10 @@ def _check_allowed_signers(directory: Path, keys: dict[str, PublicKey], report: 
     except (OSError, UnicodeDecodeError, EvidenceVaultError) as exc:
         report.fail("proof.key-mismatch", "allowed_signers", f"unreadable: {exc}")
         return
-    listed: set[bytes] = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[-2] == "ssh-ed25519":
-            with contextlib.suppress(EvidenceVaultError):
-                listed.add(PublicKey.from_openssh(" ".join(parts[-2:])).raw)
-                continue
-        if line.strip():
-            listed.add(b"?")
+    try:
+        listed = {key.raw for key in parse_allowed_signers(text).values()}
+    except EvidenceVaultError:
+        listed = None  # a line ssh-keygen would not read as a key
     if listed != {k.raw for k in keys.values()}:
         report.fail(
             "proof.key-mismatch",

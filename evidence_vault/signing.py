@@ -348,6 +348,20 @@ def sodium_verify() -> Callable[[bytes, bytes, bytes], bool] | None:
     return verify
 
 
+def parse_allowed_signers(text: str) -> dict[str, PublicKey]:
+    """``principal [options] keytype base64`` lines -> {principal: key}; raises on a bad line."""
+    out: dict[str, PublicKey] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 3:
+            raise KeyStoreError(f"bad allowed_signers line {line[:60]!r}")
+        out[parts[0]] = PublicKey.from_openssh(" ".join(parts[-2:]))
+    return out
+
+
 def verify_signature(blob: bytes, message: bytes, public_key: PublicKey, namespace: str = NAMESPACE) -> None:
     """Check an sshsig blob over ``message`` by ``public_key``; raises ``IntegrityError`` if it fails."""
     raw, signed = prepare_verification(blob, message, public_key, namespace)
