@@ -49,7 +49,14 @@ from .keystore import utc_now
 from .regular_files import read_bytes, read_text
 from .report import Finding, Report, line_subject
 from .safezip import safe_extract
-from .signing import FINGERPRINT_RE, PublicKey, parse_allowed_signers, unarmor, verify_signature
+from .signing import (
+    FINGERPRINT_RE,
+    PublicKey,
+    key_file_name,
+    parse_allowed_signers,
+    unarmor,
+    verify_signature,
+)
 from .timestamps.headers import HeaderStore
 from .verify import LogState, check_event
 
@@ -106,10 +113,6 @@ def withheld_stub(seq: int, line: bytes) -> bytes:
         "leaf_hash": merkle.leaf_hash(line).hex(),
     }
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-
-def key_file_name(fingerprint: str) -> str:
-    return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
 
 
 #: Files at the top of a bag that an export writes (beside data/ and evidence/).

@@ -36,7 +36,6 @@ from .bundle_verify import (
     external_description,
     fingerprints_text,
     is_revealed,
-    key_file_name,
     withheld_stub,
 )
 from .canonical import canonical
@@ -44,7 +43,7 @@ from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
 from .events import Event, parse_line
 from .keystore import utc_now
-from .signing import NAMESPACE, Signer, armor
+from .signing import NAMESPACE, Signer, armor, key_file_name
 from .timestamps import rfc3161
 from .vault import COMMITTED_FIELDS, Vault
 

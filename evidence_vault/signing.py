@@ -348,6 +348,11 @@ def sodium_verify() -> Callable[[bytes, bytes, bytes], bool] | None:
     return verify
 
 
+def key_file_name(fingerprint: str) -> str:
+    """``<fingerprint>.pub`` as vaults and bags name a public key file (``/`` spelled ``_``, ``+`` ``-``)."""
+    return fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub"
+
+
 def parse_allowed_signers(text: str) -> dict[str, PublicKey]:
     """``principal [options] keytype base64`` lines -> {principal: key}; raises on a bad line."""
     out: dict[str, PublicKey] = {}

@@ -38,7 +38,7 @@ from .locate import find_vault as find_vault
 from .merkle import root_from_leaves
 from .metadata_fields import PRIVATE_FIELDS, PUBLIC_FIELDS
 from .objects import FileObjectStore, ObjectStore
-from .signing import Signer, sodium_verify
+from .signing import Signer, key_file_name, sodium_verify
 
 FORMAT = "evidence-vault"
 FORMAT_VERSION = 1
@@ -272,12 +272,8 @@ class Vault:
         return vault
 
     def public_key_path(self, fingerprint: str) -> Path:
-        """``keys/<fingerprint>.pub`` (``/`` spelled ``_``, ``+`` spelled ``-``): for checks by hand."""
-        return (
-            self.root
-            / "keys"
-            / (fingerprint.removeprefix("SHA256:").replace("/", "_").replace("+", "-") + ".pub")
-        )
+        """``keys/<fingerprint>.pub``: for checks by hand."""
+        return self.root / "keys" / key_file_name(fingerprint)
 
     def write_public_key(self, fingerprint: str, line: str) -> None:
         write_atomic(self.public_key_path(fingerprint), (line + "\n").encode())
