@@ -368,9 +368,12 @@ def template(name: str) -> str:
 
 def _block(check: str, commands: list[str]) -> str:
     """One fenced block: a subshell that stops at the first failing command (a pasted block leaves the
-    terminal open) and exits non-zero then."""
+    terminal open) and exits non-zero then. It runs unchanged in bash, zsh and dash (POSIX sh): no
+    comment line in it, since zsh, macOS's shell, reads ``#`` as a command when typed or pasted (its
+    INTERACTIVE_COMMENTS option is off by default). The block's name is on the fence line (its info
+    string, ``sh check=NAME``), which a reader does not copy."""
     body = "".join(c + "\n" for c in commands)
-    return "```sh\n" + f'# check: {check}\n(\nset -e\ncd "{PLACEHOLDER}"\n' + body + ")\n```"
+    return f"```sh check={check}\n" + f'(\nset -e\ncd "{PLACEHOLDER}"\n' + body + ")\n```"
 
 
 #: Python reading a BagIt manifest and printing it for ``sha256sum -c``: BagIt writes ``%``, CR and LF
