@@ -468,6 +468,68 @@ def test_verify_md_blocks_run_as_pasted_into_an_interactive_shell(
     assert done.returncode == 1 and "./data/Canon_40D.jpg" in done.stdout and ": OK" not in done.stdout
 
 
+def _path_without(hidden: tuple[str, ...], root: Path) -> str:
+    """$PATH with each directory that holds one of ``hidden`` replaced by a copy of it (links to its
+    entries) without them: a machine without those commands (a Mac without sha256sum) and all else alike."""
+    dirs = []
+    for n, d in enumerate(os.environ["PATH"].split(os.pathsep)):
+        here = Path(d)
+        if not any((here / name).exists() for name in hidden):
+            dirs.append(d)
+            continue
+        shadow = root / str(n)
+        shadow.mkdir(parents=True)
+        for entry in here.iterdir():
+            if entry.name not in hidden:
+                (shadow / entry.name).symlink_to(entry)
+        dirs.append(str(shadow))
+    return os.pathsep.join(dirs)
+
+
+def test_verify_md_blocks_use_shasum_where_sha256sum_is_missing(
+    cli: Cli, filled_vault: Path, tmp_path: Path, shell: str
+) -> None:
+    """macOS may have no sha256sum; it ships shasum. Without sha256sum on PATH the files and rfc3161
+    blocks (the ones that use it) check the same with `shasum -a 256`, and still fail on a changed file;
+    with neither command they fail (exit non-zero), never pass. Before, they failed with
+    'sha256sum: command not found', so a Mac without sha256sum could not check steps 2 and 6."""
+    if shutil.which("shasum") is None:  # Debian's perl package has it, as macOS does
+        if os.environ.get("CI"):
+            pytest.fail("CI: no shasum (Debian package perl)")
+        pytest.skip("no shasum on this machine")
+    with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
+        stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path)
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    blocks = _blocks((bag / "VERIFY.md").read_text())
+    no_sha256sum = {"PATH": _path_without(("sha256sum",), tmp_path / "no-sha256sum")}
+    found = subprocess.run(
+        [shell, "-c", "command -v sha256sum"],
+        env={**os.environ, **no_sha256sum},
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode != 0, found.stdout  # hidden
+    files = _run_block(blocks["files"], bag, shell, no_sha256sum)
+    assert files.returncode == 0, files.stdout + files.stderr
+    assert files.stdout.count(": OK") == len(bag_files(bag)) - 2  # all but the tag manifest and its .sig
+    tsa_check = _run_block(blocks["rfc3161"], bag, shell, no_sha256sum)
+    assert tsa_check.returncode == 0 and "Verification: OK" in tsa_check.stdout, tsa_check.stderr
+    neither = {"PATH": _path_without(("sha256sum", "shasum"), tmp_path / "neither")}
+    for name in ("files", "rfc3161"):
+        done = _run_block(blocks[name], bag, shell, neither)
+        assert done.returncode != 0 and ": OK" not in done.stdout, (name, done.stdout)
+    payload = next((bag / "data").iterdir())
+    os.chmod(payload, 0o644)
+    payload.write_bytes(payload.read_bytes() + b" ")
+    files = _run_block(blocks["files"], bag, shell, no_sha256sum)
+    assert files.returncode != 0 and f"data/{payload.name}: FAILED" in files.stdout, files.stdout
+    checkpoint = next((bag / "evidence" / "checkpoints").iterdir()) / "checkpoint"
+    os.chmod(checkpoint, 0o644)
+    checkpoint.write_bytes(checkpoint.read_bytes() + b" ")
+    assert _run_block(blocks["rfc3161"], bag, shell, no_sha256sum).returncode != 0
+
+
 def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path, shell: str) -> None:
     """The exact `ots` command form of VERIFY.md, on a complete real proof (ours stay pending in tests)."""
     from evidence_vault.export import render_verify_md  # noqa: F401  (the form is built there)
