@@ -430,7 +430,9 @@ def test_verify_md_blocks_run_as_pasted_into_an_interactive_shell(
         stamp_vault(cli, vault, [a.url, b.url], tsa, tmp_path)
     bag = tmp_path / "bag with space"
     assert cli("--vault", vault, "export", "--all", "--out", bag).code == 0
-    blocks = _blocks((bag / "VERIFY.md").read_text())
+    verify_md = (bag / "VERIFY.md").read_text()
+    assert "zsh (macOS's default), bash and sh" in verify_md and "WSL" in verify_md  # the shells it is for
+    blocks = _blocks(verify_md)
     assert len(blocks) == 7
     for name, body in blocks.items():
         assert not [ln for ln in body.splitlines() if ln.lstrip().startswith("#")], (name, body)
