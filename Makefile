@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-# Debian packages the tests and the demo need (command-line interop checks: openssl ts, ssh-keygen -Y).
+# Debian packages the tests and the demo need (command-line interop checks: openssl ts, ssh-keygen -Y;
+# zsh, macOS's default shell: VERIFY.md's blocks are run in bash, zsh and dash).
 # Later additions go here, e.g. hashdeep (bench), chromium (HTML report rendering).
-APT_PACKAGES ?= openssl openssh-client chromium poppler-utils
+APT_PACKAGES ?= openssl openssh-client chromium poppler-utils zsh
 
 .PHONY: setup apt venv demo test lint docs bench clean help
 

@@ -368,10 +368,18 @@ def template(name: str) -> str:
 
 def _block(check: str, commands: list[str]) -> str:
     """One fenced block: a subshell that stops at the first failing command (a pasted block leaves the
-    terminal open) and exits non-zero then."""
+    terminal open) and exits non-zero then. It runs unchanged in bash, zsh and dash (POSIX sh): no
+    comment line in it, since zsh, macOS's shell, reads ``#`` as a command when typed or pasted (its
+    INTERACTIVE_COMMENTS option is off by default). The block's name is on the fence line (its info
+    string, ``sh check=NAME``), which a reader does not copy."""
     body = "".join(c + "\n" for c in commands)
-    return "```sh\n" + f'# check: {check}\n(\nset -e\ncd "{PLACEHOLDER}"\n' + body + ")\n```"
+    return f"```sh check={check}\n" + f'(\nset -e\ncd "{PLACEHOLDER}"\n' + body + ")\n```"
 
+
+#: macOS may have no ``sha256sum``; it ships ``shasum`` (``shasum -a 256`` prints and checks the same
+#: lines). Defined first in a block that needs it, only where ``sha256sum`` is missing. A function, not a
+#: variable holding the command: zsh does not split an unquoted ``$var`` into words.
+_SHA256SUM = 'command -v sha256sum >/dev/null || sha256sum() { shasum -a 256 "$@"; }'
 
 #: Python reading a BagIt manifest and printing it for ``sha256sum -c``: BagIt writes ``%``, CR and LF
 #: in a path as ``%25``, ``%0D``, ``%0A``; sha256sum wants them decoded, with ``\``, CR and LF escaped
@@ -395,7 +403,7 @@ _NO_LINKS = [
 def _files_commands() -> list[str]:
     """No link or special file in the bag, then ``sha256sum -c`` of both manifests, decoded first (a
     failing decode stops the block)."""
-    out = [*_NO_LINKS, _DECODE_MANIFEST]
+    out = [*_NO_LINKS, _SHA256SUM, _DECODE_MANIFEST]
     for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
         out += [f'sums=$(python3 -c "$decode" {manifest})', 'printf "%s\\n" "$sums" | sha256sum --strict -c']
     return out
@@ -477,7 +485,7 @@ def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
         "{{OTS_BLOCK}}": _block("opentimestamps", ots_cmds)
         if ots_cmds
         else "(No checkpoint in this bag has an OpenTimestamps proof.)",
-        "{{TSA_BLOCK}}": _block("rfc3161", tsa_cmds)
+        "{{TSA_BLOCK}}": _block("rfc3161", [_SHA256SUM, *tsa_cmds])
         if tsa_cmds
         else "(No checkpoint in this bag has an RFC 3161 token with its TSA's certificate.)",
         "{{SCRIPT_BLOCK}}": _block("script", ["python3 verify_bundle.py ."]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from evidence_vault import commitments
 from evidence_vault.bagit import validate_bag
-from tests.conftest import Cli
+from tests.conftest import SAMPLE_FILES, Cli
 from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
@@ -222,24 +223,43 @@ def test_redact_metadata_withholds_fields_and_signatures_still_check(
 
 
 def _blocks(verify_md: str) -> dict[str, str]:
-    """The fenced sh blocks of VERIFY.md by their '# check:' name."""
+    """The fenced sh blocks of VERIFY.md by the name on their fence line (```sh check=NAME)."""
     out = {}
-    for body in re.findall(r"```sh\n(.*?)```", verify_md, re.S):
-        name = re.match(r"# check: (\S+)", body)
+    for name, body in re.findall(r"```sh(?: check=(\S+))?\n(.*?)```", verify_md, re.S):
         assert name, body
-        out[name.group(1)] = body
+        out[name] = body
     return out
 
 
-def _run_block(body: str, bag: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+#: The shells VERIFY.md's blocks are written for: bash, zsh (macOS's default shell) and dash (the `sh` of
+#: Debian and Ubuntu). `make setup` installs zsh (Makefile APT_PACKAGES); dash is part of every Debian.
+SHELLS = ("bash", "zsh", "dash")
+
+
+@pytest.fixture(params=SHELLS)
+def shell(request: pytest.FixtureRequest) -> str:
+    """Each shell in turn. CI must run every one of them: a missing shell fails there, and skips elsewhere."""
+    name: str = request.param
+    if shutil.which(name) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: no {name} to run VERIFY.md's blocks in (make setup installs it)")
+        pytest.skip(f"no {name} on this machine (make setup installs it)")
+    return name
+
+
+def _run_block(
+    body: str, bag: Path, shell: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     script = body.replace("/path/to/this/bag", str(bag))  # the only substitution
     environ = {**os.environ, **(env or {})}
     return subprocess.run(  # no -e: each block must stop at its first failure by itself
-        ["bash", "-c", script], capture_output=True, text=True, env=environ, timeout=120
+        [shell, "-c", script], capture_output=True, text=True, env=environ, timeout=120
     )
 
 
-def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path: Path, identity: str) -> None:
+def test_verify_md_commands_run_verbatim(
+    cli: Cli, filled_vault: Path, tmp_path: Path, identity: str, shell: str
+) -> None:
     with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
         stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path)
     cli("--vault", filled_vault, "add", CORPUS / "images" / "Canon_40D.jpg")  # already in: nothing recorded
@@ -273,37 +293,39 @@ def test_verify_md_commands_run_verbatim(cli: Cli, filled_vault: Path, tmp_path:
         "script",
         "exporter-signature",
     ):
-        done = _run_block(blocks[name], bag)
+        done = _run_block(blocks[name], bag, shell)
         assert done.returncode == 0, (name, done.stdout, done.stderr)
     assert blocks["event-signatures"].count("ssh-keygen -Y verify") == 4  # genesis, 2 ingests, checkpoint
-    sigs = _run_block(blocks["event-signatures"], bag)
+    sigs = _run_block(blocks["event-signatures"], bag, shell)
     assert (sigs.stdout + sigs.stderr).count('Good "evidence-vault" signature') == 4
-    assert "Verification: OK" in _run_block(blocks["rfc3161"], bag).stdout
-    assert "PASS" in _run_block(blocks["script"], bag).stdout
-    exporter = _run_block(blocks["exporter-signature"], bag)
+    assert "Verification: OK" in _run_block(blocks["rfc3161"], bag, shell).stdout
+    assert "PASS" in _run_block(blocks["script"], bag, shell).stdout
+    exporter = _run_block(blocks["exporter-signature"], bag, shell)
     assert 'Good "evidence-vault" signature' in exporter.stdout + exporter.stderr
     assert f"-I {identity} -n evidence-vault -s tagmanifest-sha256.txt.sig" in blocks["exporter-signature"]
     # Our stamps are still pending (the stand-in calendars never reach a block): ots says so and fails.
     with BitcoindServer() as node:
-        done = _run_block(blocks["opentimestamps"], bag, {"BITCOIN_NODE": node.url})
+        done = _run_block(blocks["opentimestamps"], bag, shell, {"BITCOIN_NODE": node.url})
     assert done.returncode != 0 and "Ignoring attestation from calendar" in done.stderr, done.stderr
     assert "Success!" not in done.stderr
     # The same commands catch a tampered bag.
     (bag / "evidence" / "events" / "0.json").write_bytes(b'{"tampered":true}')
-    assert _run_block(blocks["event-signatures"], bag).returncode != 0
+    assert _run_block(blocks["event-signatures"], bag, shell).returncode != 0
     cp = next((bag / "evidence" / "checkpoints").iterdir()) / "checkpoint"
     cp.write_bytes(cp.read_bytes().replace(b"\n5\n", b"\n4\n"))
-    assert _run_block(blocks["checkpoint-signatures"], bag).returncode != 0
-    assert _run_block(blocks["rfc3161"], bag).returncode != 0
-    assert _run_block(blocks["files"], bag).returncode != 0
-    assert _run_block(blocks["script"], bag).returncode != 0
+    assert _run_block(blocks["checkpoint-signatures"], bag, shell).returncode != 0
+    assert _run_block(blocks["rfc3161"], bag, shell).returncode != 0
+    assert _run_block(blocks["files"], bag, shell).returncode != 0
+    assert _run_block(blocks["script"], bag, shell).returncode != 0
     # The exporter's signature covers the tag manifest: one made again (to match the tampered files) fails.
     tagmanifest = bag / "tagmanifest-sha256.txt"
     tagmanifest.write_text(tagmanifest.read_text().replace("  evidence/log.jsonl", "  evidence/log.jsonl "))
-    assert _run_block(blocks["exporter-signature"], bag).returncode != 0
+    assert _run_block(blocks["exporter-signature"], bag, shell).returncode != 0
 
 
-def test_verify_md_files_block_handles_percent_encoded_names(cli: Cli, vault: Path, tmp_path: Path) -> None:
+def test_verify_md_files_block_handles_percent_encoded_names(
+    cli: Cli, vault: Path, tmp_path: Path, shell: str
+) -> None:
     """BagIt writes '%' in a path as '%25' (manifest line 'data/50%25.txt'): the files block decodes
     the manifests before sha256sum, so it passes on such a bag, and still catches a changed file."""
     src = tmp_path / "src"
@@ -317,18 +339,18 @@ def test_verify_md_files_block_handles_percent_encoded_names(cli: Cli, vault: Pa
     manifest = (bag / "manifest-sha256.txt").read_text()
     assert "data/50%25.txt" in manifest and "data/odd %2525 name.txt" in manifest
     files = _blocks((bag / "VERIFY.md").read_text())["files"]
-    done = _run_block(files, bag)
+    done = _run_block(files, bag, shell)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "data/50%.txt: OK" in done.stdout and "data/odd %25 name.txt: OK" in done.stdout
     victim = bag / "data" / "50%.txt"
     os.chmod(victim, 0o644)
     victim.write_text("changed\n")
-    done = _run_block(files, bag)
+    done = _run_block(files, bag, shell)
     assert done.returncode != 0 and "data/50%.txt: FAILED" in done.stdout, done.stdout
 
 
 def test_verify_md_files_block_refuses_a_link_to_an_identical_file(
-    cli: Cli, filled_vault: Path, tmp_path: Path
+    cli: Cli, filled_vault: Path, tmp_path: Path, shell: str
 ) -> None:
     """sha256sum follows links: a payload file replaced by a link to an identical copy outside the bag
     would pass `sha256sum -c`. The files block stops at any link or special file first."""
@@ -336,19 +358,21 @@ def test_verify_md_files_block_refuses_a_link_to_an_identical_file(
     assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
     files = _blocks((bag / "VERIFY.md").read_text())["files"]
     assert "find . -type l" in (bag / "VERIFY.md").read_text()  # for whoever checks by hand
-    assert _run_block(files, bag).returncode == 0
+    assert _run_block(files, bag, shell).returncode == 0
     victim = next((bag / "data").iterdir())
     outside = tmp_path / victim.name
     victim.rename(outside)
     victim.symlink_to(outside)
-    done = _run_block(files, bag)
+    done = _run_block(files, bag, shell)
     assert done.returncode == 1 and f"./data/{victim.name}" in done.stdout, done.stdout + done.stderr
     assert ": OK" not in done.stdout  # it stopped before sha256sum
 
 
-def test_verify_md_blocks_stop_at_the_first_failure(cli: Cli, filled_vault: Path, tmp_path: Path) -> None:
+def test_verify_md_blocks_stop_at_the_first_failure(
+    cli: Cli, filled_vault: Path, tmp_path: Path, shell: str
+) -> None:
     """'Each block stops at the first failure it meets': a failing command that is not the last one
-    makes the block fail (run by plain bash, as pasted), and nothing after it runs."""
+    makes the block fail (run by plain bash, zsh or dash, as pasted), and nothing after it runs."""
     bag = tmp_path / "bag"
     assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
     blocks = _blocks((bag / "VERIFY.md").read_text())
@@ -356,18 +380,159 @@ def test_verify_md_blocks_stop_at_the_first_failure(cli: Cli, filled_vault: Path
     victim = bag / "evidence" / "events" / "0.json"  # the first line's signed bytes: its check is first
     os.chmod(victim, 0o644)
     victim.write_bytes(b'{"tampered":true}')
-    sigs = _run_block(blocks["event-signatures"], bag)
+    sigs = _run_block(blocks["event-signatures"], bag, shell)
     assert sigs.returncode != 0, sigs.stdout + sigs.stderr
     assert 'Good "evidence-vault" signature' not in sigs.stdout + sigs.stderr  # later lines never ran
     # The first manifest fails (a payload file changed) while the second would pass.
     payload = next((bag / "data").iterdir())
     os.chmod(payload, 0o644)
     payload.write_bytes(b"swapped")
-    files = _run_block(blocks["files"], bag)
+    files = _run_block(blocks["files"], bag, shell)
     assert files.returncode != 0 and "bagit.txt: OK" not in files.stdout, files.stdout  # tag files unchecked
 
 
-def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path) -> None:
+#: Each shell as a terminal runs it: interactive, reading what is pasted, and without this machine's
+#: start-up files (zsh -f: every option at its default, as in a new account on a Mac; INTERACTIVE_COMMENTS
+#: is then off, so a `# ...` line is run as the command `#`).
+INTERACTIVE = {"bash": ["--norc", "--noprofile", "-i"], "zsh": ["-f", "-i"], "dash": ["-i"]}
+#: How bash, zsh and dash report a line they cannot run or parse.
+SHELL_ERROR = re.compile(r"not found|syntax error|parse error|bad substitution|no matches found|unexpected")
+
+
+def _paste_block(
+    body: str, bag: Path, shell: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The block typed into an interactive shell; the shell's exit status is then the block's."""
+    script = body.replace("/path/to/this/bag", str(bag))
+    return subprocess.run(
+        [shell, *INTERACTIVE[shell]],
+        input=script,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_verify_md_blocks_run_as_pasted_into_an_interactive_shell(
+    cli: Cli, vault: Path, tmp_path: Path, shell: str
+) -> None:
+    """Pasted into a terminal's bash, zsh or dash, every block of a real bag (real photos and a video, and
+    names with a space, '%', '[' and non-ASCII letters) passes without one line the shell cannot run, and
+    fails on a changed data file, a changed event file, and a link in place of a file. A `# check:` line
+    in each block made zsh print 'zsh: command not found: #' (the block still ran)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("50% Zeugenaussage_Ärztin.jpg", "odd %25 [a].jpg"):
+        (src / name).write_bytes((CORPUS / "images" / "DSCN0010.jpg").read_bytes() + name.encode())
+    assert cli("--vault", vault, "add", *SAMPLE_FILES, *src.iterdir()).code == 0
+    with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
+        stamp_vault(cli, vault, [a.url, b.url], tsa, tmp_path)
+    bag = tmp_path / "bag with space"
+    assert cli("--vault", vault, "export", "--all", "--out", bag).code == 0
+    verify_md = (bag / "VERIFY.md").read_text()
+    assert "zsh (macOS's default), bash and sh" in verify_md and "WSL" in verify_md  # the shells it is for
+    blocks = _blocks(verify_md)
+    assert len(blocks) == 7
+    for name, body in blocks.items():
+        assert not [ln for ln in body.splitlines() if ln.lstrip().startswith("#")], (name, body)
+    with BitcoindServer() as node:
+        for name, body in blocks.items():
+            done = _paste_block(body, bag, shell, {"BITCOIN_NODE": node.url})
+            assert not SHELL_ERROR.search(done.stderr), (name, done.stderr)
+            if name == "opentimestamps":  # still pending: ots says so and exits non-zero
+                assert done.returncode != 0 and "Ignoring attestation" in done.stderr, done.stderr
+            else:
+                assert done.returncode == 0, (name, done.stdout, done.stderr)
+    files = _paste_block(blocks["files"], bag, shell)
+    assert (
+        "data/50% Zeugenaussage_Ärztin.jpg: OK" in files.stdout and "data/odd %25 [a].jpg: OK" in files.stdout
+    )
+    assert files.stdout.count(": OK") == len(bag_files(bag)) - 2  # all but the tag manifest and its .sig
+    # Damaged copies: each fails the block that checks it.
+    for damage, checks in (("data", ("files", "script")), ("event", ("files", "event-signatures", "script"))):
+        copy = tmp_path / f"damaged {damage}"
+        shutil.copytree(bag, copy)
+        victim = (
+            copy / "data" / "50% Zeugenaussage_Ärztin.jpg"
+            if damage == "data"
+            else copy / "evidence" / "events" / "3.json"
+        )
+        os.chmod(victim, 0o644)
+        victim.write_bytes(victim.read_bytes() + b" ")
+        for name in checks:
+            assert _paste_block(blocks[name], copy, shell).returncode != 0, (damage, name)
+    linked = bag / "data" / "Canon_40D.jpg"
+    outside = tmp_path / "Canon_40D.jpg"
+    linked.rename(outside)
+    linked.symlink_to(outside)
+    done = _paste_block(blocks["files"], bag, shell)
+    assert done.returncode == 1 and "./data/Canon_40D.jpg" in done.stdout and ": OK" not in done.stdout
+
+
+def _path_without(hidden: tuple[str, ...], root: Path) -> str:
+    """$PATH with each directory that holds one of ``hidden`` replaced by a copy of it (links to its
+    entries) without them: a machine without those commands (a Mac without sha256sum) and all else alike."""
+    dirs = []
+    for n, d in enumerate(os.environ["PATH"].split(os.pathsep)):
+        here = Path(d)
+        if not any((here / name).exists() for name in hidden):
+            dirs.append(d)
+            continue
+        shadow = root / str(n)
+        shadow.mkdir(parents=True)
+        for entry in here.iterdir():
+            if entry.name not in hidden:
+                (shadow / entry.name).symlink_to(entry)
+        dirs.append(str(shadow))
+    return os.pathsep.join(dirs)
+
+
+def test_verify_md_blocks_use_shasum_where_sha256sum_is_missing(
+    cli: Cli, filled_vault: Path, tmp_path: Path, shell: str
+) -> None:
+    """macOS may have no sha256sum; it ships shasum. Without sha256sum on PATH the files and rfc3161
+    blocks (the ones that use it) check the same with `shasum -a 256`, and still fail on a changed file;
+    with neither command they fail (exit non-zero), never pass. Before, they failed with
+    'sha256sum: command not found', so a Mac without sha256sum could not check steps 2 and 6."""
+    if shutil.which("shasum") is None:  # Debian's perl package has it, as macOS does
+        if os.environ.get("CI"):
+            pytest.fail("CI: no shasum (Debian package perl)")
+        pytest.skip("no shasum on this machine")
+    with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
+        stamp_vault(cli, filled_vault, [a.url, b.url], tsa, tmp_path)
+    bag = tmp_path / "bag"
+    assert cli("--vault", filled_vault, "export", "--all", "--out", bag).code == 0
+    blocks = _blocks((bag / "VERIFY.md").read_text())
+    no_sha256sum = {"PATH": _path_without(("sha256sum",), tmp_path / "no-sha256sum")}
+    found = subprocess.run(
+        [shell, "-c", "command -v sha256sum"],
+        env={**os.environ, **no_sha256sum},
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode != 0, found.stdout  # hidden
+    files = _run_block(blocks["files"], bag, shell, no_sha256sum)
+    assert files.returncode == 0, files.stdout + files.stderr
+    assert files.stdout.count(": OK") == len(bag_files(bag)) - 2  # all but the tag manifest and its .sig
+    tsa_check = _run_block(blocks["rfc3161"], bag, shell, no_sha256sum)
+    assert tsa_check.returncode == 0 and "Verification: OK" in tsa_check.stdout, tsa_check.stderr
+    neither = {"PATH": _path_without(("sha256sum", "shasum"), tmp_path / "neither")}
+    for name in ("files", "rfc3161"):
+        done = _run_block(blocks[name], bag, shell, neither)
+        assert done.returncode != 0 and ": OK" not in done.stdout, (name, done.stdout)
+    payload = next((bag / "data").iterdir())
+    os.chmod(payload, 0o644)
+    payload.write_bytes(payload.read_bytes() + b" ")
+    files = _run_block(blocks["files"], bag, shell, no_sha256sum)
+    assert files.returncode != 0 and f"data/{payload.name}: FAILED" in files.stdout, files.stdout
+    checkpoint = next((bag / "evidence" / "checkpoints").iterdir()) / "checkpoint"
+    os.chmod(checkpoint, 0o644)
+    checkpoint.write_bytes(checkpoint.read_bytes() + b" ")
+    assert _run_block(blocks["rfc3161"], bag, shell, no_sha256sum).returncode != 0
+
+
+def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path, shell: str) -> None:
     """The exact `ots` command form of VERIFY.md, on a complete real proof (ours stay pending in tests)."""
     from evidence_vault.export import render_verify_md  # noqa: F401  (the form is built there)
 
@@ -378,7 +543,7 @@ def test_ots_command_of_verify_md_confirms_a_complete_proof(tmp_path: Path) -> N
     )
     with BitcoindServer() as node:
         done = subprocess.run(
-            ["bash", "-e", "-c", cmd],
+            [shell, "-e", "-c", cmd],
             capture_output=True,
             text=True,
             env={**os.environ, "BITCOIN_NODE": node.url},
