@@ -59,6 +59,24 @@ def test_formats_links_every_schema() -> None:
         assert f"../schemas/{name}" in linked, f"docs/formats.md does not link ../schemas/{name}"
 
 
+_SHELL_BLOCK = re.compile(r"^```(?:sh|bash|shell|console)\b[^\n]*\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize(
+    "md", [*MARKDOWN, REPO / "bench" / "README.md"], ids=lambda p: str(p.relative_to(REPO))
+)
+def test_shell_blocks_hold_no_comments(md: Path) -> None:
+    """zsh, macOS's default shell, runs a pasted `# ...` (or `cmd  # ...`) as words, not a comment
+    (INTERACTIVE_COMMENTS is off by default): the shell blocks readers paste hold commands only."""
+    commented = [
+        line
+        for block in _SHELL_BLOCK.findall(md.read_text("utf-8"))
+        for line in block.splitlines()
+        if re.search(r"(^|\s)#(\s|$)", line)
+    ]
+    assert not commented, f"{md.name}: explain in the text, not in a # comment: {commented}"
+
+
 def test_readme_starts_with_make_demo_and_make_test() -> None:
     lines = [ln for ln in (REPO / "README.md").read_text("utf-8").splitlines() if ln.strip()]
     assert lines[0].startswith("# ")
@@ -187,7 +205,7 @@ def test_ssh_keygen_recipe_in_formats_md(tmp_path: Path) -> None:
     for n in (1, 2):
         work = tmp_path / f"line{n}"
         work.mkdir()
-        script = recipe.replace("N=2 ", f"N={n} ", 1)
+        script = recipe.replace("N=2\n", f"N={n}\n", 1)
         res = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script], cwd=work, env=env, capture_output=True, text=True
         )
