@@ -23,6 +23,7 @@ from tests.conftest import SAMPLE_FILES, Cli
 from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
+from tests.servers.slow import SlowServer
 from tests.servers.tsa import LocalTSA
 from tests.stamping import stamp_vault
 
@@ -789,6 +790,32 @@ def test_offline_stamp_waits_once_per_service_not_once_per_queued_checkpoint(
         server.close()
         for conn in accepted:
             conn.close()
+
+
+def test_a_tsa_or_calendar_that_answers_byte_by_byte_does_not_hold_stamp_or_upgrade(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """--timeout used to bound each read only: a TSA or calendar that sends one byte every 0.2 s kept
+    `stamp --tsa URL --timeout 1` (and `upgrade`, retrying it) waiting for hours. The whole request
+    must end within --timeout; the stamp stays queued, and says why."""
+    import time
+
+    with SlowServer() as slow:
+        start = time.monotonic()
+        args = ["stamp", "--calendar", "http://127.0.0.1:9", "--min-calendars", "1"]
+        res = cli("--vault", filled_vault, *args, "--tsa", slow.url, "--timeout", "1", "--json")
+        assert res.code == 0, res.stderr
+        assert time.monotonic() - start < 15
+        assert slow.requests == 1
+        reasons = {q["service"]: q["reason"] for q in res.json()["queued"]}
+        assert reasons[f"tsa:{slow.url}"] == f"TSA {slow.url} unreachable: no complete answer within 1 s"
+        start = time.monotonic()
+        res = cli("--vault", filled_vault, "upgrade", "--timeout", "1", "--json")
+        assert res.code == 0, res.stderr
+        assert time.monotonic() - start < 15
+        assert slow.requests == 2
+        queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
+        assert queue == {"ots": [5], f"tsa:{slow.url}": [5]}
 
 
 def test_tsa_root_planted_in_the_vault_proves_no_time(

@@ -23,6 +23,7 @@ from evidence_vault.timestamps.headers import HeaderStore
 from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
+from tests.servers.slow import SlowServer
 
 OTS_DIR = CORPUS / "timestamps" / "opentimestamps"
 ALICE = "https://alice.btc.calendar.opentimestamps.org"
@@ -218,6 +219,20 @@ def test_upgrade_still_pending(calendar: CalendarServer, headers: HeaderStore) -
     )
     assert (new, changed) == (data, False)
     assert len(calendar.requests) == 1  # bob is not allowed, so only alice (pending 404) was asked
+
+
+def test_upgrade_gives_up_on_a_calendar_that_answers_byte_by_byte() -> None:
+    """A calendar sending one byte every 0.2 s used to hold `upgrade` as long as it liked (the timeout
+    bounded each read); the whole request now ends within it, and the proof stays as it was."""
+    import time
+
+    data = proof("incomplete.txt.ots")
+    with SlowServer() as slow:
+        start = time.monotonic()
+        new, changed = ots.upgrade(data, allowed_calendars=[ALICE], endpoints={ALICE: slow.url}, timeout=1)
+        assert time.monotonic() - start < 10
+        assert slow.requests == 1
+    assert (new, changed) == (data, False)
 
 
 def test_upgrade_never_contacts_calendars_off_the_allow_list(calendar: CalendarServer) -> None:

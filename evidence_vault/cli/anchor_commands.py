@@ -39,7 +39,9 @@ def stamp(
     min_calendars: Annotated[
         int | None, typer.Option("--min-calendars", help="Calendars that must answer (m of n).")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds each network request may take in all.")
+    ] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue.
@@ -83,7 +85,9 @@ def upgrade(
     explorer: Annotated[
         str | None, typer.Option("--explorer", help="Esplora-style block explorer base URL.")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds each network request may take in all.")
+    ] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetch completed proofs from allow-listed calendars and keep the block headers they need."""

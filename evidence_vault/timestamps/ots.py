@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import urllib.error
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -152,12 +151,10 @@ def _request(url: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
     """(status, body); 404 and other HTTP errors are returned, not raised; NetworkError if unreachable."""
     req = http.request(url, data=data, headers=_HEADERS, method="POST" if data is not None else "GET")
     try:
-        with http.opener().open(req, timeout=timeout) as resp:
-            return int(resp.status), resp.read(MAX_ANSWER + 1)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(200)
-    except (urllib.error.URLError, OSError) as exc:
+        answer = http.fetch(req, timeout=timeout, limit=MAX_ANSWER)
+    except OSError as exc:
         raise NetworkError(f"{url}: unreachable ({getattr(exc, 'reason', exc)})") from None
+    return answer.status, answer.body if answer.status == 200 else answer.body[:200]
 
 
 # ---------------------------------------------------------------------------------------------- stamp

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rfc3161_client import PKIStatus, TimeStampResponse, VerificationError, VerifierBuilder
 
 from evidence_vault.errors import NetworkError, TimestampError, UsageError
+from evidence_vault.timestamps.http import fetch
 
 __all__ = [
     "TokenCheck",
@@ -399,16 +400,17 @@ def request_token(url: str, digest: bytes, *, timeout: float = 20.0) -> bytes:
         headers={"Content-Type": "application/timestamp-query", "Accept": "application/timestamp-reply"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body: bytes = answer.read(_MAX_RESPONSE + 1)
-    except urllib.error.HTTPError as exc:
-        msg = f"TSA {url} answered HTTP {exc.code} {exc.reason}"
-        if exc.code >= 500 or exc.code == 429:
-            raise NetworkError(_one_line(msg)) from None
-        raise TimestampError(_one_line(msg)) from None
+        # The whole exchange within ``timeout``: a TSA that answers byte by byte must not hold stamp.
+        answer = fetch(request, timeout=timeout, limit=_MAX_RESPONSE)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise NetworkError(_one_line(f"TSA {url} unreachable: {reason}")) from None
+    if answer.status != 200:
+        msg = f"TSA {url} answered HTTP {answer.status} {answer.reason}"
+        if answer.status >= 500 or answer.status == 429:
+            raise NetworkError(_one_line(msg)) from None
+        raise TimestampError(_one_line(msg)) from None
+    body = answer.body
     if len(body) > _MAX_RESPONSE:
         raise TimestampError(f"TSA {url} sent more than {_MAX_RESPONSE} bytes")
     try:
