@@ -857,6 +857,45 @@ def test_tsa_root_planted_in_the_vault_proves_no_time(
     assert any(f["code"] == "anchors.tsa-invalid" and "tsa-evil" in f["subject"] for f in report["findings"])
 
 
+def test_timeline_states_only_the_times_verify_proves(
+    cli: Cli, stamped: Path, home: Path, tmp_path: Path
+) -> None:
+    """`timeline` read the genTime of every tsa-*.tsr it could parse, without checking it: on a machine
+    where the TSA root is not pinned it said "existed by <genTime>" while verify said 0 items proven,
+    and a token of some other data copied into a checkpoint directory (here a real sigstage token of
+    May 2025) backdated every item to its genTime. It must state what verify states, no more."""
+    item = SAMPLE_FILES[0]
+
+    def proof_of(*extra: Any) -> str:
+        res = cli("--vault", stamped, "timeline", item, "--json", *extra)
+        assert res.code == 0, res.stderr
+        value: str = res.json()["events"][0]["proof"]
+        return value
+
+    _, report = _verify(cli, stamped)
+    since = report["items"][0]["proven_since"]
+    assert since and report["items"][0]["proof"].startswith("rfc3161")
+    assert proof_of().startswith(f"existed by {since} ")
+    # A foreign token (another digest, another TSA) planted beside the checkpoint proves nothing.
+    d = _cp_dirs(stamped)[0]
+    os.chmod(d, 0o755)
+    shutil.copyfile(CORPUS / "timestamps/rfc3161/sigstage/response-sha256.tsr", d / "tsa-planted.tsr")
+    assert proof_of().startswith(f"existed by {since} ")
+    (d / "tsa-planted.tsr").unlink()
+    # Another machine (no pin of the TSA root): verify proves no time, and so does the timeline...
+    (home / "vaults.json").unlink()
+    _, report = _verify(cli, stamped)
+    assert not any(i["proven_since"] for i in report["items"])
+    text = proof_of()
+    assert "existed by" not in text and "no proven time" in text and "pending" in text, text
+    # ...until the user gives their own copy of the root, as to verify.
+    _, report = _verify(cli, stamped, "--tsa-ca", tmp_path / "tsa-ca.pem")
+    assert report["items"][0]["proven_since"] == since
+    assert proof_of("--tsa-ca", tmp_path / "tsa-ca.pem").startswith(f"existed by {since} ")
+    res = cli("--vault", stamped, "timeline", item, "--tsa-ca", tmp_path / "no-such.pem")
+    assert res.code == 2 and "no-such.pem" in res.stderr
+
+
 def test_tsa_root_shipped_in_a_bag_proves_no_time_by_itself(
     cli: Cli, stamped: Path, home: Path, tmp_path: Path
 ) -> None:
