@@ -311,12 +311,16 @@ class StampOutcome:
     checkpoint: CheckpointInfo | None = None
     stamped: list[dict[str, Any]] = field(default_factory=list)
     queued: list[dict[str, Any]] = field(default_factory=list)
+    # Of ``queued``: the service answered, and its answer was refused (no token, another digest, a
+    # token that does not verify against the configured root). Waiting does not fix these: exit 1.
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
             "stamped": self.stamped,
             "queued": self.queued,
+            "refused": self.refused,
         }
 
 
@@ -390,8 +394,10 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
                 outcome.queued.append({"size": size, "service": key, "reason": exc.message})
                 unreachable = exc.message
             except TimestampError as exc:
-                remaining.append(size)
-                outcome.queued.append({"size": size, "service": key, "reason": f"refused: {exc.message}"})
+                remaining.append(size)  # kept: the service may be fixed, or the root given again
+                entry = {"size": size, "service": key, "reason": f"refused: {exc.message}"}
+                outcome.queued.append(entry)
+                outcome.refused.append(entry)
         queue[key] = remaining
     save_queue(vault, queue)
 
@@ -417,7 +423,8 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
         check = rfc3161.verify_token(tsr, digest=digest, roots=roots)
         if not check.ok:
             raise TimestampError(
-                f"the TSA's token does not verify against its configured CA: {check.problem}"
+                f"TSA {url}: its token does not verify against the root saved for it ({entry.get('ca')}, "
+                f"from --tsa-ca): {check.problem}"
             )
     write_atomic(d / f"tsa-{slug}.tsr", tsr)
     meta = {"url": url, "ca": entry.get("ca")}
@@ -463,6 +470,7 @@ class UpgradeOutcome:
             "rejected": {str(k): v for k, v in self.rejected.items()},
             "stamped": self.stamps.stamped,
             "queued": self.stamps.queued,
+            "refused": self.stamps.refused,
         }
 
 

@@ -688,12 +688,53 @@ def test_new_tsa_root_does_not_replace_the_root_of_earlier_tokens(
     extra.write_text("later\n")
     assert cli("--vault", stamped, "add", extra).code == 0
     res = cli("--vault", stamped, "stamp", "--tsa", tsa.url, "--tsa-ca", wrong, "--json")
-    assert res.code == 0, res.stderr
-    assert [q["service"] for q in res.json()["queued"]] == [f"tsa:{tsa.url}"]  # refused: wrong root
+    assert res.code == 1, res.stderr  # refused: wrong root
+    assert [q["service"] for q in res.json()["queued"]] == [f"tsa:{tsa.url}"]
+    assert res.json()["refused"] == res.json()["queued"]
     code, report = _verify(cli, stamped)
     assert code == 0 and "anchors.tsa-invalid" not in _codes(report), report["findings"]
     first = [f for f in report["findings"] if f["code"] == "anchors.tsa-valid"]
     assert first and first[0]["subject"].startswith(f"checkpoints/{_cp_dirs(stamped)[0].name}/")
+
+
+def test_tsa_answer_refused_is_an_error_naming_the_tsa_and_root_and_keeps_the_stamp_queued(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """A TSA that answers garbage, or whose token does not verify against the --tsa-ca given, used to be
+    a warning with exit 0, as if the laptop were offline: a cron job or a field worker never learned
+    that nothing would ever be stamped. Now one error line each naming the TSA (and the root), exit 1;
+    the checkpoint and the queue are kept, and the right --tsa-ca then stamps."""
+    offline = ["--calendar", "http://127.0.0.1:9", "--min-calendars", "1", "--timeout", "5"]
+    log = (filled_vault / "log.jsonl").read_bytes()
+    with LocalTSA(mode="garbage") as bad, LocalTSA() as good, LocalTSA() as other:
+        ca, wrong, bad_ca = tmp_path / "ca.pem", tmp_path / "wrong-root.pem", tmp_path / "bad-ca.pem"
+        ca.write_bytes(good.ca_pem)
+        wrong.write_bytes(other.ca_pem)
+        bad_ca.write_bytes(bad.ca_pem)
+        res = cli("--vault", filled_vault, "stamp", *offline, "--tsa", bad.url, "--tsa-ca", bad_ca)
+        assert res.code == 1
+        errors = [line for line in res.stderr.splitlines() if line.startswith("evidence-vault: error:")]
+        assert len(errors) == 1 and f"TSA {bad.url}: not an RFC 3161 time-stamp response" in errors[0]
+        assert "ParseError {" not in res.stderr  # no Rust debug dump
+        assert "warning: queued checkpoint 5 for ots" in res.stderr  # offline: still only a warning
+        res = cli("--vault", filled_vault, "stamp", "--tsa", good.url, "--tsa-ca", wrong, "--json")
+        assert res.code == 1
+        refused = {q["service"]: q["reason"] for q in res.json()["refused"]}
+        assert set(refused) == {f"tsa:{bad.url}", f"tsa:{good.url}"}
+        assert "does not verify against the root saved for it" in refused[f"tsa:{good.url}"]
+        assert "from --tsa-ca" in refused[f"tsa:{good.url}"]
+        queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
+        assert queue == {"ots": [5], f"tsa:{bad.url}": [5], f"tsa:{good.url}": [5]}
+        res = cli("--vault", filled_vault, "upgrade", "--json")
+        assert res.code == 1 and len(res.json()["refused"]) == 2
+        bad.mode = "ok"
+        res = cli("--vault", filled_vault, "stamp", "--tsa", good.url, "--tsa-ca", ca, "--json")
+        assert res.code == 0, res.stderr
+        assert sorted(s["tsa"] for s in res.json()["stamped"]) == sorted([bad.url, good.url])
+    assert (filled_vault / "log.jsonl").read_bytes().startswith(log)
+    assert json.loads((filled_vault / "checkpoints" / "queue.json").read_text()) == {"ots": [5]}
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and not _codes(report), report["findings"]
 
 
 def test_prove_again_into_the_same_directory_leaves_no_stale_file(

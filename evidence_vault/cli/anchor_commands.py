@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,6 +61,7 @@ def stamp(
     )
     if json_out:
         output.emit_json(result.to_dict())
+        _exit_if_refused(result.refused)
         return
     cp = result.checkpoint
     if cp is not None:
@@ -70,10 +71,28 @@ def stamp(
         where = ", ".join(s.get("calendars", [])) or s.get("tsa", "")
         output.info(f"stamped checkpoint {s['size']} with {s['service']} ({where})")
     for q in result.queued:
+        if q in result.refused:
+            continue
         output.warn(
             f"queued checkpoint {q['size']} for {q['service']}: {q['reason']}"
             " (the next stamp/upgrade retries)"
         )
+    _exit_if_refused(result.refused)
+
+
+def _exit_if_refused(refused: list[dict[str, Any]]) -> None:
+    """A service that answered with something unusable: one error line each, exit 1 (the stamp stays
+    queued; retrying without fixing the cause would be refused again)."""
+    for q in refused:
+        hint = (
+            "; if the root is wrong, stamp again with the right --tsa-ca" if "--tsa-ca" in q["reason"] else ""
+        )
+        output.error(
+            f"checkpoint {q['size']} not stamped: {q['reason']} (still queued: the next stamp or upgrade "
+            f"asks again{hint})"
+        )
+    if refused:
+        raise typer.Exit(1)
 
 
 def upgrade(
@@ -99,6 +118,7 @@ def upgrade(
     )
     if json_out:
         output.emit_json(result.to_dict())
+        _exit_if_refused(result.stamps.refused)
         return
     for size, height in sorted(result.complete.items()):
         output.info(f"checkpoint {size}: anchored in Bitcoin block {height}")
@@ -119,7 +139,9 @@ def upgrade(
             )
         )
     for q in result.stamps.queued:
-        output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
+        if q not in result.stamps.refused:
+            output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
+    _exit_if_refused(result.stamps.refused)
 
 
 def prove(

@@ -211,12 +211,24 @@ def _decode(tsr: bytes) -> tuple[TimeStampResponse, TsaToken]:
     except TimestampError:
         raise
     except Exception as exc:
-        raise TimestampError(_one_line(f"not an RFC 3161 time-stamp response: {exc}")) from None
+        raise TimestampError(
+            _one_line(f"not an RFC 3161 time-stamp response: {_parse_problem(exc)}")
+        ) from None
     except BaseException as exc:
         if not _is_panic(exc):
             raise
         raise TimestampError("not an RFC 3161 time-stamp response (malformed token)") from None
     return resp, token
+
+
+def _parse_problem(exc: Exception) -> str:
+    """rfc3161-client's parse errors are Rust debug dumps (``ASN.1 parse error: ParseError { kind:
+    UnexpectedTag { actual: Tag { ...``): say what kind of error, not the dump."""
+    text = str(exc)
+    if "ParseError" not in text:
+        return text
+    kind = re.search(r"kind: (\w+)", text)
+    return "ASN.1 parse error" + (f" ({kind.group(1)})" if kind else "")
 
 
 def _tsa_name(info: rfc3161_client.TimeStampTokenInfo) -> str | None:
