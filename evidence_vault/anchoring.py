@@ -457,6 +457,7 @@ class UpgradeOutcome:
         default_factory=dict
     )  # height -> why --bitcoin-node/--explorer failed
     rejected: dict[int, str] = field(default_factory=dict)  # size -> why a calendar answer was refused
+    unreachable: dict[int, list[str]] = field(default_factory=dict)  # size -> calendars not reached, why
     stamps: StampOutcome = field(default_factory=StampOutcome)
 
     def to_dict(self) -> dict[str, Any]:
@@ -468,6 +469,7 @@ class UpgradeOutcome:
             "headers_missing": self.headers_missing,
             "headers_errors": {str(k): v for k, v in self.headers_errors.items()},
             "rejected": {str(k): v for k, v in self.rejected.items()},
+            "unreachable": {str(k): v for k, v in self.unreachable.items()},
             "stamped": self.stamps.stamped,
             "queued": self.stamps.queued,
             "refused": self.stamps.refused,
@@ -508,6 +510,7 @@ def upgrade(
             # drop it, so that the proof is pending again and its calendar is asked once more.
             data, removed = ots.drop_false_attestations(data, store)
             refused: list[str] = []
+            unreachable: list[str] = []
             new, changed = ots.upgrade(
                 data,
                 allowed_calendars=allowed,
@@ -515,9 +518,12 @@ def upgrade(
                 headers=store,
                 endpoints=endpoints,
                 refused=refused,
+                unreachable=unreachable,
             )
         except TimestampError:
             continue
+        if unreachable:
+            outcome.unreachable[size] = unreachable
         if removed or refused:
             outcome.rejected[size] = "; ".join([*([_false_answer(removed)] if removed else []), *refused])
         for height in ots.attested_heights(new):

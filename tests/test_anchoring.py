@@ -321,6 +321,30 @@ def test_upgrade_stores_headers_from_bitcoind_and_refuses_grafts(
     assert res.code == 2 and "no-such-headers.json: --headers: no such file" in res.stderr
 
 
+def test_upgrade_offline_says_which_calendars_it_could_not_reach(cli: Cli, filled_vault: Path) -> None:
+    """Offline, `upgrade` said only "checkpoint 5: still pending", as if the calendars had been asked
+    and had no Bitcoin block yet, and the library printed one raw line per calendar (its logging's
+    last resort), also into --json runs. The calendars not reached are part of the outcome now."""
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url)
+        assert res.code == 0, res.stderr
+        res = cli("--vault", filled_vault, "upgrade")
+        assert res.code == 0 and "checkpoint 5: still pending (not yet in a Bitcoin block" in res.stderr
+        urls = sorted([a.url, b.url])
+    res = cli("--vault", filled_vault, "upgrade", "--timeout", "2", "--json")
+    assert res.code == 0 and res.stderr == "", res.stderr
+    out = res.json()
+    assert out["pending"] == [5]
+    assert sorted(u.split(": ")[0] for u in out["unreachable"]["5"]) == urls
+    assert all("unreachable" in u for u in out["unreachable"]["5"])
+    res = cli("--vault", filled_vault, "upgrade", "--timeout", "2")
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "warning: checkpoint 5: still pending: calendar not reached"
+    )
+    assert all(u in lines[0] for u in urls)
+
+
 def test_graft_merged_before_its_header_was_known_is_dropped_by_the_next_upgrade(
     cli: Cli, stamped: Path, calendars: Any
 ) -> None:

@@ -125,7 +125,14 @@ def upgrade(
     for size, why in sorted(result.rejected.items()):
         output.warn(f"checkpoint {size}: calendar answer refused: {why}")
     for size in result.pending:
-        output.warn(f"checkpoint {size}: still pending")
+        missed = result.unreachable.get(size)
+        if missed:
+            output.warn(
+                f"checkpoint {size}: still pending: calendar not reached: {'; '.join(missed)}"
+                " (the next upgrade asks again)"
+            )
+        else:
+            output.warn(f"checkpoint {size}: still pending (not yet in a Bitcoin block: try again later)")
     for height, why in sorted(result.headers_errors.items()):
         output.warn(f"block {height}: header not fetched: {why}")
     if result.headers_missing:

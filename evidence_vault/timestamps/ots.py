@@ -223,6 +223,7 @@ def upgrade(
     headers: HeaderStore | None = None,
     endpoints: Mapping[str, str] | None = None,
     refused: list[str] | None = None,
+    unreachable: list[str] | None = None,
 ) -> tuple[bytes, bool]:
     """Ask allow-listed calendars for the completed timestamps of pending attestations; merge them.
 
@@ -233,7 +234,9 @@ def upgrade(
     attestation in it must also match the stored header of its block (else the answer is rejected as a
     graft). Calendars already upgraded are not asked again. Unreachable or still-pending calendars and
     rejected answers are logged, not raised; each rejected answer is also appended to ``refused`` (one
-    line naming the calendar). Returns ``(proof, changed)``; TimestampError if ``ots`` is not a proof.
+    line naming the calendar), and each calendar that could not be asked (unreachable, no whole answer
+    within ``timeout``, an HTTP error other than 404) to ``unreachable``. Returns ``(proof, changed)``;
+    TimestampError if ``ots`` is not a proof.
     """
     detached = _parse(ots)
     allowed = {_norm_url(u) for u in allowed_calendars}
@@ -256,19 +259,24 @@ def upgrade(
         try:
             status, body = _request(url, None, timeout)
         except NetworkError as exc:
-            log.warning("%s", exc)
+            why = f"{uri}: {exc.message.removeprefix(f'{url}: ')}"
+            log.info("%s", why)  # returned, not printed: the caller says it
+            if unreachable is not None:
+                unreachable.append(why)
             continue
         if status == 404:
             log.info("%s: still pending", uri)
             continue
         if status != 200:
-            log.warning("%s: HTTP %d", uri, status)
+            log.info("%s: HTTP %d", uri, status)
+            if unreachable is not None:
+                unreachable.append(f"{uri}: answered HTTP {status}")
             continue
         try:
             answer = _parse_answer(body, node.msg)
             _check_answer_against_headers(answer, headers)
         except TimestampError as exc:
-            log.warning("%s: rejected calendar answer: %s", uri, exc.message)
+            log.info("%s: rejected calendar answer: %s", uri, exc.message)
             if refused is not None:
                 refused.append(f"{uri}: {exc.message}")
             continue
