@@ -183,7 +183,13 @@ def check_anchors(
 
 
 def _check_ots(
-    d: Path, subject: str, digest: bytes, store: HeaderStore, report: Report
+    d: Path,
+    subject: str,
+    digest: bytes,
+    store: HeaderStore,
+    report: Report,
+    *,
+    pending_hint: str = "run `evidence-vault upgrade`",
 ) -> list[tuple[float, str]]:
     path = d / "checkpoint.ots"
     if not path.exists():
@@ -209,7 +215,7 @@ def _check_ots(
         report.warn(
             "anchors.ots-pending",
             subject,
-            f"OpenTimestamps proof pending ({why}): run `evidence-vault upgrade`",
+            f"OpenTimestamps proof pending ({why}): {pending_hint}",
         )
         return []
     report.fail("anchors.ots-invalid", subject, f"OpenTimestamps proof does not check: {check.problem}")

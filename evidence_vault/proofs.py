@@ -253,7 +253,9 @@ def verify_proof(
         report.fail("anchors.bad-headers", "headers.json", exc.message)
         store = HeaderStore()
     digest = hashlib.sha256(text).digest()
-    times = _check_ots(directory, "checkpoint", digest, store, report)
+    # Whoever checks a proof holds no vault to upgrade: the custodian upgrades and proves again.
+    hint = "whoever keeps the vault runs `evidence-vault upgrade`, then `prove` again"
+    times = _check_ots(directory, "checkpoint", digest, store, report, pending_hint=hint)
     pinned = pinned_tsa_roots(report.vault_id)  # the vault id the signed checkpoint's origin names
     times += _check_tsrs(_Root(directory), directory, "checkpoint", digest, report, tsa_roots, pinned)
     if not times:

@@ -399,6 +399,10 @@ def test_prove_and_verify_proof_offline(
     report = ok.json()
     assert not _codes(report)
     assert report["items"][0]["proof"].startswith("rfc3161")
+    # Whoever checks a proof has no vault to `upgrade` (it would say "no vault found"): the hint of the
+    # pending OpenTimestamps proof is for the vault's keeper.
+    (pending,) = [f["message"] for f in report["findings"] if f["code"] == "anchors.ots-pending"]
+    assert pending.endswith("whoever keeps the vault runs `evidence-vault upgrade`, then `prove` again")
     wrong = cli("verify-proof", out, "--file", SAMPLE_FILES[0], "--trust", identity, "--json")
     assert wrong.code == 1 and "object.hash-mismatch" in _codes(wrong.json())
     doc = json.loads((out / "proof.json").read_text())
