@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -143,6 +144,64 @@ def test_other_corpus_proofs_summaries(headers: HeaderStore) -> None:
     assert check.status == "pending" and check.heights_needed == [455605]
     types = sorted(a["type"] for a in ots.info(proof("different-blockchains.txt.ots"))["attestations"])
     assert types == ["EthereumBlockHeaderAttestation", "bitcoin", "pending", "pending"]
+
+
+def _expected_ots() -> dict[str, dict[str, object]]:
+    path = CORPUS / "expected.json"
+    if not path.is_file():
+        return {}
+    entries: dict[str, dict[str, object]] = json.loads(path.read_text())
+    return {k: v for k, v in entries.items() if k.endswith(".ots") and "ots_info_0_7_2" in v}
+
+
+def _attestation_key(text: str) -> tuple[str, str]:
+    """``ots info`` 0.7.2's spelling of an attestation, in the terms of ``ots.info``."""
+    kind, _, arg = text.partition("(")
+    arg = arg.removesuffix(")")
+    if kind == "BitcoinBlockHeaderAttestation":
+        return ("bitcoin", arg)
+    if kind == "PendingAttestation":
+        return ("pending", arg.strip("'"))
+    if kind == "UnknownAttestation":
+        return ("unknown", "")
+    return (kind, "")
+
+
+@pytest.mark.parametrize("key", sorted(_expected_ots()))
+def test_every_corpus_proof_reads_as_the_ots_client_read_it(key: str, headers: HeaderStore) -> None:
+    """Ground truth from expected.json (``ots info`` 0.7.2) for every .ots file of the corpus: the same
+    digest and attestations, or refused where ``ots`` refused it; and where the stamped file is there,
+    its digest is the proof's and the verdict is what the stored headers allow."""
+    facts = _expected_ots()[key]["ots_info_0_7_2"]
+    assert isinstance(facts, dict)
+    data = (CORPUS / key).read_bytes()
+    if facts["exit_code"] != 0:
+        with pytest.raises(TimestampError, match="not a valid OpenTimestamps proof"):
+            ots.info(data)
+        assert ots.verify(data, b"\0" * 32, headers).status == "invalid"
+        return
+    info = ots.info(data)
+    assert (info["file_hash_alg"], info["digest"]) == (facts["file_hash_alg"], facts["file_digest"])
+    ours = sorted(
+        (a["type"], str(a.get("height", a.get("uri", ""))) if a["type"] in ("bitcoin", "pending") else "")
+        for a in info["attestations"]
+    )
+    expected = facts["attestations"]
+    assert isinstance(expected, list)
+    assert ours == sorted(_attestation_key(t) for t in expected)
+    if "stamped_file" not in facts:
+        return
+    digest = hashlib.sha256((CORPUS / str(facts["stamped_file"])).read_bytes()).digest()
+    assert digest.hex() == facts["file_digest"] and facts["digest_matches_stamped_file"] is True
+    check = ots.verify(data, digest, headers)
+    heights = {int(h) for kind, h in ours if kind == "bitcoin"}
+    if heights & set(headers.heights()):
+        # bad-stamp.txt claims block 358391 with a wrong root; hello-world.txt is really in it
+        assert check.status == ("invalid" if key.endswith("bad-stamp.txt.ots") else "complete"), check
+    elif heights or any(kind == "pending" for kind, _ in ours):
+        assert check.status == "pending", check  # a header we do not hold, or calendars only
+    else:
+        assert check.status == "invalid" and "unknown notary only" in str(check.problem)
 
 
 @pytest.mark.parametrize(
