@@ -660,6 +660,28 @@ def test_tsa_ca_that_is_no_certificate_is_a_usage_error(cli: Cli, stamped: Path,
     assert b"127.0.0.1:9" not in (stamped / "vault.json").read_bytes()
 
 
+def test_tsa_ca_that_does_not_exist_is_one_line_naming_file_and_option(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """`stamp --tsa URL --tsa-ca MISSING` said "MISSING: cannot read: No such file or directory", without
+    the option; the other --tsa-ca errors name it. Nothing is done or saved."""
+    before = (filled_vault / "vault.json").read_bytes()
+    missing = tmp_path / "no-such-root.pem"
+    for args in (
+        ["stamp", "--tsa", "http://127.0.0.1:9/tsa", "--tsa-ca", missing, "--calendar", "http://127.0.0.1:9"],
+        ["verify", "--tsa-ca", missing],
+        ["timeline", SAMPLE_FILES[0], "--tsa-ca", missing],
+    ):
+        res = cli("--vault", filled_vault, *args)
+        assert res.code == 2
+        assert (
+            res.stderr
+            == f"evidence-vault: error: {missing}: --tsa-ca: cannot read: No such file or directory\n"
+        )
+    assert (filled_vault / "vault.json").read_bytes() == before
+    assert _cp_dirs(filled_vault) == []
+
+
 def test_one_calendar_with_the_default_min_calendars_says_what_to_do(cli: Cli, filled_vault: Path) -> None:
     """The user gave one calendar and no --min-calendars: the error says the 2 is the default and how
     to go on, and nothing is saved or stamped."""
