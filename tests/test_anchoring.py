@@ -211,6 +211,26 @@ def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: 
     assert (_cp_dirs(filled_vault)[0] / "checkpoint.ots").exists()
 
 
+def test_m_of_n_calendars_stamp_says_which_calendar_did_not_answer(cli: Cli, filled_vault: Path) -> None:
+    """2 of 3 calendars answering is a stamp, but the third one was not mentioned at all (only in
+    --json's "failed"); and an offline reason named each calendar twice ("URL: URL/digest: ...")."""
+    dead = "http://127.0.0.1:9"
+    with CalendarServer() as a, CalendarServer() as b:
+        args = ["stamp", "--calendar", a.url, "--calendar", dead, "--calendar", b.url, "--timeout", "2"]
+        res = cli("--vault", filled_vault, *args)
+        answered = f"({a.url}, {b.url})"
+    assert res.code == 0, res.stderr
+    assert f"stamped checkpoint 5 with opentimestamps {answered}" in res.stderr
+    assert f"  calendar {dead} did not answer: unreachable (" in res.stderr
+    extra = filled_vault.parent / "later.txt"
+    extra.write_text("later\n")
+    assert cli("--vault", filled_vault, "add", extra).code == 0
+    res = cli("--vault", filled_vault, "stamp", "--json")
+    (queued,) = res.json()["queued"]
+    assert queued["reason"].startswith("only 0 of 2 required calendars answered (")
+    assert f"{dead}: unreachable (" in queued["reason"] and "/digest" not in queued["reason"], queued
+
+
 def test_stamp_tsa_ca_without_its_tsa_is_a_usage_error(
     cli: Cli, filled_vault: Path, tsa: Any, tmp_path: Path
 ) -> None:

@@ -70,6 +70,8 @@ def stamp(
     for s in result.stamped:
         where = ", ".join(s.get("calendars", [])) or s.get("tsa", "")
         output.info(f"stamped checkpoint {s['size']} with {s['service']} ({where})")
+        for url, why in s.get("failed", {}).items():  # m of n answered: say which did not, and why
+            output.info(f"  calendar {url} did not answer: {why}")
     for q in result.queued:
         if q in result.refused:
             continue

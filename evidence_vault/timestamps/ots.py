@@ -181,13 +181,15 @@ def stamp(
     lock = threading.Lock()
 
     def submit(url: str) -> None:
+        endpoint = _norm_url(url) + "/digest"
         try:
-            status, body = _request(_norm_url(url) + "/digest", tip.msg, timeout)
+            status, body = _request(endpoint, tip.msg, timeout)
             if status != 200:
                 raise TimestampError(f"HTTP {status}")
             answer = _parse_answer(body, tip.msg)
         except Exception as exc:  # any failure of one calendar only counts against that calendar
             message = exc.message if isinstance(exc, TimestampError) else _short(exc)
+            message = message.removeprefix(f"{endpoint}: ")  # named once, by the caller, as ``url``
             with lock:
                 failures[url] = message
             return
