@@ -283,12 +283,32 @@ def load_queue(vault: Vault) -> dict[str, list[int]]:
     }
 
 
-def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
-    sizes = set(list_checkpoints(vault))
-    recorded = []
+def _recorded(vault: Vault, sizes: set[int]) -> list[int]:
+    """Those of ``sizes`` at which the log holds a checkpoint event (one pass over the log)."""
+    recorded: list[int] = []
+    if not sizes:
+        return recorded
+    last = max(sizes)
     for seq, raw in enumerate(vault.log.iter_raw()):
-        if seq in sizes and raw.complete and b'"type":"checkpoint"' in raw.data:
+        if seq > last or not raw.complete:
+            break
+        if seq in sizes and b'"type":"checkpoint"' in raw.data:
             recorded.append(seq)
+    return recorded
+
+
+def _recorded_without_proof(vault: Vault, *, exclude: int) -> list[int]:
+    """Recorded checkpoints other than ``exclude`` with neither an OpenTimestamps proof nor a token."""
+    bare = set()
+    for size in list_checkpoints(vault):
+        d = checkpoint_dir(vault, size)
+        if size != exclude and not (d / "checkpoint.ots").exists() and not any(d.glob("tsa-*.tsr")):
+            bare.add(size)
+    return _recorded(vault, bare)
+
+
+def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
+    recorded = _recorded(vault, set(list_checkpoints(vault)))
     queue: dict[str, list[int]] = {}
     tsas = [t["url"] for t in StampConfig.of(vault).tsas]
     for size in recorded:
@@ -343,6 +363,9 @@ def stamp(
     d = checkpoint_dir(vault, size)
     if not (d / "checkpoint.ots").exists():
         queue.setdefault("ots", []).append(size)
+    # A recorded checkpoint with no time proof at all (made by `checkpoint`, or by a stamp interrupted
+    # before it queued it) is stamped too: verify says `anchors.unstamped: run evidence-vault stamp`.
+    queue.setdefault("ots", []).extend(_recorded_without_proof(vault, exclude=size))
     for t in cfg.tsas:
         if not _has_token(d, t["url"]):
             queue.setdefault(f"tsa:{t['url']}", []).append(size)

@@ -231,6 +231,26 @@ def test_m_of_n_calendars_stamp_says_which_calendar_did_not_answer(cli: Cli, fil
     assert f"{dead}: unreachable (" in queued["reason"] and "/digest" not in queued["reason"], queued
 
 
+def test_stamp_also_stamps_a_recorded_checkpoint_that_has_no_time_proof(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """`checkpoint`, then `add`, then `stamp`: only the new checkpoint was stamped, and verify said
+    forever "anchors.unstamped ... run `evidence-vault stamp`" about the first (--strict failed every
+    CI run), though running stamp as told never touched it."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    extra = tmp_path / "later.txt"
+    extra.write_text("later\n")
+    assert cli("--vault", filled_vault, "add", extra).code == 0
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--json")
+        assert res.code == 0, res.stderr
+        assert sorted(s["size"] for s in res.json()["stamped"]) == [5, 7]
+        res = cli("--vault", filled_vault, "stamp", "--json")  # nothing left to do: nothing asked again
+        assert res.code == 0 and res.json()["stamped"] == [] and res.json()["queued"] == []
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and "anchors.unstamped" not in _codes(report, "WARN"), report["findings"]
+
+
 def test_stamp_tsa_ca_without_its_tsa_is_a_usage_error(
     cli: Cli, filled_vault: Path, tsa: Any, tmp_path: Path
 ) -> None:

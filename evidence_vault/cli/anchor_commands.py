@@ -46,6 +46,7 @@ def stamp(
 ) -> None:
     """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue.
 
+    Earlier checkpoints with no time proof yet (made by `checkpoint`) get an OpenTimestamps proof too.
     --calendar, --tsa (with --tsa-ca) and --min-calendars are saved in the vault's vault.json: later runs
     use them without being told again."""
     from .. import anchoring
