@@ -283,12 +283,32 @@ def load_queue(vault: Vault) -> dict[str, list[int]]:
     }
 
 
-def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
-    sizes = set(list_checkpoints(vault))
-    recorded = []
+def _recorded(vault: Vault, sizes: set[int]) -> list[int]:
+    """Those of ``sizes`` at which the log holds a checkpoint event (one pass over the log)."""
+    recorded: list[int] = []
+    if not sizes:
+        return recorded
+    last = max(sizes)
     for seq, raw in enumerate(vault.log.iter_raw()):
-        if seq in sizes and raw.complete and b'"type":"checkpoint"' in raw.data:
+        if seq > last or not raw.complete:
+            break
+        if seq in sizes and b'"type":"checkpoint"' in raw.data:
             recorded.append(seq)
+    return recorded
+
+
+def _recorded_without_proof(vault: Vault, *, exclude: int) -> list[int]:
+    """Recorded checkpoints other than ``exclude`` with neither an OpenTimestamps proof nor a token."""
+    bare = set()
+    for size in list_checkpoints(vault):
+        d = checkpoint_dir(vault, size)
+        if size != exclude and not (d / "checkpoint.ots").exists() and not any(d.glob("tsa-*.tsr")):
+            bare.add(size)
+    return _recorded(vault, bare)
+
+
+def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
+    recorded = _recorded(vault, set(list_checkpoints(vault)))
     queue: dict[str, list[int]] = {}
     tsas = [t["url"] for t in StampConfig.of(vault).tsas]
     for size in recorded:
@@ -311,12 +331,16 @@ class StampOutcome:
     checkpoint: CheckpointInfo | None = None
     stamped: list[dict[str, Any]] = field(default_factory=list)
     queued: list[dict[str, Any]] = field(default_factory=list)
+    # Of ``queued``: the service answered, and its answer was refused (no token, another digest, a
+    # token that does not verify against the configured root). Waiting does not fix these: exit 1.
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint.to_dict() if self.checkpoint else None,
             "stamped": self.stamped,
             "queued": self.queued,
+            "refused": self.refused,
         }
 
 
@@ -339,6 +363,9 @@ def stamp(
     d = checkpoint_dir(vault, size)
     if not (d / "checkpoint.ots").exists():
         queue.setdefault("ots", []).append(size)
+    # A recorded checkpoint with no time proof at all (made by `checkpoint`, or by a stamp interrupted
+    # before it queued it) is stamped too: verify says `anchors.unstamped: run evidence-vault stamp`.
+    queue.setdefault("ots", []).extend(_recorded_without_proof(vault, exclude=size))
     for t in cfg.tsas:
         if not _has_token(d, t["url"]):
             queue.setdefault(f"tsa:{t['url']}", []).append(size)
@@ -390,8 +417,10 @@ def process_queue(vault: Vault, cfg: StampConfig, outcome: StampOutcome, *, time
                 outcome.queued.append({"size": size, "service": key, "reason": exc.message})
                 unreachable = exc.message
             except TimestampError as exc:
-                remaining.append(size)
-                outcome.queued.append({"size": size, "service": key, "reason": f"refused: {exc.message}"})
+                remaining.append(size)  # kept: the service may be fixed, or the root given again
+                entry = {"size": size, "service": key, "reason": f"refused: {exc.message}"}
+                outcome.queued.append(entry)
+                outcome.refused.append(entry)
         queue[key] = remaining
     save_queue(vault, queue)
 
@@ -417,7 +446,8 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
         check = rfc3161.verify_token(tsr, digest=digest, roots=roots)
         if not check.ok:
             raise TimestampError(
-                f"the TSA's token does not verify against its configured CA: {check.problem}"
+                f"TSA {url}: its token does not verify against the root saved for it ({entry.get('ca')}, "
+                f"from --tsa-ca): {check.problem}"
             )
     write_atomic(d / f"tsa-{slug}.tsr", tsr)
     meta = {"url": url, "ca": entry.get("ca")}
@@ -450,6 +480,7 @@ class UpgradeOutcome:
         default_factory=dict
     )  # height -> why --bitcoin-node/--explorer failed
     rejected: dict[int, str] = field(default_factory=dict)  # size -> why a calendar answer was refused
+    unreachable: dict[int, list[str]] = field(default_factory=dict)  # size -> calendars not reached, why
     stamps: StampOutcome = field(default_factory=StampOutcome)
 
     def to_dict(self) -> dict[str, Any]:
@@ -461,8 +492,10 @@ class UpgradeOutcome:
             "headers_missing": self.headers_missing,
             "headers_errors": {str(k): v for k, v in self.headers_errors.items()},
             "rejected": {str(k): v for k, v in self.rejected.items()},
+            "unreachable": {str(k): v for k, v in self.unreachable.items()},
             "stamped": self.stamps.stamped,
             "queued": self.stamps.queued,
+            "refused": self.stamps.refused,
         }
 
 
@@ -500,6 +533,7 @@ def upgrade(
             # drop it, so that the proof is pending again and its calendar is asked once more.
             data, removed = ots.drop_false_attestations(data, store)
             refused: list[str] = []
+            unreachable: list[str] = []
             new, changed = ots.upgrade(
                 data,
                 allowed_calendars=allowed,
@@ -507,9 +541,12 @@ def upgrade(
                 headers=store,
                 endpoints=endpoints,
                 refused=refused,
+                unreachable=unreachable,
             )
         except TimestampError:
             continue
+        if unreachable:
+            outcome.unreachable[size] = unreachable
         if removed or refused:
             outcome.rejected[size] = "; ".join([*([_false_answer(removed)] if removed else []), *refused])
         for height in ots.attested_heights(new):

@@ -183,7 +183,13 @@ def check_anchors(
 
 
 def _check_ots(
-    d: Path, subject: str, digest: bytes, store: HeaderStore, report: Report
+    d: Path,
+    subject: str,
+    digest: bytes,
+    store: HeaderStore,
+    report: Report,
+    *,
+    pending_hint: str = "run `evidence-vault upgrade`",
 ) -> list[tuple[float, str]]:
     path = d / "checkpoint.ots"
     if not path.exists():
@@ -209,7 +215,7 @@ def _check_ots(
         report.warn(
             "anchors.ots-pending",
             subject,
-            f"OpenTimestamps proof pending ({why}): run `evidence-vault upgrade`",
+            f"OpenTimestamps proof pending ({why}): {pending_hint}",
         )
         return []
     report.fail("anchors.ots-invalid", subject, f"OpenTimestamps proof does not check: {check.problem}")
@@ -467,3 +473,76 @@ def _item_times(state: LogState, report: Report, anchored: dict[int, tuple[float
             t, proof, size = suffix[i]
             entry.update(proven_since=_iso(t), proof=proof, checkpoint=size)
         report.items.append(entry)
+
+
+#: What a checkpoint's time proofs say when none proves a time, by the finding verify makes of them.
+_NO_TIME = (
+    ("anchors.ots-invalid", "OpenTimestamps proof does not check"),
+    ("anchors.tsa-invalid", "RFC 3161 token does not check"),
+    ("anchors.tsa-malformed", "RFC 3161 token's files cannot be read"),
+    ("anchors.ots-pending", "OpenTimestamps proof pending"),
+    (
+        "anchors.tsa-unpinned",
+        "RFC 3161 token not checked against a TSA root you trust (give --tsa-ca): no proven time",
+    ),
+    ("anchors.tsa-untrusted", "RFC 3161 token without a TSA root (give --tsa-ca): no proven time"),
+)
+
+
+def checkpoint_times(
+    vault: Vault, *, tsa_roots: Sequence[bytes] = ()
+) -> list[tuple[int, float | None, str, str]]:
+    """Per checkpoint directory, in order: (size, earliest proven time or None, which proof, status).
+
+    Offline and by the rules of ``verify`` (never a time it would not state): the checkpoint must be
+    recorded in the log at its size and its root must be the log's; an OpenTimestamps proof counts once
+    it checks against a stored block header, an RFC 3161 token only if it checks against a root that
+    does not come from the vault alone (``tsa_roots``, this user's ``config.json``, or a root pinned on
+    this machine by ``stamp --tsa-ca``). Signatures are not checked here: ``verify`` does that.
+    """
+    from . import merkle
+    from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
+
+    sizes = list_checkpoints(vault)
+    if not sizes:
+        return []
+    try:
+        store = HeaderStore.load(headers_path(vault))
+    except EvidenceVaultError:  # verify names the file; here it only means "not proven"
+        store = HeaderStore()
+    wanted, roots, recorded = set(sizes), {}, set()
+    acc = merkle.MerkleAccumulator()
+    for seq, raw in enumerate(vault.log.iter_raw()):
+        if not raw.complete:
+            break
+        if seq in wanted:
+            roots[seq] = acc.root()
+            if b'"type":"checkpoint"' in raw.data:
+                recorded.add(seq)
+        acc.append(merkle.leaf_hash(raw.data))
+    pinned = pinned_tsa_roots(vault.config.vault_id)
+    out: list[tuple[int, float | None, str, str]] = []
+    for size in sizes:
+        d = checkpoint_dir(vault, size)
+        subject = f"checkpoints/{d.name}"
+        try:
+            text = read_bytes(d / "checkpoint")
+            cp = Checkpoint.parse(text)
+        except (OSError, EvidenceVaultError):
+            out.append((size, None, "", "checkpoint text unreadable: proves no time"))
+            continue
+        if cp.size != size or size not in recorded or roots.get(size) != cp.root:
+            out.append((size, None, "", "checkpoint does not match the log: proves no time (run verify)"))
+            continue
+        report = Report(target=subject)
+        digest = hashlib.sha256(text).digest()
+        times = _check_ots(d, subject, digest, store, report)
+        times += _check_tsrs(vault, d, subject, digest, report, tsa_roots, pinned)
+        if times:
+            t, proof = min(times)
+            out.append((size, t, proof, ""))
+            continue
+        codes = {f.code for f in report.findings}
+        said = [text for code, text in _NO_TIME if code in codes]
+        out.append((size, None, "", "; ".join(said) or "checkpointed, not yet stamped"))
+    return out

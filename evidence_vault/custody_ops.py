@@ -326,62 +326,45 @@ class TimelineEntry:
         return dict(self.__dict__)
 
 
-def anchor_status(vault: Vault) -> list[tuple[int, str | None, str]]:
-    """Per checkpoint size: (size, earliest proven time or None, description), offline."""
-    import hashlib
+def anchor_status(vault: Vault, *, tsa_roots: Sequence[bytes] = ()) -> list[tuple[int, float | None, str]]:
+    """Per checkpoint size: (size, earliest proven time or None, description), offline, stating only
+    the times ``verify`` would (see :func:`~evidence_vault.anchors_verify.checkpoint_times`)."""
+    from .anchors_verify import checkpoint_times
 
-    from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
-    from .timestamps import ots, rfc3161
-    from .timestamps.headers import HeaderStore
-
-    try:
-        store = HeaderStore.load(headers_path(vault))
-    except Exception:  # a damaged header file only means "not proven" here; verify names it
-        store = HeaderStore()
-    out: list[tuple[int, str | None, str]] = []
-    for size in list_checkpoints(vault):
-        d = checkpoint_dir(vault, size)
-        try:
-            digest = hashlib.sha256((d / "checkpoint").read_bytes()).digest()
-        except OSError:
-            continue
-        times: list[tuple[float, str]] = []
-        status = "checkpointed, not yet stamped"
-        if (d / "checkpoint.ots").exists():
-            check = ots.verify((d / "checkpoint.ots").read_bytes(), digest, store)
-            if check.status == "complete" and check.block_time is not None:
-                times.append((float(check.block_time), f"Bitcoin block {check.height}"))
-            elif check.status == "pending":
-                status = "OpenTimestamps proof pending"
-        for tsr in sorted(d.glob("tsa-*.tsr")):
-            try:
-                token = rfc3161.parse_token(tsr.read_bytes())
-                times.append((token.gen_time.timestamp(), "RFC 3161 token (genTime)"))
-            except Exception:  # unreadable token: verify reports it
-                continue
-        if times:
-            t, how = min(times)
-            out.append((size, _iso(t), f"existed by {_iso(t)} ({how}, checkpoint {size})"))
-        else:
+    out: list[tuple[int, float | None, str]] = []
+    for size, t, proof, status in checkpoint_times(vault, tsa_roots=tsa_roots):
+        if t is None:
             out.append((size, None, f"{status} (checkpoint {size})"))
+        else:
+            out.append((size, t, f"existed by {_iso(t)} ({_how(proof)}, checkpoint {size})"))
     return out
 
 
-def timeline(vault: Vault, item: str) -> list[TimelineEntry]:
-    """Every event about the item (and its working copies' links), in order, with proof status."""
+def _how(proof: str) -> str:
+    if proof.startswith("bitcoin block "):
+        return "Bitcoin block " + proof.removeprefix("bitcoin block ")
+    return f"RFC 3161 token of {proof.removeprefix('rfc3161 ')}, genTime"
+
+
+def timeline(vault: Vault, item: str, *, tsa_roots: Sequence[bytes] = ()) -> list[TimelineEntry]:
+    """Every event about the item (and its working copies' links), in order, with proof status: the
+    earliest time a checkpoint covering the event is proven to have existed, as ``verify`` states it
+    (``tsa_roots``: the user's own TSA roots, as ``verify --tsa-ca``)."""
     import bisect
 
     names = {fp: g.name for fp, g in vault.authority().keys.items()}
-    anchors = anchor_status(vault)
+    anchors = anchor_status(vault, tsa_roots=tsa_roots)
     sizes = [a[0] for a in anchors]
     entries = []
     for e in vault.events_for(item):
-        i = bisect.bisect_right(sizes, e.seq)
-        proof = "not yet in a checkpoint"
-        for _size, when, desc in anchors[i:]:
-            proof = desc
-            if when is not None:
-                break
+        covering = anchors[bisect.bisect_right(sizes, e.seq) :]
+        proven = [a for a in covering if a[1] is not None]
+        if proven:
+            proof = min(proven, key=lambda a: (a[1], a[0]))[2]
+        elif covering:
+            proof = covering[-1][2]
+        else:
+            proof = "not yet in a checkpoint"
         entries.append(
             TimelineEntry(e.seq, e.time, e.type, e.actor, names.get(e.actor, "?"), _summary(e, names), proof)
         )

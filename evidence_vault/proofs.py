@@ -18,7 +18,7 @@ from typing import Any
 
 from . import events as ev
 from . import merkle
-from .anchors_verify import _check_ots, _check_tsrs, pinned_tsa_roots, tsa_root_file
+from .anchors_verify import _check_ots, _check_tsrs, checkpoint_times, pinned_tsa_roots, tsa_root_file
 from .atomic import write_atomic
 from .checkpoint import Checkpoint, checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
@@ -81,20 +81,13 @@ def _write_proof(vault: Vault, item_id: str, out: Path) -> tuple[dict[str, Any],
     if not covering:
         raise UsageError("no checkpoint covers this item yet: run `evidence-vault checkpoint` or `stamp`")
     store = HeaderStore.load(headers_path(vault))
-
-    def anchored(size: int) -> bool:
-        d = checkpoint_dir(vault, size)
-        if any(d.glob("tsa-*.tsr")):
-            return True
-        p = d / "checkpoint.ots"
-        if not p.exists():
-            return False
-        digest = hashlib.sha256(read_bytes(d / "checkpoint")).digest()
-        return ots.verify(read_bytes(p), digest, store).status == "complete"
+    # Anchored: a time proof that checks as `verify` checks it here (a token that checks only against a
+    # root nobody pinned, or for another checkpoint, anchors nothing).
+    proven = {s: t for s, t, _, _ in checkpoint_times(vault) if t is not None}
 
     # The earliest anchored checkpoint covering the item proves the earliest time (a later one only a
     # later time); without any, the latest checkpoint (its proofs may complete after `upgrade`).
-    size = next((s for s in covering if anchored(s)), None)
+    size = min((s for s in covering if s in proven), key=lambda s: (proven[s], s), default=None)
     is_anchored = size is not None
     if size is None:
         size = covering[-1]
@@ -260,7 +253,9 @@ def verify_proof(
         report.fail("anchors.bad-headers", "headers.json", exc.message)
         store = HeaderStore()
     digest = hashlib.sha256(text).digest()
-    times = _check_ots(directory, "checkpoint", digest, store, report)
+    # Whoever checks a proof holds no vault to upgrade: the custodian upgrades and proves again.
+    hint = "whoever keeps the vault runs `evidence-vault upgrade`, then `prove` again"
+    times = _check_ots(directory, "checkpoint", digest, store, report, pending_hint=hint)
     pinned = pinned_tsa_roots(report.vault_id)  # the vault id the signed checkpoint's origin names
     times += _check_tsrs(_Root(directory), directory, "checkpoint", digest, report, tsa_roots, pinned)
     if not times:

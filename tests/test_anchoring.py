@@ -23,6 +23,7 @@ from tests.conftest import SAMPLE_FILES, Cli
 from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
+from tests.servers.slow import SlowServer
 from tests.servers.tsa import LocalTSA
 from tests.stamping import stamp_vault
 
@@ -210,6 +211,46 @@ def test_stamp_offline_queues_and_next_stamp_catches_up(cli: Cli, filled_vault: 
     assert (_cp_dirs(filled_vault)[0] / "checkpoint.ots").exists()
 
 
+def test_m_of_n_calendars_stamp_says_which_calendar_did_not_answer(cli: Cli, filled_vault: Path) -> None:
+    """2 of 3 calendars answering is a stamp, but the third one was not mentioned at all (only in
+    --json's "failed"); and an offline reason named each calendar twice ("URL: URL/digest: ...")."""
+    dead = "http://127.0.0.1:9"
+    with CalendarServer() as a, CalendarServer() as b:
+        args = ["stamp", "--calendar", a.url, "--calendar", dead, "--calendar", b.url, "--timeout", "2"]
+        res = cli("--vault", filled_vault, *args)
+        answered = f"({a.url}, {b.url})"
+    assert res.code == 0, res.stderr
+    assert f"stamped checkpoint 5 with opentimestamps {answered}" in res.stderr
+    assert f"  calendar {dead} did not answer: unreachable (" in res.stderr
+    extra = filled_vault.parent / "later.txt"
+    extra.write_text("later\n")
+    assert cli("--vault", filled_vault, "add", extra).code == 0
+    res = cli("--vault", filled_vault, "stamp", "--json")
+    (queued,) = res.json()["queued"]
+    assert queued["reason"].startswith("only 0 of 2 required calendars answered (")
+    assert f"{dead}: unreachable (" in queued["reason"] and "/digest" not in queued["reason"], queued
+
+
+def test_stamp_also_stamps_a_recorded_checkpoint_that_has_no_time_proof(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """`checkpoint`, then `add`, then `stamp`: only the new checkpoint was stamped, and verify said
+    forever "anchors.unstamped ... run `evidence-vault stamp`" about the first (--strict failed every
+    CI run), though running stamp as told never touched it."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    extra = tmp_path / "later.txt"
+    extra.write_text("later\n")
+    assert cli("--vault", filled_vault, "add", extra).code == 0
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url, "--json")
+        assert res.code == 0, res.stderr
+        assert sorted(s["size"] for s in res.json()["stamped"]) == [5, 7]
+        res = cli("--vault", filled_vault, "stamp", "--json")  # nothing left to do: nothing asked again
+        assert res.code == 0 and res.json()["stamped"] == [] and res.json()["queued"] == []
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and "anchors.unstamped" not in _codes(report, "WARN"), report["findings"]
+
+
 def test_stamp_tsa_ca_without_its_tsa_is_a_usage_error(
     cli: Cli, filled_vault: Path, tsa: Any, tmp_path: Path
 ) -> None:
@@ -320,6 +361,30 @@ def test_upgrade_stores_headers_from_bitcoind_and_refuses_grafts(
     assert res.code == 2 and "no-such-headers.json: --headers: no such file" in res.stderr
 
 
+def test_upgrade_offline_says_which_calendars_it_could_not_reach(cli: Cli, filled_vault: Path) -> None:
+    """Offline, `upgrade` said only "checkpoint 5: still pending", as if the calendars had been asked
+    and had no Bitcoin block yet, and the library printed one raw line per calendar (its logging's
+    last resort), also into --json runs. The calendars not reached are part of the outcome now."""
+    with CalendarServer() as a, CalendarServer() as b:
+        res = cli("--vault", filled_vault, "stamp", "--calendar", a.url, "--calendar", b.url)
+        assert res.code == 0, res.stderr
+        res = cli("--vault", filled_vault, "upgrade")
+        assert res.code == 0 and "checkpoint 5: still pending (not yet in a Bitcoin block" in res.stderr
+        urls = sorted([a.url, b.url])
+    res = cli("--vault", filled_vault, "upgrade", "--timeout", "2", "--json")
+    assert res.code == 0 and res.stderr == "", res.stderr
+    out = res.json()
+    assert out["pending"] == [5]
+    assert sorted(u.split(": ")[0] for u in out["unreachable"]["5"]) == urls
+    assert all("unreachable" in u for u in out["unreachable"]["5"])
+    res = cli("--vault", filled_vault, "upgrade", "--timeout", "2")
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "warning: checkpoint 5: still pending: calendar not reached"
+    )
+    assert all(u in lines[0] for u in urls)
+
+
 def test_graft_merged_before_its_header_was_known_is_dropped_by_the_next_upgrade(
     cli: Cli, stamped: Path, calendars: Any
 ) -> None:
@@ -374,6 +439,10 @@ def test_prove_and_verify_proof_offline(
     report = ok.json()
     assert not _codes(report)
     assert report["items"][0]["proof"].startswith("rfc3161")
+    # Whoever checks a proof has no vault to `upgrade` (it would say "no vault found"): the hint of the
+    # pending OpenTimestamps proof is for the vault's keeper.
+    (pending,) = [f["message"] for f in report["findings"] if f["code"] == "anchors.ots-pending"]
+    assert pending.endswith("whoever keeps the vault runs `evidence-vault upgrade`, then `prove` again")
     wrong = cli("verify-proof", out, "--file", SAMPLE_FILES[0], "--trust", identity, "--json")
     assert wrong.code == 1 and "object.hash-mismatch" in _codes(wrong.json())
     doc = json.loads((out / "proof.json").read_text())
@@ -631,6 +700,28 @@ def test_tsa_ca_that_is_no_certificate_is_a_usage_error(cli: Cli, stamped: Path,
     assert b"127.0.0.1:9" not in (stamped / "vault.json").read_bytes()
 
 
+def test_tsa_ca_that_does_not_exist_is_one_line_naming_file_and_option(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """`stamp --tsa URL --tsa-ca MISSING` said "MISSING: cannot read: No such file or directory", without
+    the option; the other --tsa-ca errors name it. Nothing is done or saved."""
+    before = (filled_vault / "vault.json").read_bytes()
+    missing = tmp_path / "no-such-root.pem"
+    for args in (
+        ["stamp", "--tsa", "http://127.0.0.1:9/tsa", "--tsa-ca", missing, "--calendar", "http://127.0.0.1:9"],
+        ["verify", "--tsa-ca", missing],
+        ["timeline", SAMPLE_FILES[0], "--tsa-ca", missing],
+    ):
+        res = cli("--vault", filled_vault, *args)
+        assert res.code == 2
+        assert (
+            res.stderr
+            == f"evidence-vault: error: {missing}: --tsa-ca: cannot read: No such file or directory\n"
+        )
+    assert (filled_vault / "vault.json").read_bytes() == before
+    assert _cp_dirs(filled_vault) == []
+
+
 def test_one_calendar_with_the_default_min_calendars_says_what_to_do(cli: Cli, filled_vault: Path) -> None:
     """The user gave one calendar and no --min-calendars: the error says the 2 is the default and how
     to go on, and nothing is saved or stamped."""
@@ -687,12 +778,53 @@ def test_new_tsa_root_does_not_replace_the_root_of_earlier_tokens(
     extra.write_text("later\n")
     assert cli("--vault", stamped, "add", extra).code == 0
     res = cli("--vault", stamped, "stamp", "--tsa", tsa.url, "--tsa-ca", wrong, "--json")
-    assert res.code == 0, res.stderr
-    assert [q["service"] for q in res.json()["queued"]] == [f"tsa:{tsa.url}"]  # refused: wrong root
+    assert res.code == 1, res.stderr  # refused: wrong root
+    assert [q["service"] for q in res.json()["queued"]] == [f"tsa:{tsa.url}"]
+    assert res.json()["refused"] == res.json()["queued"]
     code, report = _verify(cli, stamped)
     assert code == 0 and "anchors.tsa-invalid" not in _codes(report), report["findings"]
     first = [f for f in report["findings"] if f["code"] == "anchors.tsa-valid"]
     assert first and first[0]["subject"].startswith(f"checkpoints/{_cp_dirs(stamped)[0].name}/")
+
+
+def test_tsa_answer_refused_is_an_error_naming_the_tsa_and_root_and_keeps_the_stamp_queued(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """A TSA that answers garbage, or whose token does not verify against the --tsa-ca given, used to be
+    a warning with exit 0, as if the laptop were offline: a cron job or a field worker never learned
+    that nothing would ever be stamped. Now one error line each naming the TSA (and the root), exit 1;
+    the checkpoint and the queue are kept, and the right --tsa-ca then stamps."""
+    offline = ["--calendar", "http://127.0.0.1:9", "--min-calendars", "1", "--timeout", "5"]
+    log = (filled_vault / "log.jsonl").read_bytes()
+    with LocalTSA(mode="garbage") as bad, LocalTSA() as good, LocalTSA() as other:
+        ca, wrong, bad_ca = tmp_path / "ca.pem", tmp_path / "wrong-root.pem", tmp_path / "bad-ca.pem"
+        ca.write_bytes(good.ca_pem)
+        wrong.write_bytes(other.ca_pem)
+        bad_ca.write_bytes(bad.ca_pem)
+        res = cli("--vault", filled_vault, "stamp", *offline, "--tsa", bad.url, "--tsa-ca", bad_ca)
+        assert res.code == 1
+        errors = [line for line in res.stderr.splitlines() if line.startswith("evidence-vault: error:")]
+        assert len(errors) == 1 and f"TSA {bad.url}: not an RFC 3161 time-stamp response" in errors[0]
+        assert "ParseError {" not in res.stderr  # no Rust debug dump
+        assert "warning: queued checkpoint 5 for ots" in res.stderr  # offline: still only a warning
+        res = cli("--vault", filled_vault, "stamp", "--tsa", good.url, "--tsa-ca", wrong, "--json")
+        assert res.code == 1
+        refused = {q["service"]: q["reason"] for q in res.json()["refused"]}
+        assert set(refused) == {f"tsa:{bad.url}", f"tsa:{good.url}"}
+        assert "does not verify against the root saved for it" in refused[f"tsa:{good.url}"]
+        assert "from --tsa-ca" in refused[f"tsa:{good.url}"]
+        queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
+        assert queue == {"ots": [5], f"tsa:{bad.url}": [5], f"tsa:{good.url}": [5]}
+        res = cli("--vault", filled_vault, "upgrade", "--json")
+        assert res.code == 1 and len(res.json()["refused"]) == 2
+        bad.mode = "ok"
+        res = cli("--vault", filled_vault, "stamp", "--tsa", good.url, "--tsa-ca", ca, "--json")
+        assert res.code == 0, res.stderr
+        assert sorted(s["tsa"] for s in res.json()["stamped"]) == sorted([bad.url, good.url])
+    assert (filled_vault / "log.jsonl").read_bytes().startswith(log)
+    assert json.loads((filled_vault / "checkpoints" / "queue.json").read_text()) == {"ots": [5]}
+    code, report = _verify(cli, filled_vault)
+    assert code == 0 and not _codes(report), report["findings"]
 
 
 def test_prove_again_into_the_same_directory_leaves_no_stale_file(
@@ -791,6 +923,32 @@ def test_offline_stamp_waits_once_per_service_not_once_per_queued_checkpoint(
             conn.close()
 
 
+def test_a_tsa_or_calendar_that_answers_byte_by_byte_does_not_hold_stamp_or_upgrade(
+    cli: Cli, filled_vault: Path, tmp_path: Path
+) -> None:
+    """--timeout used to bound each read only: a TSA or calendar that sends one byte every 0.2 s kept
+    `stamp --tsa URL --timeout 1` (and `upgrade`, retrying it) waiting for hours. The whole request
+    must end within --timeout; the stamp stays queued, and says why."""
+    import time
+
+    with SlowServer() as slow:
+        start = time.monotonic()
+        args = ["stamp", "--calendar", "http://127.0.0.1:9", "--min-calendars", "1"]
+        res = cli("--vault", filled_vault, *args, "--tsa", slow.url, "--timeout", "1", "--json")
+        assert res.code == 0, res.stderr
+        assert time.monotonic() - start < 15
+        assert slow.requests == 1
+        reasons = {q["service"]: q["reason"] for q in res.json()["queued"]}
+        assert reasons[f"tsa:{slow.url}"] == f"TSA {slow.url} unreachable: no complete answer within 1 s"
+        start = time.monotonic()
+        res = cli("--vault", filled_vault, "upgrade", "--timeout", "1", "--json")
+        assert res.code == 0, res.stderr
+        assert time.monotonic() - start < 15
+        assert slow.requests == 2
+        queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
+        assert queue == {"ots": [5], f"tsa:{slow.url}": [5]}
+
+
 def test_tsa_root_planted_in_the_vault_proves_no_time(
     cli: Cli, stamped: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -828,6 +986,45 @@ def test_tsa_root_planted_in_the_vault_proves_no_time(
     assert "anchors.tsa-unpinned" not in _codes(report, "WARN")
     assert "anchors.tsa-valid" in _codes(report, "INFO")  # the real token, against your root
     assert any(f["code"] == "anchors.tsa-invalid" and "tsa-evil" in f["subject"] for f in report["findings"])
+
+
+def test_timeline_states_only_the_times_verify_proves(
+    cli: Cli, stamped: Path, home: Path, tmp_path: Path
+) -> None:
+    """`timeline` read the genTime of every tsa-*.tsr it could parse, without checking it: on a machine
+    where the TSA root is not pinned it said "existed by <genTime>" while verify said 0 items proven,
+    and a token of some other data copied into a checkpoint directory (here a real sigstage token of
+    May 2025) backdated every item to its genTime. It must state what verify states, no more."""
+    item = SAMPLE_FILES[0]
+
+    def proof_of(*extra: Any) -> str:
+        res = cli("--vault", stamped, "timeline", item, "--json", *extra)
+        assert res.code == 0, res.stderr
+        value: str = res.json()["events"][0]["proof"]
+        return value
+
+    _, report = _verify(cli, stamped)
+    since = report["items"][0]["proven_since"]
+    assert since and report["items"][0]["proof"].startswith("rfc3161")
+    assert proof_of().startswith(f"existed by {since} ")
+    # A foreign token (another digest, another TSA) planted beside the checkpoint proves nothing.
+    d = _cp_dirs(stamped)[0]
+    os.chmod(d, 0o755)
+    shutil.copyfile(CORPUS / "timestamps/rfc3161/sigstage/response-sha256.tsr", d / "tsa-planted.tsr")
+    assert proof_of().startswith(f"existed by {since} ")
+    (d / "tsa-planted.tsr").unlink()
+    # Another machine (no pin of the TSA root): verify proves no time, and so does the timeline...
+    (home / "vaults.json").unlink()
+    _, report = _verify(cli, stamped)
+    assert not any(i["proven_since"] for i in report["items"])
+    text = proof_of()
+    assert "existed by" not in text and "no proven time" in text and "pending" in text, text
+    # ...until the user gives their own copy of the root, as to verify.
+    _, report = _verify(cli, stamped, "--tsa-ca", tmp_path / "tsa-ca.pem")
+    assert report["items"][0]["proven_since"] == since
+    assert proof_of("--tsa-ca", tmp_path / "tsa-ca.pem").startswith(f"existed by {since} ")
+    res = cli("--vault", stamped, "timeline", item, "--tsa-ca", tmp_path / "no-such.pem")
+    assert res.code == 2 and "no-such.pem" in res.stderr
 
 
 def test_tsa_root_shipped_in_a_bag_proves_no_time_by_itself(

@@ -27,6 +27,7 @@ from evidence_vault.timestamps.headers import (
 )
 from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
+from tests.servers.slow import SlowServer
 
 HEADERS_JSON = CORPUS / "timestamps" / "opentimestamps" / "bitcoin-headers.json"
 CORPUS_HEADERS = json.loads(HEADERS_JSON.read_text())["headers"]
@@ -225,3 +226,17 @@ def test_fetch_from_explorer(esplora: tuple[str, dict[str, str]]) -> None:
     routes[f"/api/block/{fake}/header"] = CORPUS_HEADERS["358391"]["header_hex"]
     with pytest.raises(IntegrityError, match="differs from explorer"):
         fetch_from_explorer(base, 358391, timeout=5)
+
+
+def test_a_node_that_answers_byte_by_byte_is_given_up_within_the_timeout() -> None:
+    """--timeout bounds the whole request to a node or explorer, not each read of it."""
+    import time
+
+    from evidence_vault.timestamps.headers import fetch_from_explorer
+
+    with SlowServer() as slow:
+        for fetch in (fetch_from_bitcoind, fetch_from_explorer):
+            start = time.monotonic()
+            with pytest.raises(NetworkError, match="no complete answer within 1 s"):
+                fetch(slow.url + "/", 428648, timeout=1)
+            assert time.monotonic() - start < 10

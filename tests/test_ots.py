@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from evidence_vault.timestamps.headers import HeaderStore
 from tests.paths import CORPUS
 from tests.servers.bitcoind import BitcoindServer
 from tests.servers.ots_calendar import CalendarServer
+from tests.servers.slow import SlowServer
 
 OTS_DIR = CORPUS / "timestamps" / "opentimestamps"
 ALICE = "https://alice.btc.calendar.opentimestamps.org"
@@ -144,6 +146,64 @@ def test_other_corpus_proofs_summaries(headers: HeaderStore) -> None:
     assert types == ["EthereumBlockHeaderAttestation", "bitcoin", "pending", "pending"]
 
 
+def _expected_ots() -> dict[str, dict[str, object]]:
+    path = CORPUS / "expected.json"
+    if not path.is_file():
+        return {}
+    entries: dict[str, dict[str, object]] = json.loads(path.read_text())
+    return {k: v for k, v in entries.items() if k.endswith(".ots") and "ots_info_0_7_2" in v}
+
+
+def _attestation_key(text: str) -> tuple[str, str]:
+    """``ots info`` 0.7.2's spelling of an attestation, in the terms of ``ots.info``."""
+    kind, _, arg = text.partition("(")
+    arg = arg.removesuffix(")")
+    if kind == "BitcoinBlockHeaderAttestation":
+        return ("bitcoin", arg)
+    if kind == "PendingAttestation":
+        return ("pending", arg.strip("'"))
+    if kind == "UnknownAttestation":
+        return ("unknown", "")
+    return (kind, "")
+
+
+@pytest.mark.parametrize("key", sorted(_expected_ots()))
+def test_every_corpus_proof_reads_as_the_ots_client_read_it(key: str, headers: HeaderStore) -> None:
+    """Ground truth from expected.json (``ots info`` 0.7.2) for every .ots file of the corpus: the same
+    digest and attestations, or refused where ``ots`` refused it; and where the stamped file is there,
+    its digest is the proof's and the verdict is what the stored headers allow."""
+    facts = _expected_ots()[key]["ots_info_0_7_2"]
+    assert isinstance(facts, dict)
+    data = (CORPUS / key).read_bytes()
+    if facts["exit_code"] != 0:
+        with pytest.raises(TimestampError, match="not a valid OpenTimestamps proof"):
+            ots.info(data)
+        assert ots.verify(data, b"\0" * 32, headers).status == "invalid"
+        return
+    info = ots.info(data)
+    assert (info["file_hash_alg"], info["digest"]) == (facts["file_hash_alg"], facts["file_digest"])
+    ours = sorted(
+        (a["type"], str(a.get("height", a.get("uri", ""))) if a["type"] in ("bitcoin", "pending") else "")
+        for a in info["attestations"]
+    )
+    expected = facts["attestations"]
+    assert isinstance(expected, list)
+    assert ours == sorted(_attestation_key(t) for t in expected)
+    if "stamped_file" not in facts:
+        return
+    digest = hashlib.sha256((CORPUS / str(facts["stamped_file"])).read_bytes()).digest()
+    assert digest.hex() == facts["file_digest"] and facts["digest_matches_stamped_file"] is True
+    check = ots.verify(data, digest, headers)
+    heights = {int(h) for kind, h in ours if kind == "bitcoin"}
+    if heights & set(headers.heights()):
+        # bad-stamp.txt claims block 358391 with a wrong root; hello-world.txt is really in it
+        assert check.status == ("invalid" if key.endswith("bad-stamp.txt.ots") else "complete"), check
+    elif heights or any(kind == "pending" for kind, _ in ours):
+        assert check.status == "pending", check  # a header we do not hold, or calendars only
+    else:
+        assert check.status == "invalid" and "unknown notary only" in str(check.problem)
+
+
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
@@ -220,6 +280,20 @@ def test_upgrade_still_pending(calendar: CalendarServer, headers: HeaderStore) -
     assert len(calendar.requests) == 1  # bob is not allowed, so only alice (pending 404) was asked
 
 
+def test_upgrade_gives_up_on_a_calendar_that_answers_byte_by_byte() -> None:
+    """A calendar sending one byte every 0.2 s used to hold `upgrade` as long as it liked (the timeout
+    bounded each read); the whole request now ends within it, and the proof stays as it was."""
+    import time
+
+    data = proof("incomplete.txt.ots")
+    with SlowServer() as slow:
+        start = time.monotonic()
+        new, changed = ots.upgrade(data, allowed_calendars=[ALICE], endpoints={ALICE: slow.url}, timeout=1)
+        assert time.monotonic() - start < 10
+        assert slow.requests == 1
+    assert (new, changed) == (data, False)
+
+
 def test_upgrade_never_contacts_calendars_off_the_allow_list(calendar: CalendarServer) -> None:
     with CalendarServer() as intruder:
         # A crafted proof whose pending attestations name both servers; only `calendar` is allowed.
@@ -251,7 +325,7 @@ def test_calendar_answer_grafting_unrelated_timestamp_rejected(
     hello = proof("hello-world.txt.ots")
     graft = hello[hello.index(bytes.fromhex(ots.info(hello)["digest"])) + 32 :]
     calendar.answers[bytes.fromhex(ALICE_COMMITMENT)] = graft
-    with caplog.at_level(logging.WARNING, logger="evidence_vault.timestamps.ots"):
+    with caplog.at_level(logging.INFO, logger="evidence_vault.timestamps.ots"):
         new, changed = upgraded_incomplete(calendar, headers)
     assert (new, changed) == (proof("incomplete.txt.ots"), False)
     assert "grafted" in caplog.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,11 +39,14 @@ def stamp(
     min_calendars: Annotated[
         int | None, typer.Option("--min-calendars", help="Calendars that must answer (m of n).")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds each network request may take in all.")
+    ] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Checkpoint if the log grew, then timestamp it (OpenTimestamps and any TSAs); offline: queue.
 
+    Earlier checkpoints with no time proof yet (made by `checkpoint`) get an OpenTimestamps proof too.
     --calendar, --tsa (with --tsa-ca) and --min-calendars are saved in the vault's vault.json: later runs
     use them without being told again."""
     from .. import anchoring
@@ -59,6 +62,7 @@ def stamp(
     )
     if json_out:
         output.emit_json(result.to_dict())
+        _exit_if_refused(result.refused)
         return
     cp = result.checkpoint
     if cp is not None:
@@ -67,11 +71,31 @@ def stamp(
     for s in result.stamped:
         where = ", ".join(s.get("calendars", [])) or s.get("tsa", "")
         output.info(f"stamped checkpoint {s['size']} with {s['service']} ({where})")
+        for url, why in s.get("failed", {}).items():  # m of n answered: say which did not, and why
+            output.info(f"  calendar {url} did not answer: {why}")
     for q in result.queued:
+        if q in result.refused:
+            continue
         output.warn(
             f"queued checkpoint {q['size']} for {q['service']}: {q['reason']}"
             " (the next stamp/upgrade retries)"
         )
+    _exit_if_refused(result.refused)
+
+
+def _exit_if_refused(refused: list[dict[str, Any]]) -> None:
+    """A service that answered with something unusable: one error line each, exit 1 (the stamp stays
+    queued; retrying without fixing the cause would be refused again)."""
+    for q in refused:
+        hint = (
+            "; if the root is wrong, stamp again with the right --tsa-ca" if "--tsa-ca" in q["reason"] else ""
+        )
+        output.error(
+            f"checkpoint {q['size']} not stamped: {q['reason']} (still queued: the next stamp or upgrade "
+            f"asks again{hint})"
+        )
+    if refused:
+        raise typer.Exit(1)
 
 
 def upgrade(
@@ -83,7 +107,9 @@ def upgrade(
     explorer: Annotated[
         str | None, typer.Option("--explorer", help="Esplora-style block explorer base URL.")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per network request.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds each network request may take in all.")
+    ] = 10.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Fetch completed proofs from allow-listed calendars and keep the block headers they need."""
@@ -95,13 +121,21 @@ def upgrade(
     )
     if json_out:
         output.emit_json(result.to_dict())
+        _exit_if_refused(result.stamps.refused)
         return
     for size, height in sorted(result.complete.items()):
         output.info(f"checkpoint {size}: anchored in Bitcoin block {height}")
     for size, why in sorted(result.rejected.items()):
         output.warn(f"checkpoint {size}: calendar answer refused: {why}")
     for size in result.pending:
-        output.warn(f"checkpoint {size}: still pending")
+        missed = result.unreachable.get(size)
+        if missed:
+            output.warn(
+                f"checkpoint {size}: still pending: calendar not reached: {'; '.join(missed)}"
+                " (the next upgrade asks again)"
+            )
+        else:
+            output.warn(f"checkpoint {size}: still pending (not yet in a Bitcoin block: try again later)")
     for height, why in sorted(result.headers_errors.items()):
         output.warn(f"block {height}: header not fetched: {why}")
     if result.headers_missing:
@@ -115,7 +149,9 @@ def upgrade(
             )
         )
     for q in result.stamps.queued:
-        output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
+        if q not in result.stamps.refused:
+            output.warn(f"still queued: checkpoint {q['size']} for {q['service']}: {q['reason']}")
+    _exit_if_refused(result.stamps.refused)
 
 
 def prove(

@@ -178,21 +178,22 @@ def state(ctx: typer.Context) -> State:
     return obj
 
 
-def read_files(paths: list[Path] | None) -> list[bytes]:
-    """The bytes of each file named on the command line (e.g. --tsa-ca PEMs); a usage error if unreadable."""
+def read_files(paths: list[Path] | None, option: str) -> list[bytes]:
+    """The bytes of each file named on the command line with ``option`` (e.g. --tsa-ca PEMs); a usage
+    error naming the file and the option if one is unreadable."""
     out = []
     for p in paths or []:
         try:
             out.append(p.read_bytes())
         except OSError as exc:
-            raise UsageError(f"cannot read: {exc.strerror}", path=p) from None
+            raise UsageError(f"{option}: cannot read: {exc.strerror}", path=p) from None
     return out
 
 
 def read_tsa_roots(paths: list[Path] | None) -> list[bytes]:
     """:func:`read_files` for --tsa-ca: a usage error naming the file if it holds no certificate (PEM or
     DER), rather than every token then failing as if the token were at fault."""
-    blobs = read_files(paths)
+    blobs = read_files(paths, "--tsa-ca")
     if not blobs:
         return blobs
     from ..timestamps.rfc3161 import split_pem_or_der_certs  # only when there are roots to read

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .context import nonblank_text, signing_state, state, utf8_text
+from .context import nonblank_text, read_tsa_roots, signing_state, state, utf8_text
 from .vault_commands import JsonOpt, NoteOpt, TagsOpt
 
 
@@ -152,9 +152,14 @@ def timeline(
     ctx: typer.Context,
     item: Annotated[str, typer.Argument(help="Item id prefix or path.")],
     fmt: Annotated[str, typer.Option("--format", help="text | json | markdown")] = "text",
+    tsa_ca: Annotated[
+        list[Path] | None,
+        typer.Option("--tsa-ca", help="Your own trust anchor for RFC 3161 tokens (PEM), as for verify."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Every event of an item in order: who, when, what, and how that time is proven."""
+    """Every event of an item in order: who, when, what, and how that time is proven (as verify
+    proves it)."""
     from .. import custody_ops
     from ..errors import UsageError
 
@@ -163,9 +168,10 @@ def timeline(
         raise UsageError(f"unknown --format {fmt!r}: use one of {', '.join(TIMELINE_FORMATS)}")
     if json_out and fmt not in ("json", "text"):  # "text" is also what no --format gives
         raise UsageError(f"--json and --format {fmt} ask for two formats: give one")
+    roots = read_tsa_roots(tsa_ca)
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
-    entries = custody_ops.timeline(vault, it.id)
+    entries = custody_ops.timeline(vault, it.id, tsa_roots=roots)
     if json_out or fmt == "json":
         output.emit_json({"item": it.id, "name": it.name, "events": [e.to_dict() for e in entries]})
     elif fmt == "markdown":

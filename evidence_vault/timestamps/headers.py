@@ -301,13 +301,13 @@ class HeaderStore:
 
 def _http(req: Request, timeout: float, what: str, limit: int = 100_000) -> bytes:
     try:
-        with http.opener().open(req, timeout=timeout) as resp:
-            body: bytes = resp.read(limit + 1)
-    except urllib.error.HTTPError as exc:
-        raise TimestampError(f"{what}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
+        answer = http.fetch(req, timeout=timeout, limit=limit)
+    except OSError as exc:
         reason = getattr(exc, "reason", exc)
         raise NetworkError(f"{what}: unreachable ({reason})") from None
+    if answer.status != 200:
+        raise TimestampError(f"{what}: HTTP {answer.status}")
+    body = answer.body
     if len(body) > limit:
         raise TimestampError(f"{what}: answer too large")
     return body
@@ -336,18 +336,17 @@ def _rpc(url: str, auth: str | None, method: str, params: list[Any], timeout: fl
         headers["Authorization"] = auth
     req = http.request(url, data=body, headers=headers, method="POST")
     try:
-        with http.opener().open(req, timeout=timeout) as resp:
-            raw = resp.read(1_000_001)
-    except urllib.error.HTTPError as exc:
-        # bitcoind answers RPC errors with HTTP 500/404 and a JSON body
-        if exc.code == 401:
-            raise NetworkError(f"bitcoind {method}: authorization refused") from None
-        raw = exc.read(1_000_001)
-        if not raw:
-            raise TimestampError(f"bitcoind {method}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
+        answer = http.fetch(req, timeout=timeout, limit=1_000_000)
+    except OSError as exc:
         reason = getattr(exc, "reason", exc)
         raise NetworkError(f"bitcoind {method}: unreachable ({reason})") from None
+    raw = answer.body
+    if answer.status != 200:
+        # bitcoind answers RPC errors with HTTP 500/404 and a JSON body
+        if answer.status == 401:
+            raise NetworkError(f"bitcoind {method}: authorization refused")
+        if not raw:
+            raise TimestampError(f"bitcoind {method}: HTTP {answer.status}")
     try:
         answer = json.loads(raw)
     except ValueError:

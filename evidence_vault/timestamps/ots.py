@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import urllib.error
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -152,12 +151,10 @@ def _request(url: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
     """(status, body); 404 and other HTTP errors are returned, not raised; NetworkError if unreachable."""
     req = http.request(url, data=data, headers=_HEADERS, method="POST" if data is not None else "GET")
     try:
-        with http.opener().open(req, timeout=timeout) as resp:
-            return int(resp.status), resp.read(MAX_ANSWER + 1)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(200)
-    except (urllib.error.URLError, OSError) as exc:
+        answer = http.fetch(req, timeout=timeout, limit=MAX_ANSWER)
+    except OSError as exc:
         raise NetworkError(f"{url}: unreachable ({getattr(exc, 'reason', exc)})") from None
+    return answer.status, answer.body if answer.status == 200 else answer.body[:200]
 
 
 # ---------------------------------------------------------------------------------------------- stamp
@@ -184,13 +181,15 @@ def stamp(
     lock = threading.Lock()
 
     def submit(url: str) -> None:
+        endpoint = _norm_url(url) + "/digest"
         try:
-            status, body = _request(_norm_url(url) + "/digest", tip.msg, timeout)
+            status, body = _request(endpoint, tip.msg, timeout)
             if status != 200:
                 raise TimestampError(f"HTTP {status}")
             answer = _parse_answer(body, tip.msg)
         except Exception as exc:  # any failure of one calendar only counts against that calendar
             message = exc.message if isinstance(exc, TimestampError) else _short(exc)
+            message = message.removeprefix(f"{endpoint}: ")  # named once, by the caller, as ``url``
             with lock:
                 failures[url] = message
             return
@@ -226,6 +225,7 @@ def upgrade(
     headers: HeaderStore | None = None,
     endpoints: Mapping[str, str] | None = None,
     refused: list[str] | None = None,
+    unreachable: list[str] | None = None,
 ) -> tuple[bytes, bool]:
     """Ask allow-listed calendars for the completed timestamps of pending attestations; merge them.
 
@@ -236,7 +236,9 @@ def upgrade(
     attestation in it must also match the stored header of its block (else the answer is rejected as a
     graft). Calendars already upgraded are not asked again. Unreachable or still-pending calendars and
     rejected answers are logged, not raised; each rejected answer is also appended to ``refused`` (one
-    line naming the calendar). Returns ``(proof, changed)``; TimestampError if ``ots`` is not a proof.
+    line naming the calendar), and each calendar that could not be asked (unreachable, no whole answer
+    within ``timeout``, an HTTP error other than 404) to ``unreachable``. Returns ``(proof, changed)``;
+    TimestampError if ``ots`` is not a proof.
     """
     detached = _parse(ots)
     allowed = {_norm_url(u) for u in allowed_calendars}
@@ -259,19 +261,24 @@ def upgrade(
         try:
             status, body = _request(url, None, timeout)
         except NetworkError as exc:
-            log.warning("%s", exc)
+            why = f"{uri}: {exc.message.removeprefix(f'{url}: ')}"
+            log.info("%s", why)  # returned, not printed: the caller says it
+            if unreachable is not None:
+                unreachable.append(why)
             continue
         if status == 404:
             log.info("%s: still pending", uri)
             continue
         if status != 200:
-            log.warning("%s: HTTP %d", uri, status)
+            log.info("%s: HTTP %d", uri, status)
+            if unreachable is not None:
+                unreachable.append(f"{uri}: answered HTTP {status}")
             continue
         try:
             answer = _parse_answer(body, node.msg)
             _check_answer_against_headers(answer, headers)
         except TimestampError as exc:
-            log.warning("%s: rejected calendar answer: %s", uri, exc.message)
+            log.info("%s: rejected calendar answer: %s", uri, exc.message)
             if refused is not None:
                 refused.append(f"{uri}: {exc.message}")
             continue

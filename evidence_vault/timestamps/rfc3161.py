@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rfc3161_client import PKIStatus, TimeStampResponse, VerificationError, VerifierBuilder
 
 from evidence_vault.errors import NetworkError, TimestampError, UsageError
+from evidence_vault.timestamps.http import fetch
 
 __all__ = [
     "TokenCheck",
@@ -210,12 +211,24 @@ def _decode(tsr: bytes) -> tuple[TimeStampResponse, TsaToken]:
     except TimestampError:
         raise
     except Exception as exc:
-        raise TimestampError(_one_line(f"not an RFC 3161 time-stamp response: {exc}")) from None
+        raise TimestampError(
+            _one_line(f"not an RFC 3161 time-stamp response: {_parse_problem(exc)}")
+        ) from None
     except BaseException as exc:
         if not _is_panic(exc):
             raise
         raise TimestampError("not an RFC 3161 time-stamp response (malformed token)") from None
     return resp, token
+
+
+def _parse_problem(exc: Exception) -> str:
+    """rfc3161-client's parse errors are Rust debug dumps (``ASN.1 parse error: ParseError { kind:
+    UnexpectedTag { actual: Tag { ...``): say what kind of error, not the dump."""
+    text = str(exc)
+    if "ParseError" not in text:
+        return text
+    kind = re.search(r"kind: (\w+)", text)
+    return "ASN.1 parse error" + (f" ({kind.group(1)})" if kind else "")
 
 
 def _tsa_name(info: rfc3161_client.TimeStampTokenInfo) -> str | None:
@@ -399,16 +412,17 @@ def request_token(url: str, digest: bytes, *, timeout: float = 20.0) -> bytes:
         headers={"Content-Type": "application/timestamp-query", "Accept": "application/timestamp-reply"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body: bytes = answer.read(_MAX_RESPONSE + 1)
-    except urllib.error.HTTPError as exc:
-        msg = f"TSA {url} answered HTTP {exc.code} {exc.reason}"
-        if exc.code >= 500 or exc.code == 429:
-            raise NetworkError(_one_line(msg)) from None
-        raise TimestampError(_one_line(msg)) from None
+        # The whole exchange within ``timeout``: a TSA that answers byte by byte must not hold stamp.
+        answer = fetch(request, timeout=timeout, limit=_MAX_RESPONSE)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise NetworkError(_one_line(f"TSA {url} unreachable: {reason}")) from None
+    if answer.status != 200:
+        msg = f"TSA {url} answered HTTP {answer.status} {answer.reason}"
+        if answer.status >= 500 or answer.status == 429:
+            raise NetworkError(_one_line(msg)) from None
+        raise TimestampError(_one_line(msg)) from None
+    body = answer.body
     if len(body) > _MAX_RESPONSE:
         raise TimestampError(f"TSA {url} sent more than {_MAX_RESPONSE} bytes")
     try:
