@@ -489,6 +489,46 @@ _NO_TIME = (
 )
 
 
+def _log_roots(vault: Vault, wanted: set[int]) -> tuple[dict[int, bytes], set[int]]:
+    """The log's Merkle root before each line number in ``wanted``, and which of those lines are
+    checkpoint lines.
+
+    Starts from the end state of the last clean ``verify`` on this machine (kept outside the vault, as
+    ``verify --incremental`` uses it) when the log still begins with exactly the bytes that run verified
+    and that run saw every wanted size below its end: one SHA-256 pass over that prefix instead of a leaf
+    hash per line (a million-line log: about 0.3 s instead of 5 s). Otherwise, and for the lines after
+    it, every line is hashed.
+    """
+    from . import incremental as inc
+    from . import merkle
+
+    roots: dict[int, bytes] = {}
+    recorded: set[int] = set()
+    acc = merkle.MerkleAccumulator()
+    first, offset = 0, 0
+    saved = inc.load(vault.config.vault_id)
+    if saved is not None and all(str(n) in saved.roots_at for n in wanted if n < saved.lines):
+        try:
+            same = vault.log.path.stat().st_size >= saved.bytes and (
+                inc.prefix_sha256(vault.log.path, saved.bytes) == saved.prefix_sha256
+            )
+        except OSError:
+            same = False
+        if same:
+            roots = {n: bytes.fromhex(saved.roots_at[str(n)]) for n in wanted if n < saved.lines}
+            recorded = {n for n in wanted if n < saved.lines and str(n) in saved.checkpoints}
+            acc, first, offset = saved.accumulator(), saved.lines, saved.bytes
+    for seq, raw in enumerate(vault.log.iter_raw(offset), start=first):
+        if not raw.complete:
+            break
+        if seq in wanted:
+            roots[seq] = acc.root()
+            if b'"type":"checkpoint"' in raw.data:
+                recorded.add(seq)
+        acc.append(merkle.leaf_hash(raw.data))
+    return roots, recorded
+
+
 def checkpoint_times(
     vault: Vault, *, tsa_roots: Sequence[bytes] = ()
 ) -> list[tuple[int, float | None, str, str]]:
@@ -500,7 +540,6 @@ def checkpoint_times(
     does not come from the vault alone (``tsa_roots``, this user's ``config.json``, or a root pinned on
     this machine by ``stamp --tsa-ca``). Signatures are not checked here: ``verify`` does that.
     """
-    from . import merkle
     from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 
     sizes = list_checkpoints(vault)
@@ -510,16 +549,7 @@ def checkpoint_times(
         store = HeaderStore.load(headers_path(vault))
     except EvidenceVaultError:  # verify names the file; here it only means "not proven"
         store = HeaderStore()
-    wanted, roots, recorded = set(sizes), {}, set()
-    acc = merkle.MerkleAccumulator()
-    for seq, raw in enumerate(vault.log.iter_raw()):
-        if not raw.complete:
-            break
-        if seq in wanted:
-            roots[seq] = acc.root()
-            if b'"type":"checkpoint"' in raw.data:
-                recorded.add(seq)
-        acc.append(merkle.leaf_hash(raw.data))
+    roots, recorded = _log_roots(vault, set(sizes))
     pinned = pinned_tsa_roots(vault.config.vault_id)
     out: list[tuple[int, float | None, str, str]] = []
     for size in sizes:

@@ -242,3 +242,47 @@ def test_checkpoint_directory_copied_in_after_a_clean_run_is_no_false_fail(
     code, report = _verify(cli, filled_vault, "--incremental")
     assert "checkpoint.root-mismatch" not in _codes(report, "FAIL")
     assert code == 0 and "incremental.full" in _codes(report, "INFO")
+
+
+def test_checkpoint_roots_for_timeline_start_from_the_last_clean_verify(
+    cli: Cli, filled_vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timeline and prove check each checkpoint against the log's Merkle root. After a clean verify on
+    this machine they hash only the lines after the prefix it verified (one SHA-256 pass over the
+    prefix instead of a leaf hash per line: seconds on a million-line log); the roots are the same; a
+    changed prefix means every line is hashed again."""
+    from evidence_vault import anchors_verify, merkle
+    from evidence_vault.vault import Vault
+
+    assert cli("--vault", filled_vault, "checkpoint").code == 0  # line 5: size 5
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+    assert cli("--vault", filled_vault, "checkpoint").code == 0  # line 7: size 7
+    hashed: list[bytes] = []
+    real_leaf = merkle.leaf_hash
+    monkeypatch.setattr(merkle, "leaf_hash", lambda data: hashed.append(data) or real_leaf(data))
+    sizes = {5, 7}
+
+    before = anchors_verify._log_roots(Vault(filled_vault), sizes)  # nothing verified yet
+    assert before[1] == {5, 7} and len(hashed) == 8
+    assert _verify(cli, filled_vault)[0] == 0  # a clean full run saves its end state (8 lines)
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "HTC Desire.jpg").code == 0
+    assert cli("--vault", filled_vault, "checkpoint").code == 0  # line 9: size 9, after that prefix
+    hashed.clear()
+    after = anchors_verify._log_roots(Vault(filled_vault), sizes | {9})
+    assert len(hashed) == 2  # lines 8 and 9 only
+    assert {n: after[0][n] for n in sizes} == before[0] and after[1] == {5, 7, 9}
+
+    hashed.clear()
+    monkeypatch.setattr("evidence_vault.incremental.load", lambda *a, **k: None)
+    assert anchors_verify._log_roots(Vault(filled_vault), sizes | {9}) == after  # the same, the long way
+    assert len(hashed) == 10
+    monkeypatch.undo()
+
+    log = filled_vault / "log.jsonl"  # a prefix line changed since: the saved roots are not used
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"tags":[]', b'"tags":["x"]')
+    log.write_bytes(b"".join(lines))
+    monkeypatch.setattr(merkle, "leaf_hash", lambda data: hashed.append(data) or real_leaf(data))
+    hashed.clear()
+    changed = anchors_verify._log_roots(Vault(filled_vault), sizes | {9})
+    assert len(hashed) == 10 and changed[0][5] != after[0][5]
