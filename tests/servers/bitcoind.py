@@ -13,11 +13,10 @@ import json
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 
 from tests.paths import CORPUS
-from tests.servers import LoopbackServer
+from tests.servers import Served
 
 HEADERS_JSON = CORPUS / "timestamps" / "opentimestamps" / "bitcoin-headers.json"
 
@@ -40,7 +39,7 @@ class RpcError(Exception):
         self.message = message
 
 
-class BitcoindServer:
+class BitcoindServer(Served):
     """Threaded loopback JSON-RPC node; use as a context manager or call start()/stop()."""
 
     def __init__(
@@ -54,8 +53,6 @@ class BitcoindServer:
         self.user, self.password = user, password
         self.calls: list[tuple[str, list[Any]]] = []
         self._lock = threading.Lock()
-        self._httpd: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -156,24 +153,5 @@ class BitcoindServer:
                     return
                 self._reply(200, {"result": result, "error": None, "id": rid})
 
-        self._httpd = LoopbackServer(Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def __enter__(self) -> BitcoindServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

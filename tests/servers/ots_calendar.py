@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 
 from opentimestamps.core.notary import PendingAttestation
 from opentimestamps.core.op import OpAppend, OpPrepend
@@ -23,7 +22,7 @@ from opentimestamps.core.serialize import BytesSerializationContext
 from opentimestamps.core.timestamp import Timestamp
 
 from tests.paths import CORPUS
-from tests.servers import LoopbackServer
+from tests.servers import Served
 
 ANSWERS_DIR = CORPUS / "timestamps" / "opentimestamps" / "calendar-answers"
 PENDING_TEXT = b"Pending confirmation in Bitcoin blockchain"
@@ -45,7 +44,7 @@ def corpus_answers() -> dict[bytes, bytes]:
     return answers
 
 
-class CalendarServer:
+class CalendarServer(Served):
     """Threaded loopback calendar; use as a context manager or call start()/stop()."""
 
     def __init__(self, answers: dict[bytes, bytes] | None = None, *, load_corpus: bool = True) -> None:
@@ -56,14 +55,6 @@ class CalendarServer:
         self.redirect_to: str | None = None  # if set, GET /timestamp/... answers 302 to this base URL
         self.time_tag = b"\x57\xcf\xa5\xc4"
         self._lock = threading.Lock()
-        self._httpd: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def pending_stamp(self, digest: bytes) -> Timestamp:
         """What POST /digest returns for ``digest``: a timestamp ending in our PendingAttestation."""
@@ -127,28 +118,9 @@ class CalendarServer:
                 else:
                     self._reply(200, answer)
 
-        self._httpd = LoopbackServer(Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
 
     def _record(self, method: str, path: str, body: bytes) -> None:
         with self._lock:
             self.requests.append(Request(method, path, body))
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def __enter__(self) -> CalendarServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

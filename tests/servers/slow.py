@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 
-from tests.servers import LoopbackServer
+from tests.servers import Served
 
 
-class SlowServer:
+class SlowServer(Served):
     def __init__(self, interval: float = 0.2, length: int = 100_000) -> None:
         self.interval = interval
         self.length = length
         self.requests = 0
         self._stop = threading.Event()
-        self._httpd: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def start(self) -> SlowServer:
         server = self
@@ -56,25 +47,9 @@ class SlowServer:
             do_GET = _trickle
             do_POST = _trickle
 
-        self._httpd = LoopbackServer(Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def __enter__(self) -> SlowServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._stop.set()  # ends the answers still trickling
+        super().stop()
