@@ -90,6 +90,10 @@ EXPORTER_LABEL = "Evidence-Vault-Exporter"
 BAG_SIGNATURE = "tagmanifest-sha256.txt.sig"
 
 
+#: The hint of a pending OpenTimestamps proof in a bag (``verify``'s says `run evidence-vault upgrade`).
+_PENDING_HINT = "whoever keeps the vault runs `evidence-vault upgrade`, then exports again"
+
+
 def mentioned_items(event: Event) -> list[str]:
     """Every item an event names (``index.items_of`` plus an ingest's ``derived_from``)."""
     out = items_of(event)
@@ -414,7 +418,8 @@ def check_checkpoints(
             continue
         digest = hashlib.sha256(text).digest()
         before = len(report.findings)
-        ots_times = _check_ots(d, subject, digest, store, report)
+        # Whoever checks a bag has no vault to upgrade: the exporter upgrades and exports again.
+        ots_times = _check_ots(d, subject, digest, store, report, pending_hint=_PENDING_HINT)
         tsa_times = _check_tsrs(
             _Root(ev_root / ".no-vault"),
             d,
