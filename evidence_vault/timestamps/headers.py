@@ -20,7 +20,6 @@ import os
 import re
 import struct
 import tempfile
-import urllib.error
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass

@@ -8,12 +8,9 @@ building from a bare digest, request/response matching, certificate loading and 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import re
 import secrets
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rfc3161_client import PKIStatus, TimeStampResponse, VerificationError, VerifierBuilder
 
 from evidence_vault.errors import NetworkError, TimestampError, UsageError
-from evidence_vault.timestamps.http import fetch
+from evidence_vault.timestamps import http
 
 __all__ = [
     "TokenCheck",
@@ -405,7 +402,7 @@ def request_token(url: str, digest: bytes, *, timeout: float = 20.0) -> bytes:
         raise TimestampError(f"TSA URL must be http or https: {url}")
     nonce = secrets.randbits(63) | (1 << 62)
     query = _request_der(digest, nonce)
-    request = urllib.request.Request(
+    request = http.request(
         url,
         data=query,
         method="POST",
@@ -413,9 +410,9 @@ def request_token(url: str, digest: bytes, *, timeout: float = 20.0) -> bytes:
     )
     try:
         # The whole exchange within ``timeout``: a TSA that answers byte by byte must not hold stamp.
-        answer = fetch(request, timeout=timeout, limit=_MAX_RESPONSE)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        answer = http.fetch(request, timeout=timeout, limit=_MAX_RESPONSE)
+    except OSError as exc:  # urllib's URLError (with its reason), or what fetch made of a non-HTTP reply
+        reason = getattr(exc, "reason", exc)
         raise NetworkError(_one_line(f"TSA {url} unreachable: {reason}")) from None
     if answer.status != 200:
         msg = f"TSA {url} answered HTTP {answer.status} {answer.reason}"
