@@ -6,9 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 # Debian packages the tests and the demo need (command-line interop checks: openssl ts, ssh-keygen -Y;
-# zsh, macOS's default shell: VERIFY.md's blocks are run in bash, zsh and dash).
+# zsh, macOS's default shell, and perl's shasum: VERIFY.md's blocks are run in bash, zsh and dash, and
+# with shasum where sha256sum is missing).
 # Later additions go here, e.g. hashdeep (bench), chromium (HTML report rendering).
-APT_PACKAGES ?= openssl openssh-client chromium poppler-utils zsh
+APT_PACKAGES ?= openssl openssh-client chromium poppler-utils zsh perl
 
 .PHONY: setup apt venv demo test lint docs bench clean help
 
