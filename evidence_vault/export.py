@@ -514,7 +514,7 @@ def export(
         raise UsageError("destination already exists", path=out)
     if not out.parent.is_dir():
         raise UsageError("destination folder does not exist", path=out.parent)
-    vault.require_authorized(signer, vault.log.tail_state()[0], ev.ITEM_EXPORTED)
+    vault.require_appendable(signer, ev.ITEM_EXPORTED)  # refused now, before a bag is written
     for item in item_ids:  # before anything is written: one line naming the item, not a bare ENOENT
         if not vault.objects.path(item.removeprefix("sha256:")).is_file():
             raise EvidenceVaultError(

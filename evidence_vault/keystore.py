@@ -6,6 +6,7 @@ Layout::
     <home>/identities/<id>.key      OpenSSH private key, passphrase-encrypted by default, mode 0600
     <home>/identities/<id>.pub      OpenSSH public key line
     <home>/vaults.json              per vault id: the pinned genesis key and the last log head seen here
+    <home>/vaults.json.lock         held while a process changes vaults.json
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 from . import regular_files, signing
 from .atomic import write_atomic
 from .errors import KeyStoreError, PassphraseError, UsageError
+from .locking import exclusive_lock
 
 PassphraseSource = Callable[[str], bytes | None]
 """Called with a description of what needs unlocking; returns the passphrase or None."""
@@ -337,24 +340,22 @@ class TrustStore:
         return entry if isinstance(entry, dict) else None
 
     def pin(self, vault_id: str, genesis: str, path: Path) -> None:
-        data = self._load()
-        entry = data.get(vault_id) or {}
-        entry.update({"genesis": genesis, "path": str(path)})
-        data[vault_id] = entry
-        self._save(data)
+        with self._editing() as data:
+            entry = data.get(vault_id) or {}
+            entry.update({"genesis": genesis, "path": str(path)})
+            data[vault_id] = entry
 
     def pin_tsa_root(self, vault_id: str, sha256_hex: str) -> None:
         """Remember a TSA root given on this machine (``stamp --tsa-ca``) by the SHA-256 of its file:
         ``verify`` trusts the vault's copy of a root only if it is pinned here."""
-        data = self._load()
-        entry = data.get(vault_id)
-        entry = entry if isinstance(entry, dict) else {}
-        roots = entry.get("tsa_roots")
-        roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
-        if sha256_hex not in roots:
-            entry["tsa_roots"] = [*roots, sha256_hex]
-            data[vault_id] = entry
-            self._save(data)
+        with self._editing() as data:
+            entry = data.get(vault_id)
+            entry = entry if isinstance(entry, dict) else {}
+            roots = entry.get("tsa_roots")
+            roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
+            if sha256_hex not in roots:
+                entry["tsa_roots"] = [*roots, sha256_hex]
+                data[vault_id] = entry
 
     def tsa_roots(self, vault_id: str) -> frozenset[str]:
         """The SHA-256 of each TSA root pinned on this machine for ``vault_id``."""
@@ -366,16 +367,25 @@ class TrustStore:
 
     def record_head(self, vault_id: str, seq: int, line_hash: str) -> None:
         """Remember the newest log head this machine has seen (detects a truncated log later)."""
-        data = self._load()
-        entry = data.get(vault_id)
-        if entry is None:
-            return
-        head = entry.get("head")
-        # A damaged head (hand-edited) is ignored by verify and the append guard too: replace it.
-        if not isinstance(head, dict) or type(head.get("seq")) is not int or head["seq"] < seq:
-            entry["head"] = {"seq": seq, "hash": line_hash}
-            self._save(data)
+        with self._editing() as data:
+            entry = data.get(vault_id)
+            if not isinstance(entry, dict):
+                return
+            head = entry.get("head")
+            # A damaged head (hand-edited) is ignored by verify and the append guard too: replace it.
+            if not isinstance(head, dict) or type(head.get("seq")) is not int or head["seq"] < seq:
+                entry["head"] = {"seq": seq, "hash": line_hash}
 
-    def _save(self, data: dict[str, Any]) -> None:
+    @contextmanager
+    def _editing(self) -> Iterator[dict[str, Any]]:
+        """The pins to change in place, saved (atomically) if changed. Read, change and save happen under
+        a lock beside the file: two processes of this machine (an ``add`` recording its head, an ``init``
+        pinning another vault) must not each save over what the other has just saved."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n", mode=0o600)
+        with exclusive_lock(self.path.with_name("vaults.json.lock")):
+            data = self._load()
+            before = json.dumps(data, sort_keys=True)
+            yield data
+            if json.dumps(data, sort_keys=True) != before:
+                text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+                write_atomic(self.path, text.encode(), mode=0o600)

@@ -35,6 +35,7 @@ from .index import Index, IndexedItem, items_of
 from .keystore import KeyStore, TrustStore, utc_now
 from .locate import VAULT_FILE as VAULT_FILE
 from .locate import find_vault as find_vault
+from .locking import exclusive_lock
 from .merkle import root_from_leaves
 from .metadata_fields import PRIVATE_FIELDS, PUBLIC_FIELDS
 from .objects import FileObjectStore, ObjectStore
@@ -382,13 +383,13 @@ class Vault:
         from .metadata import extract_metadata  # noqa: F401 (loaded now: the key may unlock meanwhile)
 
         results: list[AddResult] = []
-        self.log.require_clean_end()
+        self.settled(self.log.require_clean_end, wait=options.wait, on_wait=on_wait)
         if ready_first:
             self.index.authority()
             sodium_verify()  # the tail check under the lock verifies a signature
         actor = signer()  # unlock before any file is read, so a wrong passphrase costs nothing
         # What would refuse the append is known now: refuse before any file is stored (no orphans).
-        self.require_appendable(actor)
+        self.require_appendable(actor, wait=options.wait, on_wait=on_wait)
 
         def emit(res: AddResult) -> None:
             results.append(res)
@@ -718,16 +719,40 @@ class Vault:
         if problem:
             raise refusal(head, problem, self.log.path, repairable=True)
 
-    def require_appendable(self, signer: Signer, etype: str = ev.ITEM_INGESTED) -> None:
+    def require_appendable(
+        self,
+        signer: Signer,
+        etype: str = ev.ITEM_INGESTED,
+        *,
+        wait: bool = True,
+        on_wait: Callable[[], None] | None = None,
+    ) -> None:
         """Raise now what appending an ``etype`` event signed by ``signer`` would raise (a torn last line,
         one no authorized key wrote there, a key not allowed to sign), before work that stores objects.
         The append checks it all again under the writer lock."""
-        head, torn = self.log.tail_state()
-        if torn:
-            raise TornLineError(self.log.path)
-        if head is not None:
-            self.require_sound_tail(head)
-        self.require_authorized(signer, head, etype)
+
+        def check() -> None:
+            head, torn = self.log.tail_state()
+            if torn:
+                raise TornLineError(self.log.path)
+            if head is not None:
+                self.require_sound_tail(head)
+            self.require_authorized(signer, head, etype)
+
+        self.settled(check, wait=wait, on_wait=on_wait)
+
+    def settled(
+        self, check: Callable[[], None], *, wait: bool = True, on_wait: Callable[[], None] | None = None
+    ) -> None:
+        """Run an early refusal ``check`` without the writer lock; believe a refusal only if ``check``
+        refuses again under the lock. Unlocked, another writer's append may be half seen: a torn last
+        line that is still being written, or a head older than the one that writer has just recorded
+        for this machine. Refusals are rare, so the lock is taken only then."""
+        try:
+            check()
+        except EvidenceVaultError:
+            with exclusive_lock(self.log.lock_path, wait=wait, on_wait=on_wait):
+                check()
 
     def require_authorized(self, signer: Signer, head: Head | None, etype: str = ev.ITEM_INGESTED) -> None:
         """Refuse (``NotAuthorizedError``) unless ``signer`` may sign ``etype`` as the next event."""

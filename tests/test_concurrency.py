@@ -107,3 +107,88 @@ def test_no_wait_fails_cleanly(vault: Path, tmp_path: Path) -> None:
     assert lines[0].startswith("evidence-vault: error:") and "another evidence-vault process" in lines[0]
     assert "Traceback" not in err and out == ""
     assert (vault / "log.jsonl").read_bytes() == before
+
+
+def _add_while_another_appends(vault: Path, f: Path, half_written: bytes, rest: bytes) -> list[str]:
+    """Hold the lock as a writer would, with ``half_written`` at the end of the log; start ``add``; once
+    it waits for the lock, finish the write with ``rest`` and release. Returns add's stderr lines."""
+    lines: list[str] = []
+    with exclusive_lock(vault / ".lock"):
+        with open(vault / "log.jsonl", "ab") as fh:
+            fh.write(half_written)
+        proc = _spawn(vault, "add", str(f))
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("waiting for another evidence-vault process" in line for line in lines):
+            assert proc.poll() is None, f"add refused while another writer held the lock: {lines!r}"
+            assert time.monotonic() < deadline, f"add never waited: {lines!r}"
+            time.sleep(0.05)
+        with open(vault / "log.jsonl", "ab") as fh:
+            fh.write(rest)
+    assert proc.wait(timeout=60) == 0, lines
+    reader.join(timeout=10)
+    return lines
+
+
+def _cut_last_line(cli: Cli, vault: Path, tmp_path: Path) -> bytes:
+    """Add one file and take its line off the log again (returned): the state an unlocked reader can see
+    while another writer appends that line."""
+    g = tmp_path / "other.bin"
+    g.write_bytes(os.urandom(64))
+    assert cli("--vault", vault, "add", g).code == 0
+    raw = (vault / "log.jsonl").read_bytes()
+    cut = raw.rstrip(b"\n").rfind(b"\n") + 1
+    (vault / "log.jsonl").write_bytes(raw[:cut])
+    return raw[cut:]
+
+
+def test_add_is_not_refused_by_a_line_another_writer_is_still_writing(
+    cli: Cli, vault: Path, tmp_path: Path
+) -> None:
+    """Seen in CI: one of four concurrent adds saw another's half-written line before taking the lock and
+    refused with "ends with an incomplete line". An early refusal is now checked again under the lock."""
+    line = _cut_last_line(cli, vault, tmp_path)
+    f = tmp_path / "one.bin"
+    f.write_bytes(os.urandom(100))
+    lines = _add_while_another_appends(vault, f, line[:40], line[40:])
+    assert "1 added" in "".join(lines)
+    res = cli("--vault", vault, "verify", "--json")
+    assert res.code == 0 and res.json()["stats"]["items"] == 2, res.stdout
+
+
+def test_add_is_not_refused_by_the_head_another_writer_has_just_recorded(
+    cli: Cli, vault: Path, tmp_path: Path
+) -> None:
+    """Unlocked, add can read the log's head, then this machine's record of a newer head that another
+    writer appended meanwhile: not "lines were removed from the end"."""
+    line = _cut_last_line(cli, vault, tmp_path)  # this machine recorded that line's seq as its head
+    f = tmp_path / "one.bin"
+    f.write_bytes(os.urandom(100))
+    lines = _add_while_another_appends(vault, f, b"", line)
+    assert "1 added" in "".join(lines)
+    res = cli("--vault", vault, "verify", "--json")
+    assert res.code == 0 and res.json()["stats"]["items"] == 2, res.stdout
+
+
+def test_pins_of_this_machine_survive_concurrent_writers(tmp_path: Path) -> None:
+    """vaults.json is read, changed and saved by every add (its head) and init (a pin): without a lock,
+    two processes each save over the other's change, and a vault loses its genesis pin."""
+    from evidence_vault.keystore import TrustStore
+
+    threads_n, each = 6, 15
+
+    def pin_many(t: int) -> None:
+        store = TrustStore(tmp_path)  # one store per writer, as one per process
+        for i in range(each):
+            store.pin(f"v{t}-{i}", f"SHA256:genesis{t}", tmp_path / f"v{t}-{i}")
+            store.record_head(f"v{t}-0", i, f"hash{i}")
+
+    threads = [threading.Thread(target=pin_many, args=(t,)) for t in range(threads_n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    pins = json.loads((tmp_path / "vaults.json").read_text())
+    assert sorted(pins) == sorted(f"v{t}-{i}" for t in range(threads_n) for i in range(each))
+    assert all(pins[f"v{t}-0"]["head"]["seq"] == each - 1 for t in range(threads_n))
