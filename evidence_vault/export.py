@@ -54,7 +54,13 @@ REDACT_ALIASES = {
     "path": ("original_path",),
     "name": ("original_name",),
 }
-PLACEHOLDER = "/path/to/this/bag"
+#: First line of every VERIFY.md block: the blocks run in the bag's folder, which the reader enters once
+#: (``cd`` and the folder dragged in: the terminal quotes its path). No path is typed into a block, so
+#: none can break it (a ``"``, ``$``, backtick or ``\`` in a path broke the old ``cd "/path/to/this/bag"``).
+IN_BAG = (
+    "test -f bagit.txt || "
+    "{ echo 'not in the bag folder: run cd and the folder first (top of VERIFY.md)' >&2; exit 1; }"
+)
 
 
 @dataclass(frozen=True)
@@ -373,7 +379,7 @@ def _block(check: str, commands: list[str]) -> str:
     INTERACTIVE_COMMENTS option is off by default). The block's name is on the fence line (its info
     string, ``sh check=NAME``), which a reader does not copy."""
     body = "".join(c + "\n" for c in commands)
-    return f"```sh check={check}\n" + f'(\nset -e\ncd "{PLACEHOLDER}"\n' + body + ")\n```"
+    return f"```sh check={check}\n(\nset -e\n{IN_BAG}\n" + body + ")\n```"
 
 
 #: macOS may have no ``sha256sum``; it ships ``shasum`` (``shasum -a 256`` prints and checks the same

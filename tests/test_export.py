@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import zipfile
@@ -250,10 +251,9 @@ def shell(request: pytest.FixtureRequest) -> str:
 def _run_block(
     body: str, bag: Path, shell: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    script = body.replace("/path/to/this/bag", str(bag))  # the only substitution
     environ = {**os.environ, **(env or {})}
     return subprocess.run(  # no -e: each block must stop at its first failure by itself
-        [shell, "-c", script], capture_output=True, text=True, env=environ, timeout=120
+        [shell, "-c", body], cwd=bag, capture_output=True, text=True, env=environ, timeout=120
     )
 
 
@@ -402,8 +402,9 @@ SHELL_ERROR = re.compile(r"not found|syntax error|parse error|bad substitution|n
 def _paste_block(
     body: str, bag: Path, shell: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The block typed into an interactive shell; the shell's exit status is then the block's."""
-    script = body.replace("/path/to/this/bag", str(bag))
+    """`cd` into ``bag`` (its path quoted as a terminal quotes a dragged folder) and the block, typed into
+    an interactive shell; the shell's exit status is then the block's."""
+    script = f"cd {shlex.quote(str(bag))}\n{body}"
     return subprocess.run(
         [shell, *INTERACTIVE[shell]],
         input=script,
@@ -428,7 +429,9 @@ def test_verify_md_blocks_run_as_pasted_into_an_interactive_shell(
     assert cli("--vault", vault, "add", *SAMPLE_FILES, *src.iterdir()).code == 0
     with CalendarServer() as a, CalendarServer() as b, LocalTSA() as tsa:
         stamp_vault(cli, vault, [a.url, b.url], tsa, tmp_path)
-    bag = tmp_path / "bag with space"
+    # A folder name a lawyer's machine may well have: the old blocks' `cd "..."` broke on `"`, `$`, a
+    # backtick and `\`. The reader now types `cd` once (a dragged folder comes quoted); blocks name no path.
+    bag = tmp_path / 'Client\'s "bag" $HOME `x` \\ 1'
     assert cli("--vault", vault, "export", "--all", "--out", bag).code == 0
     verify_md = (bag / "VERIFY.md").read_text()
     assert "zsh (macOS's default), bash and sh" in verify_md and "WSL" in verify_md  # the shells it is for
@@ -436,6 +439,9 @@ def test_verify_md_blocks_run_as_pasted_into_an_interactive_shell(
     assert len(blocks) == 7
     for name, body in blocks.items():
         assert not [ln for ln in body.splitlines() if ln.lstrip().startswith("#")], (name, body)
+        assert not re.search(r"^\s*cd\b", body, re.M), (name, body)
+        elsewhere = _paste_block(body, tmp_path, shell)  # pasted before `cd` into the bag
+        assert elsewhere.returncode == 1 and "not in the bag folder" in elsewhere.stderr, (name, elsewhere)
     with BitcoindServer() as node:
         for name, body in blocks.items():
             done = _paste_block(body, bag, shell, {"BITCOIN_NODE": node.url})
