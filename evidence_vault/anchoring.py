@@ -233,9 +233,7 @@ def configure(
             rel = f"{CHECKPOINTS}/tsa-roots/{tsa_slug(url)}-{hashlib.sha256(ca).hexdigest()[:16]}.pem"
             if not (vault.root / rel).is_file():
                 write_atomic(vault.root / rel, ca)
-            entry["ca"] = rel
-            # Pinned outside the vault: verify trusts the vault's copy only if it is this root.
-            TrustStore().pin_tsa_root(vault.config.vault_id, hashlib.sha256(ca).hexdigest())
+            entry["ca"] = rel  # pinned on this machine once a token of the TSA verifies under it
         changed = True
     if cfg.min_calendars > len(cfg.calendars):
         source = (
@@ -454,6 +452,7 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
     write_atomic(d / f"tsa-{slug}.json", json.dumps(meta, indent=2).encode() + b"\n")
     if roots:
         write_atomic(d / f"tsa-{slug}.chain.pem", rfc3161.certs_to_pem(roots))
+        _pin_root(vault, entry)
 
 
 def _tsa_roots(vault: Vault, entry: dict[str, str]) -> list[bytes]:
@@ -464,6 +463,19 @@ def _tsa_roots(vault: Vault, entry: dict[str, str]) -> list[bytes]:
         return rfc3161.split_pem_or_der_certs((vault.root / ca).read_bytes())
     except OSError:
         return []
+
+
+def _pin_root(vault: Vault, entry: dict[str, str]) -> None:
+    """Pin on this machine (verify trusts the vault's copy of a TSA root only if pinned) the root a token
+    has just verified under. Not when ``--tsa-ca`` is given: a wrong root, refused by the TSA's answer,
+    stayed trusted here. The file is named by its SHA-256, as ``--tsa-ca`` wrote it: a file changed in
+    the vault since is not pinned."""
+    try:
+        digest = hashlib.sha256((vault.root / entry["ca"]).read_bytes()).hexdigest()
+    except (OSError, KeyError):
+        return
+    if Path(entry["ca"]).stem.endswith("-" + digest[:16]):
+        TrustStore().pin_tsa_root(vault.config.vault_id, digest)
 
 
 # -- upgrade ---------------------------------------------------------------------------------------

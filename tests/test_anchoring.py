@@ -788,7 +788,7 @@ def test_new_tsa_root_does_not_replace_the_root_of_earlier_tokens(
 
 
 def test_tsa_answer_refused_is_an_error_naming_the_tsa_and_root_and_keeps_the_stamp_queued(
-    cli: Cli, filled_vault: Path, tmp_path: Path
+    cli: Cli, filled_vault: Path, tmp_path: Path, home: Path
 ) -> None:
     """A TSA that answers garbage, or whose token does not verify against the --tsa-ca given, used to be
     a warning with exit 0, as if the laptop were offline: a cron job or a field worker never learned
@@ -815,12 +815,22 @@ def test_tsa_answer_refused_is_an_error_naming_the_tsa_and_root_and_keeps_the_st
         assert "from --tsa-ca" in refused[f"tsa:{good.url}"]
         queue = json.loads((filled_vault / "checkpoints" / "queue.json").read_text())
         assert queue == {"ots": [5], f"tsa:{bad.url}": [5], f"tsa:{good.url}": [5]}
+        vault_id = json.loads((filled_vault / "vault.json").read_text())["vault_id"]
+
+        def pinned() -> set[str]:
+            return set(json.loads((home / "vaults.json").read_text())[vault_id].get("tsa_roots", []))
+
+        def sha(path: Path) -> str:
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+
+        assert pinned() == set()  # a root the TSA's answer refused is not trusted on this machine
         res = cli("--vault", filled_vault, "upgrade", "--json")
         assert res.code == 1 and len(res.json()["refused"]) == 2
         bad.mode = "ok"
         res = cli("--vault", filled_vault, "stamp", "--tsa", good.url, "--tsa-ca", ca, "--json")
         assert res.code == 0, res.stderr
         assert sorted(s["tsa"] for s in res.json()["stamped"]) == sorted([bad.url, good.url])
+        assert pinned() == {sha(ca), sha(bad_ca)}  # pinned once a token verified under it; not `wrong`
     assert (filled_vault / "log.jsonl").read_bytes().startswith(log)
     assert json.loads((filled_vault / "checkpoints" / "queue.json").read_text()) == {"ots": [5]}
     code, report = _verify(cli, filled_vault)
