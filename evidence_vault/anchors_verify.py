@@ -136,6 +136,7 @@ def check_anchors(
         )
         store = HeaderStore()
     anchored: dict[int, tuple[float, str]] = {}  # size -> (earliest time, which proof)
+    queued: set[int] | None = None  # read once, when a checkpoint has no proof
     for size in sizes:
         d = checkpoint_dir(vault, size)
         subject = f"checkpoints/{d.name}"
@@ -167,8 +168,15 @@ def check_anchors(
         if times:
             anchored[size] = min(times)
         elif not has_proofs:
+            if queued is None:
+                queued = _queued_for_ots(vault)
             report.warn(
-                "anchors.unstamped", subject, "checkpoint has no time proof yet: run `evidence-vault stamp`"
+                "anchors.unstamped",
+                subject,
+                "checkpoint has no time proof yet: it is queued, and `evidence-vault stamp` or `upgrade` "
+                "submits it again when the calendars can be reached"
+                if size in queued
+                else "checkpoint has no time proof yet: run `evidence-vault stamp`",
             )
     on_disk = set(sizes)
     for size in sorted(set(state.checkpoints) - on_disk):
@@ -180,6 +188,16 @@ def check_anchors(
             seq=size,
         )
     _item_times(state, report, anchored)
+
+
+def _queued_for_ots(vault: Vault) -> set[int]:
+    """The checkpoint sizes ``stamp`` has queued for OpenTimestamps (``checkpoints/queue.json``), read
+    only: what cannot be read counts as not queued (``stamp`` sets such a file aside and rebuilds it)."""
+    try:
+        sizes = json.loads(read_bytes(vault.root / "checkpoints" / "queue.json", limit=1 << 24)).get("ots")
+    except (OSError, ValueError, AttributeError, RecursionError, EvidenceVaultError):
+        return set()
+    return {s for s in sizes if type(s) is int} if isinstance(sizes, list) else set()
 
 
 def _check_ots(

@@ -231,6 +231,25 @@ def test_m_of_n_calendars_stamp_says_which_calendar_did_not_answer(cli: Cli, fil
     assert f"{dead}: unreachable (" in queued["reason"] and "/digest" not in queued["reason"], queued
 
 
+def test_verify_says_whether_an_unstamped_checkpoint_is_queued(cli: Cli, filled_vault: Path) -> None:
+    """Offline, `stamp` queues the checkpoint; verify told the field worker to run `stamp` as if it never
+    had. It now says the checkpoint is queued; one `checkpoint` never stamped still gets "run stamp"."""
+    assert cli("--vault", filled_vault, "checkpoint").code == 0
+    message = {f["code"]: f["message"] for f in _verify(cli, filled_vault)[1]["findings"]}[
+        "anchors.unstamped"
+    ]
+    assert message.endswith("run `evidence-vault stamp`"), message
+    offline = ["--calendar", "http://127.0.0.1:9", "--min-calendars", "1", "--timeout", "5"]
+    assert cli("--vault", filled_vault, "stamp", *offline).code == 0
+    code, report = _verify(cli, filled_vault)
+    unstamped = [f for f in report["findings"] if f["code"] == "anchors.unstamped"]
+    assert code == 0 and len(unstamped) == 1, report["findings"]
+    assert "it is queued" in unstamped[0]["message"], unstamped
+    (filled_vault / "checkpoints" / "queue.json").write_text("{not json")  # stamp sets it aside
+    unstamped = [f for f in _verify(cli, filled_vault)[1]["findings"] if f["code"] == "anchors.unstamped"]
+    assert unstamped[0]["message"].endswith("run `evidence-vault stamp`"), unstamped
+
+
 def test_stamp_also_stamps_a_recorded_checkpoint_that_has_no_time_proof(
     cli: Cli, filled_vault: Path, tmp_path: Path
 ) -> None:
