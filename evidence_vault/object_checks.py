@@ -142,9 +142,10 @@ class ObjectPass:
 
     ``shared`` is its pool of worker processes (``processes`` of them, forked on first use), which the
     log pass may use too; closed with this pass. With ``min_seq`` (an incremental run), items ingested
-    before it are only size-checked. ``found``, set before the log pass: originals already re-hashed in
-    this run and found to match their names (:mod:`evidence_vault.prehash`), by hex digest: not read
-    again.
+    before it are only size-checked. ``recorded_from``: the first seq the log pass reads (an incremental
+    run with ``--rehash`` re-hashes every object, also those of items the log pass does not record).
+    ``found``, set before the log pass: originals already re-hashed in this run and found to match their
+    names (:mod:`evidence_vault.prehash`), by hex digest: not read again.
     """
 
     WINDOW = 8  # batches in flight during the log pass: bounded memory, the workers never idle
@@ -158,8 +159,10 @@ class ObjectPass:
         *,
         processes: int | None = None,
         min_seq: int = 0,
+        recorded_from: int = 0,
     ) -> None:
         self.vault, self.n_threads, self.on_progress, self.min_seq = vault, n_threads, on_progress, min_seq
+        self.recorded_from = max(min_seq, recorded_from)
         self.found: dict[str, Found] = {}
         self.check = object_checker(vault, n_threads, on_progress)
         self.shared = Workers(self.check, processes)
@@ -203,13 +206,22 @@ class ObjectPass:
         if self.min_seq:
             _size_check(self.vault, state, self.out, self.min_seq)
 
+        # Objects of a verified log prefix, re-hashed in an incremental run with --rehash: unchanged
+        # bytes still open what they opened when that prefix was verified.
+        prefix = self.recorded_from > self.min_seq
+        prefix_openings = [o for o in state.prefix_openings if o not in openings_at] if prefix else []
+
         def jobs() -> Iterator[Job]:
             above = SMALL if self.early else -1  # the small ones were done during the log pass
-            for item, rec in state.items.records_by_size(self.min_seq, above=above):
+            for item, rec in state.items.records_by_size(self.min_seq, above=-1 if prefix else above):
+                if rec.size <= above and rec.seq >= self.recorded_from:
+                    continue  # done during the log pass
                 yield from (job for job in jobs_of(item, rec) if not self._prehashed(job))
             for hex_obj, uses in openings_at.items():
                 yield Job(hex_obj, "openings", None, None, uses=uses)
-            for bundle in sorted(state.bundles - state.prefix_bundles):
+            for hex_obj in prefix_openings:
+                yield Job(hex_obj, "openings", None, None, uses=[])
+            for bundle in sorted(state.bundles if prefix else state.bundles - state.prefix_bundles):
                 yield Job(bundle.removeprefix("sha256:"), "bundle", None, None)
 
         checked = ordered_map(
@@ -218,7 +230,9 @@ class ObjectPass:
         for (job, outcome), in_worker in checked:
             self._take(job, outcome, in_worker)
         if not self.min_seq:  # no orphan scan in an incremental run (said in the report)
-            small = {b.removeprefix("sha256:") for b in state.bundles} | set(openings_at)
+            small = (
+                {b.removeprefix("sha256:") for b in state.bundles} | set(openings_at) | set(prefix_openings)
+            )
             self._orphans(state, small)
         report.findings.extend(self.out.findings)
         return self.total

@@ -509,6 +509,7 @@ def verify_vault(
     record_head: bool = True,
     tsa_roots: Sequence[bytes] = (),
     incremental: bool = False,
+    rehash: bool = False,
     on_total: Callable[[int], None] | None = None,
     prehashed: Prehash | None = None,
 ) -> Report:
@@ -520,7 +521,8 @@ def verify_vault(
 
     ``incremental``: start from the end state of the last clean verification on this machine (see
     :mod:`evidence_vault.incremental`) when the log prefix it covered is byte-for-byte unchanged, and
-    say in the report (``INFO incremental.*``) exactly what was not re-checked.
+    say in the report (``INFO incremental.*``) exactly what was not re-checked. ``rehash``: with
+    ``incremental``, re-hash every object all the same (only the verified log lines are not re-checked).
 
     ``prehashed``: a child started before this call (:meth:`Prehash.start`) that re-hashed small objects
     meanwhile; it is stopped here, once the workers are forked and before the log pass, and what it
@@ -549,7 +551,7 @@ def verify_vault(
         report.add("INFO", "incremental.full", "log.jsonl", "the custody log is missing: full run")
     elif incremental:
         saved = inc.load(vault.config.vault_id)
-        resume = _resume(vault, saved, keep, report, dirs) if saved else None
+        resume = _resume(vault, saved, keep, report, dirs, rehash=rehash) if saved else None
         if saved is None:
             report.add(
                 "INFO",
@@ -564,7 +566,10 @@ def verify_vault(
         sodium_verify()  # loaded before the workers fork
     # One pool of workers for both passes: small objects are checked as the log pass records them, in
     # between its batches of signature checks, so no core waits for the log pass to end.
-    with ObjectPass(vault, n_threads, on_progress, processes=workers, min_seq=start_seq) as objects:
+    min_seq = 0 if rehash else start_seq  # items from here on are re-hashed; those before, size-checked
+    with ObjectPass(
+        vault, n_threads, on_progress, processes=workers, min_seq=min_seq, recorded_from=start_seq
+    ) as objects:
         try:
             if parallel:
                 objects.start_early()
@@ -601,7 +606,7 @@ def verify_vault(
         if state.line_hashes:
             report.head = {"seq": len(state.line_hashes) - 1, "hash": state.line_hashes[-1]}
         if on_total is not None:
-            on_total(state.items.total_size(start_seq))
+            on_total(state.items.total_size(min_seq))
         # Checked here while the workers still hash (it needs the log pass only); its findings are
         # reported after the objects'.
         anchors = Report(target=report.target)
@@ -621,7 +626,8 @@ def verify_vault(
     report.finished = utc_now()
     if record_head and report.outcome != "FAIL" and report.head and report.genesis_pinned:
         pins.record_head(vault.config.vault_id, report.head["seq"], report.head["hash"])
-    if report.outcome != "FAIL" and not any(f.level == "FAIL" for f in report.findings):
+    clean = report.outcome != "FAIL" and not any(f.level == "FAIL" for f in report.findings)
+    if clean and not (resume and report.stats["lines_checked"] == 0):  # else the saved state holds as it is
         _save_state(vault, state, report, log_before)
     return report
 
@@ -650,7 +656,13 @@ def check_key_files(vault: Vault, state: LogState, report: Report) -> None:
 
 
 def _resume(
-    vault: Vault, saved: Any, keep: list[int], report: Report, dirs: Sequence[int] = ()
+    vault: Vault,
+    saved: Any,
+    keep: list[int],
+    report: Report,
+    dirs: Sequence[int] = (),
+    *,
+    rehash: bool = False,
 ) -> tuple[LogState, merkle.MerkleAccumulator] | None:
     """The state after the verified prefix, if the log still starts with exactly those bytes."""
     from . import incremental as inc
@@ -709,14 +721,19 @@ def _resume(
     report.findings.extend(Finding(**w) for w in saved.warnings)  # what those lines showed still holds
     state.end_offset = saved.bytes
     state.prefix = (hasher, saved.bytes)
+    skipped = (
+        f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
+        f"of {saved.verified_at} on this machine recorded"
+    )
     report.add(
         "INFO",
         "incremental.skipped",
         "log.jsonl",
-        f"lines 0-{saved.lines - 1} not re-checked: their bytes still hash to what the clean verification "
-        f"of {saved.verified_at} on this machine recorded; objects of the {len(state.items)} items "
-        "ingested before were size-checked, not re-hashed, and their metadata, openings and imported bag "
-        "objects only checked for presence; no orphan scan (run without --incremental to re-check "
+        f"{skipped}; every object re-hashed all the same (--rehash)"
+        if rehash
+        else f"{skipped}; objects of the {len(state.items)} items ingested before were size-checked, not "
+        "re-hashed, and their metadata, openings and imported bag objects only checked for presence; no "
+        "orphan scan (add --rehash to re-hash every object, or run without --incremental to re-check "
         "everything)",
     )
     return state, _acc_of(saved)

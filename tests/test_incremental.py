@@ -286,3 +286,80 @@ def test_checkpoint_roots_for_timeline_start_from_the_last_clean_verify(
     hashed.clear()
     changed = anchors_verify._log_roots(Vault(filled_vault), sizes | {9})
     assert len(hashed) == 10 and changed[0][5] != after[0][5]
+
+
+def _flip_byte(path: Path, at: int = 5) -> None:
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_rehash_without_incremental_is_a_usage_error(cli: Cli, filled_vault: Path) -> None:
+    res = cli("--vault", filled_vault, "verify", "--rehash")
+    assert res.code == 2 and "--rehash goes with --incremental" in res.stderr, res.stderr
+
+
+def test_rehash_re_hashes_every_object_but_not_the_verified_lines(
+    cli: Cli, filled_vault: Path, items: Any, log_lines: Any
+) -> None:
+    """The nightly check for changed files: the log lines of the last clean run are not checked again,
+    but every original, metadata and openings object is re-hashed, and the orphan scan runs."""
+    first = items(filled_vault)[0]["id"]
+    assert cli("--vault", filled_vault, "annotate", first[7:19], "--note", "name of the victim").code == 0
+    code, full = _verify(cli, filled_vault)
+    assert code == 0, full["findings"]
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+    code, report = _verify(cli, filled_vault, "--incremental", "--rehash")
+    assert code == 0, report["findings"]
+    skipped = next(f["message"] for f in report["findings"] if f["code"] == "incremental.skipped")
+    assert "every object re-hashed all the same (--rehash)" in skipped, skipped
+    assert report["stats"]["lines_checked"] == 1 and report["stats"]["items"] == 5
+    new_size = (CORPUS / "images" / "DSCN0010.jpg").stat().st_size
+    assert report["stats"]["bytes_hashed"] > full["stats"]["bytes_hashed"] + new_size  # all, and the new
+    code, again = _verify(cli, filled_vault)  # a full run hashes the same objects
+    assert again["stats"]["bytes_hashed"] == report["stats"]["bytes_hashed"]
+
+    events = [json.loads(line) for line in log_lines(filled_vault)]
+    meta = next(e["data"]["metadata"] for e in events if e["type"] == "item.ingested")
+    openings = next(e["data"]["openings"] for e in events if e["type"] == "item.annotated")
+    orphan = object_path(filled_vault, "ab" + "0" * 62)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"planted")
+    for victim in (object_path(filled_vault, first), object_path(filled_vault, meta)):
+        _flip_byte(victim)
+    _flip_byte(object_path(filled_vault, openings), 2)
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 0  # same sizes: the plain incremental run cannot see it (and says so)
+    code, report = _verify(cli, filled_vault, "--incremental", "--rehash")
+    assert code == 1 and "incremental.skipped" in _codes(report, "INFO")
+    mismatched = {f["subject"] for f in report["findings"] if f["code"] == "object.hash-mismatch"}
+    assert len(mismatched) == 3 and any(openings[7:19] in s for s in mismatched), mismatched
+    assert any(meta[7:19] in s for s in mismatched) and any(first[7:19] in s for s in mismatched)
+    orphans = [f["subject"] for f in report["findings"] if f["code"] == "object.orphan"]
+    assert len(orphans) == 1 and "ab0000" in orphans[0], orphans
+
+
+def test_rehash_on_the_parallel_path_hashes_each_object_once(
+    cli: Cli, big_vault: Path, items: Any, tmp_path: Path
+) -> None:
+    """A log big enough for worker processes, the early object pass and the re-hashing child: small
+    originals of the new lines are checked during the log pass, those of the verified prefix after it."""
+    assert _verify(cli, big_vault)[0] == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    for i in range(3):
+        (new / f"n{i}.bin").write_bytes(os.urandom(80))
+    assert cli("--vault", big_vault, "add", "-r", new).code == 0
+    code, full = _verify(cli, big_vault)
+    assert code == 0, full["findings"]
+    code, report = _verify(cli, big_vault, "--incremental", "--rehash")
+    assert code == 0 and "incremental.skipped" in _codes(report, "INFO"), report["findings"]
+    assert report["stats"]["lines_checked"] == 0
+    assert report["stats"]["bytes_hashed"] == full["stats"]["bytes_hashed"]
+    assert cli("--vault", big_vault, "add", tmp_path / "new" / "n0.bin").code == 0  # a duplicate: no line
+    old = items(big_vault)[7]["id"]
+    _flip_byte(object_path(big_vault, old), 3)
+    code, report = _verify(cli, big_vault, "--incremental", "--rehash")
+    assert code == 1
+    assert [f["item"] for f in report["findings"] if f["code"] == "object.hash-mismatch"] == [old]

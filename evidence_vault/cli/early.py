@@ -34,11 +34,13 @@ def split_command(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
 
 
 def start(argv: list[str]) -> None:
-    """For ``verify`` (a full one), fork the re-hashing child now; anything unusual: leave it to
-    the command (which reports what is wrong)."""
+    """For ``verify`` (one that re-hashes every object), fork the re-hashing child now; anything
+    unusual: leave it to the command (which reports what is wrong)."""
     global _started
     vault, command, rest = split_command(argv)
-    if command != "verify" or any(a in ("--incremental", "--help", "-h") for a in rest):
+    if command != "verify" or any(a in ("--help", "-h") for a in rest):
+        return
+    if "--incremental" in rest and "--rehash" not in rest:  # earlier objects are not re-hashed
         return
     from ..errors import EvidenceVaultError
     from ..locate import find_vault

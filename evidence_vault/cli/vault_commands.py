@@ -371,6 +371,14 @@ def verify(
             "--incremental", help="Check only what changed since the last clean verify on this machine."
         ),
     ] = False,
+    rehash: Annotated[
+        bool,
+        typer.Option(
+            "--rehash",
+            help="With --incremental: re-hash every object all the same; only the log lines verified "
+            "before are not checked again (a nightly check for changed files).",
+        ),
+    ] = False,
 ) -> None:
     """Re-hash every object and check the whole log and its anchors; exit 0 PASS/WARN, 1 FAIL, 2 error."""
     from ..prehash import Prehash
@@ -388,9 +396,13 @@ def verify(
         refuse_inside_vault(out_file, root, "--output")
     # Forked before verify's code is imported (by main, before typer loaded, when it could tell the
     # vault): small objects are re-hashed on the idle core meanwhile.
-    early = None if incremental else (claim_early(root) or Prehash.start(root))
+    if rehash and not incremental:
+        raise UsageError(
+            "--rehash goes with --incremental (a verify without it re-hashes every object anyway)"
+        )
+    early = None if incremental and not rehash else (claim_early(root) or Prehash.start(root))
     with early if early is not None else contextlib.nullcontext():
-        report = _verify(ctx, root, early, trust, tsa_ca, incremental)
+        report = _verify(ctx, root, early, trust, tsa_ca, incremental, rehash)
     if out_file is not None:
         try:
             out_file.write_text(render_report(report, fmt), encoding="utf-8", errors="backslashreplace")
@@ -415,6 +427,7 @@ def _verify(
     trust: list[str] | None,
     tsa_ca: list[Path] | None,
     incremental: bool,
+    rehash: bool,
 ) -> Report:
     """Run the verification of ``verify`` (its progress bar on a terminal)."""
     from ..verify import verify_vault
@@ -428,6 +441,7 @@ def _verify(
             trusted=trust or (),
             tsa_roots=roots,
             incremental=incremental,
+            rehash=rehash,
             on_progress=bar.advance,
             on_total=None if output.plain() else bar.start,  # no bar: no total to add up
             prehashed=early,
