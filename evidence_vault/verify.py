@@ -683,6 +683,11 @@ def _resume(
     # custodian's machine, say): its line's hash is taken in the same read as the prefix's hash.
     inside = {k for k in keep if k < saved.lines}
     kept: dict[int, str] = {}
+    if saved.lines - 1 in inside and isinstance(
+        saved.last_hash, str
+    ):  # the usual case: this machine recorded the head that run verified
+        inside.discard(saved.lines - 1)
+        kept[saved.lines - 1] = saved.last_hash  # that line's hash, if the prefix hashes as it did then
     if size < saved.bytes:
         hasher = None
     elif inside:

@@ -108,6 +108,15 @@ def test_pinned_head_inside_verified_prefix_is_checked_not_a_crash(
     _set_pinned_head(home, filled_vault, 1, "sha256:" + "0" * 64)
     code, report = _verify(cli, filled_vault, "--incremental")
     assert code == 1 and "log.rewritten" in _codes(report, "FAIL")
+    # The usual case, the head at the prefix's last line, takes that line's hash from the saved state
+    # (no line-by-line read): a pin that differs from it is still caught.
+    last = (filled_vault / "log.jsonl").read_bytes().split(b"\n")[4]
+    _set_pinned_head(home, filled_vault, 4, "sha256:" + hashlib.sha256(last).hexdigest())
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 0 and "incremental.skipped" in _codes(report, "INFO"), report["findings"]
+    _set_pinned_head(home, filled_vault, 4, "sha256:" + "1" * 64)
+    code, report = _verify(cli, filled_vault, "--incremental")
+    assert code == 1 and "log.rewritten" in _codes(report, "FAIL")
 
 
 def _remove(path: Path) -> None:
