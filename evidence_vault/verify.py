@@ -683,11 +683,11 @@ def _resume(
     # custodian's machine, say): its line's hash is taken in the same read as the prefix's hash.
     inside = {k for k in keep if k < saved.lines}
     kept: dict[int, str] = {}
-    if saved.lines - 1 in inside and isinstance(
-        saved.last_hash, str
-    ):  # the usual case: this machine recorded the head that run verified
+    # The usual case: the head this machine recorded is the prefix's last line, whose hash the state
+    # holds (it is that line's hash if the prefix hashes as it did then): no line-by-line read.
+    if saved.lines - 1 in inside and isinstance(saved.last_hash, str):
         inside.discard(saved.lines - 1)
-        kept[saved.lines - 1] = saved.last_hash  # that line's hash, if the prefix hashes as it did then
+        kept[saved.lines - 1] = saved.last_hash
     if size < saved.bytes:
         hasher = None
     elif inside:
