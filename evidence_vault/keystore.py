@@ -7,6 +7,7 @@ Layout::
     <home>/identities/<id>.pub      OpenSSH public key line
     <home>/vaults.json              per vault id: the pinned genesis key and the last log head seen here
     <home>/vaults.json.lock         held while a process changes vaults.json
+    <home>/identities.json.lock     held while a process adds an identity
 """
 
 from __future__ import annotations
@@ -148,6 +149,19 @@ class KeyStore:
         """Store a private key (encrypted when a passphrase is given) and register it; it becomes the
         default identity if it is the first one, or with ``make_default``."""
         check_identity_text(name, email)
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Read, changed and saved under a lock: two `key new` at once must not each save over the other.
+        with exclusive_lock(self.home / "identities.json.lock"):
+            return self._add_identity(signer, name, email, passphrase, make_default)
+
+    def _add_identity(
+        self,
+        signer: signing.Signer,
+        name: str,
+        email: str | None,
+        passphrase: bytes | None,
+        make_default: bool,
+    ) -> Identity:
         existing = self.identities()
         fp = signer.fingerprint
         if any(i.fingerprint == fp for i in existing):

@@ -192,3 +192,28 @@ def test_pins_of_this_machine_survive_concurrent_writers(tmp_path: Path) -> None
     pins = json.loads((tmp_path / "vaults.json").read_text())
     assert sorted(pins) == sorted(f"v{t}-{i}" for t in range(threads_n) for i in range(each))
     assert all(pins[f"v{t}-0"]["head"]["seq"] == each - 1 for t in range(threads_n))
+
+
+def test_identities_added_at_once_are_all_kept(tmp_path: Path) -> None:
+    """identities.json is read, changed and saved by each `key new`: two at once lost one's entry (its key
+    file stayed, unlisted). Now one default, every identity listed."""
+    from evidence_vault import signing
+    from evidence_vault.keystore import KeyStore
+
+    n = 8
+    signers = [signing.generate() for _ in range(n)]
+    threads = [
+        threading.Thread(
+            target=lambda s=s, i=i: KeyStore(tmp_path).add_identity(
+                s, name=f"worker {i}", email=None, passphrase=None
+            )
+        )
+        for i, s in enumerate(signers)
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    ids = KeyStore(tmp_path).identities()
+    assert sorted(i.fingerprint for i in ids) == sorted(s.fingerprint for s in signers)
+    assert sum(i.default for i in ids) == 1
