@@ -32,7 +32,7 @@ from typing import Any
 from . import events as ev
 from . import merkle
 from .atomic import write_atomic
-from .checkpoint import CHECKPOINTS, Checkpoint, checkpoint_dir, headers_path, list_checkpoints
+from .checkpoint import CHECKPOINTS, Checkpoint, checkpoint_dir, headers_path, list_checkpoints, queue_path
 from .custody_log import Head
 from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
 from .keystore import TrustStore
@@ -252,10 +252,6 @@ def configure(
 # -- the queue -------------------------------------------------------------------------------------
 
 
-def _queue_path(vault: Vault) -> Path:
-    return vault.root / CHECKPOINTS / "queue.json"
-
-
 def load_queue(vault: Vault) -> dict[str, list[int]]:
     """Stamps still to make: {"ots": [sizes], "tsa:<url>": [sizes]}.
 
@@ -263,7 +259,7 @@ def load_queue(vault: Vault) -> dict[str, list[int]]:
     from the checkpoints on disk: every recorded checkpoint still without its OpenTimestamps proof or
     without a token of a configured TSA. Queued work is never dropped silently.
     """
-    path = _queue_path(vault)
+    path = queue_path(vault)
     try:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -321,7 +317,7 @@ def _rebuild_queue(vault: Vault) -> dict[str, list[int]]:
 
 def save_queue(vault: Vault, queue: dict[str, list[int]]) -> None:
     clean = {k: sorted(set(v)) for k, v in queue.items() if v}
-    write_atomic(_queue_path(vault), json.dumps(clean, indent=2, sort_keys=True).encode() + b"\n")
+    write_atomic(queue_path(vault), json.dumps(clean, indent=2, sort_keys=True).encode() + b"\n")
 
 
 @dataclass
@@ -439,7 +435,8 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
     tsr = rfc3161.request_token(url, digest, timeout=timeout)
     entry = next((t for t in cfg.tsas if t["url"] == url), {"url": url})
     slug = tsa_slug(url)
-    roots = _tsa_roots(vault, entry)
+    ca = _tsa_root_file(vault, entry)
+    roots = rfc3161.split_pem_or_der_certs(ca) if ca else []
     if roots:
         check = rfc3161.verify_token(tsr, digest=digest, roots=roots)
         if not check.ok:
@@ -452,29 +449,27 @@ def _stamp_tsa(vault: Vault, cfg: StampConfig, url: str, d: Path, digest: bytes,
     write_atomic(d / f"tsa-{slug}.json", json.dumps(meta, indent=2).encode() + b"\n")
     if roots:
         write_atomic(d / f"tsa-{slug}.chain.pem", rfc3161.certs_to_pem(roots))
-        _pin_root(vault, entry)
+        _pin_root(vault, entry["ca"], ca)
 
 
-def _tsa_roots(vault: Vault, entry: dict[str, str]) -> list[bytes]:
+def _tsa_root_file(vault: Vault, entry: dict[str, str]) -> bytes:
+    """The bytes of the root file saved for a TSA (empty: none, or unreadable)."""
     ca = entry.get("ca")
     if not ca:
-        return []
+        return b""
     try:
-        return rfc3161.split_pem_or_der_certs((vault.root / ca).read_bytes())
+        return (vault.root / ca).read_bytes()
     except OSError:
-        return []
+        return b""
 
 
-def _pin_root(vault: Vault, entry: dict[str, str]) -> None:
-    """Pin on this machine (verify trusts the vault's copy of a TSA root only if pinned) the root a token
-    has just verified under. Not when ``--tsa-ca`` is given: a wrong root, refused by the TSA's answer,
-    stayed trusted here. The file is named by its SHA-256, as ``--tsa-ca`` wrote it: a file changed in
-    the vault since is not pinned."""
-    try:
-        digest = hashlib.sha256((vault.root / entry["ca"]).read_bytes()).hexdigest()
-    except (OSError, KeyError):
-        return
-    if Path(entry["ca"]).stem.endswith("-" + digest[:16]):
+def _pin_root(vault: Vault, name: str, ca: bytes) -> None:
+    """Pin on this machine (verify trusts the vault's copy of a TSA root only if pinned) the root file
+    ``name`` a token has just verified under. Not when ``--tsa-ca`` is given: a wrong root, refused by
+    the TSA's answer, stayed trusted here. The file is named by its SHA-256, as ``--tsa-ca`` wrote it: a
+    file changed in the vault since is not pinned."""
+    digest = hashlib.sha256(ca).hexdigest()
+    if Path(name).stem.endswith("-" + digest[:16]):
         TrustStore().pin_tsa_root(vault.config.vault_id, digest)
 
 

@@ -193,8 +193,10 @@ def check_anchors(
 def _queued_for_ots(vault: Vault) -> set[int]:
     """The checkpoint sizes ``stamp`` has queued for OpenTimestamps (``checkpoints/queue.json``), read
     only: what cannot be read counts as not queued (``stamp`` sets such a file aside and rebuilds it)."""
+    from .checkpoint import queue_path
+
     try:
-        sizes = json.loads(read_bytes(vault.root / "checkpoints" / "queue.json", limit=1 << 24)).get("ots")
+        sizes = json.loads(read_bytes(queue_path(vault), limit=1 << 24)).get("ots")
     except (OSError, ValueError, AttributeError, RecursionError, EvidenceVaultError):
         return set()
     return {s for s in sizes if type(s) is int} if isinstance(sizes, list) else set()

@@ -35,6 +35,11 @@ def headers_path(vault: Vault) -> Path:
     return vault.root / CHECKPOINTS / "headers.json"
 
 
+def queue_path(vault: Vault) -> Path:
+    """The stamps still to make (offline, or too few calendars answered): see ``anchoring.load_queue``."""
+    return vault.root / CHECKPOINTS / "queue.json"
+
+
 def list_checkpoints(vault: Vault) -> list[int]:
     """Tree sizes of the checkpoint directories, ascending.
 
