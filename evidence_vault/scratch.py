@@ -8,6 +8,7 @@ outlives the verification that wrote it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import operator
@@ -65,8 +66,15 @@ class _Db:
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
-        for sql, group in itertools.groupby(pending, key=operator.itemgetter(0)):
-            self.conn.executemany(sql, [params for _sql, params in group])
+        # Writes to different tables commute: each table's run in their order, in as few calls as its
+        # runs of one statement allow (an ingest writes an item, then its holder: one call per table,
+        # not one per write).
+        by_table: dict[str, list[tuple[str, tuple[str | int | None, ...]]]] = {}
+        for write in pending:
+            by_table.setdefault(_table_of(write[0]), []).append(write)
+        for writes in by_table.values():
+            for sql, group in itertools.groupby(writes, key=operator.itemgetter(0)):
+                self.conn.executemany(sql, [params for _sql, params in group])
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         """Run a statement after the deferred writes."""
@@ -88,6 +96,12 @@ class _Db:
             dest.close()
         os.replace(tmp, path)
         self.conn.execute("BEGIN")
+
+
+@functools.cache
+def _table_of(sql: str) -> str:
+    """The table a deferred ``INSERT … INTO table …`` writes."""
+    return sql.split(" INTO ", 1)[1].split(None, 1)[0]
 
 
 def _cleanup(conn: sqlite3.Connection, directory: str) -> None:

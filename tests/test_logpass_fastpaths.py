@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sqlite3
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -583,6 +584,39 @@ def test_deferred_writes_are_read_back(cap: int, monkeypatch: pytest.MonkeyPatch
     items[f"sha256:{99}"] = ItemRecord(99, 1, None, {})
     items.db.save_to(saved)
     assert len(scratch.restore(saved)) == 24
+
+
+def test_deferred_writes_of_two_tables_run_in_one_call_each() -> None:
+    """An ingest writes an item, then its holder: a flush runs one executemany per table and statement
+    (it ran one per write, as the two alternate), and the holder replace still follows its insert."""
+    items = ItemTable()
+    holders = HolderTable(items.db)
+    calls: list[tuple[str, int]] = []
+
+    class Counting:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def executemany(self, sql: str, rows: list[Any]) -> Any:
+            calls.append((sql.split(" (")[0], len(rows)))
+            return self.conn.executemany(sql, rows)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+    items.db.conn = Counting(items.db.conn)  # type: ignore[assignment]
+    for i in range(100):
+        key = f"sha256:{i:03d}"
+        items[key] = ItemRecord(i, 1, None, {})
+        holders.setdefault(key, "a")
+    holders["sha256:007"] = "b"
+    items.db.flush()
+    assert calls == [
+        ("INSERT OR REPLACE INTO items", 100),
+        ("INSERT OR IGNORE INTO holders", 100),
+        ("INSERT OR REPLACE INTO holders", 1),
+    ]
+    assert holders["sha256:007"] == "b" and holders["sha256:008"] == "a" and len(items) == 100
 
 
 def test_item_sizes_beyond_sqlite_are_bad_items() -> None:
