@@ -206,7 +206,7 @@ def write_bag(
     dest: Path,
     payload: Sequence[tuple[str, Path]],
     *,
-    tag_files: Mapping[str, bytes] = {},
+    tag_files: Mapping[str, bytes | Path] = {},
     bag_info: Mapping[str, str | Sequence[str]] = {},
     algorithms: Sequence[str] = ("sha256",),
     hashes: Mapping[str, Mapping[str, str]] | None = None,
@@ -215,6 +215,8 @@ def write_bag(
 
     ``payload`` holds (path under data/, source file). ``hashes`` (algorithm -> path -> hex), if given,
     are checked against the bytes actually copied; a difference raises :class:`IntegrityError`.
+    ``tag_files`` maps a tag file's path to its bytes, or to a file to copy (streamed: a big vault's
+    redacted log is never held in memory).
     """
     dest = Path(dest)
     if os.path.lexists(dest):
@@ -236,7 +238,7 @@ def write_bag(
             raise BagError(f"payload paths {folded[key]!r} and {rel!r} collide (case or normalization)")
         folded[key] = rel
         rels.append((rel, Path(src)))
-    tags: list[tuple[str, bytes]] = []
+    tags: list[tuple[str, bytes | Path]] = []
     for rel, content in tag_files.items():
         rel = _check_rel(rel, "tag file")
         if _is_reserved_tag(rel):
@@ -273,14 +275,16 @@ def write_bag(
         tag_names = ["bagit.txt", "bag-info.txt", *(f"manifest-{a}.txt" for a in algs)]
         for rel, content in tags:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            _write_bytes(tmp / rel, content)
+            if isinstance(content, Path):
+                _copy_hashing(content, tmp / rel, ())
+            else:
+                _write_bytes(tmp / rel, content)
             tag_names.append(rel)
         for alg in algs:
             entries = {}
             for rel in tag_names:
-                h = hashlib.new(_hashlib_name(alg))
-                h.update((tmp / rel).read_bytes())
-                entries[rel] = h.hexdigest()
+                with open(tmp / rel, "rb") as f:
+                    entries[rel] = hashlib.file_digest(f, _hashlib_name(alg)).hexdigest()
             _write(tmp / f"tagmanifest-{alg}.txt", _manifest_text(entries))
         _fsync_dir(tmp)
         if os.path.lexists(dest):

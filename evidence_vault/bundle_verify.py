@@ -46,7 +46,7 @@ from .events import Event, line_hash, parse_line
 from .hashing import hash_file
 from .index import items_of
 from .keystore import utc_now
-from .regular_files import read_bytes, read_text
+from .regular_files import open_regular, read_bytes, read_text
 from .report import Finding, Report, line_subject
 from .safezip import safe_extract
 from .signing import (
@@ -69,6 +69,10 @@ STRUCTURAL = frozenset({ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED, ev.CHECK
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _WITHHELD_KEYS = {"seq", "withheld", "line_sha256", "leaf_hash"}
+#: A withheld entry exactly as :func:`withheld_stub` writes it (anything else is parsed as JSON).
+_STUB_LINE = re.compile(
+    rb'\{"leaf_hash":"([0-9a-f]{64})","line_sha256":"([0-9a-f]{64})","seq":(0|[1-9][0-9]{0,17}),"withheld":true\}'
+)
 _SIZE_DIR = re.compile(r"^[0-9]{1,20}$")  # ASCII digits only: str.isdigit() also takes '²'
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: The labels an export writes in bag-info.txt, each once (Payload-Oxum is the BagIt validator's).
@@ -108,15 +112,14 @@ def is_revealed(event: Event, exported: set[str] | frozenset[str]) -> bool:
     return event.type in STRUCTURAL or all(i in exported for i in mentioned_items(event))
 
 
-def withheld_stub(seq: int, line: bytes) -> bytes:
-    """The line shipped in place of a withheld log line (its hashes only)."""
-    doc = {
-        "seq": seq,
-        "withheld": True,
-        "line_sha256": hashlib.sha256(line).hexdigest(),
-        "leaf_hash": merkle.leaf_hash(line).hex(),
-    }
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+def withheld_stub(seq: int, line: bytes, leaf: bytes | None = None) -> bytes:
+    """The line shipped in place of a withheld log line (its hashes only): compact JSON, keys sorted.
+    ``leaf``: the line's leaf hash, if already computed."""
+    leaf = merkle.leaf_hash(line) if leaf is None else leaf
+    return _STUB % (leaf.hex().encode(), hashlib.sha256(line).hexdigest().encode(), seq)
+
+
+_STUB = b'{"leaf_hash":"%s","line_sha256":"%s","seq":%d,"withheld":true}'
 
 
 #: Files at the top of a bag that an export writes (beside data/ and evidence/).
@@ -189,8 +192,8 @@ class EvidenceState:
     log: LogState = field(default_factory=LogState)
     revealed: dict[int, Event] = field(default_factory=dict)
     revealed_lines: dict[int, bytes] = field(default_factory=dict)
-    withheld: list[int] = field(default_factory=list)
-    leaves: list[bytes] = field(default_factory=list)
+    withheld: int = 0  # lines shipped as their hashes only
+    leaves: merkle.Leaves = field(default_factory=merkle.Leaves)
     signers: set[str] = field(default_factory=set)
     checkpoint_sizes: list[int] = field(default_factory=list)
     anchors: dict[int, list[Anchor]] = field(default_factory=dict)
@@ -265,23 +268,42 @@ def _check_revealed(
 
 
 def check_log(ev_root: Path, report: Report, state: EvidenceState) -> None:
-    """Walk ``evidence/log.jsonl``: revealed lines fully, withheld lines through their hashes."""
+    """Walk ``evidence/log.jsonl``: revealed lines fully, withheld lines through their hashes. The log is
+    streamed: memory holds 32 bytes a line (its leaf hash), and the revealed lines."""
     path = ev_root / "log.jsonl"
     try:
-        data = read_bytes(path)
+        fd, st = open_regular(path)
     except OSError:
         report.fail("bundle.missing-file", "evidence/log.jsonl", "the custody log is missing")
         return
-    if data and not data.endswith(b"\n"):
-        report.fail("log.torn-line", "evidence/log.jsonl", "last line is incomplete")
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
+    with os.fdopen(fd, "rb") as log:
+        try:
+            if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                report.fail("log.torn-line", "evidence/log.jsonl", "last line is incomplete")
+            _walk_log(log, report, state)
+        except OSError as exc:
+            report.fail("bundle.malformed", "evidence/log.jsonl", f"unreadable: {_why(exc)}")
+
+
+def _walk_log(log: Iterable[bytes], report: Report, state: EvidenceState) -> None:
     prev: str | None = None
     acc = merkle.MerkleAccumulator()
-    for index, raw in enumerate(lines):
+    for index, text in enumerate(log):
+        raw = text.removesuffix(b"\n")
         subject = line_subject(index)
         state.log.events += 1
+        fast = _STUB_LINE.fullmatch(raw)  # a withheld entry as export writes it: no JSON parse needed
+        if fast is not None:
+            leaf_hex, line_hex, seq = fast.groups()
+            if int(seq) != index:
+                report.fail("log.seq-mismatch", subject, f"withheld entry says seq {int(seq)}", seq=index)
+            leaf, this_hash = bytes.fromhex(leaf_hex.decode("ascii")), "sha256:" + line_hex.decode("ascii")
+            state.withheld += 1
+            state.leaves.append(leaf)
+            acc.append(leaf)
+            state.log.line_hashes.append(this_hash)
+            prev = this_hash
+            continue
         stub = _withheld(raw)
         if stub is not None:
             ok = (
@@ -300,7 +322,7 @@ def check_log(ev_root: Path, report: Report, state: EvidenceState) -> None:
                         "log.seq-mismatch", subject, f"withheld entry says seq {stub['seq']}", seq=index
                     )
                 leaf, this_hash = bytes.fromhex(stub["leaf_hash"]), "sha256:" + stub["line_sha256"]
-            state.withheld.append(index)
+            state.withheld += 1
             state.leaves.append(leaf)
             acc.append(leaf)
             state.log.line_hashes.append(this_hash)
@@ -400,7 +422,7 @@ def check_checkpoints(
         size = int(d.name)
         subject = f"evidence/checkpoints/{d.name}"
         n_lines = len(state.leaves)
-        root = merkle.root_from_leaves(state.leaves[:size]) if size <= n_lines else None
+        root = merkle.root_from_leaves(state.leaves, 0, size) if size <= n_lines else None
         text = check_checkpoint_dir(
             d,
             size,
@@ -448,7 +470,7 @@ def check_checkpoints(
 
 def check_proofs(ev_root: Path, report: Report, state: EvidenceState) -> None:
     """Inclusion proofs of the revealed events in the latest checkpoint; consistency between checkpoints."""
-    roots = {s: merkle.root_from_leaves(state.leaves[:s]) for s in state.checkpoint_sizes}
+    roots = {s: merkle.root_from_leaves(state.leaves, 0, s) for s in state.checkpoint_sizes}
     if not state.checkpoint_sizes:
         report.warn(
             "proof.no-checkpoint", "evidence/checkpoints", "no checkpoint: nothing ties the log to a time"
@@ -1095,7 +1117,7 @@ def _note_withheld(report: Report, state: EvidenceState) -> None:
         "INFO",
         "bundle.withheld-lines",
         "evidence/log.jsonl",
-        f"{len(state.withheld)} of {state.log.events} log lines are withheld (hashes only): who was "
+        f"{state.withheld} of {state.log.events} log lines are withheld (hashes only): who was "
         "authorized was judged on the revealed key events alone, since a withheld line's type cannot be "
         "checked (it could be a key revocation); see the earliest proven time of each file, or ask for "
         "a full export",
@@ -1178,7 +1200,7 @@ def _verify_dir(root: Path, report: Report, trusted: Sequence[str], tsa_roots: S
     report.stats = {
         "events": state.log.events,
         "revealed": len(state.revealed),
-        "withheld": len(state.withheld),
+        "withheld": state.withheld,
         "items": len(state.log.items),
         "keys": len(state.signers),
         "checkpoints": len(state.checkpoint_sizes),

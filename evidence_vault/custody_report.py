@@ -154,7 +154,7 @@ def render(
         "<p><b>What was verified.</b> Each file below is byte-identical to the file recorded in the custody "
         "log (its SHA-256 is its id). Every log entry shown is signed by the key named beside it, that key "
         "was authorized at that point of the log, and the entries form an unbroken hash chain "
-        f"({len(state.revealed)} entries shown, {len(state.withheld)} entries about other files withheld and "
+        f"({len(state.revealed)} entries shown, {state.withheld} entries about other files withheld and "
         "represented only by their hashes). Signed checkpoints of the log were checked against the log, and "
         "their time proofs (OpenTimestamps in Bitcoin, RFC 3161 time-stamping authorities) give the earliest "
         "time each file is proven to have existed.</p>",

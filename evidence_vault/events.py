@@ -164,6 +164,8 @@ def parse_event(line: bytes) -> Event:
         value = parse_json(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise IntegrityError("not valid JSON: nested too deeply") from None
     return Event.from_dict(value)
 
 

@@ -41,7 +41,7 @@ from .bundle_verify import (
 from .canonical import canonical
 from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
-from .events import Event, parse_line
+from .events import Event, parse_event, parse_line
 from .keystore import utc_now
 from .signing import NAMESPACE, Signer, armor, key_file_name
 from .timestamps import rfc3161
@@ -198,36 +198,44 @@ def stage_evidence(
     ev_root = dest / EVIDENCE
     staged = Staged()
     auth = Authority()
-    lines: list[bytes] = []
-    log_out: list[bytes] = []
+    leaves = merkle.Leaves()  # the log is streamed: memory holds 32 bytes a line, not the lines
+    checkpoint_lines: set[int] = set()
     ingests: dict[str, Event] = {}
     hidden_ingests: dict[str, Event] = {}  # exported items whose ingest the rule withholds
     shown: set[int] = set()
     signed_name: str | None = None
-    for raw in vault.log.iter_raw():
-        if not raw.complete:
-            break
-        event, _ = parse_line(raw.data)
-        seq = len(lines)
-        lines.append(raw.data)
-        if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
-            auth.apply(event)
-        if seq == 0 and event.type == ev.VAULT_CREATED and isinstance(event.data.get("name"), str):
-            signed_name = event.data["name"]
-        if not is_revealed(event, exported):
+    (ev_root / "events").mkdir(parents=True, exist_ok=True)
+    with open(ev_root / "log.jsonl", "wb") as log_out:
+        for raw in vault.log.iter_raw():
+            if not raw.complete:
+                break
+            # Which lines are revealed depends on the event alone, not on the line's canonical form
+            # (verify reports a non-canonical line; the bag's check does again for a revealed one).
+            event = parse_event(raw.data)
+            seq = len(leaves)
+            leaf = merkle.leaf_hash(raw.data)
+            leaves.append(leaf)
+            if b'"type":"checkpoint"' in raw.data:
+                checkpoint_lines.add(seq)
+            if event.type in (ev.VAULT_CREATED, ev.KEY_ADDED, ev.KEY_REVOKED):
+                auth.apply(event)
+            if seq == 0 and event.type == ev.VAULT_CREATED and isinstance(event.data.get("name"), str):
+                signed_name = event.data["name"]
+            if not is_revealed(event, exported):
+                if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
+                    hidden_ingests.setdefault(str(event.data["item"]), event)
+                log_out.write(withheld_stub(seq, raw.data, leaf) + b"\n")
+                staged.withheld += 1
+                continue
+            staged.revealed += 1
+            shown.add(seq)
+            log_out.write(raw.data + b"\n")
+            staged.signers[event.actor] = ""
+            _write(ev_root, f"events/{seq}.json", event.signing_bytes())
+            _write(ev_root, f"events/{seq}.json.sig", armor(event.signature).encode())
             if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
-                hidden_ingests.setdefault(str(event.data["item"]), event)
-            log_out.append(withheld_stub(seq, raw.data))
-            staged.withheld += 1
-            continue
-        staged.revealed += 1
-        shown.add(seq)
-        log_out.append(raw.data)
-        staged.signers[event.actor] = ""
-        _write(ev_root, f"events/{seq}.json", event.signing_bytes())
-        _write(ev_root, f"events/{seq}.json.sig", armor(event.signature).encode())
-        if event.type == ev.ITEM_INGESTED and event.data.get("item") in exported:
-            ingests.setdefault(str(event.data["item"]), event)
+                ingests.setdefault(str(event.data["item"]), event)
+    n_lines = len(leaves)
     _require_ingests(item_ids, ingests, hidden_ingests)
     wanted = list(redact)
     check_redaction(
@@ -241,11 +249,9 @@ def stage_evidence(
     )
     staged.genesis = auth.genesis
     staged.vault_name = signed_name if signed_name is not None else vault.config.name
-    _write(ev_root, "log.jsonl", b"".join(line + b"\n" for line in log_out))
 
     # Checkpoints recorded in the log, with their proofs; the block headers; Merkle proofs.
-    leaves = [merkle.leaf_hash(line) for line in lines]
-    recorded = [s for s in list_checkpoints(vault) if s < len(lines) and b'"type":"checkpoint"' in lines[s]]
+    recorded = [s for s in list_checkpoints(vault) if s < n_lines and s in checkpoint_lines]
     for size in recorded:
         src = checkpoint_dir(vault, size)
         rel_dir = f"checkpoints/{src.name}"
@@ -276,11 +282,8 @@ def stage_evidence(
         _write(ev_root, "headers.json", headers_path(vault).read_bytes())
     if staged.checkpoints:
         latest = staged.checkpoints[-1]
-        proofs = {
-            str(s): [h.hex() for h in merkle.inclusion_proof(leaves, s, latest)]
-            for s in range(latest)
-            if s in shown
-        }
+        paths = merkle.inclusion_proofs(leaves, (s for s in shown if s < latest), latest)  # by seq, in order
+        proofs = {str(s): [h.hex() for h in path] for s, path in paths.items()}
         _write(
             ev_root,
             "proofs/inclusion.json",
@@ -350,7 +353,7 @@ def stage_evidence(
         "vault_id": vault.config.vault_id,
         "vault_name": staged.vault_name,
         "genesis_key": auth.genesis,
-        "log_size": len(lines),
+        "log_size": n_lines,
         "checkpoints": staged.checkpoints,
         "redacted_fields": sorted(staged.redacted),
         "items": [
@@ -418,30 +421,30 @@ def _files_commands() -> list[str]:
 def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
     """VERIFY.md for this bag: one fenced block of standard-tool commands per claim."""
     ev_root = stage / EVIDENCE
+    at_checkpoints = set(staged.checkpoints)
+    records: dict[int, Event] = {}  # the checkpoint events, by tree size
+    ev_cmds = []
+    with open(ev_root / "log.jsonl", "rb") as log:  # streamed: the log of a big vault is not held
+        for seq, read in enumerate(log):
+            line = read.removesuffix(b"\n")
+            if seq in at_checkpoints:
+                records[seq] = parse_line(line)[0]
+            if b'"withheld":true' in line:
+                continue
+            event = parse_line(line)[0]
+            ev_cmds.append(
+                f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {event.actor} -n {NAMESPACE} "
+                f"-s evidence/events/{event.seq}.json.sig < evidence/events/{event.seq}.json"
+            )
     sig_cmds = []
     for size in staged.checkpoints:
         d = f"evidence/checkpoints/{size:012d}"
-        record = next(
-            (
-                parse_line(line)[0]
-                for line in (ev_root / "log.jsonl").read_bytes().splitlines()[size : size + 1]
-            ),
-            None,
-        )
+        record = records.get(size)
         if record is not None:
             sig_cmds.append(
                 f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {record.actor} "
                 f"-n {NAMESPACE} -s {d}/checkpoint.sig < {d}/checkpoint"
             )
-    ev_cmds = []
-    for line in (ev_root / "log.jsonl").read_bytes().splitlines():
-        if b'"withheld":true' in line:
-            continue
-        event = parse_line(line)[0]
-        ev_cmds.append(
-            f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {event.actor} -n {NAMESPACE} "
-            f"-s evidence/events/{event.seq}.json.sig < evidence/events/{event.seq}.json"
-        )
     ots_cmds = [
         'ots --no-cache --no-default-whitelist --bitcoin-node "${BITCOIN_NODE:-http://127.0.0.1:8332/}" '
         "verify "
@@ -548,8 +551,8 @@ def export(
         thumbs = {i: vault.objects.path(i.removeprefix("sha256:")) for i in item_ids}
         names = {i: f"data/{n}" for i, n in staged.names.items()}
         html = bag_report(stage, thumbs, names=names, made=created)  # verify-bundle renders it again
-        tag_files = {
-            p.relative_to(stage).as_posix(): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()
+        tag_files: dict[str, bytes | Path] = {
+            p.relative_to(stage).as_posix(): p for p in sorted(stage.rglob("*")) if p.is_file()
         }
         tag_files["report.html"] = html
         tag_files["verify_bundle.py"] = template("verify_bundle.py").encode("utf-8")

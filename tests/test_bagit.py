@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -207,6 +208,22 @@ def test_round_trip_own_validator_bagit_python_and_sha256sum(tmp_path: Path) -> 
     assert info["Keyword"] == ["a", "b"] and info["Payload-Oxum"][0].endswith(".4")
     assert (bag / "data" / unicodedata.normalize("NFC", NAMES[2])).is_file()
     assert (bag / "bagit.txt").read_bytes() == b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+
+
+def test_tag_files_given_as_files_are_copied(tmp_path: Path) -> None:
+    """A tag file given as a path is copied (streamed: export's redacted log of a big vault is never
+    held in memory) and listed in the tag manifest like one given as bytes."""
+    big = tmp_path / "log.jsonl"
+    big.write_bytes(b'{"seq":0}\n' * 50_000)
+    bag = tmp_path / "bag"
+    write_bag(
+        bag, _sources(tmp_path, NAMES[:1]), tag_files={"evidence/log.jsonl": big, "VERIFY.md": b"# v\n"}
+    )
+    assert (bag / "evidence" / "log.jsonl").read_bytes() == big.read_bytes()
+    assert validate_bag(bag) == []
+    _oracle(bag)
+    listed = (bag / "tagmanifest-sha256.txt").read_text()
+    assert f"{hashlib.sha256(big.read_bytes()).hexdigest()}  evidence/log.jsonl" in listed
 
 
 def test_round_trip_newline_names(tmp_path: Path) -> None:

@@ -176,6 +176,37 @@ def test_withheld_line_removed(cli: Cli, bag: Path) -> None:
     assert code == 1 and {"log.seq-mismatch", "checkpoint.root-mismatch"} & found
 
 
+def test_withheld_entries_in_another_json_form_check_the_same(cli: Cli, bag: Path) -> None:
+    """verify-bundle reads a withheld entry as export writes it without parsing JSON; the same values in
+    another JSON form (spaces, keys in another order) take the JSON path and check exactly the same."""
+    code, found = check(cli, bag)
+    lines = log_lines(bag)
+    stubs = [n for n, ln in enumerate(lines) if b'"withheld":true' in ln]
+    assert stubs
+    for n in stubs:
+        doc = json.loads(lines[n])
+        lines[n] = json.dumps(dict(reversed(doc.items())), separators=(", ", " : ")).encode()
+    write_log(bag, lines)
+    rewrite_tagmanifest(bag)
+    resign_as_exporter(bag)
+    assert check(cli, bag) == (code, found)
+    lines[stubs[0]] = lines[stubs[0]].replace(b'"seq" : %d' % stubs[0], b'"seq" : %d' % (stubs[0] + 1))
+    write_log(bag, lines)
+    rewrite_tagmanifest(bag)
+    resign_as_exporter(bag)
+    code2, found2 = check(cli, bag)
+    assert code2 == 1 and "log.seq-mismatch" in found2
+
+
+def test_log_without_its_last_newline_is_a_torn_line(cli: Cli, bag: Path) -> None:
+    log = bag / "evidence" / "log.jsonl"
+    log.write_bytes(log.read_bytes().removesuffix(b"\n"))
+    rewrite_tagmanifest(bag)
+    resign_as_exporter(bag)
+    code, found = check(cli, bag)
+    assert code == 1 and "log.torn-line" in found
+
+
 def test_inclusion_proof_for_another_checkpoint(cli: Cli, bag: Path, filled_vault: Path) -> None:
     from evidence_vault import merkle
 

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from evidence_vault.merkle import (
     EMPTY_ROOT,
+    Leaves,
     MerkleAccumulator,
     consistency_proof,
     inclusion_proof,
+    inclusion_proofs,
     leaf_hash,
     node_hash,
     root_from_inclusion,
@@ -346,3 +348,46 @@ def test_from_state_rejects_bad_state(size: int, hashes: list[bytes]) -> None:
 def test_append_rejects_non_hash() -> None:
     with pytest.raises(ValueError):
         MerkleAccumulator().append(b"raw data, not a leaf hash")
+
+
+# --- many proofs in one pass; leaf hashes in one buffer ------------------------------------------------
+
+
+def test_inclusion_proofs_in_one_pass_equal_one_by_one() -> None:
+    """Every leaf of every tree up to 70 leaves, from a list, a tuple and a :class:`Leaves` buffer."""
+    packed = Leaves(BIG)
+    for size in range(1, 71):
+        want = {i: inclusion_proof(BIG, i, size) for i in range(size)}
+        for leaves in (BIG, tuple(BIG), packed):
+            assert inclusion_proofs(leaves, range(size), size) == want
+        some = sorted({0, size - 1, size // 2, size // 3})
+        assert inclusion_proofs(packed, reversed(some), size) == {i: want[i] for i in some}
+        assert list(inclusion_proofs(packed, reversed(some), size)) == some  # by index, in order
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, MAX), st.lists(st.integers(0, MAX - 1), max_size=12))
+def test_inclusion_proofs_verify(size: int, picks: list[int]) -> None:
+    indices = [p % size for p in picks]
+    root = root_from_leaves(BIG[:size])
+    for i, proof in inclusion_proofs(Leaves(BIG), indices, size).items():
+        assert verify_inclusion(BIG[i], i, size, proof, root)
+
+
+def test_inclusion_proofs_refuse_leaves_outside_the_tree() -> None:
+    assert inclusion_proofs(BIG, [], 5) == {}
+    for indices, size in (([5], 5), ([-1], 5), ([0], 0), ([0], MAX + 2)):
+        with pytest.raises(ValueError, match="no leaf"):
+            inclusion_proofs(BIG, indices, size)
+
+
+def test_leaves_buffer_is_a_sequence_of_leaf_hashes() -> None:
+    packed = Leaves(BIG[:10])
+    assert len(packed) == 10 and list(packed) == BIG[:10] and packed[-1] == BIG[9]
+    assert packed[2:5] == BIG[2:5] and packed[::-3] == BIG[9::-3]
+    with pytest.raises(IndexError):
+        packed[10]
+    with pytest.raises(ValueError):
+        packed.append(b"short")
+    for lo, hi in ((0, 10), (3, 10), (4, 8), (9, 10), (5, 5)):
+        assert root_from_leaves(packed, lo, hi) == root_from_leaves(BIG[lo:hi]) == mth(BIG[lo:hi])
