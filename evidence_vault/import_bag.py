@@ -11,7 +11,6 @@ proofs stay with the files.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import stat
@@ -20,7 +19,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .bagit import bag_info_value
 from .bundle_verify import require_bag, verify_bundle
@@ -54,19 +53,30 @@ class ImportResult:
         }
 
 
-def _tag_zip(root: Path) -> bytes:
-    """Every file of the bag except data/, as a deterministic zip (fixed times, sorted)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+def _tag_zip(root: Path, out: BinaryIO) -> None:
+    """Write every file of the bag except data/ to ``out`` as a deterministic zip (fixed times, sorted);
+    each file streamed in (a big vault's redacted log is never held in memory)."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(root.rglob("*")):
             rel = p.relative_to(root).as_posix()
-            if rel == "data" or rel.startswith("data/") or not stat.S_ISREG(os.lstat(p).st_mode):
+            st = os.lstat(p)
+            if rel == "data" or rel.startswith("data/") or not stat.S_ISREG(st.st_mode):
                 continue
             info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = (stat.S_IFREG | 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, p.read_bytes())
-    return buf.getvalue()
+            info.file_size = st.st_size  # as writestr sets it: the same entry header (zip64 or not)
+            with open(p, "rb") as src, zf.open(info, "w") as dest:
+                shutil.copyfileobj(src, dest, 1 << 20)
+
+
+def _store_tag_zip(vault: Vault, root: Path) -> tuple[Any, bool]:
+    """The bag's tag files zip, put into the object store through a temporary file."""
+    with tempfile.TemporaryFile(prefix="evidence-vault-import-") as tmp:
+        _tag_zip(root, tmp)
+        size = tmp.tell()
+        tmp.seek(0)
+        return vault.objects.put_file(tmp.fileno(), size, "the bag's tag files")
 
 
 CHANGED_SINCE_VERIFIED = (
@@ -115,7 +125,7 @@ def import_bag(
                 f"({exc.strerror or exc}); nothing imported",
                 path=path,
             ) from None
-        digest, stored_now = vault.objects.put_bytes(_tag_zip(root))
+        digest, stored_now = _store_tag_zip(vault, root)
         provenance = {
             "bag_tagmanifest_sha256": tagmanifest,
             "source_vault": report.vault_id,
