@@ -313,32 +313,31 @@ def main(bag: str) -> int:
                 fail(f"{rel} is not in manifest-sha256.txt")
 
     ev = os.path.join(bag, "evidence")
-    with open(os.path.join(ev, "log.jsonl"), "rb") as f:
-        lines = f.read().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
     leaves: list[bytes] = []
     prev: str | None = None
     items: set[str] = set()
     revealed: dict[int, bytes] = {}
-    for seq, line in enumerate(lines):
-        doc = json.loads(line)
-        if doc.get("withheld") is True:
+    with open(os.path.join(ev, "log.jsonl"), "rb") as f:  # line by line: a big log is not held whole
+        for seq, read in enumerate(f):
+            line = read[:-1] if read.endswith(b"\n") else read
+            doc = json.loads(line)
+            if doc.get("withheld") is True:
+                if doc.get("seq") != seq:
+                    fail(f"log line {seq + 1}: withheld entry has seq {doc.get('seq')}")
+                leaves.append(bytes.fromhex(doc["leaf_hash"]))
+                prev = "sha256:" + doc["line_sha256"]
+                continue
             if doc.get("seq") != seq:
-                fail(f"log line {seq + 1}: withheld entry has seq {doc.get('seq')}")
-            leaves.append(bytes.fromhex(doc["leaf_hash"]))
-            prev = "sha256:" + doc["line_sha256"]
-            continue
-        if doc.get("seq") != seq:
-            fail(f"log line {seq + 1}: seq is {doc.get('seq')}")
-        if doc.get("prev") != prev:
-            fail(f"log line {seq + 1}: prev does not match the previous line's hash (chain broken)")
-        leaves.append(leaf_hash(line))
-        prev = "sha256:" + hashlib.sha256(line).hexdigest()
-        revealed[seq] = line
-        if doc.get("type") == "item.ingested":
-            items.add(doc["data"]["item"])
-    print(f"log: {len(lines)} lines, {len(revealed)} revealed, {len(lines) - len(revealed)} withheld")
+                fail(f"log line {seq + 1}: seq is {doc.get('seq')}")
+            if doc.get("prev") != prev:
+                fail(f"log line {seq + 1}: prev does not match the previous line's hash (chain broken)")
+            leaves.append(leaf_hash(line))
+            prev = "sha256:" + hashlib.sha256(line).hexdigest()
+            revealed[seq] = line
+            if doc.get("type") == "item.ingested":
+                items.add(doc["data"]["item"])
+    n_lines = len(leaves)
+    print(f"log: {n_lines} lines, {len(revealed)} revealed, {n_lines - len(revealed)} withheld")
 
     roots: dict[int, bytes] = {}
     cp_dir = os.path.join(ev, "checkpoints")
