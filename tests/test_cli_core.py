@@ -353,6 +353,47 @@ def test_fingerprints_and_times_are_never_cut_to_fit(cli: Cli, filled_vault: Pat
     assert both.code == 2 and "two formats" in both.stderr
 
 
+def test_ls_lists_whole_ids_and_names_in_columns(cli: Cli, vault: Path, tmp_path: Path) -> None:
+    """`ls` is where an id is copied from: 16 hex digits and the whole name on every line, aligned, at
+    any terminal width (rich's table cut them to "48cfeb8a35fc…" in 80 columns, and took 7 s to lay
+    out 10,000 items)."""
+    names = ["short.bin", "a rather long file name that no 80-column table cell would hold.bin"]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(bytes([i]) * 10)
+    assert cli("--vault", vault, "add", *(tmp_path / n for n in names)).code == 0
+    assert cli("--vault", vault, "annotate", cli("--vault", vault, "ls", "--json").json()[0]["id"][7:19],
+               "--tag", "injury").code == 0  # fmt: skip
+    items = {i["name"]: i for i in cli("--vault", vault, "ls", "--json").json()}
+    listed = cli("--vault", vault, "ls", env={"COLUMNS": "60"})
+    lines = listed.stderr.splitlines()
+    assert listed.code == 0 and lines[0].split() == ["id", "name", "type", "size", "added", "tags"]
+    assert lines[-1] == "2 items" and "…" not in listed.stderr
+    for name, item in items.items():
+        row = next(line for line in lines if item["id"][7:23] in line)
+        assert name in row and item["added"] in row
+        if len(name) <= 40:  # a longer value pushes the rest of its own row only
+            assert row.index(item["added"]) == lines[0].index("added")
+    assert sum("injury" in line for line in lines) == 1
+
+
+def test_many_findings_are_lines_not_a_table(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """More findings than TABLE_MAX are plain lines on a terminal too (a table of 10,000 rows took
+    seconds to lay out); fewer stay a table there."""
+    from evidence_vault.cli import output, vault_commands
+    from evidence_vault.report import Report
+
+    monkeypatch.setattr(output, "plain", lambda: False)
+    report = Report(target="v")
+    for n in range(3):
+        report.warn("object.orphan", f"objects/{n}", "not referenced by the log")
+    vault_commands.print_report(report)
+    assert "┃" in capsys.readouterr().err
+    monkeypatch.setattr(output, "TABLE_MAX", 2)
+    vault_commands.print_report(report)
+    err = capsys.readouterr().err
+    assert "┃" not in err and err.count("  WARN  object.orphan  objects/") == 3
+
+
 def _at_a_terminal_prompt(args: list[str], key: bytes, env: dict[str, str]) -> tuple[int, str]:
     """Run ``evidence-vault ARGS`` on a pseudo-terminal, type ``key`` at its first prompt; (exit, output)."""
     import pty

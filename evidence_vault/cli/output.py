@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -142,6 +143,23 @@ def message_line(text: str) -> str:
     longer than ``NAME_LIMIT`` cut to its first ``NAME_LIMIT`` characters and "…": an error or finding
     stays one readable line, however long the file name it is about."""
     return _LONG_NAME.sub(lambda m: m[0][:NAME_LIMIT] + "…", one_line(text))
+
+
+#: More findings than this are written as plain lines on a terminal too: rich lays a table out cell by
+#: cell (about 0.7 ms a row: 7 s for 10,000 rows), and nobody reads that many rows in a box.
+TABLE_MAX = 200
+
+
+def columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Rows as plain, aligned columns on stderr, each value whole (rich's table cut values to the
+    terminal's width: ids that are copied from the listing, names), and fast for 10,000 rows."""
+    widths = [min(40, max([len(h), *(len(r[k]) for r in rows)])) for k, h in enumerate(header)]
+
+    def line(values: tuple[str, ...]) -> str:
+        cells = [v.ljust(w) for v, w in zip(values[:-1], widths, strict=False)]
+        return "  ".join([*cells, values[-1]]).rstrip() + "\n"
+
+    sys.stderr.write("".join([line(header), *(line(r) for r in rows)]))
 
 
 def human_size(n: int | None) -> str:

@@ -247,9 +247,6 @@ def ls(
     json_out: JsonOpt = False,
 ) -> None:
     """List the items in the vault."""
-    from rich.markup import escape
-    from rich.table import Table
-
     vault = state(ctx).open_vault()
     if custodian:
         from ..signing import fingerprint_prefix
@@ -261,17 +258,19 @@ def ls(
     if json_out:
         output.emit_json([i.to_dict() for i in items])
         return
-    table = Table("id", "name", "type", "size", "added", "tags")
-    for i in items:
-        table.add_row(
+    header = ("id", "name", "type", "size", "added", "tags")
+    rows = [
+        (
             i.id[7:23],
-            escape(output.one_line(i.name or "")),
-            i.media_type or "",
+            output.one_line(i.name or ""),
+            output.one_line(i.media_type or ""),
             output.human_size(i.size),
             i.time,
-            ", ".join(i.tags),
+            output.one_line(", ".join(i.tags)),
         )
-    output.err.print(table)
+        for i in items
+    ]
+    output.columns(header, rows)  # ids are copied from here: never cut to fit (rich's table did)
     output.info(_count(len(items), "item"))
 
 
@@ -460,7 +459,7 @@ def print_report(report: Report) -> None:
     """The report on stderr: findings as a table on a terminal, one whole line each otherwise (a CI log
     must show every code and fingerprint uncut), then the summary. Finding lines are indented: only the
     summary line starts with PASS, WARN or FAIL, for scripts that look for it."""
-    if report.findings and output.plain():
+    if report.findings and (output.plain() or len(report.findings) > output.TABLE_MAX):
         for f in report.findings:
             where, what = output.message_line(f.subject), output.message_line(f.message)
             sys.stderr.write(f"  {f.level:<5} {f.code}  {where}: {what}\n")
