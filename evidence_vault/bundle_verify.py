@@ -242,6 +242,33 @@ def _read_json(path: Path, report: Report, subject: str) -> Any:
     return None
 
 
+def _withheld_entry(raw: bytes, index: int, subject: str, report: Report) -> tuple[bytes, str] | None:
+    """The (leaf hash, line hash) a withheld entry stands for, its problems reported; None if the line is
+    no withheld entry."""
+    fast = _STUB_LINE.fullmatch(raw)  # an entry as export writes it: no JSON parse needed
+    if fast is not None:
+        leaf_hex, line_hex, seq = (group.decode("ascii") for group in fast.groups())
+        if int(seq) != index:
+            report.fail("log.seq-mismatch", subject, f"withheld entry says seq {int(seq)}", seq=index)
+        return bytes.fromhex(leaf_hex), "sha256:" + line_hex
+    stub = _withheld(raw)
+    if stub is None:
+        return None
+    ok = (
+        set(stub) == _WITHHELD_KEYS
+        and isinstance(stub.get("line_sha256"), str)
+        and isinstance(stub.get("leaf_hash"), str)
+        and _HEX64.match(stub["line_sha256"]) is not None
+        and _HEX64.match(stub["leaf_hash"]) is not None
+    )
+    if not ok:
+        report.fail("bundle.bad-withheld", subject, "withheld entry is malformed", seq=index)
+        return merkle.leaf_hash(raw), line_hash(raw)
+    if stub["seq"] != index:
+        report.fail("log.seq-mismatch", subject, f"withheld entry says seq {stub['seq']}", seq=index)
+    return bytes.fromhex(stub["leaf_hash"]), "sha256:" + stub["line_sha256"]
+
+
 def _withheld(raw: bytes) -> dict[str, Any] | None:
     if b'"withheld"' not in raw:
         return None
@@ -292,36 +319,9 @@ def _walk_log(log: Iterable[bytes], report: Report, state: EvidenceState) -> Non
         raw = text.removesuffix(b"\n")
         subject = line_subject(index)
         state.log.events += 1
-        fast = _STUB_LINE.fullmatch(raw)  # a withheld entry as export writes it: no JSON parse needed
-        if fast is not None:
-            leaf_hex, line_hex, seq = fast.groups()
-            if int(seq) != index:
-                report.fail("log.seq-mismatch", subject, f"withheld entry says seq {int(seq)}", seq=index)
-            leaf, this_hash = bytes.fromhex(leaf_hex.decode("ascii")), "sha256:" + line_hex.decode("ascii")
-            state.withheld += 1
-            state.leaves.append(leaf)
-            acc.append(leaf)
-            state.log.line_hashes.append(this_hash)
-            prev = this_hash
-            continue
-        stub = _withheld(raw)
-        if stub is not None:
-            ok = (
-                set(stub) == _WITHHELD_KEYS
-                and isinstance(stub.get("line_sha256"), str)
-                and isinstance(stub.get("leaf_hash"), str)
-                and _HEX64.match(stub["line_sha256"]) is not None
-                and _HEX64.match(stub["leaf_hash"]) is not None
-            )
-            if not ok:
-                report.fail("bundle.bad-withheld", subject, "withheld entry is malformed", seq=index)
-                leaf, this_hash = merkle.leaf_hash(raw), line_hash(raw)
-            else:
-                if stub["seq"] != index:
-                    report.fail(
-                        "log.seq-mismatch", subject, f"withheld entry says seq {stub['seq']}", seq=index
-                    )
-                leaf, this_hash = bytes.fromhex(stub["leaf_hash"]), "sha256:" + stub["line_sha256"]
+        withheld = _withheld_entry(raw, index, subject, report)
+        if withheld is not None:
+            leaf, this_hash = withheld
             state.withheld += 1
             state.leaves.append(leaf)
             acc.append(leaf)
