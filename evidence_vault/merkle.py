@@ -63,9 +63,10 @@ class Leaves(Sequence[bytes]):
 
     def parents(self, lo: int, hi: int) -> list[bytes]:
         """The node hashes of the leaves ``lo`` to ``hi`` taken in pairs (an odd last leaf left out)."""
-        buf, sha256 = self._buf, hashlib.sha256
+        buf, sha256, pair = self._buf, hashlib.sha256, 2 * HASH_SIZE
         return [
-            sha256(b"\x01" + buf[i : i + 2 * HASH_SIZE]).digest() for i in range(lo * 32, (hi - 1) * 32, 64)
+            sha256(b"\x01" + buf[i : i + pair]).digest()
+            for i in range(lo * HASH_SIZE, (hi - 1) * HASH_SIZE, pair)
         ]
 
 
