@@ -41,7 +41,7 @@ from .bundle_verify import (
 from .canonical import canonical
 from .checkpoint import checkpoint_dir, headers_path, list_checkpoints
 from .errors import EvidenceVaultError, UsageError
-from .events import Event, parse_event, parse_line
+from .events import Event, parse_event
 from .keystore import utc_now
 from .signing import NAMESPACE, Signer, armor, key_file_name
 from .timestamps import rfc3161
@@ -93,6 +93,7 @@ class Staged:
     redacted: set[str] = field(default_factory=set)
     checkpoints: list[int] = field(default_factory=list)
     tokens: list[dict[str, Any]] = field(default_factory=list)  # RFC 3161 tokens for VERIFY.md
+    actors: dict[int, str] = field(default_factory=dict)  # seq -> signer of each revealed line, in order
 
 
 def select_items(
@@ -229,6 +230,7 @@ def stage_evidence(
                 continue
             staged.revealed += 1
             shown.add(seq)
+            staged.actors[seq] = event.actor
             log_out.write(raw.data + b"\n")
             staged.signers[event.actor] = ""
             _write(ev_root, f"events/{seq}.json", event.signing_bytes())
@@ -421,28 +423,18 @@ def _files_commands() -> list[str]:
 def render_verify_md(staged: Staged, stage: Path, vault_name: str) -> str:
     """VERIFY.md for this bag: one fenced block of standard-tool commands per claim."""
     ev_root = stage / EVIDENCE
-    at_checkpoints = set(staged.checkpoints)
-    records: dict[int, Event] = {}  # the checkpoint events, by tree size
-    ev_cmds = []
-    with open(ev_root / "log.jsonl", "rb") as log:  # streamed: the log of a big vault is not held
-        for seq, read in enumerate(log):
-            line = read.removesuffix(b"\n")
-            if seq in at_checkpoints:
-                records[seq] = parse_line(line)[0]
-            if b'"withheld":true' in line:
-                continue
-            event = parse_line(line)[0]
-            ev_cmds.append(
-                f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {event.actor} -n {NAMESPACE} "
-                f"-s evidence/events/{event.seq}.json.sig < evidence/events/{event.seq}.json"
-            )
+    ev_cmds = [
+        f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {actor} -n {NAMESPACE} "
+        f"-s evidence/events/{seq}.json.sig < evidence/events/{seq}.json"
+        for seq, actor in staged.actors.items()
+    ]
     sig_cmds = []
-    for size in staged.checkpoints:
+    for size in staged.checkpoints:  # a checkpoint line is always revealed
         d = f"evidence/checkpoints/{size:012d}"
-        record = records.get(size)
-        if record is not None:
+        actor = staged.actors.get(size)
+        if actor is not None:
             sig_cmds.append(
-                f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {record.actor} "
+                f"ssh-keygen -Y verify -f evidence/keys/allowed_signers -I {actor} "
                 f"-n {NAMESPACE} -s {d}/checkpoint.sig < {d}/checkpoint"
             )
     ots_cmds = [
