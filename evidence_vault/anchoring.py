@@ -32,7 +32,15 @@ from typing import Any
 from . import events as ev
 from . import merkle
 from .atomic import write_atomic
-from .checkpoint import CHECKPOINTS, Checkpoint, checkpoint_dir, headers_path, list_checkpoints, queue_path
+from .checkpoint import (
+    CHECKPOINTS,
+    Checkpoint,
+    checkpoint_dir,
+    headers_path,
+    list_checkpoints,
+    parse_queue,
+    queue_path,
+)
 from .custody_log import Head
 from .errors import EvidenceVaultError, NetworkError, TimestampError, UsageError
 from .keystore import TrustStore
@@ -261,20 +269,16 @@ def load_queue(vault: Vault) -> dict[str, list[int]]:
     """
     path = queue_path(vault)
     try:
-        data = json.loads(path.read_text("utf-8"))
+        queue = parse_queue(path.read_bytes())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, RecursionError):
-        data = None
-    if not isinstance(data, dict):
+    except OSError:
+        queue = None
+    if queue is None:
         with contextlib.suppress(OSError):
             os.replace(path, path.with_name(path.name + ".unreadable"))
         return _rebuild_queue(vault)
-    return {
-        str(k): [s for s in v if isinstance(s, int) and not isinstance(s, bool) and s > 0]
-        for k, v in data.items()
-        if isinstance(v, list)
-    }
+    return queue
 
 
 def _recorded(vault: Vault, sizes: set[int]) -> list[int]:

@@ -193,13 +193,13 @@ def check_anchors(
 def _queued_for_ots(vault: Vault) -> set[int]:
     """The checkpoint sizes ``stamp`` has queued for OpenTimestamps (``checkpoints/queue.json``), read
     only: what cannot be read counts as not queued (``stamp`` sets such a file aside and rebuilds it)."""
-    from .checkpoint import queue_path
+    from .checkpoint import parse_queue, queue_path
 
     try:
-        sizes = json.loads(read_bytes(queue_path(vault), limit=1 << 24)).get("ots")
-    except (OSError, ValueError, AttributeError, RecursionError, EvidenceVaultError):
+        queue = parse_queue(read_bytes(queue_path(vault), limit=1 << 24))
+    except OSError:
         return set()
-    return {s for s in sizes if type(s) is int} if isinstance(sizes, list) else set()
+    return set((queue or {}).get("ots", []))
 
 
 def _check_ots(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,21 @@ def headers_path(vault: Vault) -> Path:
 def queue_path(vault: Vault) -> Path:
     """The stamps still to make (offline, or too few calendars answered): see ``anchoring.load_queue``."""
     return vault.root / CHECKPOINTS / "queue.json"
+
+
+def parse_queue(data: bytes) -> dict[str, list[int]] | None:
+    """The stamps a queue file lists, ``{"ots": [sizes], "tsa:<url>": [sizes]}``; None if it is none."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {
+        str(k): [s for s in v if isinstance(s, int) and not isinstance(s, bool) and s > 0]
+        for k, v in value.items()
+        if isinstance(v, list)
+    }
 
 
 def list_checkpoints(vault: Vault) -> list[int]:
