@@ -6,12 +6,13 @@ custody rules under the writer lock before anything is written: a forbidden acti
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import stat
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,29 +347,34 @@ def _how(proof: str) -> str:
     return f"RFC 3161 token of {proof.removeprefix('rfc3161 ')}, genTime"
 
 
-def timeline(vault: Vault, item: str, *, tsa_roots: Sequence[bytes] = ()) -> list[TimelineEntry]:
+def timeline(vault: Vault, item: str, *, tsa_roots: Sequence[bytes] = ()) -> Iterator[TimelineEntry]:
     """Every event about the item (and its working copies' links), in order, with proof status: the
     earliest time a checkpoint covering the event is proven to have existed, as ``verify`` states it
-    (``tsa_roots``: the user's own TSA roots, as ``verify --tsa-ca``)."""
-    import bisect
-
+    (``tsa_roots``: the user's own TSA roots, as ``verify --tsa-ca``). One entry at a time: memory
+    stays flat however many events the item has. The checkpoints are read before the first entry."""
     names = {fp: g.name for fp, g in vault.authority().keys.items()}
     anchors = anchor_status(vault, tsa_roots=tsa_roots)
     sizes = [a[0] for a in anchors]
-    entries = []
-    for e in vault.events_for(item):
-        covering = anchors[bisect.bisect_right(sizes, e.seq) :]
-        proven = [a for a in covering if a[1] is not None]
-        if proven:
-            proof = min(proven, key=lambda a: (a[1], a[0]))[2]
-        elif covering:
-            proof = covering[-1][2]
-        else:
-            proof = "not yet in a checkpoint"
-        entries.append(
-            TimelineEntry(e.seq, e.time, e.type, e.actor, names.get(e.actor, "?"), _summary(e, names), proof)
-        )
-    return entries
+    # What proves an event depends only on which checkpoints cover it: the first one past its seq.
+    proofs = [_proof_of(anchors[first:]) for first in range(len(anchors) + 1)]
+    return _timeline_entries(vault.iter_events_for(item), sizes, proofs, names)
+
+
+def _proof_of(covering: list[tuple[int, float | None, str]]) -> str:
+    """The earliest proven time among the checkpoints covering an event, else the latest of them."""
+    proven = [a for a in covering if a[1] is not None]
+    if proven:
+        return min(proven, key=lambda a: (a[1], a[0]))[2]
+    return covering[-1][2] if covering else "not yet in a checkpoint"
+
+
+def _timeline_entries(
+    events: Iterator[Event], sizes: list[int], proofs: list[str], names: dict[str, str]
+) -> Iterator[TimelineEntry]:
+    for e in events:
+        actor_name = names.get(e.actor, "?")
+        proof = proofs[bisect.bisect_right(sizes, e.seq)]
+        yield TimelineEntry(e.seq, e.time, e.type, e.actor, actor_name, _summary(e, names), proof)
 
 
 def _summary(e: Event, names: dict[str, str]) -> str:

@@ -868,22 +868,25 @@ class Vault:
         raise UsageError(f"{ref!r} is neither an item id (8+ hex digits) nor a readable file")
 
     def events_for(self, item_id: str, *, limit: int | None = None) -> list[Event]:
-        """The item's events in log order (with ``limit``: the first and last ``limit // 2``).
+        """The item's events in log order (with ``limit``: the first and last ``limit // 2``)."""
+        return list(self.iter_events_for(item_id, limit=limit))
+
+    def iter_events_for(self, item_id: str, *, limit: int | None = None) -> Iterator[Event]:
+        """:meth:`events_for`, one event at a time (an item can have a hundred thousand events).
 
         Read through the index's byte offsets and parsed for display only: ``verify`` checks them.
         """
         offsets = self.index.event_offsets(item_id)
         if limit is not None and len(offsets) > limit:
             offsets = offsets[: limit // 2] + offsets[-(limit - limit // 2) :]
-        out = []
         with open(self.log.path, "rb") as fh:
             for offset in offsets:
                 fh.seek(offset)
                 try:
-                    out.append(Event.from_dict(json.loads(fh.readline())))
+                    event = Event.from_dict(json.loads(fh.readline()))
                 except (ValueError, EvidenceVaultError):  # not where a line starts (or a damaged line)
                     raise self.index.damaged(f"no log event at byte {offset}") from None
-        return out
+                yield event
 
     def all_events(self) -> Iterator[Event]:
         return self.log.events()

@@ -30,7 +30,14 @@ def _with_closed_reader(*args: str | os.PathLike[str]) -> tuple[int, str]:
 
 def test_reading_commands_exit_quietly(vault: Path, cli: Cli) -> None:
     assert cli("--vault", vault, "add", *SAMPLE_FILES[:2]).code == 0
-    for args in (("log", "--json"), ("ls", "--json"), ("verify", "--json")):
+    timeline = ("timeline", os.fspath(SAMPLE_FILES[0]))
+    for args in (
+        ("log", "--json"),
+        ("ls", "--json"),
+        ("verify", "--json"),
+        (*timeline, "--json"),  # written entry by entry
+        (*timeline, "--format", "markdown"),
+    ):
         code, err = _with_closed_reader("--vault", vault, *args)
         assert (code, err) == (141, ""), args
 

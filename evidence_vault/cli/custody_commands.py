@@ -172,23 +172,19 @@ def timeline(
     vault = state(ctx).open_vault()
     it = vault.resolve(item)
     entries = custody_ops.timeline(vault, it.id, tsa_roots=roots)
+    # Written as the entries come (an item can have a hundred thousand events): memory stays flat.
     if json_out or fmt == "json":
-        output.emit_json({"item": it.id, "name": it.name, "events": [e.to_dict() for e in entries]})
+        output.emit_json_document({"item": it.id, "name": it.name}, "events", (e.to_dict() for e in entries))
     elif fmt == "markdown":
         from ..report_formats import md_cell
 
-        lines = [
-            f"# Custody timeline of `{it.id}`",
-            "",
-            f"Name: {md_cell(it.name or '-')}",
-            "",
-            "| seq | time (UTC) | who | what | proven |",
-            "|---|---|---|---|---|",
-        ]
+        output.emit_text(
+            f"# Custody timeline of `{it.id}`\n\nName: {md_cell(it.name or '-')}\n\n"
+            "| seq | time (UTC) | who | what | proven |\n|---|---|---|---|---|\n"
+        )
         for e in entries:
             cells = [str(e.seq), e.time, f"{e.actor_name} ({e.actor})", e.summary, e.proof]
-            lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
-        print("\n".join(lines))
+            output.emit_text("| " + " | ".join(md_cell(c) for c in cells) + " |\n")
     else:
         # Lines, not a table: a time or a fingerprint cut to fit a narrow terminal would be no record.
         output.info(f"custody timeline of {output.one_line(it.name or '-')} {it.id}")

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -96,6 +96,28 @@ def status(word: str, color: str, rest: str) -> None:
 def emit_json(value: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def emit_text(text: str) -> None:
+    """Text on stdout, as given (a report format such as Markdown, written piece by piece)."""
+    sys.stdout.write(text)
+
+
+def emit_json_document(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """``emit_json({**head, key: list(items)})``, the same bytes, written one item at a time (flat memory
+    for a list of a hundred thousand entries)."""
+    start = json.dumps({**head, key: []}, ensure_ascii=False, indent=2)
+    write = sys.stdout.write
+    first = True
+    for item in items:
+        if first:
+            write(start[: -len("[]\n}")] + "[\n    ")  # the document up to the list's first item
+            first = False
+        else:
+            write(",\n    ")
+        write(json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n    "))
+    write(start + "\n" if first else "\n  ]\n}\n")
     sys.stdout.flush()
 
 

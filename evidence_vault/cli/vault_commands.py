@@ -308,7 +308,7 @@ def log(
 ) -> None:
     """Print the custody log (all events, or one item's)."""
     vault = state(ctx).open_vault()
-    events = vault.events_for(vault.resolve(item).id) if item else _log_events(vault)
+    events = vault.iter_events_for(vault.resolve(item).id) if item else _log_events(vault)
     for e in events:
         if json_out:
             output.emit_json_line(e.to_dict())
