@@ -48,6 +48,7 @@ from .index import items_of
 from .keystore import utc_now
 from .regular_files import open_regular, read_bytes, read_text
 from .report import Finding, Report, line_subject
+from .revealed import RevealedLines
 from .safezip import safe_extract
 from .signing import (
     FINGERPRINT_RE,
@@ -190,8 +191,7 @@ class EvidenceState:
     """What checking ``evidence/`` learned."""
 
     log: LogState = field(default_factory=LogState)
-    revealed: dict[int, Event] = field(default_factory=dict)
-    revealed_lines: dict[int, bytes] = field(default_factory=dict)
+    revealed: RevealedLines = field(default_factory=RevealedLines)  # on disk past a few MB
     withheld: int = 0  # lines shipped as their hashes only
     leaves: merkle.Leaves = field(default_factory=merkle.Leaves)
     signers: set[str] = field(default_factory=set)
@@ -342,8 +342,7 @@ def _walk_log(log: Iterable[bytes], report: Report, state: EvidenceState) -> Non
             continue
         _check_revealed(event, is_canonical, index, prev, root_before, state, report)
         prev = this_hash
-        state.revealed[index] = event
-        state.revealed_lines[index] = raw
+        state.revealed.add(index, raw)
         state.signers.add(event.actor)
     if state.log.line_hashes:
         report.head = {"seq": len(state.log.line_hashes) - 1, "hash": state.log.line_hashes[-1]}
@@ -356,7 +355,7 @@ def check_event_files(ev_root: Path, report: Report, state: EvidenceState) -> No
     present = {p.name for p in d.iterdir()} if d.is_dir() else set()
     for extra in sorted(present - expected):
         report.fail("bundle.event-file-mismatch", f"evidence/events/{extra}", "file for no revealed event")
-    for seq, event in sorted(state.revealed.items()):
+    for seq, event in state.revealed.items():  # in log order
         subject = f"evidence/events/{seq}.json"
         try:
             body = read_bytes(d / f"{seq}.json")
@@ -487,7 +486,7 @@ def check_proofs(ev_root: Path, report: Report, state: EvidenceState) -> None:
                 f"proofs are for tree size {size!r}, not the latest checkpoint ({latest})",
             )
         proofs = doc.get("proofs") if isinstance(doc.get("proofs"), dict) else {}
-        for seq, line in sorted(state.revealed_lines.items()):
+        for seq, line in state.revealed.lines():  # in log order
             if seq >= latest:
                 continue
             path = proofs.get(str(seq)) if isinstance(proofs, dict) else None

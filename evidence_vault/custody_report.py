@@ -177,11 +177,21 @@ def render(
         )
     out.append("</table>")
     out.append(f"<h2>Items ({len(state.log.items)})</h2>")
-    ingest_events = {
-        ev_.data["item"]: ev_
-        for ev_ in state.revealed.values()
-        if ev_.type == ev.ITEM_INGESTED and isinstance(ev_.data.get("item"), str)  # hand-made lines: any JSON
-    }
+    # One pass over the revealed events (kept on disk, parsed as read): each item's ingest event and
+    # timeline rows.
+    ingest_events: dict[str, ev.Event] = {}
+    rows: dict[str, list[str]] = {}
+    for seq, event in state.revealed.items():
+        if event.type == ev.ITEM_INGESTED and isinstance(event.data.get("item"), str):  # hand-made: any JSON
+            ingest_events[event.data["item"]] = event
+        mentioned = [i for i in mentioned_items(event) if i in state.log.items]
+        if not mentioned:
+            continue
+        g = auth.keys.get(event.actor)
+        who = f"{e(g.name) if g else '?'} <span class=hash>{e(event.actor)}</span>"
+        row = f"<tr><td>{seq}</td><td>{e(event.time)}</td><td>{e(event.type)}</td><td>{who}</td></tr>"
+        for item in dict.fromkeys(mentioned):
+            rows.setdefault(item, []).append(row)
     for item, rec in state.log.items.items():
         ingest = ingest_events.get(item)
         data = ingest.data if ingest is not None else {}
@@ -213,14 +223,7 @@ def render(
             "<h4>Custody timeline</h4><table>"
             "<tr><th>seq</th><th>time (UTC)</th><th>event</th><th>by</th></tr>"
         )
-        for seq, event in sorted(state.revealed.items()):
-            if item not in mentioned_items(event):
-                continue
-            g = auth.keys.get(event.actor)
-            who = f"{e(g.name) if g else '?'} <span class=hash>{e(event.actor)}</span>"
-            out.append(
-                f"<tr><td>{seq}</td><td>{e(event.time)}</td><td>{e(event.type)}</td><td>{who}</td></tr>"
-            )
+        out += rows.get(item, [])
         out.append("</table>")
         out.append(f"<h4>Proof of time</h4><p>{_proof_text(state, report, item)}</p></div>")
     out.append("</body></html>")
