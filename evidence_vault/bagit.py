@@ -23,11 +23,12 @@ import stat
 import unicodedata
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from evidence_vault.errors import BagError, IntegrityError
 
@@ -40,6 +41,9 @@ __all__ = [
     "validate_bag",
     "write_bag",
 ]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 CHUNK = 1 << 20
 BAGIT_VERSION = "1.0"
@@ -608,18 +612,20 @@ def _check_duplicates(ctx: _Ctx, rel: str, entries: list[_Entry]) -> None:
 
 
 class _Resolver:
-    def __init__(self, files: Iterable[str]) -> None:
-        self.files = set(files)
-        self.norm: dict[str, list[str]] = {}
+    def __init__(self, files: Mapping[str, int]) -> None:
+        self.files = files
+        self.norm: dict[str, list[str]] | None = None  # made at the first path not found as written
         self.fold: dict[str, list[str]] = {}
-        for f in self.files:
-            self.norm.setdefault(unicodedata.normalize("NFC", f), []).append(f)
-            self.fold.setdefault(_fold(f), []).append(f)
 
     def resolve(self, path: str) -> tuple[str | None, str | None]:
         """Return (file on disk, warning code) for a manifest path."""
         if path in self.files:
             return path, None
+        if self.norm is None:
+            self.norm = {}
+            for f in self.files:
+                self.norm.setdefault(unicodedata.normalize("NFC", f), []).append(f)
+                self.fold.setdefault(_fold(f), []).append(f)
         cands = self.norm.get(unicodedata.normalize("NFC", path), [])
         if len(cands) == 1:
             return cands[0], "path.normalization-mismatch"
@@ -627,6 +633,47 @@ class _Resolver:
         if len(cands) == 1:
             return cands[0], "path.case-mismatch"
         return None, None
+
+
+def _map_bounded(
+    pool: Executor, fn: Callable[[_T], _R], items: Iterable[_T], window: int = 256
+) -> Iterator[_R]:
+    """``pool.map(fn, items)`` with at most ``window`` items in flight: ``Executor.map`` submits every
+    item at once, and a future costs about 2 KB (400 MB for the 200,000 tag files of a bag that reveals
+    100,000 events)."""
+    pending: deque[Future[_R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _check_digests(
+    ctx: _Ctx,
+    jobs: list[tuple[str, tuple[tuple[int, str, str, str], ...]]],
+    results: Iterator[tuple[dict[str, str], int] | str],
+    stats: dict[str, int] | None,
+) -> None:
+    """Compare each file's digests, as they come, with what its manifests say; report the differences in
+    the order the manifests list them. ``stats`` gets the bytes read."""
+    found: list[tuple[int, str, str, str]] = []  # (order listed, disk path, code, message)
+    hashed = 0
+    for (disk, wants), result in zip(jobs, results, strict=True):
+        if isinstance(result, str):
+            found.append((wants[0][0], disk, "file.unreadable", f"cannot read: {result}"))
+            continue
+        got, size = result
+        hashed += size
+        for index, alg, want, manifest in wants:
+            if got[alg] != want:
+                code = "payload.hash-mismatch" if disk.startswith("data/") else "tag.hash-mismatch"
+                found.append((index, disk, code, f"{alg} is {got[alg]}, {manifest} says {want}"))
+    for _, disk, code, message in sorted(found):
+        ctx.error(disk, code, message)
+    if stats is not None:
+        stats["bytes_hashed"] = hashed
 
 
 def _hash_file(root: Path, rel: str, algs: Sequence[str]) -> tuple[dict[str, str], int] | str:
@@ -743,28 +790,32 @@ def validate_bag(
 
     fetch = set(_parse_fetch(ctx))
     payload_res, tag_res = _Resolver(payload), _Resolver(tags)
-    work: dict[str, set[str]] = {}
-    expected: list[tuple[str, str, str, str]] = []  # (disk path, alg, digest, manifest)
+    # disk path -> what its manifests say: (order listed, alg, digest, manifest). Tuples, and no list of
+    # results: a bag can have 200,000 tag files.
+    work: dict[str, tuple[tuple[int, str, str, str], ...]] = {}
+    order = 0
     listed: dict[str, set[str]] = {alg: set() for alg in manifests}
     missing_fetch: set[str] = set()
     for is_tag, table in ((False, manifests), (True, tagmanifests)):
         resolver = tag_res if is_tag else payload_res
         prefix = "tagmanifest" if is_tag else "manifest"
         for alg, entries in table.items():
+            manifest = f"{prefix}-{alg}.txt"
             for e in entries:
                 disk, how = resolver.resolve(e.path)
                 if disk is None:
                     if e.path in fetch:
                         missing_fetch.add(e.path)
                     else:
-                        ctx.error(e.path, "manifest.missing-file", f"listed in {prefix}-{alg}.txt, not found")
+                        ctx.error(e.path, "manifest.missing-file", f"listed in {manifest}, not found")
                     continue
                 if how:
-                    ctx.warn(e.path, how, f"listed in {prefix}-{alg}.txt; found as {disk!r}")
+                    ctx.warn(e.path, how, f"listed in {manifest}; found as {disk!r}")
                 if not is_tag:
                     listed[alg].add(disk)
-                work.setdefault(disk, set()).add(alg)
-                expected.append((disk, alg, e.digest, f"{prefix}-{alg}.txt"))
+                work[disk] = (*work.get(disk, ()), (order, alg, e.digest, manifest))
+                order += 1
+            entries.clear()  # what they say is in ``work`` now
     for p in sorted(missing_fetch):
         ctx.error(p, "fetch.incomplete", "listed in fetch.txt but not fetched: the bag is incomplete")
     for p in sorted(fetch - missing_fetch):
@@ -776,24 +827,16 @@ def validate_bag(
 
     workers = max(1, processes if processes is not None else min(32, (os.cpu_count() or 1) + 4))
     jobs = sorted(work.items())
+    del work
+
+    def hash_one(job: tuple[str, tuple[tuple[int, str, str, str], ...]]) -> tuple[dict[str, str], int] | str:
+        return _hash_file(ctx.root, job[0], sorted({want[1] for want in job[1]}))
+
     if workers == 1 or len(jobs) < 2:
-        results = [_hash_file(ctx.root, p, sorted(a)) for p, a in jobs]
+        _check_digests(ctx, jobs, map(hash_one, jobs), stats)
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda j: _hash_file(ctx.root, j[0], sorted(j[1])), jobs))
-    digests = dict(zip((p for p, _ in jobs), results, strict=True))
-    if stats is not None:
-        stats["bytes_hashed"] = sum(r[1] for r in results if not isinstance(r, str))
-    reported: set[str] = set()
-    for disk, alg, want, manifest in expected:
-        got = digests[disk]
-        if isinstance(got, str):
-            if disk not in reported:
-                ctx.error(disk, "file.unreadable", f"cannot read: {got}")
-                reported.add(disk)
-        elif got[0][alg] != want:
-            code = "payload.hash-mismatch" if disk.startswith("data/") else "tag.hash-mismatch"
-            ctx.error(disk, code, f"{alg} is {got[0][alg]}, {manifest} says {want}")
+            _check_digests(ctx, jobs, _map_bounded(pool, hash_one, jobs), stats)
 
     info_name = _info_name(ctx)
     if not missing_fetch:

@@ -352,3 +352,33 @@ def test_huge_numbers_in_bag_info_and_declaration_are_findings_not_a_crash(tmp_p
     )
     findings = [f for f in validate_bag(bag) if f.code == "bagit.unsupported-version"]
     assert findings and len(findings[0].message) < 100
+
+
+def test_digests_checked_as_they_come_in_manifest_order_each_file_read_once(tmp_path: Path) -> None:
+    """Every file's digests are compared as its hash comes back (a bag can have 200,000 tag files):
+    differences are still reported in the order the manifests list them, and a file listed in two
+    manifests is read once."""
+    b = tmp_path / "bag"
+    names = [f"p{i:03d}.bin" for i in range(40)]
+    tags = {f"evidence/events/{i}.json": b"{}" * i for i in range(300)}
+    write_bag(b, _sources(tmp_path, names), tag_files=tags, algorithms=("sha256", "sha512"))
+    stats: dict[str, int] = {}
+    assert not [f for f in validate_bag(b, stats=stats) if f.level == "error"]
+    files = [p for p in b.rglob("*") if p.is_file() and not p.name.startswith("tagmanifest-")]
+    assert stats["bytes_hashed"] == sum(p.stat().st_size for p in files)
+    (b / "data/p030.bin").write_bytes(b"changed")
+    (b / "data/p007.bin").write_bytes(b"changed too")
+    (b / "evidence/events/5.json").write_bytes(b"[]")
+    found = [
+        (f.code, f.path, f.message.split(", ")[1].split(" says")[0])
+        for f in validate_bag(b)
+        if f.code.endswith("hash-mismatch")
+    ]
+    assert found == [
+        ("payload.hash-mismatch", "data/p007.bin", "manifest-sha256.txt"),
+        ("payload.hash-mismatch", "data/p030.bin", "manifest-sha256.txt"),
+        ("payload.hash-mismatch", "data/p007.bin", "manifest-sha512.txt"),
+        ("payload.hash-mismatch", "data/p030.bin", "manifest-sha512.txt"),
+        ("tag.hash-mismatch", "evidence/events/5.json", "tagmanifest-sha256.txt"),
+        ("tag.hash-mismatch", "evidence/events/5.json", "tagmanifest-sha512.txt"),
+    ]
