@@ -473,7 +473,7 @@ def read_bag_info(path: Path) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------------------------- validation
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     path: str  # as resolved against the bag (posix, relative)
     digest: str
@@ -537,6 +537,16 @@ def _walk(ctx: _Ctx) -> tuple[dict[str, int], dict[str, int]]:
     return payload, tags
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of a tag file (CR, LF or CRLF), one at a time: a manifest can list 200,000 files."""
+    start = 0
+    for m in _NEWLINES.finditer(text):
+        yield text[start : m.start()]
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
+
+
 def _parse_manifest(ctx: _Ctx, rel: str, alg: str, is_tag: bool) -> list[_Entry] | None:
     text = _read_tag(ctx, rel)
     if text is None:
@@ -546,10 +556,7 @@ def _parse_manifest(ctx: _Ctx, rel: str, alg: str, is_tag: bool) -> list[_Entry]
     except ValueError:
         size = 0
     entries: list[_Entry] = []
-    lines = _NEWLINES.split(text)
-    if lines and lines[-1] == "":
-        lines.pop()
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(_lines(text), 1):
         where = f"{rel} line {n}"
         if not line.strip():
             ctx.warn(rel, "manifest.blank-line", f"{where}: blank line")
