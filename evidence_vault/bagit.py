@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as _dt
+import errno
 import hashlib
 import os
 import re
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from evidence_vault.errors import BagError, IntegrityError
+from evidence_vault.hashing import syncfs
 
 __all__ = [
     "BagFinding",
@@ -214,13 +216,17 @@ def write_bag(
     bag_info: Mapping[str, str | Sequence[str]] = {},
     algorithms: Sequence[str] = ("sha256",),
     hashes: Mapping[str, Mapping[str, str]] | None = None,
+    move_tag_files: bool = False,
 ) -> None:
     """Write a BagIt 1.0 bag at ``dest`` atomically (built beside it, renamed at the end).
 
     ``payload`` holds (path under data/, source file). ``hashes`` (algorithm -> path -> hex), if given,
     are checked against the bytes actually copied; a difference raises :class:`IntegrityError`.
     ``tag_files`` maps a tag file's path to its bytes, or to a file to copy (streamed: a big vault's
-    redacted log is never held in memory).
+    redacted log is never held in memory). With ``move_tag_files`` those files are moved into the bag
+    (renamed, where on the same file system; a staging folder of the caller's) and made durable by one
+    sync of the file system before the bag gets its name, instead of a copy and an fsync each: a bag
+    that reveals 100,000 events has 200,000 of them.
     """
     dest = Path(dest)
     if os.path.lexists(dest):
@@ -277,10 +283,14 @@ def write_bag(
         for alg, entries in manifests.items():
             _write(tmp / f"manifest-{alg}.txt", _manifest_text(entries))
         tag_names = ["bagit.txt", "bag-info.txt", *(f"manifest-{a}.txt" for a in algs)]
+        moved: list[str] = []  # their paths in the bag (strings: 200,000 Path objects would cost 60 MB)
         for rel, content in tags:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, Path):
-                _copy_hashing(content, tmp / rel, ())
+                if move_tag_files and _move(content, tmp / rel):
+                    moved.append(rel)
+                else:
+                    _copy_hashing(content, tmp / rel, ())
             else:
                 _write_bytes(tmp / rel, content)
             tag_names.append(rel)
@@ -290,6 +300,7 @@ def write_bag(
                 with open(tmp / rel, "rb") as f:
                     entries[rel] = hashlib.file_digest(f, _hashlib_name(alg)).hexdigest()
             _write(tmp / f"tagmanifest-{alg}.txt", _manifest_text(entries))
+        _sync_moved(tmp, moved)
         _fsync_dir(tmp)
         if os.path.lexists(dest):
             raise BagError("destination appeared while writing", path=dest)
@@ -302,6 +313,37 @@ def write_bag(
 
 def _manifest_text(entries: Mapping[str, str]) -> str:
     return "".join(f"{digest}  {_encode_path(rel)}\n" for rel, digest in sorted(entries.items()))
+
+
+def _move(src: Path, dst: Path) -> bool:
+    """Rename the regular file ``src`` to ``dst``; False (nothing done) if they are on two file systems."""
+    if not stat.S_ISREG(os.lstat(src).st_mode):
+        raise BagError("not a regular file", path=src)
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    return True
+
+
+def _sync_moved(bag: Path, moved: Sequence[str]) -> None:
+    """Make the moved tag files durable: one ``syncfs`` of the bag's file system, or, where that is
+    unavailable or fails, an fsync of each file and of each folder holding one."""
+    if not moved:
+        return
+    fd = os.open(bag, os.O_RDONLY)
+    try:
+        if syncfs(fd):
+            return
+    finally:
+        os.close(fd)
+    for rel in moved:
+        with open(bag / rel, "rb") as f:
+            os.fsync(f.fileno())
+    for directory in dict.fromkeys((bag / rel).parent for rel in moved):
+        _fsync_dir(directory)
 
 
 def _write(path: Path, text: str) -> None:

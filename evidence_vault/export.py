@@ -560,7 +560,10 @@ def export(
         payload = [(staged.names[i], vault.objects.path(i.removeprefix("sha256:"))) for i in item_ids]
         hashes = {"sha256": {staged.names[i]: i.removeprefix("sha256:") for i in item_ids}}
         bag_dir = work / (out.stem if as_zip else "bag")
-        write_bag(bag_dir, payload, tag_files=tag_files, bag_info=bag_info, hashes=hashes)
+        # The staged files are moved into the bag (the staging folder is removed below in any case).
+        write_bag(
+            bag_dir, payload, tag_files=tag_files, bag_info=bag_info, hashes=hashes, move_tag_files=True
+        )
         # The exporter signs the bag: the exact bytes of the tag manifest, which lists every tag file
         # (evidence/, bag-info.txt with the exporter's name, manifest-sha256.txt and so the payload).
         manifest_bytes = (bag_dir / "tagmanifest-sha256.txt").read_bytes()

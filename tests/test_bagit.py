@@ -382,3 +382,30 @@ def test_digests_checked_as_they_come_in_manifest_order_each_file_read_once(tmp_
         ("tag.hash-mismatch", "evidence/events/5.json", "tagmanifest-sha256.txt"),
         ("tag.hash-mismatch", "evidence/events/5.json", "tagmanifest-sha512.txt"),
     ]
+
+
+def test_tag_files_moved_into_the_bag(tmp_path: Path) -> None:
+    """``move_tag_files``: staged tag files are renamed into the bag (no copy, one sync at the end); the
+    bag is the one a copy makes."""
+    stage = tmp_path / "stage"
+    (stage / "events").mkdir(parents=True)
+    for i in range(5):
+        (stage / "events" / f"{i}.json").write_bytes(b'{"seq":%d}' % i)
+    tags = {f"evidence/events/{i}.json": stage / "events" / f"{i}.json" for i in range(5)}
+    copied, moved = tmp_path / "copied", tmp_path / "moved"
+    write_bag(copied, _sources(tmp_path, ["a.jpg"]), tag_files=tags)
+    assert all(p.exists() for p in tags.values())  # copied: the staged files stay
+    write_bag(moved, [("a.jpg", tmp_path / "src" / "f0")], tag_files=tags, move_tag_files=True)
+    assert not any(p.exists() for p in tags.values())  # moved
+    assert (moved / "tagmanifest-sha256.txt").read_bytes() == (copied / "tagmanifest-sha256.txt").read_bytes()
+    assert not [f for f in validate_bag(moved) if f.level == "error"]
+
+
+def test_moving_a_tag_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real.json").write_bytes(b"{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    with pytest.raises(BagError, match="not a regular file"):
+        write_bag(
+            tmp_path / "bag", [], tag_files={"evidence/x.json": tmp_path / "link.json"}, move_tag_files=True
+        )
+    assert not (tmp_path / "bag").exists() and (tmp_path / "link.json").is_symlink()
