@@ -18,7 +18,7 @@ class RevealedLines:
     """Lines added in increasing seq order (the log's); read back by seq or in that order."""
 
     def __init__(self, spill_at: int = SPILL_AT) -> None:
-        self._file = tempfile.SpooledTemporaryFile(max_size=spill_at)  # noqa: SIM115 (closed by close())
+        self._file = tempfile.SpooledTemporaryFile(max_size=spill_at)  # noqa: SIM115 (close(), or when collected)
         self._seqs = array("q")
         self._offsets = array("q", [0])  # line k is bytes offsets[k]..offsets[k + 1]
 
