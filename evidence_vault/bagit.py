@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from evidence_vault.atomic import sync_files
 from evidence_vault.errors import BagError, IntegrityError
-from evidence_vault.hashing import syncfs
 
 __all__ = [
     "BagFinding",
@@ -300,7 +300,8 @@ def write_bag(
                 with open(tmp / rel, "rb") as f:
                     entries[rel] = hashlib.file_digest(f, _hashlib_name(alg)).hexdigest()
             _write(tmp / f"tagmanifest-{alg}.txt", _manifest_text(entries))
-        _sync_moved(tmp, moved)
+        if moved:  # one sync for them all (the files written here were fsynced each)
+            sync_files(tmp, (tmp / rel for rel in moved))
         _fsync_dir(tmp)
         if os.path.lexists(dest):
             raise BagError("destination appeared while writing", path=dest)
@@ -326,24 +327,6 @@ def _move(src: Path, dst: Path) -> bool:
             return False
         raise
     return True
-
-
-def _sync_moved(bag: Path, moved: Sequence[str]) -> None:
-    """Make the moved tag files durable: one ``syncfs`` of the bag's file system, or, where that is
-    unavailable or fails, an fsync of each file and of each folder holding one."""
-    if not moved:
-        return
-    fd = os.open(bag, os.O_RDONLY)
-    try:
-        if syncfs(fd):
-            return
-    finally:
-        os.close(fd)
-    for rel in moved:
-        with open(bag / rel, "rb") as f:
-            os.fsync(f.fileno())
-    for directory in dict.fromkeys((bag / rel).parent for rel in moved):
-        _fsync_dir(directory)
 
 
 def _write(path: Path, text: str) -> None:
@@ -409,9 +392,7 @@ def _read_declaration(ctx: _Ctx) -> None:
     except UnicodeDecodeError:
         ctx.error("bagit.txt", "bagit.bad-encoding", "bagit.txt is not UTF-8")
         return
-    lines = _NEWLINES.split(text)
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = list(_lines(text))
     m1 = re.fullmatch(r"BagIt-Version: ([0-9]+)\.([0-9]+)", lines[0]) if lines else None
     m2 = re.fullmatch(r"Tag-File-Character-Encoding: (\S+)", lines[1]) if len(lines) > 1 else None
     if len(lines) != 2 or not m1 or not m2:
@@ -463,10 +444,7 @@ def _parse_info(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str, 
     """Parse bag-info text into (label, value) pairs and (level, code, message, line) problems."""
     items: list[tuple[str, str]] = []
     problems: list[tuple[str, str, str, str]] = []
-    lines = _NEWLINES.split(text)
-    if lines and lines[-1] == "":
-        lines.pop()
-    for line in lines:
+    for line in _lines(text):
         if not line.strip():
             problems.append(("warning", "bag-info.blank-line", "blank line", line))
         elif line[0] in " \t":

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from .atomic import fsync_dir
+from .atomic import fsync_dir, sync_files
 from .errors import IngestError
-from .hashing import Digest, copy_and_hash, hash_file, read_small, syncfs
+from .hashing import Digest, copy_and_hash, hash_file, read_small
 
 SMALL = 4 << 20  # objects up to this size are read whole and written with one call (no streaming)
 
@@ -281,19 +281,5 @@ class FileObjectStore:
         where that is unavailable or fails, an fsync of each object and of each directory holding one."""
         with self._unsynced_lock:
             pending, self._unsynced = self._unsynced, []
-        if not pending or not self.durable:
-            return
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            if syncfs(fd):
-                return
-        finally:
-            os.close(fd)
-        for path in dict.fromkeys(pending):
-            obj = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(obj)
-            finally:
-                os.close(obj)
-        for directory in dict.fromkeys(p.parent for p in pending):
-            fsync_dir(directory)
+        if pending and self.durable:
+            sync_files(self.root, dict.fromkeys(pending))

@@ -409,3 +409,31 @@ def test_moving_a_tag_file_that_is_not_a_regular_file_is_refused(tmp_path: Path)
             tmp_path / "bag", [], tag_files={"evidence/x.json": tmp_path / "link.json"}, move_tag_files=True
         )
     assert not (tmp_path / "bag").exists() and (tmp_path / "link.json").is_symlink()
+
+
+def test_moved_tag_files_fsynced_one_by_one_where_syncfs_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from evidence_vault import atomic
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    for i in range(3):
+        (stage / f"{i}.json").write_bytes(b"{}")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic, "syncfs", lambda fd: False)
+    monkeypatch.setattr(os, "fsync", fsync)
+    tags = {f"evidence/events/{i}.json": stage / f"{i}.json" for i in range(3)}
+    write_bag(tmp_path / "bag", [], tag_files=tags, move_tag_files=True)
+    # Synced in the bag being built (renamed to its name afterwards): the paths inside evidence/.
+    inside = sorted(p.rsplit("/evidence/", 1)[1] for p in synced if "/evidence/" in p)
+    assert inside == ["events", "events/0.json", "events/1.json", "events/2.json"]
+    assert not [f for f in validate_bag(tmp_path / "bag") if f.level == "error"]
