@@ -297,6 +297,25 @@ def test_checkpoint_roots_for_timeline_start_from_the_last_clean_verify(
     assert len(hashed) == 10 and changed[0][5] != after[0][5]
 
 
+def test_checkpoint_roots_stop_at_the_last_checkpoint(
+    cli: Cli, filled_vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lines after the last checkpoint change none of the roots timeline and prove need: they are
+    not read (a million-line log with checkpoints at 10,000 and 100,000: 2.7 s instead of 5 s)."""
+    from evidence_vault import anchors_verify, merkle
+    from evidence_vault.vault import Vault
+
+    assert cli("--vault", filled_vault, "checkpoint").code == 0  # line 5: size 5
+    assert cli("--vault", filled_vault, "add", CORPUS / "images" / "DSCN0010.jpg").code == 0
+    hashed: list[bytes] = []
+    real_leaf = merkle.leaf_hash
+    monkeypatch.setattr(merkle, "leaf_hash", lambda data: hashed.append(data) or real_leaf(data))
+    roots, recorded = anchors_verify._log_roots(Vault(filled_vault), {5})
+    assert len(hashed) == 6 and recorded == {5}  # lines 0-5; line 6, the new file's, is not read
+    lines = (filled_vault / "log.jsonl").read_bytes().splitlines()
+    assert roots == {5: merkle.root_from_leaves([real_leaf(x) for x in lines[:5]])}
+
+
 def _flip_byte(path: Path, at: int = 5) -> None:
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
