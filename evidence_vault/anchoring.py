@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
-from . import merkle
+from . import log_frontier
 from .atomic import write_atomic
 from .checkpoint import (
     CHECKPOINTS,
@@ -87,12 +87,9 @@ def make_checkpoint(vault: Vault, signer: Signer, *, only_if_grown: bool = False
         if only_if_grown and last is not None and last.type == ev.CHECKPOINT:
             made["existing"] = last
             return []
-        acc = merkle.MerkleAccumulator()
-        for raw in vault.log.iter_raw():
-            if not raw.complete or acc.size >= size:
-                break
-            acc.append(merkle.leaf_hash(raw.data))
-        cp = Checkpoint(origin=origin_of(vault.config.vault_id), size=size, root=acc.root())
+        root, frontier = log_frontier.tree_head(vault.log, vault.config.vault_id, size)
+        made["frontier"] = frontier
+        cp = Checkpoint(origin=origin_of(vault.config.vault_id), size=size, root=root)
         text = cp.to_text()
         sig = signer.sign(text)
         directory = checkpoint_dir(vault, size)
@@ -120,6 +117,8 @@ def make_checkpoint(vault: Vault, signer: Signer, *, only_if_grown: bool = False
             _restore_checkpoint_dir(directory, e)
         return CheckpointInfo(size, str(e.data["root"]), e.seq, str(directory), False)
     (event,) = out
+    if made["frontier"] is not None:  # kept once the checkpoint is recorded, for the next one
+        log_frontier.save(vault.config.vault_id, made["frontier"])
     return CheckpointInfo(
         made["size"], made["root"], event.seq, str(checkpoint_dir(vault, made["size"])), True
     )
