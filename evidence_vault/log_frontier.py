@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import merkle
+from . import incremental, merkle
 from .atomic import write_atomic
 from .custody_log import CustodyLog
-from .incremental import extend
 from .keystore import default_home
 
 _VAULT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -92,8 +91,6 @@ def save(vault_id: str, frontier: Frontier, home: Path | None = None) -> None:
 
 
 def _incremental_state(vault_id: str, home: Path | None) -> Frontier | None:
-    from . import incremental
-
     saved = incremental.load(vault_id, home)
     if saved is None:
         return None
@@ -122,7 +119,7 @@ def tree_head(
         if not 0 < frontier.lines <= size:
             continue
         try:
-            prefix = extend(hashlib.sha256(), log.path, 0, frontier.bytes)
+            prefix = incremental.extend(hashlib.sha256(), log.path, 0, frontier.bytes)
         except OSError:
             break
         if prefix.hexdigest() == frontier.prefix_sha256:
