@@ -96,6 +96,7 @@ def items_of(event: Event) -> list[str]:
 
 # Catching up with more of the log than this folds the WAL into the database at once (``_fold_wal``).
 _BIG_CATCH_UP = 8 << 20
+_BUSY_TIMEOUT_S = 60  # how long a command waits for another one's write lock on the cache
 _ITEM_EVENT = "INSERT OR IGNORE INTO item_events (item, seq, offset) VALUES (?, ?, ?)"
 
 
@@ -108,7 +109,7 @@ class Index:
         self.names = names
         self._event_rows: list[tuple[str, int, int]] = []  # item_events rows not yet written
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self.db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
@@ -183,7 +184,7 @@ class Index:
         except sqlite3.Error:
             pass  # a full disk, say: what was written is committed, and SQLite folds the WAL later
         finally:
-            self.db.execute("PRAGMA busy_timeout = 60000")
+            self.db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_S * 1000}")
 
     def _refused(self, offset: int, what: str, reason: str | None = None) -> UnindexableLineError:
         """A hand-made line the index cannot take: one line naming the log and where."""

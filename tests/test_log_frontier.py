@@ -156,31 +156,6 @@ def test_home_that_cannot_be_written(cli: Cli, filled_vault: Path, home: Path) -
     assert cli("--vault", filled_vault, "verify").code == 0
 
 
-def test_first_index_build_leaves_no_big_wal(
-    cli: Cli, filled_vault: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The command that indexes a long stretch of the log folds the write-ahead log into the database
-    itself: the next command neither reads it at open nor copies it at close (0.2 s + 0.8 s after a
-    million events)."""
-    from evidence_vault import index
-
-    cache = filled_vault / "cache"
-    for f in cache.iterdir():
-        f.unlink()
-    monkeypatch.setattr(index, "_BIG_CATCH_UP", 0)  # this small log counts as a long stretch
-    wal_sizes: list[int] = []
-    real_refresh = index.Index.refresh
-
-    def refresh(self: index.Index, *, rebuild: bool = False) -> None:
-        real_refresh(self, rebuild=rebuild)
-        wal_sizes.append((cache / "index.sqlite-wal").stat().st_size)
-
-    monkeypatch.setattr(index.Index, "refresh", refresh)
-    res = cli("--vault", filled_vault, "ls", "--json")
-    assert res.code == 0 and len(res.json()) == 4, res.stderr
-    assert wal_sizes == [0], "emptied right after the catch-up, before the command ends"
-
-
 def test_forged_frontier_in_the_home_is_caught_by_verify(
     cli: Cli, filled_vault: Path, home: Path, tmp_path: Path
 ) -> None:
